@@ -1,0 +1,186 @@
+"""The sans-IO connection state machine, fed the bytes real peers sent."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from trivy.connection import (
+    MAX_MALFORMED_STREAK,
+    Bye,
+    Closing,
+    Connection,
+    ConnectionState,
+    DirectReceived,
+    ErrorReceived,
+    HandshakeDone,
+    Malformed,
+    PeerIdentified,
+    PingReceived,
+    PongReceived,
+    RegexpAdded,
+    RegexpRemoved,
+    TextReceived,
+    UnknownType,
+    duplicate_loser,
+)
+
+from .transcripts import PEER_NAMES, PEER_TCP, RECORDER_HANDSHAKE, RECORDER_TCP
+
+
+def feed(conn: Connection, chunks: list[bytes]) -> list[object]:
+    return [event for chunk in chunks for event in conn.receive_data(chunk)]
+
+
+def test_handshake_bytes() -> None:
+    data = Connection.handshake(4000, "ME", [(0, "^a (.*)"), (3, "^b")])
+    assert data == b"6 4000\x02ME\n1 0\x02^a (.*)\n1 3\x02^b\n5 0\x02\n"
+
+
+def test_ivy_c_transcript() -> None:
+    conn = Connection()
+    events = feed(conn, PEER_TCP["ivy-c"])
+    assert events == [
+        PeerIdentified("CPEER", 33525),
+        RegexpAdded(1, "^multi (a)?(b)?(c)?", None),
+        RegexpAdded(0, "^hello (.*)", None),
+        HandshakeDone(),
+        ErrorReceived(9, "Error compiling '(unclosed', missing )"),
+        TextReceived(0, ("one two",)),  # split across two reads
+        TextReceived(2, ("a", "", "c")),
+        TextReceived(0, ("replaced",)),
+        PongReceived(5),
+        ErrorReceived(3, "bad format request expected 'type id ...'"),
+        Bye(),
+    ]
+    assert conn.state is ConnectionState.CLOSED
+    assert conn.subscriptions == {1: "^multi (a)?(b)?(c)?", 0: "^hello (.*)"}
+
+
+def test_ivy_java_transcript_malformed_error_keeps_the_connection() -> None:
+    conn = Connection()
+    events = feed(conn, PEER_TCP["ivy-java"])
+    assert events[:4] == [
+        PeerIdentified("JPEER", 43537),
+        RegexpAdded(0, "^hello (.*)", None),
+        RegexpAdded(1, "^multi (a)?(b)?(c)?", None),
+        HandshakeDone(),
+    ]
+    # ivy-java's ERROR has no STX and spans two lines: two malformed lines
+    assert [type(e) for e in events[4:6]] == [Malformed, Malformed]
+    assert events[6:] == [
+        TextReceived(0, ("one two",)),
+        TextReceived(2, ("a", "null", "c")),  # ivy-java's "null" group, tolerated
+        TextReceived(0, ("replaced",)),
+        PongReceived(5),
+    ]
+    assert conn.state is ConnectionState.READY
+
+
+def test_ivy_python_transcript() -> None:
+    events = feed(Connection(), PEER_TCP["ivy-python"])
+    assert events == [
+        PeerIdentified("PYPEER", 42123),
+        RegexpAdded(0, "^hello (.*)", None),
+        RegexpAdded(1, "^multi (a)?(b)?(c)?", None),
+        HandshakeDone(),
+        TextReceived(0, ("one two",)),
+        TextReceived(2, ("a", "", "c")),
+        TextReceived(0, ("replaced",)),
+        PongReceived(5),
+    ]
+
+
+@pytest.mark.parametrize("implementation", sorted(PEER_TCP))
+def test_every_transcript_reads_the_same_byte_by_byte(implementation: str) -> None:
+    """Splitting the stream anywhere changes nothing."""
+    whole = b"".join(PEER_TCP[implementation])
+    assert feed(Connection(), [bytes([b]) for b in whole]) == feed(Connection(), [whole])
+    assert PEER_NAMES[implementation] in repr(feed(Connection(), [whole])[0])
+
+
+def test_recorder_lines() -> None:
+    conn = Connection()
+    events = feed(conn, [RECORDER_HANDSHAKE, *RECORDER_TCP])
+    assert events == [
+        PeerIdentified("RECORDER", 48817),
+        RegexpAdded(0, "^rec (.*)", None),
+        RegexpAdded(1, "(unclosed", None),
+        RegexpAdded(2, "^multi (a)?(b)?(c)?", None),
+        HandshakeDone(),
+        RegexpAdded(0, "^rec2 (.*)", "^rec (.*)"),  # same id: replaced
+        TextReceived(0, ("world",)),
+        TextReceived(0, ("no-etx",)),
+        PingReceived(5),
+        DirectReceived(7, "hi there"),
+        RegexpRemoved(2, "^multi (a)?(b)?(c)?"),
+        UnknownType(99, 1, "unknown type"),
+        Malformed("this line is malformed", "bad format request expected 'type id ...'"),
+    ]
+    assert conn.subscriptions == {0: "^rec2 (.*)", 1: "(unclosed"}
+
+
+def test_start_regexp_must_come_first_and_once() -> None:
+    conn = Connection()
+    (event,) = conn.receive_data(b"1 0\x02^a\n")
+    assert isinstance(event, Malformed) and "START_REGEXP first" in event.reply
+    feed(conn, [b"6 1\x02A\n5 0\x02\n"])
+    (event,) = conn.receive_data(b"6 2\x02B\n")
+    assert isinstance(event, Malformed) and "twice" in event.reply
+    assert conn.peer_name == "A"
+
+
+def test_messages_after_bye_are_ignored() -> None:
+    conn = Connection()
+    events = conn.receive_data(b"6 1\x02A\n5 0\x02\n0 0\x02\n2 0\x02x\x03\n")
+    assert events[-1] == Bye()
+    assert conn.receive_data(b"2 0\x02y\x03\n") == []
+
+
+def test_end_of_stream_is_bye() -> None:
+    conn = Connection()
+    assert conn.receive_data(b"") == [Bye()]
+
+
+def test_overlong_line_closes() -> None:
+    conn = Connection(max_line_length=100)
+    events = conn.receive_data(b"6 1\x02A\n" + b"x" * 101)
+    assert isinstance(events[-1], Closing)
+
+
+def test_malformed_flood_closes_but_a_few_do_not() -> None:
+    conn = Connection()
+    feed(conn, [b"6 1\x02A\n5 0\x02\n"])
+    events = conn.receive_data(b"garbage\n" * (MAX_MALFORMED_STREAK - 1) + b"9 1\x02\n")
+    assert events[-1] == PingReceived(1) and conn.state is ConnectionState.READY
+    events = conn.receive_data(b"garbage\n" * MAX_MALFORMED_STREAK)
+    assert isinstance(events[-1], Closing)
+    assert conn.state is ConnectionState.CLOSED
+
+
+def test_java_newline_escape() -> None:
+    conn = Connection(java_newlines=True)
+    events = feed(conn, [b"6 1\x02J\n5 0\x02\n2 0\x02two\x1alines\x03\n7 1\x02a\x1ab\n"])
+    assert events[-2:] == [TextReceived(0, ("two\nlines",)), DirectReceived(1, "a\nb")]
+
+
+def test_invalid_utf8_is_kept() -> None:
+    conn = Connection()
+    events = feed(conn, [b"6 1\x02A\n5 0\x02\n2 0\x02caf\xe9\x03\n"])
+    (groups,) = [e.groups for e in events if isinstance(e, TextReceived)]
+    assert groups[0].encode("utf-8", "surrogateescape") == b"caf\xe9"
+
+
+@given(st.lists(st.binary(max_size=40), max_size=30))
+def test_any_bytes_never_raise(chunks: list[bytes]) -> None:
+    conn = Connection()
+    for chunk in chunks:
+        conn.receive_data(chunk)
+
+
+def test_duplicate_choice_is_symmetric() -> None:
+    # connection 1: A's port 40001 -> B's listener 5000; connection 2: B's 40002 -> A's 6000
+    # each side sees the same (local, remote) pair, swapped
+    assert duplicate_loser(40001, 5000) == duplicate_loser(5000, 40001)
+    assert duplicate_loser(40002, 6000) > duplicate_loser(40001, 5000)

@@ -1,0 +1,81 @@
+"""The peers' regexp table: modes, prefix index, subscription bookkeeping."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from trivy.matching import RegexpTable, literal_prefix
+
+
+@pytest.mark.parametrize(
+    ("regexp", "anchored", "prefix"),
+    [
+        ("^hello (.*)", False, "hello "),
+        ("hello (.*)", False, ""),
+        ("hello (.*)", True, "hello "),
+        ("^ab?c", False, "a"),
+        ("^abc{2}", False, "ab"),
+        ("^a|b", False, ""),
+        ("^(?i)abc", False, ""),
+        ("^a\\.b", False, "a"),
+        ("^multi (a)?(b)?(c)?", False, "multi "),
+    ],
+)
+def test_literal_prefix(regexp: str, anchored: bool, prefix: str) -> None:
+    assert literal_prefix(regexp, anchored) == prefix
+
+
+def matching(table: RegexpTable[str], text: str) -> set[str]:
+    return {e.regexp for e in table.candidates(text) if e.find(text)}
+
+
+def test_modes_differ_as_the_reference_peers_do() -> None:
+    text = "this is unanchored text"
+    for mode, delivers in [("search", True), ("match", False), ("fullmatch", False)]:
+        table: RegexpTable[str] = RegexpTable(mode)  # type: ignore[arg-type]
+        table.add("peer", 0, r"unanchored (\w+)")
+        assert bool(matching(table, text)) is delivers, mode
+    table = RegexpTable("fullmatch")
+    table.add("peer", 0, r"this (.*)")
+    assert matching(table, text) == {r"this (.*)"}
+    table.add("peer", 1, r"this")
+    assert matching(table, text) == {r"this (.*)"}
+
+
+def test_bad_mode() -> None:
+    with pytest.raises(ValueError, match="match mode"):
+        RegexpTable("anywhere")  # type: ignore[arg-type]
+
+
+def test_one_entry_per_distinct_regexp() -> None:
+    table: RegexpTable[str] = RegexpTable()
+    table.add("a", 0, "^x")
+    table.add("b", 5, "^x")
+    assert len(table) == 1
+    (entry,) = table.candidates("x")
+    assert entry.subscribers == [("a", 0), ("b", 5)]
+    table.remove("a", 0, "^x")
+    table.remove("a", 0, "^x")  # twice: ignored
+    table.remove("c", 1, "^nothing")  # unknown: ignored
+    assert entry.subscribers == [("b", 5)]
+    table.remove("b", 5, "^x")
+    assert len(table) == 0 and list(table.candidates("x")) == []
+
+
+regexps = st.sampled_from(
+    ["^word", "^wo", "^w(o)?rd", "word", "^x|word", "(?i)^WORD", "^[a-z]+", "^wordy?", r"^\w"]
+)
+
+
+@given(st.lists(regexps, unique=True), st.sampled_from(["word", "wordy", "WORD", "x", "", "a word"]))
+def test_index_never_hides_a_match(patterns: list[str], text: str) -> None:
+    """The prefix index is an optimisation only: same results as trying all."""
+    import re
+
+    table: RegexpTable[str] = RegexpTable()
+    for i, pattern in enumerate(patterns):
+        table.add("p", i, pattern)
+    expected = {p for p in patterns if re.search(p, text)}
+    assert matching(table, text) == expected

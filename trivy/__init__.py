@@ -1,0 +1,55 @@
+"""trivy: an Ivy software-bus agent for trio.
+
+Join a bus with :func:`open_ivy_bus`, subscribe with regular expressions and
+receive the capture groups of every matching text through channels::
+
+    async with trivy.open_ivy_bus("MyAgent", "127:2010") as bus:
+        async with bus.subscribe(r"^BTN ([a-fA-F0-9]+)") as sub:
+            async for match in sub:
+                await bus.send(f"BTN_ACK {match.groups[0]}")
+"""
+
+from .bus import IvyBus, open_ivy_bus
+from .channels import EventStream, Subscription
+from .errors import IvyError, IvyIllegalStateError, IvyMalformedMessage, IvyProtocolError
+from .events import (
+    BusEvent,
+    Congestion,
+    DieReceived,
+    DirectMessage,
+    ErrorReceived,
+    Match,
+    Peer,
+    PeerConnected,
+    PeerDisconnected,
+    SubscriptionAdded,
+    SubscriptionChanged,
+    SubscriptionRemoved,
+)
+from .timers import Timer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BusEvent",
+    "Congestion",
+    "DieReceived",
+    "DirectMessage",
+    "ErrorReceived",
+    "EventStream",
+    "IvyBus",
+    "IvyError",
+    "IvyIllegalStateError",
+    "IvyMalformedMessage",
+    "IvyProtocolError",
+    "Match",
+    "Peer",
+    "PeerConnected",
+    "PeerDisconnected",
+    "Subscription",
+    "SubscriptionAdded",
+    "SubscriptionChanged",
+    "SubscriptionRemoved",
+    "Timer",
+    "open_ivy_bus",
+]

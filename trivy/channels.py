@@ -1,0 +1,176 @@
+"""Receive channels that the bus fills: subscriptions and event streams.
+
+A plain ``trio.open_memory_channel`` costs two scheduler checkpoints per
+item, which halves the message rate. These channels keep their own buffer:
+the peer's reader task appends to it without switching tasks, and the
+consumer drains it, checkpointing once per batch (and whenever it has to
+wait). A full buffer makes the reader wait, which stops reading from that
+peer's socket: backpressure reaches the sender through TCP.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+import trio
+
+from .events import Match
+
+__all__ = ["BufferedReceiveChannel", "EventStream", "Subscription"]
+
+T = TypeVar("T")
+
+#: Items a consumer takes from a non-empty buffer between two checkpoints:
+#: enough to make the checkpoint's cost vanish, few enough that a busy
+#: consumer still lets other tasks run (and be cancelled) often.
+ITEMS_PER_CHECKPOINT = 64
+
+
+class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
+    """A receive channel over a bounded deque that the bus appends to.
+
+    Args:
+      max_buffer: items held before the producer has to wait.
+      on_close: called once when the consumer closes the channel.
+    """
+
+    def __init__(self, max_buffer: int, on_close: Callable[[], None] | None = None) -> None:
+        if max_buffer < 1:
+            raise ValueError(f"max_buffer must be at least 1, not {max_buffer}")
+        self.max_buffer = max_buffer
+        self._buffer: deque[T] = deque()
+        self._readable = trio.lowlevel.ParkingLot()
+        self._writable = trio.lowlevel.ParkingLot()
+        self._closed = False  # by the consumer
+        self._ended = False  # by the bus: no more items will come
+        self._since_checkpoint = 0
+        self._on_close = on_close
+
+    # ---------------------------------------------------------- producer side
+    def _put_nowait(self, item: T) -> bool:
+        """Append an item; False (item not taken) when closed or full."""
+        if self._closed or self._ended or len(self._buffer) >= self.max_buffer:
+            return False
+        self._buffer.append(item)
+        if self._readable:
+            self._readable.unpark()
+        return True
+
+    async def _put(self, item: T) -> None:
+        """Append an item, waiting while the buffer is full; dropped if closed."""
+        while len(self._buffer) >= self.max_buffer and not (self._closed or self._ended):
+            await self._writable.park()
+        if self._closed or self._ended:
+            return
+        self._buffer.append(item)
+        if self._readable:
+            self._readable.unpark()
+
+    def _end(self) -> None:
+        """No more items: the consumer gets EndOfChannel once it drained them."""
+        self._ended = True
+        self._readable.unpark_all()
+        self._writable.unpark_all()
+
+    # ---------------------------------------------------------- consumer side
+    def receive_nowait(self) -> T:
+        """Take one buffered item.
+
+        Raises:
+          trio.WouldBlock: nothing is buffered.
+          trio.EndOfChannel: the bus stopped and everything was taken.
+          trio.ClosedResourceError: this channel was closed.
+        """
+        if self._closed:
+            raise trio.ClosedResourceError("this channel was closed")
+        if self._buffer:
+            item = self._buffer.popleft()
+            if self._writable:
+                self._writable.unpark()
+            return item
+        if self._ended:
+            raise trio.EndOfChannel
+        raise trio.WouldBlock
+
+    async def receive(self) -> T:
+        """Wait for and return the next item.
+
+        Checkpoints when it has to wait and once every
+        ``ITEMS_PER_CHECKPOINT`` items otherwise, so a consumer that never
+        waits still lets other tasks run and can be cancelled.
+        """
+        while True:
+            if self._buffer and self._since_checkpoint < ITEMS_PER_CHECKPOINT:
+                self._since_checkpoint += 1
+                return self.receive_nowait()
+            self._since_checkpoint = 0
+            if self._buffer or self._ended or self._closed:
+                await trio.lowlevel.checkpoint()
+            else:
+                await self._readable.park()
+
+    async def receive_batch(self, max_items: int | None = None) -> list[T]:
+        """Wait for at least one item; return all buffered (up to ``max_items``).
+
+        Always one checkpoint, however many items come back.
+        """
+        while not (self._buffer or self._ended or self._closed):
+            await self._readable.park()
+        await trio.lowlevel.checkpoint()
+        first = self.receive_nowait()  # raises if ended/closed with nothing left
+        count = len(self._buffer) if max_items is None else min(max_items - 1, len(self._buffer))
+        items = [first]
+        popleft = self._buffer.popleft
+        items.extend(popleft() for _ in range(count))
+        self._since_checkpoint = 0
+        self._writable.unpark_all()
+        return items
+
+    def close(self) -> None:
+        """Close synchronously (what :meth:`aclose` does, minus the checkpoint)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._buffer.clear()
+        self._readable.unpark_all()
+        self._writable.unpark_all()
+        if self._on_close is not None:
+            self._on_close()
+
+    async def aclose(self) -> None:
+        """Close the channel; buffered items are discarded."""
+        self.close()
+        await trio.lowlevel.checkpoint()
+
+    def __len__(self) -> int:
+        """How many items are buffered."""
+        return len(self._buffer)
+
+
+class Subscription(BufferedReceiveChannel[Match]):
+    """One of our subscriptions: an async iterable of :class:`~trivy.Match`.
+
+    Made by :meth:`trivy.IvyBus.subscribe`; ADD_REGEXP went to every peer
+    when it was made, DEL_REGEXP goes when it is closed (leaving its
+    ``async with`` block, or :meth:`aclose`).
+
+    Attributes:
+      id: the subscription id peers use in their MSGs.
+      regexp: the regexp sent to peers (intervals expanded).
+    """
+
+    def __init__(
+        self, sub_id: int, regexp: str, max_buffer: int, on_close: Callable[[], None]
+    ) -> None:
+        super().__init__(max_buffer, on_close)
+        self.id = sub_id
+        self.regexp = regexp
+
+    def __repr__(self) -> str:
+        return f"<Subscription {self.id} {self.regexp!r}>"
+
+
+class EventStream(BufferedReceiveChannel[T], Generic[T]):
+    """A stream of bus events (or direct messages), for as long as it is open."""

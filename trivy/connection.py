@@ -1,0 +1,330 @@
+"""The per-peer protocol state machine, without any I/O.
+
+A :class:`Connection` is fed the bytes that arrive from one peer
+(:meth:`Connection.receive_data`) and returns what they mean as a list of
+events; it keeps the handshake state and the peer's subscriptions. The bytes
+we send are made by :mod:`trivy.protocol` and :meth:`Connection.handshake`.
+The trio shell (:mod:`trivy.bus`) moves bytes; everything the protocol
+decides is decided here, where it is tested on bytes alone.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from typing import NamedTuple
+
+from . import protocol
+from .errors import IvyMalformedMessage
+from .protocol import ARG_END, MsgType
+
+__all__ = [
+    "MAX_LINE_LENGTH",
+    "MAX_MALFORMED_STREAK",
+    "Bye",
+    "Closing",
+    "Connection",
+    "ConnectionState",
+    "DieRequested",
+    "DirectReceived",
+    "ErrorReceived",
+    "Event",
+    "HandshakeDone",
+    "Malformed",
+    "PeerIdentified",
+    "PingReceived",
+    "PongReceived",
+    "RegexpAdded",
+    "RegexpRemoved",
+    "TextReceived",
+    "UnknownType",
+    "duplicate_loser",
+]
+
+#: Longest line accepted from a peer. Ivy messages are short text (ivy-c
+#: starts its buffer at 4 KiB and grows it); 1 MiB leaves room for any real
+#: message while bounding what one peer can make us hold in memory.
+MAX_LINE_LENGTH = 1024 * 1024
+#: Malformed lines in a row after which a peer is taken as garbage and
+#: dropped. ivy-java sends a two-line malformed ERROR now and then, so a
+#: few must be tolerated; a hundred in a row is no Ivy peer.
+MAX_MALFORMED_STREAK = 100
+
+
+class ConnectionState(enum.Enum):
+    """Where the handshake with one peer stands."""
+
+    AWAITING_START = "awaiting START_REGEXP"
+    RECEIVING_SUBSCRIPTIONS = "receiving the initial subscriptions"
+    READY = "ready"
+    CLOSED = "closed"
+
+
+# Events: small named tuples, since one is made per message on the hot path.
+
+
+class PeerIdentified(NamedTuple):
+    """START_REGEXP: the peer's name and TCP listening port."""
+
+    name: str
+    port: int
+
+
+class RegexpAdded(NamedTuple):
+    """ADD_REGEXP; ``replaced`` is the regexp it replaces under the same id."""
+
+    sub_id: int
+    regexp: str
+    replaced: str | None
+
+
+class RegexpRemoved(NamedTuple):
+    """DEL_REGEXP of a known subscription."""
+
+    sub_id: int
+    regexp: str
+
+
+class HandshakeDone(NamedTuple):
+    """END_REGEXP: the peer sent all its initial subscriptions."""
+
+
+class TextReceived(NamedTuple):
+    """MSG: one of our subscriptions matched a text the peer sent."""
+
+    sub_id: int
+    groups: tuple[str, ...]
+
+
+class ErrorReceived(NamedTuple):
+    """ERROR sent by the peer."""
+
+    num_id: int
+    text: str
+
+
+class DirectReceived(NamedTuple):
+    """DIRECT_MSG sent by the peer."""
+
+    num_id: int
+    text: str
+
+
+class DieRequested(NamedTuple):
+    """DIE: the peer asks us to terminate."""
+
+    num_id: int
+
+
+class PingReceived(NamedTuple):
+    """PING: answer PONG with the same id."""
+
+    num_id: int
+
+
+class PongReceived(NamedTuple):
+    """PONG: the answer to one of our PINGs."""
+
+    num_id: int
+
+
+class Bye(NamedTuple):
+    """BYE (or end of stream): the peer is leaving."""
+
+
+class Malformed(NamedTuple):
+    """A line we could not use; ``reply`` is the ERROR text to answer with."""
+
+    line: str
+    reply: str
+
+
+class UnknownType(NamedTuple):
+    """A well-formed line of a type this protocol version does not know."""
+
+    msg_type: int
+    num_id: int
+    params: str
+
+
+class Closing(NamedTuple):
+    """The peer overstepped a limit; the connection must be closed."""
+
+    reason: str
+
+
+Event = (
+    PeerIdentified
+    | RegexpAdded
+    | RegexpRemoved
+    | HandshakeDone
+    | TextReceived
+    | ErrorReceived
+    | DirectReceived
+    | DieRequested
+    | PingReceived
+    | PongReceived
+    | Bye
+    | Malformed
+    | UnknownType
+    | Closing
+)
+
+_MSG_PREFIX = b"2 "
+_BAD_FORMAT = "bad format request expected 'type id ...'"
+
+
+class Connection:
+    """The protocol state of one peer connection.
+
+    Args:
+      max_line_length: longest line accepted before the peer is dropped.
+      java_newlines: turn ivy-java's ``\\x1a`` escape back into ``\\n`` in
+        received texts.
+    """
+
+    def __init__(
+        self, *, max_line_length: int = MAX_LINE_LENGTH, java_newlines: bool = False
+    ) -> None:
+        self.state = ConnectionState.AWAITING_START
+        #: The peer's name and listening port, once START_REGEXP arrived.
+        self.peer_name: str | None = None
+        self.peer_port: int | None = None
+        #: The peer's subscriptions: id → regexp, in the order they came.
+        self.subscriptions: dict[int, str] = {}
+        self._max_line_length = max_line_length
+        self._java_newlines = java_newlines
+        self._buffer = b""
+        self._malformed_streak = 0
+
+    @staticmethod
+    def handshake(port: int, agent_name: str, subscriptions: Iterable[tuple[int, str]]) -> bytes:
+        """The bytes that open our side of a connection.
+
+        START_REGEXP (our listening port and name), one ADD_REGEXP per
+        subscription, END_REGEXP.
+        """
+        parts = [protocol.encode(MsgType.START_REGEXP, port, agent_name)]
+        parts.extend(
+            protocol.encode(MsgType.ADD_REGEXP, sub_id, regexp) for sub_id, regexp in subscriptions
+        )
+        parts.append(protocol.encode(MsgType.END_REGEXP, 0))
+        return b"".join(parts)
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed bytes received from the peer; get back what they mean.
+
+        ``b""`` means the peer closed the stream: a :class:`Bye` event.
+        A partial line is kept until its end arrives (ivy-c splits a MSG
+        across writes). After a :class:`Bye` or :class:`Closing` event, the
+        connection is closed and further data is ignored.
+        """
+        if self.state is ConnectionState.CLOSED:
+            return []
+        if not data:
+            self.state = ConnectionState.CLOSED
+            return [Bye()]
+        if self._buffer:
+            data = self._buffer + data
+        lines = data.split(b"\n")
+        self._buffer = lines.pop()
+        events: list[Event] = []
+        append = events.append
+        for raw in lines:
+            # Fast path for the most common line: a MSG once ready.
+            if raw[:2] == _MSG_PREFIX and self.state is ConnectionState.READY:
+                head, sep, params = raw.partition(b"\x02")
+                id_text = head[2:]
+                if sep and id_text.isdigit():
+                    self._malformed_streak = 0
+                    text = params.decode("utf-8", "surrogateescape")
+                    if self._java_newlines:
+                        text = text.replace(protocol.JAVA_NEWLINE_ESCAPE, "\n")
+                    if not text:
+                        groups: tuple[str, ...] = ()
+                    elif text[-1] == ARG_END:
+                        groups = tuple(text[:-1].split(ARG_END))
+                    else:
+                        groups = tuple(text.split(ARG_END))
+                    append(TextReceived(int(id_text), groups))
+                    continue
+            event = self._line_event(raw)
+            if event is not None:
+                append(event)
+                if isinstance(event, (Bye, Closing)):
+                    self.state = ConnectionState.CLOSED
+                    self._buffer = b""
+                    return events
+        if len(self._buffer) > self._max_line_length:
+            self.state = ConnectionState.CLOSED
+            self._buffer = b""
+            append(Closing(f"line longer than {self._max_line_length} bytes"))
+        return events
+
+    def _malformed(self, line: str, reply: str) -> Malformed | Closing:
+        self._malformed_streak += 1
+        if self._malformed_streak >= MAX_MALFORMED_STREAK:
+            return Closing(f"{MAX_MALFORMED_STREAK} malformed lines in a row")
+        return Malformed(line, reply)
+
+    def _line_event(self, raw: bytes) -> Event | None:
+        if raw.endswith(b"\r"):  # tolerate CRLF peers
+            raw = raw[:-1]
+        if not raw:
+            return None
+        try:
+            msg = protocol.decode(raw)
+        except IvyMalformedMessage:
+            return self._malformed(protocol.decode_text(raw), _BAD_FORMAT)
+        self._malformed_streak = 0
+        msg_type, num_id, params = msg
+        if self.state is ConnectionState.AWAITING_START:
+            if msg_type == MsgType.START_REGEXP:
+                self.state = ConnectionState.RECEIVING_SUBSCRIPTIONS
+                self.peer_name, self.peer_port = params.rstrip(ARG_END), num_id
+                return PeerIdentified(self.peer_name, num_id)
+            if msg_type not in (MsgType.BYE, MsgType.PING, MsgType.ERROR):
+                return self._malformed(protocol.decode_text(raw), "expected START_REGEXP first")
+        elif msg_type == MsgType.START_REGEXP:
+            return self._malformed(protocol.decode_text(raw), "START_REGEXP sent twice")
+
+        if self._java_newlines and msg_type in (MsgType.MSG, MsgType.DIRECT_MSG):
+            params = params.replace(protocol.JAVA_NEWLINE_ESCAPE, "\n")
+        if msg_type == MsgType.MSG:
+            return TextReceived(num_id, protocol.split_msg_params(params))
+        if msg_type == MsgType.ADD_REGEXP:
+            regexp = params[:-1] if params.endswith(ARG_END) else params
+            replaced = self.subscriptions.get(num_id)
+            self.subscriptions[num_id] = regexp
+            return RegexpAdded(num_id, regexp, replaced)
+        if msg_type == MsgType.DEL_REGEXP:
+            removed = self.subscriptions.pop(num_id, None)
+            return None if removed is None else RegexpRemoved(num_id, removed)
+        if msg_type == MsgType.END_REGEXP:
+            if self.state is ConnectionState.RECEIVING_SUBSCRIPTIONS:
+                self.state = ConnectionState.READY
+                return HandshakeDone()
+            return None  # a repeated END_REGEXP changes nothing
+        if msg_type == MsgType.PING:
+            return PingReceived(num_id)
+        if msg_type == MsgType.PONG:
+            return PongReceived(num_id)
+        if msg_type == MsgType.DIRECT_MSG:
+            return DirectReceived(num_id, params)
+        if msg_type == MsgType.ERROR:
+            return ErrorReceived(num_id, params)
+        if msg_type == MsgType.DIE:
+            return DieRequested(num_id)
+        if msg_type == MsgType.BYE:
+            return Bye()
+        return UnknownType(msg_type, num_id, params)
+
+
+def duplicate_loser(local_port: int, remote_port: int) -> int:
+    """The key ivy-c uses to pick which of two connections to one peer closes.
+
+    Each side computes ``max(local, remote)`` for each of the two
+    connections; the connection with the larger value is closed. Both sides
+    compute the same numbers, so they agree without talking.
+    """
+    return max(local_port, remote_port)

@@ -1,0 +1,157 @@
+"""What the bus reports: the peers, matched messages and bus events.
+
+All are attrs classes; every event is frozen. ``Peer`` is the one mutable
+object: its subscriptions change as the peer sends ADD/DEL_REGEXP.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+__all__ = [
+    "BusEvent",
+    "Congestion",
+    "DieReceived",
+    "DirectMessage",
+    "ErrorReceived",
+    "Match",
+    "Peer",
+    "PeerConnected",
+    "PeerDisconnected",
+    "SubscriptionAdded",
+    "SubscriptionChanged",
+    "SubscriptionRemoved",
+]
+
+
+@attrs.define(eq=False)
+class Peer:
+    """Another agent on the bus, as seen from ours.
+
+    Attributes:
+      name: its agent name (from its START_REGEXP).
+      host: the IP address it connects from / listens on.
+      port: its TCP listening port.
+      agent_id: its bus-unique id, when its UDP announce told us
+        (``None`` for peers that connected to us).
+      subscriptions: its regexps, by subscription id.
+    """
+
+    name: str
+    host: str
+    port: int
+    agent_id: str | None = None
+    subscriptions: dict[int, str] = attrs.field(factory=dict, repr=False)
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.host}:{self.port}"
+
+
+@attrs.frozen(slots=True)
+class Match:
+    """One message that matched one of our subscriptions.
+
+    Attributes:
+      peer: who sent it.
+      groups: the regexp's capture groups, as text (a group that took no
+        part in the match is ``""``).
+      subscription_id: the id of our subscription that matched.
+    """
+
+    peer: Peer
+    groups: tuple[str, ...]
+    subscription_id: int
+
+
+@attrs.frozen
+class PeerConnected:
+    """A peer finished its handshake: it is ready."""
+
+    peer: Peer
+
+
+@attrs.frozen
+class PeerDisconnected:
+    """A ready peer left the bus (BYE, closed connection, or dropped by us)."""
+
+    peer: Peer
+
+
+@attrs.frozen
+class SubscriptionAdded:
+    """A peer subscribed with a regexp."""
+
+    peer: Peer
+    subscription_id: int
+    regexp: str
+
+
+@attrs.frozen
+class SubscriptionChanged:
+    """A peer replaced the regexp of one of its subscriptions (same id)."""
+
+    peer: Peer
+    subscription_id: int
+    regexp: str
+    old_regexp: str
+
+
+@attrs.frozen
+class SubscriptionRemoved:
+    """A peer removed one of its subscriptions."""
+
+    peer: Peer
+    subscription_id: int
+    regexp: str
+
+
+@attrs.frozen
+class DirectMessage:
+    """A DIRECT_MSG a peer sent us."""
+
+    peer: Peer
+    num_id: int
+    text: str
+
+
+@attrs.frozen
+class ErrorReceived:
+    """An ERROR a peer sent us."""
+
+    peer: Peer
+    num_id: int
+    text: str
+
+
+@attrs.frozen
+class DieReceived:
+    """A peer asked us to die; ``refused`` tells whether ``on_die`` refused."""
+
+    peer: Peer
+    num_id: int
+    refused: bool
+
+
+@attrs.frozen
+class Congestion:
+    """A peer's outgoing buffer is over its limit.
+
+    ``dropped`` is the number of bytes ``send_nowait`` discarded for it.
+    """
+
+    peer: Peer
+    buffered: int
+    dropped: int
+
+
+BusEvent = (
+    PeerConnected
+    | PeerDisconnected
+    | SubscriptionAdded
+    | SubscriptionChanged
+    | SubscriptionRemoved
+    | DirectMessage
+    | ErrorReceived
+    | DieReceived
+    | Congestion
+)

@@ -1,0 +1,129 @@
+"""The table of the peers' regexps, and the matching of our texts against it.
+
+A text we send is tried against every distinct regexp peers subscribed with;
+each regexp is compiled once however many peers use it. Regexps that begin
+with a literal prefix (``^word ...``; any regexp in ``match``/``fullmatch``
+mode) are indexed by that prefix, so that a text is only tried against the
+regexps whose prefix it starts with, plus the few that have none.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from typing import Generic, Literal, TypeVar
+
+__all__ = ["MatchMode", "RegexpEntry", "RegexpTable", "literal_prefix"]
+
+MatchMode = Literal["search", "match", "fullmatch"]
+_MODES = ("search", "match", "fullmatch")
+
+SubscriberT = TypeVar("SubscriberT")
+
+# Characters that mean something in a Python regexp; a literal prefix stops
+# at the first of them.
+_SPECIAL = frozenset(".^$*+?{}[]\\|()")
+_QUANTIFIERS = frozenset("*+?{")
+_INLINE_FLAGS = re.compile(r"\(\?[aiLmsux-]")
+
+
+def literal_prefix(regexp: str, anchored: bool) -> str:
+    """The text every match of ``regexp`` starts with ("" if unknown).
+
+    Args:
+      regexp: the regexp as the peer sent it.
+      anchored: whether matching starts at the beginning of the text anyway
+        (``match``/``fullmatch`` modes); otherwise only a leading ``^``
+        anchors it.
+    """
+    if "|" in regexp or _INLINE_FLAGS.search(regexp):
+        # an alternative could start anywhere; a flag could change case
+        return ""
+    if regexp.startswith("^"):
+        regexp = regexp[1:]
+    elif not anchored:
+        return ""
+    end = 0
+    while end < len(regexp) and regexp[end] not in _SPECIAL:
+        end += 1
+    if end < len(regexp) and regexp[end] in _QUANTIFIERS:
+        end -= 1  # "ab?" : the b is optional
+    return regexp[: max(end, 0)]
+
+
+class RegexpEntry(Generic[SubscriberT]):
+    """One distinct regexp and the (subscriber, subscription id) pairs using it."""
+
+    __slots__ = ("find", "prefix", "regexp", "subscribers")
+
+    def __init__(self, regexp: str, mode: MatchMode) -> None:
+        pattern = re.compile(regexp)
+        self.regexp = regexp
+        self.find: Callable[[str], re.Match[str] | None] = getattr(pattern, mode)
+        self.prefix = literal_prefix(regexp, anchored=mode != "search")
+        self.subscribers: list[tuple[SubscriberT, int]] = []
+
+
+class RegexpTable(Generic[SubscriberT]):
+    """Every regexp the peers subscribed with, indexed for fast matching.
+
+    Args:
+      mode: ``"search"`` (anywhere in the text, ivy-c), ``"match"`` (at the
+        start, ivy-python) or ``"fullmatch"`` (the whole text, ivy-java).
+    """
+
+    def __init__(self, mode: MatchMode = "search") -> None:
+        if mode not in _MODES:
+            raise ValueError(f"match mode must be one of {_MODES}, not {mode!r}")
+        self.mode: MatchMode = mode
+        self._entries: dict[str, RegexpEntry[SubscriberT]] = {}
+        # first character of the prefix → entries with that prefix
+        self._by_first_char: dict[str, list[RegexpEntry[SubscriberT]]] = {}
+        self._unindexed: list[RegexpEntry[SubscriberT]] = []
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, subscriber: SubscriberT, sub_id: int, regexp: str) -> None:
+        """Record that ``subscriber`` subscribed with ``regexp`` under ``sub_id``.
+
+        Raises:
+          re.error: the regexp does not compile (nothing is recorded).
+        """
+        entry = self._entries.get(regexp)
+        if entry is None:
+            entry = RegexpEntry[SubscriberT](regexp, self.mode)
+            self._entries[regexp] = entry
+            if entry.prefix:
+                self._by_first_char.setdefault(entry.prefix[0], []).append(entry)
+            else:
+                self._unindexed.append(entry)
+        entry.subscribers.append((subscriber, sub_id))
+
+    def remove(self, subscriber: SubscriberT, sub_id: int, regexp: str) -> None:
+        """Forget one subscription; unknown ones are ignored."""
+        entry = self._entries.get(regexp)
+        if entry is None:
+            return
+        try:
+            entry.subscribers.remove((subscriber, sub_id))
+        except ValueError:
+            return
+        if not entry.subscribers:
+            del self._entries[regexp]
+            if entry.prefix:
+                bucket = self._by_first_char[entry.prefix[0]]
+                bucket.remove(entry)
+                if not bucket:
+                    del self._by_first_char[entry.prefix[0]]
+            else:
+                self._unindexed.remove(entry)
+
+    def candidates(self, text: str) -> Iterator[RegexpEntry[SubscriberT]]:
+        """The entries whose regexp may match ``text``: the rest cannot."""
+        bucket = self._by_first_char.get(text[:1])
+        if bucket:
+            for entry in bucket:
+                if text.startswith(entry.prefix):
+                    yield entry
+        yield from self._unindexed

@@ -1,0 +1,71 @@
+"""Timers: tasks in the bus's nursery that call a function at an interval."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+
+import trio
+
+__all__ = ["Timer"]
+
+logger = logging.getLogger("trivy")
+
+TimerCallback = Callable[[], "Awaitable[object] | object"]
+
+
+class Timer:
+    """Calls a function every ``interval`` seconds, ``count`` times (0: forever).
+
+    Made by :meth:`trivy.IvyBus.start_timer`; it ends with the bus. Setting
+    :attr:`interval` takes effect at the next tick. An exception raised by
+    the function is logged and the timer goes on.
+
+    Attributes:
+      interval: seconds between two ticks.
+      count: ticks before the timer ends by itself (0 = never).
+      ticks: ticks done so far.
+    """
+
+    def __init__(self, fn: TimerCallback, interval: float, count: int = 0) -> None:
+        if interval < 0:
+            raise ValueError(f"a timer interval cannot be negative: {interval}")
+        if count < 0:
+            raise ValueError(f"a timer count cannot be negative: {count}")
+        self.fn = fn
+        self.interval = interval
+        self.count = count
+        self.ticks = 0
+        self._cancel_scope = trio.CancelScope()
+        self._finished = trio.Event()
+
+    @property
+    def running(self) -> bool:
+        """Whether the timer will tick again."""
+        return not self._finished.is_set()
+
+    def cancel(self) -> None:
+        """Stop the timer; the function is not called again."""
+        self._cancel_scope.cancel()
+
+    async def wait_finished(self) -> None:
+        """Wait until the timer has ended (count reached, cancelled, bus stopped)."""
+        await self._finished.wait()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The timer's task body (the bus starts it)."""
+        try:
+            with self._cancel_scope:
+                task_status.started()
+                while self.count == 0 or self.ticks < self.count:
+                    await trio.sleep(self.interval)
+                    self.ticks += 1
+                    try:
+                        result = self.fn()
+                        if inspect.isawaitable(result):
+                            await result
+                    except Exception:
+                        logger.exception("timer callback %r raised", self.fn)
+        finally:
+            self._finished.set()
