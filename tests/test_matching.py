@@ -69,7 +69,9 @@ regexps = st.sampled_from(
 )
 
 
-@given(st.lists(regexps, unique=True), st.sampled_from(["word", "wordy", "WORD", "x", "", "a word"]))
+@given(
+    st.lists(regexps, unique=True), st.sampled_from(["word", "wordy", "WORD", "x", "", "a word"])
+)
 def test_index_never_hides_a_match(patterns: list[str], text: str) -> None:
     """The prefix index is an optimisation only: same results as trying all."""
     import re

@@ -98,15 +98,20 @@ def test_invalid_utf8_passes_through_intact(raw: bytes) -> None:
 def test_announce_round_trip_with_spaces_in_name() -> None:
     data = protocol.encode_announce(4321, "123:456:4321", "My Agent 2")
     assert data == b"3 4321 123:456:4321 My Agent 2\n"
-    assert protocol.decode_announce(data) == protocol.Announce(3, 4321, "123:456:4321", "My Agent 2")
+    assert protocol.decode_announce(data) == protocol.Announce(
+        3, 4321, "123:456:4321", "My Agent 2"
+    )
 
 
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
-        (b"3 33525 978579414:1795559366380:33525 CPEER\n", (3, 33525, "978579414:1795559366380:33525", "CPEER")),
-        (b"3 43537 ID<JPEER0:1795559376000:-1922345320> JPEER\n", (3, 43537, "ID<JPEER0:1795559376000:-1922345320>", "JPEER")),
-        (b"3 42123 PYPEER202611242229539277042123 PYPEER\n", (3, 42123, "PYPEER202611242229539277042123", "PYPEER")),
+        (b"3 33525 978579414:1795559366380:33525 CPEER\n",
+         (3, 33525, "978579414:1795559366380:33525", "CPEER")),
+        (b"3 43537 ID<JPEER0:1795559376000:-1922345320> JPEER\n",
+         (3, 43537, "ID<JPEER0:1795559376000:-1922345320>", "JPEER")),
+        (b"3 42123 PYPEER202611242229539277042123 PYPEER\n",
+         (3, 42123, "PYPEER202611242229539277042123", "PYPEER")),
         (b"3 2345", (3, 2345, None, None)),  # old peers send only version and port
         (b"2 2345\n", (2, 2345, None, None)),
     ],
@@ -154,7 +159,8 @@ def test_parse_bus_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(
-    "bus", ["127:port", "300.1:2010", "127:0", "127:70000", "a.b.c:2010", "1.2.3.4.5:2010", "127,:2010"]
+    "bus",
+    ["127:port", "300.1:2010", "127:0", "127:70000", "a.b.c:2010", "1.2.3.4.5:2010", "127,:2010"],
 )
 def test_bad_bus_strings_raise_valueerror_naming_them(bus: str) -> None:
     with pytest.raises(ValueError, match=re.escape(repr(bus))):

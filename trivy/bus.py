@@ -338,6 +338,8 @@ class IvyBus:
             if not self.java_newlines:
                 raise ValueError(f"an Ivy message cannot contain a newline: {text!r}")
             text = text.replace("\n", protocol.JAVA_NEWLINE_ESCAPE)
+        if not text:
+            return 0  # ivy-c sends nothing for an empty text
         count = 0
         limit = self.send_buffer_limit
         for entry in self._table.candidates(text):
@@ -614,7 +616,7 @@ class IvyBus:
                 announce.agent_id is None and announce.port == self.port and self._is_local(host)
             ):
                 continue  # our own announce came back
-            if self._known(host, announce.port, announce.agent_id):
+            if self._known(host, announce.port):
                 continue
             assert self._nursery is not None
             self._connecting.add((host, announce.port))
@@ -624,15 +626,12 @@ class IvyBus:
     def _is_local(host: str) -> bool:
         return host.startswith("127.")
 
-    def _known(self, host: str, port: int, agent_id: str | None) -> bool:
+    def _known(self, host: str, port: int) -> bool:
+        # By address only: ivy-python's announced id is not unique (it is the
+        # first word of the agent name when the name has spaces).
         if (host, port) in self._connecting:
             return True
-        for link in self._links:
-            if link.peer.host == host and link.peer.port == port:
-                return True
-            if agent_id is not None and link.peer.agent_id == agent_id:
-                return True
-        return False
+        return any(link.peer.host == host and link.peer.port == port for link in self._links)
 
     async def _connect(self, host: str, port: int, agent_id: str | None) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

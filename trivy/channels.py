@@ -108,6 +108,8 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
             self._since_checkpoint = 0
             if self._buffer or self._ended or self._closed:
                 await trio.lowlevel.checkpoint()
+                if not self._buffer:
+                    return self.receive_nowait()  # raises: ended or closed
             else:
                 await self._readable.park()
 

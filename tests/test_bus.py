@@ -1,0 +1,426 @@
+"""trivy to trivy: several buses in one trio.run, over real loopback sockets."""
+
+from __future__ import annotations
+
+import itertools
+
+import trio
+import trio.testing
+
+import trivy
+
+from .helpers import RawPeer, wait_for_event, wait_for_subscription
+
+TIMEOUT = 10
+
+
+async def test_two_buses_find_each_other_and_exchange_messages(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            sub = a.subscribe(r"^hello (\w+) (\w+)?")
+            async with trivy.open_ivy_bus("B C", bus) as b:  # names may have spaces
+                peer_a = await wait_for_subscription(b, "A", sub.regexp)
+                peer_b = await a.wait_for_peer("B C")
+                assert (peer_a.name, peer_a.port, peer_a.host) == ("A", a.port, "127.0.0.1")
+                assert peer_b.port == b.port
+                assert peer_a.subscriptions == {sub.id: r"^hello (\w+) (\w+)?"}
+                assert a.peers == [peer_b] and b.peers == [peer_a]
+                assert b.peer("A") is peer_a and b.peers_named("A") == [peer_a]
+                assert b.peer("nobody") is None
+
+                assert await b.send("hello big world") == 1
+                assert await b.send("nobody listens") == 0
+                assert await b.send("") == 0
+                assert await b.send("hello you ") == 1
+                first, second = await sub.receive(), await sub.receive()
+                assert first == trivy.Match(peer_b, ("big", "world"), sub.id)
+                assert second.groups == ("you", "")  # a group that took no part: ""
+
+
+async def test_one_text_gives_one_msg_per_matching_subscription(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            words, numbers = a.subscribe(r"^(\w+)"), a.subscribe(r"(\d+)$")
+            async with trivy.open_ivy_bus("B", bus) as b:
+                await wait_for_subscription(b, "A", numbers.regexp)
+                assert await b.send("abc 42") == 2
+                assert (await words.receive()).groups == ("abc",)
+                assert (await numbers.receive()).groups == ("42",)
+
+
+async def test_newline_in_text_is_refused(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        await _send_newline(bus)
+
+
+async def _send_newline(bus: str) -> None:
+    async with trivy.open_ivy_bus("A", bus) as a:
+        try:
+            await a.send("two\nlines")
+        except ValueError as exc:
+            assert "newline" in str(exc)
+        else:
+            raise AssertionError("a text with a newline was accepted")
+
+
+async def test_java_newline_option_carries_newlines(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus, java_newlines=True) as a:
+            sub = a.subscribe(r"^text (.*)")
+            async with trivy.open_ivy_bus("B", bus, java_newlines=True) as b:
+                await wait_for_subscription(b, "A", sub.regexp)
+                assert await b.send("text two\nlines") == 1
+                assert (await sub.receive()).groups == ("two\nlines",)
+
+
+async def test_handshake_order_on_the_wire(bus: str) -> None:
+    """START_REGEXP first, then ADD_REGEXP in binding order, then END_REGEXP."""
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("ME", bus) as me:
+            me.subscribe("^first")
+            me.bind(lambda peer: None, "^second")
+            me.subscribe("^third")
+            raw = await RawPeer.connect(me)
+            lines = [await raw.line() for _ in range(5)]
+            assert lines == [
+                b"6 %d\x02ME" % me.port,
+                b"1 0\x02^first",
+                b"1 1\x02^second",
+                b"1 2\x02^third",
+                b"5 0\x02",
+            ]
+            await raw.aclose()
+
+
+async def test_ready_message_goes_to_each_new_peer_through_its_subscriptions(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            ready = a.subscribe(r"^(\w+) READY")
+            async with trivy.open_ivy_bus("B", bus, ready_message="B READY"):
+                assert (await ready.receive()).groups == ("B",)
+                async with trivy.open_ivy_bus("C", bus, ready_message="C READY") as c:
+                    assert (await ready.receive()).groups == ("C",)
+                    await c.wait_for_peer("B")
+                    # B did not subscribe: C's ready message reached A only, once
+                    assert len(ready) == 0
+
+
+async def test_unsubscribe_and_unbind_reach_the_peers(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            calls: list[tuple[str, ...]] = []
+            bound = a.bind(lambda peer, *groups: calls.append(groups), r"^bound (.*)")
+            async with trivy.open_ivy_bus("B", bus) as b:
+                async with a.subscribe(r"^sub (.*)") as sub:
+                    peer_a = await wait_for_subscription(b, "A", sub.regexp)
+                    assert await b.send("sub x") == 1
+                    async with b.events() as events:
+                        await sub.aclose()
+                        removed = await wait_for_event(events, trivy.SubscriptionRemoved)
+                        assert removed == trivy.SubscriptionRemoved(peer_a, sub.id, r"^sub (.*)")
+                        assert a.unbind(bound) == r"^bound (.*)"
+                        await wait_for_event(events, trivy.SubscriptionRemoved)
+                assert peer_a.subscriptions == {}
+                assert await b.send("sub y") == 0
+                assert await b.send("bound z") == 0
+                assert calls == []
+                assert a.subscriptions == {}
+                try:
+                    a.unbind(bound)
+                except KeyError:
+                    pass
+                else:
+                    raise AssertionError("unbinding twice did not raise")
+
+
+async def test_regexp_replacement_by_id(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            sub = a.subscribe(r"^old (.*)")
+            async with trivy.open_ivy_bus("B", bus) as b:
+                peer_a = await wait_for_subscription(b, "A", sub.regexp)
+                async with b.events() as events:
+                    a.change_subscription(sub.id, r"^new (.*)")
+                    changed = await wait_for_event(events, trivy.SubscriptionChanged)
+                assert changed == trivy.SubscriptionChanged(
+                    peer_a, sub.id, r"^new (.*)", r"^old (.*)"
+                )
+                assert await b.send("old x") == 0
+                assert await b.send("new y") == 1
+                assert (await sub.receive()).groups == ("y",)
+                assert sub.regexp == r"^new (.*)"
+
+
+async def test_callbacks_sync_and_async_and_failing(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            got: list[object] = []
+            done = trio.Event()
+
+            def failing(peer: trivy.Peer, value: str) -> None:
+                raise RuntimeError("callback bug")
+
+            def sync_cb(peer: trivy.Peer, value: str) -> None:
+                got.append(("sync", peer.name, value))
+
+            async def async_cb(peer: trivy.Peer, value: str) -> None:
+                await trio.lowlevel.checkpoint()
+                got.append(("async", peer.name, value))
+                done.set()
+
+            a.bind(failing, r"^v (.*)")
+            a.bind(sync_cb, r"^v (.*)")
+            last = a.bind(async_cb, r"^v (.*)")
+            async with trivy.open_ivy_bus("B", bus) as b:
+                await wait_for_subscription(b, "A", a.subscriptions[last])
+                assert await b.send("v 1") == 3
+                await done.wait()
+            assert got == [("sync", "B", "1"), ("async", "B", "1")]
+
+
+async def test_direct_messages_errors_and_events(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a, a.events() as a_events:
+            async with trivy.open_ivy_bus("B", bus) as b, b.direct_messages() as directs:
+                connected = await wait_for_event(a_events, trivy.PeerConnected)
+                peer_b = connected.peer  # type: ignore[attr-defined]
+                a.send_direct(peer_b, 7, "hi there")
+                assert await directs.receive() == trivy.DirectMessage(b.peer("A"), 7, "hi there")
+                b.send_error(b.peer("A"), 42, "something went wrong")  # type: ignore[arg-type]
+                error = await wait_for_event(a_events, trivy.ErrorReceived)
+                assert error == trivy.ErrorReceived(peer_b, 42, "something went wrong")
+            assert await wait_for_event(a_events, trivy.PeerDisconnected) == trivy.PeerDisconnected(
+                peer_b
+            )
+            assert a.peers == []
+
+
+async def test_ping_measures_a_round_trip(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a, trivy.open_ivy_bus("B", bus) as b:
+            peer_b = await a.wait_for_peer("B")
+            await b.wait_for_peer("A")
+            round_trips = [await a.ping(peer_b, timeout=5) for _ in range(3)]
+            assert all(0 < rtt < 5 for rtt in round_trips)
+
+
+async def test_die_accepted_stops_the_bus_cleanly(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("KILLER", bus) as killer:
+            body_finished = False
+            async with trivy.open_ivy_bus("VICTIM", bus) as victim:
+                killer.send_die(await killer.wait_for_peer("VICTIM"))
+                await trio.sleep_forever()  # cancelled by the DIE
+                body_finished = True
+            assert not body_finished
+            assert not victim.running
+            async with killer.events() as events:
+                while killer.peers:
+                    await wait_for_event(events, trivy.PeerDisconnected)
+            try:
+                await victim.send("too late")
+            except trivy.IvyIllegalStateError:
+                pass
+            else:
+                raise AssertionError("a stopped bus accepted a send")
+
+
+async def test_die_refused_by_on_die(bus: str) -> None:
+    asked: list[tuple[str, int]] = []
+
+    async def refuse(peer: trivy.Peer, num_id: int) -> bool:
+        asked.append((peer.name, num_id))
+        return False
+
+    with trio.fail_after(TIMEOUT):
+        async with (
+            trivy.open_ivy_bus("KILLER", bus) as killer,
+            trivy.open_ivy_bus("STUBBORN", bus, on_die=refuse) as stubborn,
+        ):
+            sub = stubborn.subscribe("^still (.*)")
+            async with stubborn.events() as events:
+                peer = await wait_for_subscription(killer, "STUBBORN", sub.regexp)
+                killer.send_die(peer, 5)
+                die = await wait_for_event(events, trivy.DieReceived)
+            assert die.refused and asked == [("KILLER", 5)]  # type: ignore[attr-defined]
+            assert await killer.send("still alive") == 1
+            assert (await sub.receive()).groups == ("alive",)
+            assert stubborn.running
+
+
+async def test_stop_during_traffic_leaves_no_task_or_socket(bus: str) -> None:
+    import os
+
+    fds_before = len(os.listdir("/proc/self/fd"))
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            sub = a.subscribe("^data (.*)")
+            async with trivy.open_ivy_bus("B", bus) as b:
+                await wait_for_subscription(b, "A", sub.regexp)
+
+                async def flood() -> None:
+                    i = 0
+                    while True:
+                        await b.send(f"data {i}")
+                        i += 1
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(flood)
+                    for _ in range(500):
+                        await sub.receive()
+                    a.stop()  # stop A in the middle of the flood
+                    await trio.sleep_forever()
+            # A's block exited; B saw A leave and keeps no link to it
+    assert len(os.listdir("/proc/self/fd")) == fds_before
+    assert not a.running and not b.running
+
+
+async def test_consumer_blocked_on_empty_subscription_is_cancellable(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        await _blocked_consumer(bus)
+
+
+async def _blocked_consumer(bus: str) -> None:
+    async with trivy.open_ivy_bus("A", bus) as a:
+        sub = a.subscribe("^never")
+        with trio.move_on_after(0.01) as scope:
+            await sub.receive()
+        assert scope.cancelled_caught
+
+
+async def test_subscription_ends_when_the_bus_stops(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            sub = a.subscribe("^x")
+        received = [m async for m in sub]
+    assert received == []
+    try:
+        sub.receive_nowait()
+    except trio.EndOfChannel:
+        pass
+    else:
+        raise AssertionError("a subscription of a stopped bus did not end")
+
+
+async def test_backpressure_loses_nothing(bus: str) -> None:
+    """A slow consumer with a tiny buffer still gets every message, in order."""
+    count = 3000
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            sub = a.subscribe(r"^n (\d+)", max_buffer=4)
+            async with trivy.open_ivy_bus("B", bus, send_buffer_limit=1024) as b:
+                await wait_for_subscription(b, "A", sub.regexp)
+                async with trio.open_nursery() as nursery:
+
+                    async def produce() -> None:
+                        for i in range(count):
+                            assert await b.send(f"n {i}") == 1
+
+                    nursery.start_soon(produce)
+                    got = []
+                    while len(got) < count:
+                        batch = await sub.receive_batch()
+                        got.extend(int(m.groups[0]) for m in batch)
+                        assert len(batch) <= 4
+                assert got == list(range(count))
+
+
+async def test_send_nowait_drops_and_reports_congestion(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            sub = a.subscribe(r"^n (\d+)")
+            async with trivy.open_ivy_bus("B", bus, send_buffer_limit=100) as b:
+                await wait_for_subscription(b, "A", sub.regexp)
+                async with b.events() as events:
+                    sent = sum(b.send_nowait(f"n {i}") for i in range(100))
+                    congestion = await wait_for_event(events, trivy.Congestion)
+                assert 0 < sent < 100
+                assert congestion.dropped > 0  # type: ignore[attr-defined]
+                received = [int((await sub.receive()).groups[0]) for _ in range(sent)]
+                assert received == list(range(sent))  # what was queued arrives in order
+
+
+async def test_wait_for_peer_times_out(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        await _wait_for_ghost(bus)
+
+
+async def _wait_for_ghost(bus: str) -> None:
+    async with trivy.open_ivy_bus("A", bus) as a:
+        try:
+            await a.wait_for_peer("ghost", timeout=0.05)
+        except trio.TooSlowError:
+            pass
+        else:
+            raise AssertionError("waited for a peer that never came")
+
+
+async def _run_until(
+    name: str, bus: str, buses: list[trivy.IvyBus], ready: trio.Semaphore, stop: trio.Event
+) -> None:
+    async with trivy.open_ivy_bus(name, bus) as ivy:
+        buses.append(ivy)
+        ivy.subscribe(f"^to {name} (.*)")
+        ready.release()
+        await stop.wait()
+
+
+async def test_duplicate_connections_are_resolved(bus: str) -> None:
+    """Buses started at once may connect to each other twice: one link stays."""
+    for _ in range(5):
+        with trio.fail_after(TIMEOUT):
+            buses: list[trivy.IvyBus] = []
+            stop, ready = trio.Event(), trio.Semaphore(0)
+            async with trio.open_nursery() as nursery:
+                for name in ("P", "Q", "R"):
+                    nursery.start_soon(_run_until, name, bus, buses, ready, stop)
+                for _ in range(3):
+                    await ready.acquire()
+                pairs = [(ivy, other) for ivy in buses for other in buses if other is not ivy]
+                for ivy, other in pairs:
+                    await wait_for_subscription(
+                        ivy, other.agent_name, f"^to {other.agent_name} (.*)"
+                    )
+                # a PING both ways on each pair: any duplicate is resolved by then
+                for ivy, other in pairs:
+                    await ivy.ping(ivy.peer(other.agent_name))  # type: ignore[arg-type]
+                for ivy in buses:
+                    others = sorted(o.agent_name for o in buses if o is not ivy)
+                    assert sorted(p.name for p in ivy.peers) == others
+                target = buses[0].agent_name
+                for ivy in buses[1:]:
+                    assert await ivy.send(f"to {target} x") == 1  # once, not twice
+                stop.set()
+
+
+async def test_timers_tick_count_and_interval(
+    bus: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Timers are tasks: counted ticks, a writable interval, cancel, end with the bus."""
+    ticks: list[float] = []
+    calls: list[float] = []
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("T", bus) as t:
+            start = trio.current_time()
+            three = t.start_timer(lambda: ticks.append(trio.current_time() - start), 0.5, count=3)
+            await three.wait_finished()
+            assert ticks == [0.5, 1.0, 1.5]
+            assert three.ticks == 3 and not three.running
+
+            async def tick() -> None:
+                calls.append(trio.current_time())
+                if len(calls) == 2:
+                    forever.interval = 2.0  # takes effect at the next tick
+                if len(calls) == 4:
+                    forever.cancel()
+                    await trio.sleep(100)  # cancelled at once: no 5th call
+
+            forever = t.start_timer(tick, 1.0)
+            await forever.wait_finished()
+            gaps = [round(later - earlier, 6) for earlier, later in itertools.pairwise(calls)]
+            assert gaps == [1.0, 2.0, 2.0]
+
+            endless = t.start_timer(lambda: None, 10.0)
+            assert endless.running
+        await endless.wait_finished()  # the bus ended its timer
+        assert endless.ticks == 0
