@@ -1,0 +1,31 @@
+"""Two trivy agents on a multicast bus; run inside a private network namespace.
+
+Usage: ``python -m tests.multicast_scenario GROUP:PORT``. Prints one line,
+``delivered <count> <groups>``, and exits 0 when the agents found each other
+by multicast and exchanged a message.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import trio
+
+import trivy
+
+from .helpers import wait_for_subscription
+
+
+async def main(bus: str) -> None:
+    options = {"multicast_ttl": 0, "multicast_interface": "127.0.0.1"}
+    with trio.fail_after(10):
+        async with trivy.open_ivy_bus("MA", bus, **options) as a:  # type: ignore[arg-type]
+            sub = a.subscribe("^x (.*)")
+            async with trivy.open_ivy_bus("MB", bus, **options) as b:  # type: ignore[arg-type]
+                await wait_for_subscription(b, "MA", sub.regexp)
+                count = await b.send("x hello")
+                print("delivered", count, (await sub.receive()).groups, flush=True)
+
+
+if __name__ == "__main__":
+    trio.run(main, sys.argv[1])
