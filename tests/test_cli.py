@@ -1,0 +1,330 @@
+"""The ``trivy`` command line, run as real processes against a real ivy-python peer.
+
+``python -m trivy`` (and the ``trivy-probe`` console script) run in their own
+process, with pipes for stdin/stdout; the ivy-python agent is
+``tests/ivy_python_peer.py``, driven as in the interop tests. Every test has
+its own loopback bus. Synchronisation is on observed output lines and peer
+events, never on delays.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+
+import pytest
+import trio
+
+from .conftest import free_udp_port
+from .test_interop_ivy_python import PEER_NAME, IvyPythonPeer, ivy_python_peer
+
+PROBE_NAME = "TRIVYPROBE"
+#: Upper bound of every test; each takes about a second normally.
+TEST_TIMEOUT = 20.0
+TRIVY = [sys.executable, "-m", "trivy"]
+
+
+class CliProcess:
+    """A running trivy command: write stdin lines, wait for stdout lines.
+
+    Every line read is kept in :attr:`lines`; :meth:`expect` hands each one out
+    at most once, so a line that arrived before it was asked for is not lost.
+    """
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self._handed_out: set[int] = set()
+        self._buffer = b""
+        self._eof = False
+
+    async def send_line(self, text: str) -> None:
+        """Write one line on the command's stdin."""
+        assert self.process.stdin is not None
+        await self.process.stdin.send_all(text.encode() + b"\n")
+
+    async def close_stdin(self) -> None:
+        """End of input."""
+        assert self.process.stdin is not None
+        await self.process.stdin.aclose()
+
+    async def expect(self, pattern: str) -> re.Match[str]:
+        """The next line (not handed out yet) that ``pattern`` fully matches."""
+        compiled = re.compile(pattern)
+        while True:
+            for index, line in enumerate(self.lines):
+                if index not in self._handed_out and (found := compiled.fullmatch(line)):
+                    self._handed_out.add(index)
+                    return found
+            if self._eof:
+                raise AssertionError(f"no line matching {pattern!r}; output: {self.lines}")
+            await self._read_more()
+
+    async def _read_more(self) -> None:
+        assert self.process.stdout is not None
+        data = await self.process.stdout.receive_some(65536)
+        if not data:
+            self._eof = True
+            return
+        *lines, self._buffer = (self._buffer + data).split(b"\n")
+        self.lines.extend(line.decode() for line in lines)
+
+    async def finish(self) -> int:
+        """Read the output to its end, wait for the exit; the exit code."""
+        while not self._eof:
+            await self._read_more()
+        if self._buffer:
+            self.lines.append(self._buffer.decode())
+            self._buffer = b""
+        code = await self.process.wait()
+        assert not any("Traceback" in line for line in self.lines), self.lines
+        return code
+
+
+@asynccontextmanager
+async def running(*args: str, command: list[str] | None = None) -> AsyncIterator[CliProcess]:
+    """Run ``python -m trivy ARGS`` (stderr merged into stdout) until the block exits."""
+    process = await trio.lowlevel.open_process(
+        [*(command or TRIVY), *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield CliProcess(process)
+    finally:
+        with trio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            for stream in (process.stdin, process.stdout):
+                if stream is not None:
+                    with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                        await stream.aclose()
+
+
+@asynccontextmanager
+async def probe_with_peer(
+    *probe_args: str, bind: tuple[str, ...] = (), command: list[str] | None = None
+) -> AsyncIterator[tuple[CliProcess, IvyPythonPeer, str]]:
+    """An ivy-python peer, then a probe on the same bus, once they have met."""
+    port = free_udp_port()
+    bus = f"127:{port}"
+    async with ivy_python_peer(port, bind=bind) as peer:
+        args = ["-b", bus, *probe_args]
+        if command is None:
+            args.insert(0, "probe")
+        async with running(*args, command=command) as probe:
+            await probe.expect(rf"{PEER_NAME} connected from 127\.0\.0\.1")
+            await peer.expect("connected")
+            yield probe, peer, bus
+
+
+async def run(*args: str) -> subprocess.CompletedProcess[bytes]:
+    """Run a one-shot ``python -m trivy ARGS`` to its end."""
+    return await trio.run_process(
+        [*TRIVY, *args], capture_stdout=True, capture_stderr=True, check=False
+    )
+
+
+# -------------------------------------------------------------------- probe
+
+
+async def test_probe_prints_matches_and_sends_stdin_lines() -> None:
+    """Matches print as ivy-c does; a stdin line is sent; EOF leaves with BYE."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with probe_with_peer(r"^x (\w+) (\w*)", bind=("^hello (.*)",)) as (probe, peer, _):
+            await peer.expect("regexp", sender=PROBE_NAME, action="add", regexp=r"^x (\w+) (\w*)")
+            await peer.request("send", "sent", text="x a b")
+            await probe.expect(f"{PEER_NAME} sent 'a' 'b'")
+
+            await probe.send_line("hello world")
+            await probe.expect("-> Sent to 1 peers")
+            assert (await peer.expect("msg"))["groups"] == ["world"]
+            await probe.send_line("nobody wants this")
+            await probe.expect("-> Sent to 0 peers")
+
+            await probe.close_stdin()
+            assert await probe.finish() == 0
+            await peer.expect("disconnected", name=PROBE_NAME)
+
+
+async def test_probe_commands() -> None:
+    """.help .who .where .bind .showbind .unbind .direct .ping, -s, unknown, .quit."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with probe_with_peer("-s", "^first") as (probe, peer, _):
+            await probe.send_line(".help")
+            await probe.expect(r"\s*\.quit\s+.*")
+            await probe.send_line(".who")
+            await probe.expect(f"Apps: {PEER_NAME}")
+            await probe.send_line(f".where {PEER_NAME}")
+            await probe.expect(rf"{PEER_NAME} on 127\.0\.0\.1:{peer.ready['port']}")
+            await probe.send_line(".where NOBODY")
+            await probe.expect("-> no agent named 'NOBODY'")
+
+            await probe.send_line(".bind '^foo (.*)'")
+            sub_id = (await probe.expect(r"-> bound id=(\d+) '\^foo \(\.\*\)'"))[1]
+            await peer.expect("regexp", sender=PROBE_NAME, action="add", regexp="^foo (.*)")
+            await peer.request("send", "sent", text="foo bar")
+            await probe.expect(f"{PEER_NAME} sent 'bar'")
+            await probe.send_line(".showbind")
+            await probe.expect(r"id=0 '\^first'")
+            await probe.expect(rf"id={sub_id} '\^foo \(\.\*\)'")
+            await probe.send_line(f".unbind {sub_id}")
+            await probe.expect(rf"-> unbound id={sub_id} '\^foo \(\.\*\)'")
+            await peer.expect("regexp", sender=PROBE_NAME, action="remove", id=int(sub_id))
+            await probe.send_line(".unbind 99")
+            await probe.expect(r"-> \.unbind: .*99.*")
+            await probe.send_line(".bind '('")
+            await probe.expect(r"-> \.bind: bad regexp .*")
+
+            await probe.send_line(f".direct {PEER_NAME} 7 'hi there'")
+            await probe.expect(f"-> Sent direct message to {PEER_NAME}")
+            direct = await peer.expect("direct", sender=PROBE_NAME)
+            assert (direct["num_id"], direct["text"]) == (7, "hi there")
+
+            await probe.send_line(f".ping {PEER_NAME}")
+            await probe.expect(rf"{PEER_NAME} round trip \d+\.\d+ ms")
+
+            bound = await peer.request("bind", "bound", regexp="^baz")  # shown with -s
+            await probe.expect(rf"{PEER_NAME} subscribed id={bound['id']} '\^baz'")
+
+            await probe.send_line(".frobnicate")
+            await probe.expect(r"-> unknown command '\.frobnicate' \(try \.help\)")
+            await probe.send_line(".quit")
+            assert await probe.finish() == 0
+            await peer.expect("disconnected", name=PROBE_NAME)
+
+
+async def test_probe_die_command() -> None:
+    """.die NAME makes the ivy-python agent leave; the probe sees it go."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with probe_with_peer() as (probe, peer, _):
+            await probe.send_line(f".die {PEER_NAME}")
+            await probe.expect(f"-> Asked {PEER_NAME} to die")
+            await peer.expect("die", sender=PROBE_NAME)
+            await peer.expect("stopped")
+            assert await peer.process.wait() == 0
+            await probe.expect(rf"{PEER_NAME} disconnected from 127\.0\.0\.1")
+            await probe.send_line(".dieall-yes-i-am-sure")
+            await probe.expect("-> Asked 0 agents to die")
+            await probe.close_stdin()
+            assert await probe.finish() == 0
+
+
+async def test_probe_sigint_leaves_cleanly() -> None:
+    """SIGINT: BYE to the peers (they see the disconnection), exit code 130."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with probe_with_peer("^x") as (probe, peer, _):
+            probe.process.send_signal(signal.SIGINT)
+            await peer.expect("disconnected", name=PROBE_NAME)
+            assert await probe.finish() == 130
+
+
+async def test_probe_alias_script_with_regexp_file_and_name(tmp_path: Path) -> None:
+    """``trivy-probe`` is ``trivy probe``; -R binds each line of a file; -n names us."""
+    script = Path(sys.executable).with_name("trivy-probe")
+    if not script.exists():
+        pytest.skip("the trivy-probe console script is not installed")
+    regexps = tmp_path / "regexps"
+    regexps.write_text("^one (.*)\n\n^two (.*)\n")
+    with trio.fail_after(TEST_TIMEOUT):
+        async with probe_with_peer(
+            "-n", "OTHERPROBE", "-R", str(regexps), command=[str(script)]
+        ) as (probe, peer, _):
+            await peer.expect("regexp", sender="OTHERPROBE", regexp="^two (.*)")
+            await peer.request("send", "sent", text="two 2")
+            await probe.expect(f"{PEER_NAME} sent '2'")
+            await peer.request("send", "sent", text="one 1")
+            await probe.expect(f"{PEER_NAME} sent '1'")
+            await probe.close_stdin()
+            assert await probe.finish() == 0
+            await peer.expect("disconnected", name="OTHERPROBE")
+
+
+# ---------------------------------------------------------------- one-shots
+
+
+async def test_send_counts_and_exit_codes() -> None:
+    """``send`` prints the count: exit 0 when received, 1 when nobody wanted it."""
+    port = free_udp_port()
+    with trio.fail_after(TEST_TIMEOUT):
+        async with ivy_python_peer(port, bind=("^hello (.*)",)) as peer:
+            done = await run("send", "-b", f"127:{port}", "--wait-for", PEER_NAME, "hello x", "y")
+            assert done.returncode == 0, done.stderr
+            assert done.stdout.decode() == "-> Sent to 1 peers\n"
+            assert (await peer.expect("msg"))["groups"] == ["x"]
+
+            done = await run("send", "-b", f"127:{port}", "nobody wants this")
+            assert done.returncode == 1, done.stderr
+            assert done.stdout.decode() == "-> Sent to 0 peers\n"
+
+
+async def test_send_times_out_without_agent() -> None:
+    """No such agent within --timeout: exit 1 and a one-line message."""
+    with trio.fail_after(TEST_TIMEOUT):
+        done = await run(
+            "send", "-b", f"127:{free_udp_port()}", "--wait-for", "GHOST", "--timeout", "0.2", "x"
+        )
+    assert done.returncode == 1
+    assert done.stderr.decode().splitlines() == ["trivy: no agent 'GHOST' within 0.2 s"]
+
+
+async def test_who_lists_agents_and_subscriptions() -> None:
+    """``who`` lists each agent with its host:port and subscriptions."""
+    port = free_udp_port()
+    with trio.fail_after(TEST_TIMEOUT):
+        async with ivy_python_peer(port, bind=("^hello (.*)",)) as peer:
+            done = await run("who", "-b", f"127:{port}", "--timeout", "0.5")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.decode().splitlines()
+    assert lines[0] == f"{PEER_NAME} 127.0.0.1:{peer.ready['port']}"
+    assert re.fullmatch(r"  id=\d+ '\^hello \(\.\*\)'", lines[1]), lines
+
+
+async def test_ping_and_die() -> None:
+    """``ping`` prints a round trip; ``die`` makes the ivy-python process exit."""
+    port = free_udp_port()
+    with trio.fail_after(TEST_TIMEOUT):
+        async with ivy_python_peer(port) as peer:
+            done = await run("ping", "-b", f"127:{port}", PEER_NAME)
+            assert done.returncode == 0, done.stderr
+            assert re.fullmatch(rf"{PEER_NAME} round trip \d+\.\d+ ms\n", done.stdout.decode())
+
+            done = await run("die", "-b", f"127:{port}", PEER_NAME)
+            assert done.returncode == 0, done.stderr
+            assert done.stdout.decode() == f"-> Asked {PEER_NAME} to die\n"
+            await peer.expect("die", sender="TRIVYDIE")
+            assert await peer.process.wait() == 0
+
+            done = await run("ping", "-b", f"127:{port}", "--timeout", "0.2", PEER_NAME)
+            assert done.returncode == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "bad"),
+    [
+        (["probe", "-b", "127:2010", "^ok", "(unclosed"], "(unclosed"),
+        (["probe", "-b", "127:notaport", "^ok"], "127:notaport"),
+        (["send", "-b", "127:99999", "x"], "127:99999"),
+        (["who", "--timeout", "soon"], "soon"),
+    ],
+)
+async def test_usage_errors_exit_2_with_one_line(args: list[str], bad: str) -> None:
+    """A bad regexp, bus string or option: exit 2, one line naming it, no traceback.
+
+    The bus is never joined (port 2010 is not touched).
+    """
+    with trio.fail_after(TEST_TIMEOUT):
+        done = await run(*args)
+    assert done.returncode == 2
+    assert done.stdout == b""
+    stderr = done.stderr.decode()
+    assert "Traceback" not in stderr
+    error_lines = [line for line in stderr.splitlines() if "error" in line]
+    assert len(error_lines) == 1 and bad in error_lines[0], stderr
