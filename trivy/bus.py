@@ -15,10 +15,9 @@ import itertools
 import logging
 import re
 import socket
-import struct
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from typing import Any, Literal, TypeVar
 
 import trio
@@ -63,6 +62,7 @@ from .events import (
 from .link import Link
 from .matching import MatchMode, RegexpTable
 from .protocol import MsgType
+from .sockets import connect_tcp, open_discovery_socket, open_listener
 from .timers import Timer, TimerCallback
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -495,11 +495,13 @@ class IvyBus:
     # ------------------------------------------------------------- lifecycle
     async def _start(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
-        self._listener = self._open_listener()
+        self._listener = open_listener(self.host)
         self.port = self._listener.getsockname()[1]
         self.agent_id = protocol.new_agent_id(self.agent_name, self.port)
         try:
-            self._udp = self._open_udp()
+            self._udp = open_discovery_socket(
+                self.bus_address, self.multicast_ttl, self.multicast_interface
+            )
         except OSError as exc:
             raise OSError(
                 exc.errno, f"cannot use UDP port {self.bus_address.port}: {exc.strerror}"
@@ -515,45 +517,6 @@ class IvyBus:
                 logger.warning("cannot announce on %s:%d: %s", network, self.bus_address.port, exc)
         logger.info("%s joined %s (TCP port %d)", self.agent_name, self.bus_address, self.port)
         await trio.lowlevel.checkpoint()
-
-    def _open_listener(self) -> socket.socket:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, 0))
-            sock.listen(128)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
-
-    def _open_udp(self) -> socket.socket:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if hasattr(socket, "SO_REUSEPORT"):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-            sock.bind(("", self.bus_address.port))
-            interface = socket.inet_aton(self.multicast_interface or "0.0.0.0")
-            for network in self.bus_address.networks:
-                if protocol.is_multicast(network):
-                    membership = socket.inet_aton(network) + interface
-                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
-                    sock.setsockopt(
-                        socket.IPPROTO_IP,
-                        socket.IP_MULTICAST_TTL,
-                        struct.pack("b", self.multicast_ttl),
-                    )
-                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
-                    if self.multicast_interface:
-                        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, interface)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
 
     async def _say_bye(self) -> None:
         """Stop: end the channels, BYE to every peer, wait (bounded) for it to leave."""
@@ -634,28 +597,14 @@ class IvyBus:
         return any(link.peer.host == host and link.peer.port == port for link in self._links)
 
     async def _connect(self, host: str, port: int, agent_id: str | None) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
-            sock.setblocking(False)
-            with suppress(BlockingIOError):
-                sock.connect((host, port))
-            with trio.move_on_after(CONNECT_TIMEOUT):
-                await trio.lowlevel.wait_writable(sock)
-            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if error:
-                raise OSError(error, "connect failed")
-            sock.getpeername()  # raises if still not connected (timeout)
+            sock = await connect_tcp(host, port, CONNECT_TIMEOUT)
         except OSError as exc:
             logger.info("cannot connect to announced agent %s:%d: %s", host, port, exc)
-            sock.close()
-            self._connecting.discard((host, port))
             return
-        except BaseException:
-            sock.close()
+        finally:
             self._connecting.discard((host, port))
-            raise
         link = self._new_link(sock, host, agent_id, port)
-        self._connecting.discard((host, port))
         if link is not None:
             await self._serve_link(link)
 

@@ -1,0 +1,92 @@
+"""The sockets an agent opens: TCP listener, UDP discovery socket, outgoing TCP.
+
+Plain non-blocking stdlib sockets, driven by ``trio.lowlevel.wait_readable``
+and ``wait_writable`` in the bus: reads and writes are tried at once and wait
+only when the kernel says so.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from contextlib import suppress
+
+import trio
+
+from .protocol import BusAddress, is_multicast
+
+__all__ = ["connect_tcp", "open_discovery_socket", "open_listener"]
+
+#: Pending connections the kernel queues for the listener.
+LISTEN_BACKLOG = 128
+
+
+def open_listener(host: str) -> socket.socket:
+    """A non-blocking TCP listener on an ephemeral port of ``host``."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, 0))
+        sock.listen(LISTEN_BACKLOG)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def open_discovery_socket(
+    bus: BusAddress, multicast_ttl: int, multicast_interface: str | None
+) -> socket.socket:
+    """The UDP socket announces arrive on, shared by every agent of this host.
+
+    Bound to the bus port with SO_REUSEADDR/SO_REUSEPORT and SO_BROADCAST;
+    member of each multicast group of the bus, with multicast loopback on so
+    agents of one host see each other.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        sock.bind(("", bus.port))
+        interface = socket.inet_aton(multicast_interface or "0.0.0.0")
+        for network in bus.networks:
+            if not is_multicast(network):
+                continue
+            membership = socket.inet_aton(network) + interface
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+            ttl = struct.pack("b", multicast_ttl)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+            if multicast_interface:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, interface)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def connect_tcp(host: str, port: int, timeout: float) -> socket.socket:
+    """A non-blocking TCP socket connected to ``host:port``.
+
+    Raises:
+      OSError: refused, unreachable, or not connected within ``timeout``.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        with suppress(BlockingIOError):
+            sock.connect((host, port))
+        with trio.move_on_after(timeout):
+            await trio.lowlevel.wait_writable(sock)
+        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if error:
+            raise OSError(error, f"cannot connect to {host}:{port}")
+        sock.getpeername()  # raises ENOTCONN if the timeout struck first
+    except BaseException:
+        sock.close()
+        raise
+    return sock
