@@ -1,0 +1,425 @@
+"""The benchmark agents, each run as a separate process by the orchestrator.
+
+Usage::
+
+    python -m bench.agents IMPL ROLE BUS NAME [options]
+
+``IMPL`` is ``trivy`` or ``ivy`` (ivy-python 4.0). Every agent reports on
+stdout, one JSON object per line, and the orchestrator synchronises on those
+lines only. Roles:
+
+========= ====================================================================
+recv      subscribe ``--regexp`` (plus ``--extra`` decoy ``^word<i> (.*)``
+          regexps), print ``{"ready": true}`` once the bus is up, count ``-n``
+          matches, print ``{"count", "first", "last"}`` (monotonic seconds).
+          ``--mode`` (trivy only): ``iter`` (``async for``), ``batch``
+          (``receive_batch()``) or ``bind`` (callback).
+send      wait for ``--peers`` agents named ``BenchRecv*`` each showing at
+          least ``--subs`` subscriptions, send ``-n`` texts ``<--prefix> <i>``,
+          print ``{"start", "end", "sent"}``, then stay on the bus until stdin
+          closes (so that nothing queued is lost).
+echo      answer every ``ping ts=X`` with ``pong ts=X``; print ready; run until
+          stdin closes.
+ping      wait for the agent ``BenchEcho``, do ``-n`` ping/pong exchanges one at
+          a time, print ``{"median_us", "p99_us", "n"}``.
+join      print ``{"loaded": true}``, wait for a ``go`` line on stdin, join the
+          bus, print ``{"seen": k}`` as peers come, then ``{"joined"}``
+          (monotonic seconds) once ``--peers`` other agents are ready; run
+          until stdin closes.
+mem       print ``{"idle_kib"}`` (VmRSS with the bus up), bind ``-n`` regexps,
+          print ``{"subs_kib"}``.
+========= ====================================================================
+
+Time stamps are ``time.monotonic()``: on Linux it is one clock for every
+process of the machine, so the orchestrator may compare them across agents.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import queue
+import socket
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+#: Upper bound, in seconds, on any wait of an agent (the orchestrator also
+#: kills every agent at the end of a scenario).
+TIMEOUT = 120.0
+#: Seconds between two looks at a peer's subscriptions while waiting for them.
+POLL = 0.005
+RECV_PREFIX = "BenchRecv"
+ECHO_NAME = "BenchEcho"
+
+
+def emit(**fields: Any) -> None:
+    """Write one JSON line on stdout and flush it."""
+    sys.stdout.write(json.dumps(fields) + "\n")
+    sys.stdout.flush()
+
+
+def rss_kib() -> int:
+    """This process's resident set size, in KiB (from /proc/self/status)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return -1
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    """The ``fraction`` quantile of ``samples`` (nearest rank)."""
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))
+    return ordered[index]
+
+
+def latency_report(samples_ns: list[int]) -> None:
+    """Print the median and p99 of round trips given in nanoseconds, in µs."""
+    micros = [s / 1000 for s in samples_ns]
+    emit(median_us=statistics.median(micros), p99_us=percentile(micros, 0.99), n=len(micros))
+
+
+# =================================================================== trivy
+async def _trivy_stdin_closed() -> None:
+    """Return when stdin reaches end of file (read in a worker thread)."""
+    import trio
+
+    await trio.to_thread.run_sync(sys.stdin.read, abandon_on_cancel=True)
+
+
+async def _trivy_wait_subscribers(bus: Any, peers: int, subs: int) -> list[Any]:
+    """Poll until ``peers`` BenchRecv* agents each show ``subs`` subscriptions."""
+    import trio
+
+    while True:
+        found = [
+            p for p in bus.peers if p.name.startswith(RECV_PREFIX) and len(p.subscriptions) >= subs
+        ]
+        if len(found) >= peers:
+            return found
+        await trio.sleep(POLL)
+
+
+async def trivy_main(args: argparse.Namespace) -> None:
+    """Run one trivy agent in the role ``args.role``."""
+    import trio
+
+    import trivy
+
+    with trio.fail_after(TIMEOUT):
+        if args.role == "join":
+            emit(loaded=True)
+            await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+        async with trivy.open_ivy_bus(args.name, args.bus) as bus:
+            if args.role == "recv":
+                await _trivy_recv(bus, args)
+            elif args.role == "send":
+                await _trivy_wait_subscribers(bus, args.peers, args.subs)
+                start = time.monotonic()
+                for i in range(args.n):
+                    await bus.send(f"{args.prefix} {i}")
+                emit(start=start, end=time.monotonic(), sent=args.n)
+                await _trivy_stdin_closed()
+            elif args.role == "echo":
+
+                async def answer(_peer: Any, ts: str) -> None:
+                    await bus.send(f"pong ts={ts}")
+
+                bus.bind(answer, r"^ping ts=(.*)")
+                emit(ready=True)
+                await _trivy_stdin_closed()
+            elif args.role == "ping":
+                await _trivy_ping(bus, args.n)
+            elif args.role == "join":
+                await _trivy_join(bus, args.peers)
+                await _trivy_stdin_closed()
+            elif args.role == "mem":
+                await trio.sleep(0.2)  # let the agent settle; nothing to wait for
+                emit(idle_kib=rss_kib())
+                for i in range(args.n):
+                    bus.bind(lambda *_: None, f"^word{i} (.*)")
+                await trio.sleep(0.2)
+                emit(subs_kib=rss_kib())
+            bus.stop()
+
+
+async def _trivy_recv(bus: Any, args: argparse.Namespace) -> None:
+    import trio
+
+    for i in range(args.extra):
+        bus.bind(lambda *_: None, f"^word{i} (.*)")
+    n = args.n
+    first = last = 0.0
+    count = 0
+    if args.mode == "bind":
+        done = trio.Event()
+
+        def on_match(_peer: Any, _group: str) -> None:
+            nonlocal count, first, last
+            count += 1
+            if count == 1:
+                first = time.monotonic()
+            if count == n:
+                last = time.monotonic()
+                done.set()
+
+        bus.bind(on_match, args.regexp)
+        emit(ready=True)
+        await done.wait()
+    else:
+        async with bus.subscribe(args.regexp) as sub:
+            emit(ready=True)
+            if args.mode == "iter":
+                async for _match in sub:
+                    count += 1
+                    if count == 1:
+                        first = time.monotonic()
+                    if count == n:
+                        break
+            else:
+                while count < n:
+                    batch = await sub.receive_batch()
+                    if count == 0:
+                        first = time.monotonic()
+                    count += len(batch)
+            last = time.monotonic()
+    emit(count=count, first=first, last=last)
+
+
+async def _trivy_ping(bus: Any, n: int) -> None:
+    import trio
+
+    async with bus.subscribe(r"^pong ts=(.*)") as sub:
+        while not any(len(p.subscriptions) >= 1 for p in bus.peers_named(ECHO_NAME)):
+            await trio.sleep(POLL)
+        # Warm up, and make sure the echo knows our subscription.
+        for _ in range(50):
+            await bus.send("ping ts=warm")
+            with trio.move_on_after(0.2):
+                while (await sub.receive()).groups[0] != "warm":
+                    pass
+                break
+        samples: list[int] = []
+        clock = time.perf_counter_ns
+        for i in range(n):
+            token = str(i)
+            t0 = clock()
+            await bus.send(f"ping ts={token}")
+            while (await sub.receive()).groups[0] != token:
+                pass
+            samples.append(clock() - t0)
+    latency_report(samples)
+
+
+async def _trivy_join(bus: Any, peers: int) -> None:
+    events = bus.events()
+    async with events:
+        while (seen := len({p.name for p in bus.peers})) < peers:
+            await events.receive()
+            emit(seen=seen)
+    emit(joined=time.monotonic())
+
+
+# ============================================================== ivy-python
+def _ivy_server(name: str, app_callback: Callable[..., None] | None = None) -> Any:
+    """An ivy-python IvyServer with daemon threads and a fast stop."""
+    from ivy.ivy import IvyServer  # type: ignore[import-untyped]
+
+    class Server(IvyServer):  # type: ignore[misc]
+        daemon_threads = True
+
+        def serve_forever(self, poll_interval: float = 0.05) -> None:
+            super().serve_forever(poll_interval)
+
+    kwargs: dict[str, Any] = {"usesDaemons": True}
+    if app_callback is not None:
+        kwargs["app_callback"] = app_callback
+    return Server(name, **kwargs)
+
+
+def _ivy_start_and_wait_announce(server: Any, bus: str) -> None:
+    """Start ``server``; return once its own announce comes back (UDP bound)."""
+    port = int(bus.rsplit(":", 1)[1])
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if hasattr(socket, "SO_REUSEPORT"):
+        udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    udp.bind(("", port))
+    try:
+        server.start(bus)
+        deadline = time.monotonic() + 10.0
+        while (left := deadline - time.monotonic()) > 0:
+            udp.settimeout(left)
+            try:
+                data = udp.recv(1024)
+            except OSError:
+                return
+            if server.agent_id.encode() in data:
+                return
+    finally:
+        udp.close()
+
+
+def _ivy_wait(predicate: Callable[[], bool]) -> None:
+    """Poll ``predicate`` until true; raise TimeoutError after TIMEOUT seconds."""
+    deadline = time.monotonic() + TIMEOUT
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("agent wait timed out")
+        time.sleep(POLL)
+
+
+def _ivy_subscribed(server: Any, prefix: str, subs: int) -> list[Any]:
+    """The peers whose name starts with ``prefix`` showing ``subs`` subscriptions."""
+    found = []
+    for name in set(server.get_clients()):
+        if name.startswith(prefix):
+            for client in server.get_client_with_name(name):
+                if len(server.get_client_bindings(client)) >= subs:
+                    found.append(client)
+    return found
+
+
+def ivy_main(args: argparse.Namespace) -> None:
+    """Run one ivy-python agent in the role ``args.role``."""
+    role = args.role
+    done = threading.Event()
+    if role == "join":
+        emit(loaded=True)
+        sys.stdin.readline()
+
+        def on_app(_client: Any, _event: int) -> None:
+            seen = len(set(server.get_clients()))
+            emit(seen=seen)
+            if seen >= args.peers:
+                done.set()
+
+        server = _ivy_server(args.name, on_app)
+    else:
+        server = _ivy_server(args.name)
+    try:
+        if role == "recv":
+            _ivy_recv(server, args)
+        elif role == "send":
+            server.start(args.bus)
+            _ivy_wait(lambda: len(_ivy_subscribed(server, RECV_PREFIX, args.subs)) >= args.peers)
+            start = time.monotonic()
+            for i in range(args.n):
+                server.send_msg(f"{args.prefix} {i}")
+            emit(start=start, end=time.monotonic(), sent=args.n)
+            sys.stdin.read()
+        elif role == "echo":
+            server.bind_msg(lambda _c, ts: server.send_msg(f"pong ts={ts}"), r"^ping ts=(.*)")
+            _ivy_start_and_wait_announce(server, args.bus)
+            emit(ready=True)
+            sys.stdin.read()
+        elif role == "ping":
+            _ivy_ping(server, args)
+        elif role == "join":
+            server.start(args.bus)
+            if not done.wait(TIMEOUT):
+                raise TimeoutError("join timed out")
+            emit(joined=time.monotonic())
+            sys.stdin.read()
+        elif role == "mem":
+            server.start(args.bus)
+            time.sleep(0.2)
+            emit(idle_kib=rss_kib())
+            for i in range(args.n):
+                server.bind_msg(lambda *_: None, f"^word{i} (.*)")
+            time.sleep(0.2)
+            emit(subs_kib=rss_kib())
+    finally:
+        if server.isAlive():
+            server.stop()
+
+
+def _ivy_recv(server: Any, args: argparse.Namespace) -> None:
+    n = args.n
+    done = threading.Event()
+    state = {"count": 0, "first": 0.0, "last": 0.0}
+
+    def on_match(_client: Any, _group: str) -> None:
+        state["count"] += 1
+        if state["count"] == 1:
+            state["first"] = time.monotonic()
+        if state["count"] == n:
+            state["last"] = time.monotonic()
+            done.set()
+
+    for i in range(args.extra):
+        server.bind_msg(lambda *_: None, f"^word{i} (.*)")
+    server.bind_msg(on_match, args.regexp)
+    _ivy_start_and_wait_announce(server, args.bus)
+    emit(ready=True)
+    if not done.wait(TIMEOUT):
+        raise TimeoutError(f"received {state['count']} of {n}")
+    emit(**state)
+
+
+def _ivy_ping(server: Any, args: argparse.Namespace) -> None:
+    answers: queue.Queue[str] = queue.Queue()
+    server.bind_msg(lambda _c, ts: answers.put(ts), r"^pong ts=(.*)")
+    server.start(args.bus)
+    _ivy_wait(lambda: bool(_ivy_subscribed(server, ECHO_NAME, 1)))
+    for _ in range(50):  # warm up, and make sure the echo knows our subscription
+        server.send_msg("ping ts=warm")
+        try:
+            while answers.get(timeout=0.2) != "warm":
+                pass
+            break
+        except queue.Empty:
+            continue
+    samples: list[int] = []
+    clock = time.perf_counter_ns
+    for i in range(args.n):
+        token = str(i)
+        t0 = clock()
+        server.send_msg(f"ping ts={token}")
+        while answers.get(timeout=TIMEOUT) != token:
+            pass
+        samples.append(clock() - t0)
+    latency_report(samples)
+
+
+# ==================================================================== main
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the agent's command line (see the module docstring)."""
+    parser = argparse.ArgumentParser(prog="python -m bench.agents")
+    parser.add_argument("impl", choices=["trivy", "ivy"])
+    parser.add_argument("role", choices=["recv", "send", "echo", "ping", "join", "mem"])
+    parser.add_argument("bus", help="NETWORKS:PORT")
+    parser.add_argument("name", help="agent name")
+    parser.add_argument("-n", type=int, default=1000, help="messages, exchanges or regexps")
+    parser.add_argument("--mode", choices=["iter", "batch", "bind"], default="iter")
+    parser.add_argument("--regexp", default=r"^data (.*)")
+    parser.add_argument("--prefix", default="data")
+    parser.add_argument("--extra", type=int, default=0, help="decoy ^word<i> regexps")
+    parser.add_argument("--peers", type=int, default=1)
+    parser.add_argument("--subs", type=int, default=1)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the agent, report a failure as ``{"error": ...}``."""
+    args = parse_args(argv)
+    try:
+        if args.impl == "trivy":
+            import trio
+
+            trio.run(trivy_main, args)
+        else:
+            ivy_main(args)
+    except BaseException as exc:
+        emit(error=f"{type(exc).__name__}: {exc}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
