@@ -100,6 +100,8 @@ READS_PER_CHECKPOINT = 16
 ANNOUNCE_SIZE = 1024
 
 _BYE = protocol.encode(MsgType.BYE, 0)
+#: b"2 <id>\x02" by subscription id: the head of every MSG we send.
+_MSG_HEADS: dict[int, bytes] = {}
 _ALREADY_CONNECTED = protocol.encode(MsgType.ERROR, 0, "Application already connected")
 #: ivy-c answers a malformed line with ERROR id 3.
 _BAD_FORMAT_ID = 3
@@ -179,6 +181,8 @@ class IvyBus:
         self._udp: socket.socket | None = None
         self._started = False
         self._stopping = False
+        self._running = False  # started and not stopping: read on every send
+        self._congested: list[Link] = []  # peers over their limit, for send()
         self._sends_since_checkpoint = 0
 
     def __repr__(self) -> str:
@@ -188,7 +192,7 @@ class IvyBus:
     @property
     def running(self) -> bool:
         """Whether the bus is started and not stopping."""
-        return self._started and not self._stopping
+        return self._running
 
     @property
     def match_mode(self) -> MatchMode:
@@ -327,12 +331,12 @@ class IvyBus:
         for link in self._links:
             link.write(data)
 
-    def _route(self, text: str, only: Link | None, congested: list[Link] | None) -> int:
+    def _route(self, text: str, only: Link | None, wait: bool) -> int:
         """Send ``text`` as MSGs to every matching subscription; count them.
 
-        With ``congested`` a list, over-limit peers are written to anyway and
-        collected there (the caller waits); with None the overflow policy
-        applies to them.
+        With ``wait``, over-limit peers are written to anyway and collected in
+        ``self._congested`` (the caller waits for them); otherwise the
+        overflow policy applies to them.
         """
         if "\n" in text:
             if not self.java_newlines:
@@ -342,22 +346,32 @@ class IvyBus:
             return 0  # ivy-c sends nothing for an empty text
         count = 0
         limit = self.send_buffer_limit
+        heads = _MSG_HEADS
         for entry in self._table.candidates(text):
             found = entry.find(text)
             if found is None:
                 continue
-            payload = "".join([(group or "") + "\x03" for group in found.groups()])
-            payload_bytes = payload.encode("utf-8", "surrogateescape")
+            groups = found.groups("")  # a group that took no part: ""
+            payload = ("\x03".join(groups) + "\x03\n" if groups else "\n").encode(
+                "utf-8", "surrogateescape"
+            )
             for link, sub_id in entry.subscribers:
                 if only is not None and link is not only:
                     continue
-                if len(link.out) > limit:
-                    if congested is None:
-                        self._overflow(link, len(payload_bytes) + 8)
+                out = link.out
+                if len(out) > limit:
+                    if not wait:
+                        self._overflow(link, len(payload) + 8)
                         continue
-                    if link not in congested:
-                        congested.append(link)
-                link.write(b"2 %d\x02%b\n" % (sub_id, payload_bytes))
+                    if link not in self._congested:
+                        self._congested.append(link)
+                head = heads.get(sub_id)
+                if head is None:
+                    head = heads.setdefault(sub_id, b"2 %d\x02" % sub_id)
+                out += head
+                out += payload
+                if link.writer_idle:
+                    link.wake_writer()
                 count += 1
         return count
 
@@ -385,11 +399,12 @@ class IvyBus:
           ValueError: the text contains a newline.
           IvyIllegalStateError: the bus is not running.
         """
-        self._check_running()
-        congested: list[Link] = []
-        count = self._route(text, None, congested)
-        if congested:
+        if not self._running:
+            self._check_running()
+        count = self._route(text, None, True)
+        if self._congested:
             self._sends_since_checkpoint = 0
+            congested, self._congested = self._congested, []
             for link in congested:
                 link.drained_below = self.send_buffer_limit
                 while len(link.out) > self.send_buffer_limit and not link.closing:
@@ -413,7 +428,7 @@ class IvyBus:
           the number of MSGs queued.
         """
         self._check_running()
-        return self._route(text, None, None)
+        return self._route(text, None, False)
 
     def _link(self, peer: Peer) -> Link:
         self._check_running()
@@ -506,7 +521,7 @@ class IvyBus:
             raise OSError(
                 exc.errno, f"cannot use UDP port {self.bus_address.port}: {exc.strerror}"
             ) from exc
-        self._started = True
+        self._started = self._running = True
         nursery.start_soon(self._accept_loop, self._listener)
         nursery.start_soon(self._discovery_loop, self._udp)
         announce = protocol.encode_announce(self.port, self.agent_id, self.agent_name)
@@ -521,6 +536,7 @@ class IvyBus:
     async def _say_bye(self) -> None:
         """Stop: end the channels, BYE to every peer, wait (bounded) for it to leave."""
         self._stopping = True
+        self._running = False
         for channel in [*self._local.values(), *self._event_streams, *self._direct_streams]:
             if isinstance(channel, BufferedReceiveChannel):
                 channel._end()
@@ -656,7 +672,7 @@ class IvyBus:
             self._emit_nowait(PeerDisconnected(link.peer))
 
     async def _read(self, link: Link) -> None:
-        sock, receive_data = link.sock, link.conn.receive_data
+        sock, receive_data, peer = link.sock, link.conn.receive_data, link.peer
         local = self._local
         reads = 0
         while True:
@@ -674,12 +690,17 @@ class IvyBus:
                     target = local.get(event.sub_id)
                     if target is None:
                         continue  # unsubscribed meanwhile
-                    if type(target) is Subscription:
-                        match = Match(link.peer, event.groups, event.sub_id)
+                    if isinstance(target, Subscription):
+                        match = Match(peer, event.groups, event.sub_id)
                         if not target._put_nowait(match):
                             await target._put(match)
-                    else:
-                        await self._call_binding(target, link.peer, event.groups)  # type: ignore[arg-type]
+                    elif target.is_async:
+                        await self._call_binding(target, peer, event.groups)
+                    else:  # inline: a sync callback costs no coroutine
+                        try:
+                            target.callback(peer, *event.groups)
+                        except Exception:
+                            logger.exception("callback for %r raised", target.regexp)
                 elif not await self._handle(link, event):
                     return
             if not data:
@@ -730,7 +751,7 @@ class IvyBus:
             logger.info("%s connected", peer)
             self._peers_changed.unpark_all()
             if self.ready_message:
-                self._route(self.ready_message, link, None)
+                self._route(self.ready_message, link, False)
             await self._emit(PeerConnected(peer))
         elif kind is PingReceived:
             link.write(protocol.encode(MsgType.PONG, event.num_id))

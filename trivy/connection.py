@@ -10,13 +10,14 @@ decides is decided here, where it is tested on bytes alone.
 
 from __future__ import annotations
 
+import codecs
 import enum
 from collections.abc import Iterable
 from typing import NamedTuple
 
 from . import protocol
 from .errors import IvyMalformedMessage
-from .protocol import ARG_END, MsgType
+from .protocol import ARG_END, ARG_START, MsgType
 
 __all__ = [
     "MAX_LINE_LENGTH",
@@ -170,7 +171,7 @@ Event = (
     | Closing
 )
 
-_MSG_PREFIX = b"2 "
+_decode_utf8 = codecs.utf_8_decode
 _BAD_FORMAT = "bad format request expected 'type id ...'"
 
 
@@ -226,39 +227,53 @@ class Connection:
             return [Bye()]
         if self._buffer:
             data = self._buffer + data
-        lines = data.split(b"\n")
-        self._buffer = lines.pop()
+        end = data.rfind(b"\n")
+        if end < 0:
+            self._buffer = data
+            return self._check_line_length([])
+        self._buffer = data[end + 1 :]
+        # One decode for every complete line: "\n" never falls inside a
+        # UTF-8 sequence, so decoding up to it is exact.
+        lines = _decode_utf8(memoryview(data)[:end], "surrogateescape", True)[0].split("\n")
         events: list[Event] = []
         append = events.append
-        for raw in lines:
+        ready = self.state is ConnectionState.READY
+        new_text = tuple.__new__  # a NamedTuple's own __new__ is slow Python
+        for line in lines:
             # Fast path for the most common line: a MSG once ready.
-            if raw[:2] == _MSG_PREFIX and self.state is ConnectionState.READY:
-                head, sep, params = raw.partition(b"\x02")
-                id_text = head[2:]
-                if sep and id_text.isdigit():
+            if ready and line[:2] == "2 ":
+                head, sep, params = line.partition(ARG_START)
+                try:
+                    sub_id = int(head[2:])
+                except ValueError:
+                    sub_id = -1
+                if sep and sub_id >= 0:
                     self._malformed_streak = 0
-                    text = params.decode("utf-8", "surrogateescape")
                     if self._java_newlines:
-                        text = text.replace(protocol.JAVA_NEWLINE_ESCAPE, "\n")
-                    if not text:
+                        params = params.replace(protocol.JAVA_NEWLINE_ESCAPE, "\n")
+                    if not params:
                         groups: tuple[str, ...] = ()
-                    elif text[-1] == ARG_END:
-                        groups = tuple(text[:-1].split(ARG_END))
+                    elif params[-1] == ARG_END:
+                        groups = tuple(params[:-1].split(ARG_END))
                     else:
-                        groups = tuple(text.split(ARG_END))
-                    append(TextReceived(int(id_text), groups))
+                        groups = tuple(params.split(ARG_END))
+                    append(new_text(TextReceived, (sub_id, groups)))
                     continue
-            event = self._line_event(raw)
+            event = self._line_event(line)
             if event is not None:
                 append(event)
                 if isinstance(event, (Bye, Closing)):
                     self.state = ConnectionState.CLOSED
                     self._buffer = b""
                     return events
+                ready = self.state is ConnectionState.READY
+        return self._check_line_length(events)
+
+    def _check_line_length(self, events: list[Event]) -> list[Event]:
         if len(self._buffer) > self._max_line_length:
             self.state = ConnectionState.CLOSED
             self._buffer = b""
-            append(Closing(f"line longer than {self._max_line_length} bytes"))
+            events.append(Closing(f"line longer than {self._max_line_length} bytes"))
         return events
 
     def _malformed(self, line: str, reply: str) -> Malformed | Closing:
@@ -267,15 +282,15 @@ class Connection:
             return Closing(f"{MAX_MALFORMED_STREAK} malformed lines in a row")
         return Malformed(line, reply)
 
-    def _line_event(self, raw: bytes) -> Event | None:
-        if raw.endswith(b"\r"):  # tolerate CRLF peers
-            raw = raw[:-1]
-        if not raw:
+    def _line_event(self, line: str) -> Event | None:
+        if line.endswith("\r"):  # tolerate CRLF peers
+            line = line[:-1]
+        if not line:
             return None
         try:
-            msg = protocol.decode(raw)
+            msg = protocol.decode(line)
         except IvyMalformedMessage:
-            return self._malformed(protocol.decode_text(raw), _BAD_FORMAT)
+            return self._malformed(line, _BAD_FORMAT)
         self._malformed_streak = 0
         msg_type, num_id, params = msg
         if self.state is ConnectionState.AWAITING_START:
@@ -284,9 +299,9 @@ class Connection:
                 self.peer_name, self.peer_port = params.rstrip(ARG_END), num_id
                 return PeerIdentified(self.peer_name, num_id)
             if msg_type not in (MsgType.BYE, MsgType.PING, MsgType.ERROR):
-                return self._malformed(protocol.decode_text(raw), "expected START_REGEXP first")
+                return self._malformed(line, "expected START_REGEXP first")
         elif msg_type == MsgType.START_REGEXP:
-            return self._malformed(protocol.decode_text(raw), "START_REGEXP sent twice")
+            return self._malformed(line, "START_REGEXP sent twice")
 
         if self._java_newlines and msg_type in (MsgType.MSG, MsgType.DIRECT_MSG):
             params = params.replace(protocol.JAVA_NEWLINE_ESCAPE, "\n")

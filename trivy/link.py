@@ -58,6 +58,9 @@ class Link:
         self.reader_scope = trio.CancelScope()
         self.flushed = trio.Event()
         self._wake_writer = trio.lowlevel.ParkingLot()
+        #: True while the writer task waits for data (a plain attribute: it
+        #: is read once per message sent).
+        self.writer_idle = False
         self.drained = trio.lowlevel.ParkingLot()
         self.drained_below = 0
         self.pings: dict[int, _PendingPing] = {}
@@ -68,17 +71,27 @@ class Link:
         """Whether the peer's START_REGEXP arrived."""
         return self.conn.peer_port is not None
 
+    def wake_writer(self) -> None:
+        """Tell the idle writer task that the output buffer has something.
+
+        Hot paths append to :attr:`out` themselves and call this only when
+        :attr:`writer_idle` is true.
+        """
+        self.writer_idle = False
+        self._wake_writer.unpark()
+
     def write(self, data: bytes) -> None:
         """Queue bytes for the peer; the writer task sends them."""
         self.out += data
-        if self._wake_writer:
-            self._wake_writer.unpark()
+        if self.writer_idle:
+            self.wake_writer()
 
     def close_after_flush(self, last_words: bytes = b"") -> None:
         """Send what is queued (and ``last_words``), then stop writing."""
         if last_words:
             self.out += last_words
         self.closing = True
+        self.writer_idle = False
         self._wake_writer.unpark_all()
 
     def abort(self, last_words: bytes = b"") -> None:
@@ -116,6 +129,7 @@ class Link:
                 if not out:
                     if self.closing:
                         return
+                    self.writer_idle = True
                     await self._wake_writer.park()
                     continue
                 try:

@@ -10,7 +10,7 @@ regexps whose prefix it starts with, plus the few that have none.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Generic, Literal, TypeVar
 
 __all__ = ["MatchMode", "RegexpEntry", "RegexpTable", "literal_prefix"]
@@ -77,8 +77,10 @@ class RegexpTable(Generic[SubscriberT]):
             raise ValueError(f"match mode must be one of {_MODES}, not {mode!r}")
         self.mode: MatchMode = mode
         self._entries: dict[str, RegexpEntry[SubscriberT]] = {}
-        # first character of the prefix → entries with that prefix
-        self._by_first_char: dict[str, list[RegexpEntry[SubscriberT]]] = {}
+        # prefix length → prefix → entries with that prefix: a text is looked
+        # up once per distinct prefix length (a handful), whatever the count
+        # of regexps.
+        self._by_prefix: dict[int, dict[str, list[RegexpEntry[SubscriberT]]]] = {}
         self._unindexed: list[RegexpEntry[SubscriberT]] = []
 
     def __len__(self) -> int:
@@ -95,7 +97,8 @@ class RegexpTable(Generic[SubscriberT]):
             entry = RegexpEntry[SubscriberT](regexp, self.mode)
             self._entries[regexp] = entry
             if entry.prefix:
-                self._by_first_char.setdefault(entry.prefix[0], []).append(entry)
+                by_prefix = self._by_prefix.setdefault(len(entry.prefix), {})
+                by_prefix.setdefault(entry.prefix, []).append(entry)
             else:
                 self._unindexed.append(entry)
         entry.subscribers.append((subscriber, sub_id))
@@ -112,18 +115,30 @@ class RegexpTable(Generic[SubscriberT]):
         if not entry.subscribers:
             del self._entries[regexp]
             if entry.prefix:
-                bucket = self._by_first_char[entry.prefix[0]]
+                by_prefix = self._by_prefix[len(entry.prefix)]
+                bucket = by_prefix[entry.prefix]
                 bucket.remove(entry)
                 if not bucket:
-                    del self._by_first_char[entry.prefix[0]]
+                    del by_prefix[entry.prefix]
+                    if not by_prefix:
+                        del self._by_prefix[len(entry.prefix)]
             else:
                 self._unindexed.remove(entry)
 
-    def candidates(self, text: str) -> Iterator[RegexpEntry[SubscriberT]]:
+    def candidates(self, text: str) -> list[RegexpEntry[SubscriberT]]:
         """The entries whose regexp may match ``text``: the rest cannot."""
-        bucket = self._by_first_char.get(text[:1])
-        if bucket:
-            for entry in bucket:
-                if text.startswith(entry.prefix):
-                    yield entry
-        yield from self._unindexed
+        # Called once per text sent: kept to a few dict look-ups, no loop
+        # over regexps.
+        by_prefix = self._by_prefix
+        if len(by_prefix) == 1 and not self._unindexed:
+            for length, bucket_of in by_prefix.items():
+                return bucket_of.get(text[:length], [])
+        found: list[RegexpEntry[SubscriberT]] = []
+        for length, bucket_of in by_prefix.items():
+            bucket = bucket_of.get(text[:length])
+            if bucket:
+                found += bucket
+        if self._unindexed:
+            found += self._unindexed
+        return found
+
