@@ -18,6 +18,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from time import perf_counter
 from typing import Any, Literal, TypeVar
 
 import trio
@@ -88,6 +89,10 @@ DEFAULT_MAX_BUFFER = 1000
 #: when a peer's buffer is over its limit): yielding on every call would
 #: flush one message per write and forfeit coalescing.
 SENDS_PER_CHECKPOINT = 256
+#: A message to an idle peer is written at once, without the writer task,
+#: unless the last such write to it is more recent than this (seconds): then
+#: messages come in a burst and are better coalesced by the writer.
+DIRECT_WRITE_INTERVAL = 50e-6
 #: Seconds allowed to connect to an announced peer.
 CONNECT_TIMEOUT = 5.0
 #: Seconds allowed, on stop, for the BYEs and what is queued to leave.
@@ -368,11 +373,16 @@ class IvyBus:
                 head = heads.get(sub_id)
                 if head is None:
                     head = heads.setdefault(sub_id, b"2 %d\x02" % sub_id)
+                count += 1
+                if link.writer_idle and not out:
+                    now = perf_counter()
+                    if now - link.last_direct_write > DIRECT_WRITE_INTERVAL:
+                        link.send_now(head + payload, now)  # a lone message
+                        continue
                 out += head
                 out += payload
                 if link.writer_idle:
                     link.wake_writer()
-                count += 1
         return count
 
     def _overflow(self, link: Link, size: int) -> None:
@@ -705,6 +715,12 @@ class IvyBus:
                     return
             if not data:
                 return
+            if len(data) < RECEIVE_SIZE:
+                # The kernel had no more: wait rather than try a read that
+                # would fail (an exception and a syscall per wake-up).
+                reads = 0
+                await trio.lowlevel.wait_readable(sock)
+                continue
             reads += 1
             if reads >= READS_PER_CHECKPOINT:
                 reads = 0

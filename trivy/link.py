@@ -61,6 +61,8 @@ class Link:
         #: True while the writer task waits for data (a plain attribute: it
         #: is read once per message sent).
         self.writer_idle = False
+        #: When :meth:`send_now` last wrote (``time.perf_counter``).
+        self.last_direct_write = 0.0
         self.drained = trio.lowlevel.ParkingLot()
         self.drained_below = 0
         self.pings: dict[int, _PendingPing] = {}
@@ -79,6 +81,22 @@ class Link:
         """
         self.writer_idle = False
         self._wake_writer.unpark()
+
+    def send_now(self, data: bytes, now: float) -> None:
+        """Write ``data`` straight to the socket; queue what the kernel refuses.
+
+        For a lone message to an idle peer (empty buffer, idle writer): it
+        saves the hop through the writer task, which is most of a round
+        trip's cost. The caller checks those conditions.
+        """
+        self.last_direct_write = now
+        try:
+            sent = self.sock.send(data)
+        except OSError:  # full, or broken: the writer task deals with it
+            sent = 0
+        if sent < len(data):
+            self.out += data[sent:]
+            self.wake_writer()
 
     def write(self, data: bytes) -> None:
         """Queue bytes for the peer; the writer task sends them."""
