@@ -47,6 +47,10 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
         self._ended = False  # by the bus: no more items will come
         self._since_checkpoint = 0
         self._on_close = on_close
+        # Plain counters of parked tasks: checked once per item, where a
+        # ParkingLot's own __bool__ would cost a Python call.
+        self._consumers_waiting = 0
+        self._producers_waiting = 0
 
     # ---------------------------------------------------------- producer side
     def _put_nowait(self, item: T) -> bool:
@@ -54,23 +58,34 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
         if self._closed or self._ended or len(self._buffer) >= self.max_buffer:
             return False
         self._buffer.append(item)
-        if self._readable:
+        if self._consumers_waiting:
+            self._consumers_waiting -= 1
             self._readable.unpark()
         return True
 
     async def _put(self, item: T) -> None:
         """Append an item, waiting while the buffer is full; dropped if closed."""
         while len(self._buffer) >= self.max_buffer and not (self._closed or self._ended):
-            await self._writable.park()
+            self._producers_waiting += 1  # the one who unparks us counts us off
+            try:
+                await self._writable.park()
+            except BaseException:
+                self._producers_waiting -= 1
+                raise
         if self._closed or self._ended:
             return
         self._buffer.append(item)
-        if self._readable:
+        if self._consumers_waiting:
+            self._consumers_waiting -= 1
             self._readable.unpark()
 
     def _end(self) -> None:
         """No more items: the consumer gets EndOfChannel once it drained them."""
         self._ended = True
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        self._consumers_waiting = self._producers_waiting = 0
         self._readable.unpark_all()
         self._writable.unpark_all()
 
@@ -87,7 +102,8 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
             raise trio.ClosedResourceError("this channel was closed")
         if self._buffer:
             item = self._buffer.popleft()
-            if self._writable:
+            if self._producers_waiting:
+                self._producers_waiting -= 1
                 self._writable.unpark()
             return item
         if self._ended:
@@ -111,7 +127,30 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
                 if not self._buffer:
                     return self.receive_nowait()  # raises: ended or closed
             else:
-                await self._readable.park()
+                await self._wait_for_item()
+
+    async def _wait_for_item(self) -> None:
+        self._consumers_waiting += 1  # the one who unparks us counts us off
+        try:
+            await self._readable.park()
+        except BaseException:
+            self._consumers_waiting -= 1
+            raise
+
+    async def __anext__(self) -> T:
+        # The common case inline (no nested receive() coroutine): an item is
+        # buffered and no checkpoint is due.
+        if self._buffer and self._since_checkpoint < ITEMS_PER_CHECKPOINT:
+            self._since_checkpoint += 1
+            item = self._buffer.popleft()
+            if self._producers_waiting:
+                self._producers_waiting -= 1
+                self._writable.unpark()
+            return item
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
 
     async def receive_batch(self, max_items: int | None = None) -> list[T]:
         """Wait for at least one item; return all buffered (up to ``max_items``).
@@ -119,7 +158,7 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
         Always one checkpoint, however many items come back.
         """
         while not (self._buffer or self._ended or self._closed):
-            await self._readable.park()
+            await self._wait_for_item()
         await trio.lowlevel.checkpoint()
         first = self.receive_nowait()  # raises if ended/closed with nothing left
         count = len(self._buffer) if max_items is None else min(max_items - 1, len(self._buffer))
@@ -127,7 +166,9 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
         popleft = self._buffer.popleft
         items.extend(popleft() for _ in range(count))
         self._since_checkpoint = 0
-        self._writable.unpark_all()
+        if self._producers_waiting:
+            self._producers_waiting = 0
+            self._writable.unpark_all()
         return items
 
     def close(self) -> None:
@@ -136,8 +177,7 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
             return
         self._closed = True
         self._buffer.clear()
-        self._readable.unpark_all()
-        self._writable.unpark_all()
+        self._wake_all()
         if self._on_close is not None:
             self._on_close()
 

@@ -251,12 +251,10 @@ class Connection:
                     self._malformed_streak = 0
                     if self._java_newlines:
                         params = params.replace(protocol.JAVA_NEWLINE_ESCAPE, "\n")
-                    if not params:
-                        groups: tuple[str, ...] = ()
-                    elif params[-1] == ARG_END:
-                        groups = tuple(params[:-1].split(ARG_END))
-                    else:
-                        groups = tuple(params.split(ARG_END))
+                    parts = params.split(ARG_END)
+                    if not parts[-1]:  # after the final ETX, or no params at all
+                        parts.pop()
+                    groups: tuple[str, ...] = tuple(parts)
                     append(new_text(TextReceived, (sub_id, groups)))
                     continue
             event = self._line_event(line)

@@ -82,6 +82,9 @@ class RegexpTable(Generic[SubscriberT]):
         # of regexps.
         self._by_prefix: dict[int, dict[str, list[RegexpEntry[SubscriberT]]]] = {}
         self._unindexed: list[RegexpEntry[SubscriberT]] = []
+        # the prefix length when it is the only one and every regexp has a
+        # prefix (the common case: one look-up per text), else 0
+        self._single_length = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -102,6 +105,7 @@ class RegexpTable(Generic[SubscriberT]):
             else:
                 self._unindexed.append(entry)
         entry.subscribers.append((subscriber, sub_id))
+        self._update_single_length()
 
     def remove(self, subscriber: SubscriberT, sub_id: int, regexp: str) -> None:
         """Forget one subscription; unknown ones are ignored."""
@@ -124,15 +128,21 @@ class RegexpTable(Generic[SubscriberT]):
                         del self._by_prefix[len(entry.prefix)]
             else:
                 self._unindexed.remove(entry)
+            self._update_single_length()
+
+    def _update_single_length(self) -> None:
+        lengths = list(self._by_prefix)
+        single = len(lengths) == 1 and not self._unindexed
+        self._single_length = lengths[0] if single else 0
 
     def candidates(self, text: str) -> list[RegexpEntry[SubscriberT]]:
         """The entries whose regexp may match ``text``: the rest cannot."""
         # Called once per text sent: kept to a few dict look-ups, no loop
         # over regexps.
+        single = self._single_length
+        if single:
+            return self._by_prefix[single].get(text[:single], [])
         by_prefix = self._by_prefix
-        if len(by_prefix) == 1 and not self._unindexed:
-            for length, bucket_of in by_prefix.items():
-                return bucket_of.get(text[:length], [])
         found: list[RegexpEntry[SubscriberT]] = []
         for length, bucket_of in by_prefix.items():
             bucket = bucket_of.get(text[:length])
