@@ -700,17 +700,20 @@ class IvyBus:
                     target = local.get(event.sub_id)
                     if target is None:
                         continue  # unsubscribed meanwhile
-                    if isinstance(target, Subscription):
-                        match = Match(peer, event.groups, event.sub_id)
-                        if not target._put_nowait(match):
-                            await target._put(match)
-                    elif target.is_async:
-                        await self._call_binding(target, peer, event.groups)
-                    else:  # inline: a sync callback costs no coroutine
-                        try:
+                    # (isinstance on a plain class: Subscription's ABC
+                    # metaclass would make it a Python-level check)
+                    if isinstance(target, _Binding):
+                        if target.is_async:
+                            await self._call_binding(target, peer, event.groups)
+                            continue
+                        try:  # inline: a sync callback costs no coroutine
                             target.callback(peer, *event.groups)
                         except Exception:
                             logger.exception("callback for %r raised", target.regexp)
+                    else:
+                        match = Match(peer, event.groups, event.sub_id)
+                        if not target._put_nowait(match):
+                            await target._put(match)
                 elif not await self._handle(link, event):
                     return
             if not data:
