@@ -16,6 +16,7 @@ import os
 import platform
 import queue
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -327,10 +328,14 @@ class Sizes:
     fanout: int
     join_agents: int
     subscriptions: int
+    #: rounds of the 1→1 throughput scenario; each row shows their median
+    #: (rounds alternate the implementations so they share the machine's
+    #: moods)
+    rounds: int
 
 
-FULL = Sizes(100_000, 2000, 20_000, 999, 4, 20, 1000)
-QUICK = Sizes(5000, 200, 1000, 999, 4, 5, 1000)
+FULL = Sizes(100_000, 2000, 20_000, 999, 4, 20, 1000, 5)
+QUICK = Sizes(5000, 200, 1000, 999, 4, 5, 1000, 1)
 
 
 def run_suite(
@@ -372,15 +377,21 @@ def run_suite(
 
     if want("throughput"):
         n = sizes.messages
-        ivy_rate: float | None = None
-        for label, mode in (("async for", "iter"), ("receive_batch", "batch"), ("bind", "bind")):
+        modes = (("async for", "iter"), ("receive_batch", "batch"), ("bind", "bind"))
+        samples: dict[str, list[float]] = {}
+        for round_number in range(sizes.rounds):
+            for label, impl, mode in [("ivy", "ivy", "iter")] + [(m, "trivy", m) for _, m in modes]:
+                name = f"throughput 1→1 [{impl}{'' if impl == 'ivy' else ' ' + mode}]"
+                rate = attempt(
+                    f"{name} round {round_number + 1}", partial(throughput, impl, n, mode=mode)
+                )
+                if rate is not None:
+                    samples.setdefault(label, []).append(rate)
+        for label, mode in modes:
             row = Row(f"throughput 1→1, trivy {label}", "msg/s", True)
-            measure(row, "trivy", partial(throughput, "trivy", n, mode=mode))
-            if ivy_rate is None:
-                measure(row, "ivy", partial(throughput, "ivy", n))
-                ivy_rate = row.values.get("ivy")
-            else:
-                row.values["ivy"] = ivy_rate
+            for impl, key in (("trivy", mode), ("ivy", "ivy")):
+                if samples.get(key):
+                    row.values[impl] = statistics.median(samples[key])
             rows.append(row)
     if want("roundtrip"):
         trips = {
