@@ -1,0 +1,85 @@
+"""The examples run: each is started as a program and talked to over a bus."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+import trivy
+
+from .helpers import wait_for_subscription
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+TIMEOUT = 15
+
+
+async def _start(script: str, bus: str, *args: str) -> trio.Process:
+    return await trio.lowlevel.open_process(
+        [sys.executable, str(EXAMPLES / script), "--bus", bus, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+async def _lines_until(process: trio.Process, wanted: str) -> list[str]:
+    """Read the program's output until a line containing ``wanted``."""
+    assert process.stdout is not None
+    buffer, lines = b"", []
+    while True:
+        chunk = await process.stdout.receive_some()
+        assert chunk, f"the example ended before printing {wanted!r}: {lines}"
+        buffer += chunk
+        *complete, buffer = buffer.split(b"\n")
+        lines += [line.decode() for line in complete]
+        if any(wanted in line for line in lines):
+            return lines
+
+
+async def _die(bus: trivy.IvyBus, name: str, process: trio.Process) -> None:
+    bus.send_die(await bus.wait_for_peer(name))
+    assert await process.wait() == 0
+
+
+async def test_hello_agent_answers(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("Tester", bus) as me:
+            his = me.subscribe(r"^hi (.*)")
+            process = await _start("hello_agent.py", bus)
+            try:
+                await wait_for_subscription(me, "HelloAgent", r"^hello (\S+)")
+                assert await me.send("hello world") == 1
+                assert (await his.receive()).groups == ("world",)
+                await _die(me, "HelloAgent", process)
+            finally:
+                process.kill()
+
+
+async def test_clock_ticks_until_told_to_die(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("Tester", bus) as me:
+            ticks = me.subscribe(r"^TIME (\d+\.\d+)$")
+            process = await _start("clock.py", bus, "--interval", "0.05")
+            try:
+                first, second = await ticks.receive(), await ticks.receive()
+                assert float(second.groups[0]) >= float(first.groups[0])
+                await _die(me, "Clock", process)
+            finally:
+                process.kill()
+
+
+async def test_monitor_reports_joins_and_subscriptions(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("Tester", bus) as me:
+            process = await _start("monitor.py", bus)
+            try:
+                await me.wait_for_peer("Monitor")
+                me.subscribe("^watched (.*)")
+                lines = await _lines_until(process, "Tester subscribes")
+                assert any(line.startswith("Tester connected from 127.0.0.1") for line in lines)
+                assert "Tester subscribes 0: ^watched (.*)" in lines
+                await _die(me, "Monitor", process)
+            finally:
+                process.kill()
