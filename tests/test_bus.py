@@ -105,6 +105,39 @@ async def test_ready_message_goes_to_each_new_peer_through_its_subscriptions(bus
                     assert len(ready) == 0
 
 
+async def test_subscriptions_made_first_in_the_body_are_in_every_handshake(bus: str) -> None:
+    """No peer is let in before the body of ``open_ivy_bus`` runs.
+
+    A peer already on the bus connects as soon as it hears our announce; if
+    it got our handshake before our first subscription, its ready message
+    (sent through the subscriptions of the handshake) would be lost.
+    """
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("OLD", bus, ready_message="OLD READY"):
+            for _ in range(20):
+                async with trivy.open_ivy_bus("NEW", bus) as new:
+                    ready = new.subscribe("^OLD (READY)")
+                    assert (await ready.receive()).groups == ("READY",)
+
+
+async def test_send_to_one_peer_and_raw_messages(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a, trivy.open_ivy_bus("B", bus) as b:
+            sub_a = a.subscribe("^x (.*)")
+            async with trivy.open_ivy_bus("C", bus) as c:
+                sub_c = c.subscribe("^x (.*)")
+                await wait_for_subscription(b, "A", sub_a.regexp)
+                peer_c = await wait_for_subscription(b, "C", sub_c.regexp)
+                assert await b.send("x all") == 2
+                assert b.send_nowait("x only C", to=peer_c) == 1
+                assert await b.send("x only C again", to=peer_c) == 1
+                b.send_raw(peer_c, trivy.protocol.MsgType.MSG, sub_c.id, ["raw"])
+                got = [(await sub_c.receive()).groups[0] for _ in range(4)]
+                assert got == ["all", "only C", "only C again", "raw"]
+                assert (await sub_a.receive()).groups == ("all",)
+                assert len(sub_a) == 0
+
+
 async def test_unsubscribe_and_unbind_reach_the_peers(bus: str) -> None:
     with trio.fail_after(TIMEOUT):
         async with trivy.open_ivy_bus("A", bus) as a:

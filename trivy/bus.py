@@ -16,7 +16,7 @@ import logging
 import re
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from time import perf_counter
 from typing import Any, Literal, TypeVar
@@ -395,8 +395,8 @@ class IvyBus:
             logger.warning("%s: output buffer full, dropping messages", link.peer)
         self._emit_nowait(event)
 
-    async def send(self, text: str) -> int:
-        """Send a text to every peer subscription it matches.
+    async def send(self, text: str, *, to: Peer | None = None) -> int:
+        """Send a text to every peer subscription it matches (``to``: one peer's only).
 
         Waits while a target peer's output buffer is over its limit
         (lossless backpressure). Checkpoints then, and once every
@@ -407,11 +407,11 @@ class IvyBus:
 
         Raises:
           ValueError: the text contains a newline.
-          IvyIllegalStateError: the bus is not running.
+          IvyIllegalStateError: the bus is not running, or ``to`` is not connected.
         """
         if not self._running:
             self._check_running()
-        count = self._route(text, None, True)
+        count = self._route(text, None if to is None else self._link(to), True)
         if self._congested:
             self._sends_since_checkpoint = 0
             congested, self._congested = self._congested, []
@@ -427,7 +427,7 @@ class IvyBus:
                 await trio.lowlevel.checkpoint()
         return count
 
-    def send_nowait(self, text: str) -> int:
+    def send_nowait(self, text: str, *, to: Peer | None = None) -> int:
         """Send like :meth:`send`, never waiting.
 
         A peer whose output buffer is over its limit gets the overflow
@@ -438,7 +438,7 @@ class IvyBus:
           the number of MSGs queued.
         """
         self._check_running()
-        return self._route(text, None, False)
+        return self._route(text, None if to is None else self._link(to), False)
 
     def _link(self, peer: Peer) -> Link:
         self._check_running()
@@ -451,6 +451,21 @@ class IvyBus:
         """Send a DIRECT_MSG to one peer."""
         text = self._outgoing_text(text)
         self._link(peer).write(protocol.encode(MsgType.DIRECT_MSG, num_id, text))
+
+    def send_raw(
+        self, peer: Peer, msg_type: MsgType | int, num_id: int, params: str | Sequence[str] = ""
+    ) -> None:
+        """Send one protocol message to one peer, as it is.
+
+        The escape hatch for what the other methods do not cover (a MSG for
+        a given subscription id, a DIE with a text...), as ivy-python's
+        ``IvyClient`` allows. ``params`` as in :func:`trivy.protocol.encode`.
+
+        Raises:
+          ValueError: a parameter contains a newline.
+          IvyIllegalStateError: the peer is not connected.
+        """
+        self._link(peer).write(protocol.encode(msg_type, num_id, params))
 
     def send_error(self, peer: Peer, num_id: int, text: str) -> None:
         """Send an ERROR to one peer."""
@@ -518,7 +533,13 @@ class IvyBus:
                 logger.warning("event stream full: %r dropped", event)
 
     # ------------------------------------------------------------- lifecycle
-    async def _start(self, nursery: trio.Nursery) -> None:
+    def _start(self, nursery: trio.Nursery) -> None:
+        """Open the sockets, start the tasks, announce ourselves.
+
+        Synchronous on purpose: the body of ``open_ivy_bus`` runs before any
+        peer is accepted, so subscriptions it makes first are in every
+        handshake (a checkpoint here would let a fast peer in before them).
+        """
         self._nursery = nursery
         self._listener = open_listener(self.host)
         self.port = self._listener.getsockname()[1]
@@ -541,7 +562,6 @@ class IvyBus:
             except OSError as exc:
                 logger.warning("cannot announce on %s:%d: %s", network, self.bus_address.port, exc)
         logger.info("%s joined %s (TCP port %d)", self.agent_name, self.bus_address, self.port)
-        await trio.lowlevel.checkpoint()
 
     async def _say_bye(self) -> None:
         """Stop: end the channels, BYE to every peer, wait (bounded) for it to leave."""
@@ -895,7 +915,7 @@ async def open_ivy_bus(
     body_error: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
-            await ivy._start(nursery)
+            ivy._start(nursery)
             try:
                 with ivy._body_scope:
                     yield ivy

@@ -151,4 +151,3 @@ class RegexpTable(Generic[SubscriberT]):
         if self._unindexed:
             found += self._unindexed
         return found
-
