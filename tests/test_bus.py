@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import socket
 
+import pytest
 import trio
 import trio.testing
 
@@ -306,6 +308,72 @@ async def test_stop_during_traffic_leaves_no_task_or_socket(bus: str) -> None:
             # A's block exited; B saw A leave and keeps no link to it
     assert len(os.listdir("/proc/self/fd")) == fds_before
     assert not a.running and not b.running
+
+
+async def test_leaving_delivers_everything_to_a_slow_but_live_peer(bus: str) -> None:
+    """What ``send`` accepted still arrives after the sender left, BYE last.
+
+    The sender queues megabytes for a raw peer that starts reading only
+    once the sender's block has exited, then reads slowly.
+    """
+    count, padding = 8000, "x" * 1000
+    with trio.fail_after(30):
+        async with trivy.open_ivy_bus(
+            "FAST", bus, stop_timeout=0.05, send_buffer_limit=64 * 1024 * 1024
+        ) as fast:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", fast.port))
+            raw = RawPeer(trio.SocketStream(trio.socket.from_stdlib_socket(sock)))
+            await raw.handshake("SLOW", b"1 0\x02^n (\\d+) \n")
+            await wait_for_subscription(fast, "SLOW", r"^n (\d+) ")
+            for i in range(count):
+                await fast.send(f"n {i} {padding}")
+        # FAST has left; read everything it sent, slowly
+        numbers = []
+        while True:
+            line = await raw.line()
+            if line.startswith(b"2 0\x02"):
+                numbers.append(int(line.split(b"\x02")[1].rstrip(b"\x03")))
+                if len(numbers) % 64 == 0:
+                    await trio.sleep(0.001)
+            elif line == b"0 0\x02" or not line:
+                break
+        assert numbers == list(range(count))
+        assert line == b"0 0\x02"  # BYE after the last message
+        await raw.aclose()
+
+
+class _DrainingLink:
+    """Stands in for a peer link in the stop logic: an output buffer to empty."""
+
+    def __init__(self, size: int) -> None:
+        self.out = bytearray(size)
+        self.flushed = trio.Event()
+
+    async def drain(self, every: float) -> None:
+        while self.out:
+            await trio.sleep(every)
+            del self.out[:1]
+        self.flushed.set()
+
+
+async def test_stop_waits_while_peers_make_progress_and_no_longer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ivy = trivy.IvyBus("STOPPER", "127:2010", stop_timeout=0.05)  # never started
+    slow, stuck = _DrainingLink(10), _DrainingLink(10)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(slow.drain, 0.04)  # a byte every 40 ms: slow, but progress
+        start = trio.current_time()
+        await ivy._wait_flushed([slow])  # type: ignore[list-item]
+        assert slow.flushed.is_set()
+        assert trio.current_time() - start == pytest.approx(0.4)  # 10 bytes, 40 ms each
+
+        start = trio.current_time()
+        await ivy._wait_flushed([stuck])  # type: ignore[list-item]
+        assert not stuck.flushed.is_set()  # given up on...
+        assert trio.current_time() - start == pytest.approx(0.05)  # ...after one timeout
 
 
 async def test_consumer_blocked_on_empty_subscription_is_cancellable(bus: str) -> None:

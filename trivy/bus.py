@@ -95,7 +95,9 @@ SENDS_PER_CHECKPOINT = 256
 DIRECT_WRITE_INTERVAL = 50e-6
 #: Seconds allowed to connect to an announced peer.
 CONNECT_TIMEOUT = 5.0
-#: Seconds allowed, on stop, for the BYEs and what is queued to leave.
+#: On stop, what is queued for the peers (then BYE) keeps leaving as long as
+#: it makes progress; a peer that takes no byte for this many seconds is
+#: given up on.
 STOP_TIMEOUT = 2.0
 #: Bytes asked of the kernel per read.
 RECEIVE_SIZE = 256 * 1024
@@ -147,6 +149,7 @@ class IvyBus:
         send_buffer_limit: int = DEFAULT_SEND_BUFFER_LIMIT,
         overflow: OverflowPolicy = "drop",
         java_newlines: bool = False,
+        stop_timeout: float = STOP_TIMEOUT,
     ) -> None:
         if not agent_name or "\n" in agent_name:
             raise ValueError(f"an agent name must be non-empty, without newline: {agent_name!r}")
@@ -171,6 +174,7 @@ class IvyBus:
         self.send_buffer_limit = send_buffer_limit
         self.overflow: OverflowPolicy = overflow
         self.java_newlines = java_newlines
+        self.stop_timeout = stop_timeout
         self._table: RegexpTable[Link] = RegexpTable(match_mode)
         self._links: dict[Link, None] = {}
         self._link_of_peer: dict[Peer, Link] = {}
@@ -572,10 +576,27 @@ class IvyBus:
                 channel._end()
         for link in self._links:
             link.close_after_flush(_BYE)
-        with trio.move_on_after(STOP_TIMEOUT):
-            for link in list(self._links):
-                await link.flushed.wait()
+        await self._wait_flushed(list(self._links))
         self._peers_changed.unpark_all()
+
+    async def _wait_flushed(self, links: list[Link]) -> None:
+        """Wait until every link sent what it had, while they make progress.
+
+        A slow but live peer gets all that ``send`` accepted for it; a peer
+        that stopped reading is given up on after ``stop_timeout`` seconds
+        without progress.
+        """
+        unsent = sum(len(link.out) for link in links)
+        while True:
+            with trio.move_on_after(self.stop_timeout):
+                for link in links:
+                    await link.flushed.wait()
+                return
+            now_unsent = sum(len(link.out) for link in links if not link.flushed.is_set())
+            if now_unsent >= unsent:
+                logger.warning("leaving with %d bytes unsent: peers stopped reading", now_unsent)
+                return
+            unsent = now_unsent
 
     def _close_sockets(self) -> None:
         for sock in (self._listener, self._udp):
@@ -682,8 +703,7 @@ class IvyBus:
                 with link.reader_scope:
                     await self._read(link)
                 link.close_after_flush()
-                with trio.move_on_after(STOP_TIMEOUT):
-                    await link.flushed.wait()
+                await self._wait_flushed([link])
                 nursery.cancel_scope.cancel()
         finally:
             self._drop_link(link)
@@ -873,6 +893,7 @@ async def open_ivy_bus(
     send_buffer_limit: int = DEFAULT_SEND_BUFFER_LIMIT,
     overflow: OverflowPolicy = "drop",
     java_newlines: bool = False,
+    stop_timeout: float = STOP_TIMEOUT,
 ) -> AsyncIterator[IvyBus]:
     """Join an Ivy bus for the duration of an ``async with`` block.
 
@@ -894,6 +915,8 @@ async def open_ivy_bus(
       overflow: what ``send_nowait`` does for a peer over the limit:
         ``"drop"`` its message, or ``"disconnect"`` it.
       java_newlines: carry ``\\n`` inside texts as ivy-java's ``\\x1a``.
+      stop_timeout: on leaving, what is queued for a peer keeps being sent
+        as long as the peer takes some of it within this many seconds.
 
     Raises:
       ValueError: a bad bus string, agent name or option.
@@ -911,6 +934,7 @@ async def open_ivy_bus(
         send_buffer_limit=send_buffer_limit,
         overflow=overflow,
         java_newlines=java_newlines,
+        stop_timeout=stop_timeout,
     )
     body_error: BaseException | None = None
     try:
