@@ -33,6 +33,13 @@ def feed(conn: Connection, chunks: list[bytes]) -> list[object]:
     return [event for chunk in chunks for event in conn.receive_data(chunk)]
 
 
+def test_msgs_come_as_plain_tuples_equal_to_text_received() -> None:
+    conn = Connection()
+    events = conn.receive_data(b"6 1\x02A\n5 0\x02\n2 3\x02x\x03y\x03\n2 4\x02\n")
+    msgs = [e for e in events if type(e) is tuple]
+    assert msgs == [TextReceived(3, ("x", "y")), TextReceived(4, ())]
+
+
 def test_handshake_bytes() -> None:
     data = Connection.handshake(4000, "ME", [(0, "^a (.*)"), (3, "^b")])
     assert data == b"6 4000\x02ME\n1 0\x02^a (.*)\n1 3\x02^b\n5 0\x02\n"
@@ -168,7 +175,7 @@ def test_java_newline_escape() -> None:
 def test_invalid_utf8_is_kept() -> None:
     conn = Connection()
     events = feed(conn, [b"6 1\x02A\n5 0\x02\n2 0\x02caf\xe9\x03\n"])
-    (groups,) = [e.groups for e in events if isinstance(e, TextReceived)]
+    (groups,) = [e[1] for e in events if type(e) is tuple]  # MSGs come as plain tuples
     assert groups[0].encode("utf-8", "surrogateescape") == b"caf\xe9"
 
 

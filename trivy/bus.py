@@ -19,7 +19,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from time import perf_counter
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import trio
 
@@ -33,12 +33,12 @@ from .connection import (
     DirectReceived,
     HandshakeDone,
     Malformed,
+    MsgTuple,
     PeerIdentified,
     PingReceived,
     PongReceived,
     RegexpAdded,
     RegexpRemoved,
-    TextReceived,
     UnknownType,
     duplicate_loser,
 )
@@ -736,22 +736,23 @@ class IvyBus:
                 logger.info("%s: connection lost: %s", link.peer, exc)
                 return
             for event in receive_data(data):
-                if type(event) is TextReceived:
-                    target = local.get(event.sub_id)
+                if type(event) is tuple:  # a MSG: (sub_id, groups)
+                    sub_id, groups = cast("MsgTuple", event)
+                    target = local.get(sub_id)
                     if target is None:
                         continue  # unsubscribed meanwhile
                     # (isinstance on a plain class: Subscription's ABC
                     # metaclass would make it a Python-level check)
                     if isinstance(target, _Binding):
                         if target.is_async:
-                            await self._call_binding(target, peer, event.groups)
+                            await self._call_binding(target, peer, groups)
                             continue
                         try:  # inline: a sync callback costs no coroutine
-                            target.callback(peer, *event.groups)
+                            target.callback(peer, *groups)
                         except Exception:
                             logger.exception("callback for %r raised", target.regexp)
                     else:
-                        match = Match(peer, event.groups, event.sub_id)
+                        match = Match(peer, groups, sub_id)
                         if not target._put_nowait(match):
                             await target._put(match)
                 elif not await self._handle(link, event):

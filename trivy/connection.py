@@ -32,6 +32,7 @@ __all__ = [
     "Event",
     "HandshakeDone",
     "Malformed",
+    "MsgTuple",
     "PeerIdentified",
     "PingReceived",
     "PongReceived",
@@ -91,10 +92,20 @@ class HandshakeDone(NamedTuple):
 
 
 class TextReceived(NamedTuple):
-    """MSG: one of our subscriptions matched a text the peer sent."""
+    """MSG: one of our subscriptions matched a text the peer sent.
+
+    :meth:`Connection.receive_data` hands MSGs out as plain
+    ``(sub_id, groups)`` tuples, equal to this named tuple but cheaper to
+    make (one is made per message): tell them apart from the other events
+    with ``type(event) is tuple``.
+    """
 
     sub_id: int
     groups: tuple[str, ...]
+
+
+#: What ``receive_data`` gives for a MSG: ``(sub_id, groups)``.
+MsgTuple = tuple[int, tuple[str, ...]]
 
 
 class ErrorReceived(NamedTuple):
@@ -160,6 +171,7 @@ Event = (
     | RegexpRemoved
     | HandshakeDone
     | TextReceived
+    | MsgTuple
     | ErrorReceived
     | DirectReceived
     | DieRequested
@@ -172,6 +184,9 @@ Event = (
 )
 
 _decode_utf8 = codecs.utf_8_decode
+#: Distinct MSG heads remembered per connection (a peer sees as many ids as
+#: we have subscriptions).
+_MAX_CACHED_IDS = 4096
 _BAD_FORMAT = "bad format request expected 'type id ...'"
 
 
@@ -197,6 +212,8 @@ class Connection:
         self._java_newlines = java_newlines
         self._buffer = b""
         self._malformed_streak = 0
+        # "2 <id>" → id: parsing the same few ids again costs more than a look-up
+        self._msg_ids: dict[str, int] = {}
 
     @staticmethod
     def handshake(port: int, agent_name: str, subscriptions: Iterable[tuple[int, str]]) -> bytes:
@@ -238,15 +255,19 @@ class Connection:
         events: list[Event] = []
         append = events.append
         ready = self.state is ConnectionState.READY
-        new_text = tuple.__new__  # a NamedTuple's own __new__ is slow Python
+        ids = self._msg_ids
         for line in lines:
             # Fast path for the most common line: a MSG once ready.
             if ready and line[:2] == "2 ":
                 head, sep, params = line.partition(ARG_START)
-                try:
-                    sub_id = int(head[2:])
-                except ValueError:
-                    sub_id = -1
+                sub_id = ids.get(head)
+                if sub_id is None:
+                    try:
+                        sub_id = int(head[2:])
+                    except ValueError:
+                        sub_id = -1
+                    if len(ids) < _MAX_CACHED_IDS:
+                        ids[head] = sub_id
                 if sep and sub_id >= 0:
                     self._malformed_streak = 0
                     if self._java_newlines:
@@ -254,8 +275,7 @@ class Connection:
                     parts = params.split(ARG_END)
                     if not parts[-1]:  # after the final ETX, or no params at all
                         parts.pop()
-                    groups: tuple[str, ...] = tuple(parts)
-                    append(new_text(TextReceived, (sub_id, groups)))
+                    append((sub_id, tuple(parts)))
                     continue
             event = self._line_event(line)
             if event is not None:
@@ -304,7 +324,7 @@ class Connection:
         if self._java_newlines and msg_type in (MsgType.MSG, MsgType.DIRECT_MSG):
             params = params.replace(protocol.JAVA_NEWLINE_ESCAPE, "\n")
         if msg_type == MsgType.MSG:
-            return TextReceived(num_id, protocol.split_msg_params(params))
+            return (num_id, protocol.split_msg_params(params))
         if msg_type == MsgType.ADD_REGEXP:
             regexp = params[:-1] if params.endswith(ARG_END) else params
             replaced = self.subscriptions.get(num_id)
