@@ -528,7 +528,7 @@ class IvyBus:
 
     # ------------------------------------------------------------ events out
     async def _emit(self, event: BusEvent) -> None:
-        for stream in self._event_streams:
+        for stream in list(self._event_streams):  # one may close while we wait
             await stream._put(event)
 
     def _emit_nowait(self, event: BusEvent) -> None:
@@ -820,7 +820,7 @@ class IvyBus:
                 logger.info("%s sent a PONG for no PING of ours (id %d)", peer, event.num_id)
         elif kind is DirectReceived:
             message = DirectMessage(peer, event.num_id, event.text)
-            for stream in self._direct_streams:
+            for stream in list(self._direct_streams):
                 await stream._put(message)
             await self._emit(message)
         elif kind is _ErrorLine:
