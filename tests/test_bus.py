@@ -525,3 +525,27 @@ async def test_timers_tick_count_and_interval(
             assert endless.running
         await endless.wait_finished()  # the bus ended its timer
         assert endless.ticks == 0
+
+
+async def test_bad_arguments_get_clear_errors(bus: str) -> None:
+    """A bad bus string, agent name, regexp or option: ValueError naming it."""
+    import re
+
+    for bad_bus in ("300.1:2010", "127:port", "127:0"):
+        with pytest.raises(ValueError, match=re.escape(repr(bad_bus))):
+            async with trivy.open_ivy_bus("A", bad_bus):
+                raise AssertionError("joined a bad bus")
+    for name in ("", "two\nlines"):
+        with pytest.raises(ValueError, match="agent name"):
+            async with trivy.open_ivy_bus(name, bus):
+                raise AssertionError("joined with a bad name")
+    with pytest.raises(ValueError, match="overflow"):
+        async with trivy.open_ivy_bus("A", bus, overflow="explode"):  # type: ignore[arg-type]
+            raise AssertionError("accepted a bad overflow policy")
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            with pytest.raises(ValueError, match=re.escape("'(unclosed'")):
+                a.subscribe("(unclosed")
+            with pytest.raises(ValueError, match="newline"):
+                a.bind(lambda peer: None, "two\nlines")
+            assert a.subscriptions == {}  # nothing half-made
