@@ -45,7 +45,8 @@ from .connection import (
 from .connection import (
     ErrorReceived as _ErrorLine,
 )
-from .errors import IvyIllegalStateError, IvyMalformedMessage
+from .discovery import Discovery
+from .errors import IvyIllegalStateError
 from .events import (
     BusEvent,
     Congestion,
@@ -63,7 +64,6 @@ from .events import (
 from .link import Link
 from .matching import MatchMode, RegexpTable
 from .protocol import MsgType
-from .sockets import connect_tcp, open_discovery_socket, open_listener
 from .timers import Timer, TimerCallback
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -93,8 +93,6 @@ SENDS_PER_CHECKPOINT = 256
 #: unless the last such write to it is more recent than this (seconds): then
 #: messages come in a burst and are better coalesced by the writer.
 DIRECT_WRITE_INTERVAL = 50e-6
-#: Seconds allowed to connect to an announced peer.
-CONNECT_TIMEOUT = 5.0
 #: On stop, what is queued for the peers (then BYE) keeps leaving as long as
 #: it makes progress; a peer that takes no byte for this many seconds is
 #: given up on.
@@ -103,8 +101,6 @@ STOP_TIMEOUT = 2.0
 RECEIVE_SIZE = 256 * 1024
 #: Reads served without waiting before the reader yields anyway.
 READS_PER_CHECKPOINT = 16
-#: Largest UDP announce we read.
-ANNOUNCE_SIZE = 1024
 
 _BYE = protocol.encode(MsgType.BYE, 0)
 #: b"2 <id>\x02" by subscription id: the head of every MSG we send.
@@ -178,7 +174,6 @@ class IvyBus:
         self._table: RegexpTable[Link] = RegexpTable(match_mode)
         self._links: dict[Link, None] = {}
         self._link_of_peer: dict[Peer, Link] = {}
-        self._connecting: set[tuple[str, int]] = set()
         self._local: dict[int, Subscription | _Binding] = {}
         self._sub_ids = itertools.count()
         self._event_streams: list[EventStream[BusEvent]] = []
@@ -186,8 +181,14 @@ class IvyBus:
         self._peers_changed = trio.lowlevel.ParkingLot()
         self._body_scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
-        self._listener: socket.socket | None = None
-        self._udp: socket.socket | None = None
+        self._discovery = Discovery(
+            self.bus_address,
+            host=host,
+            multicast_ttl=multicast_ttl,
+            multicast_interface=multicast_interface,
+            serve=self._serve_connection,
+            is_connected=self._is_connected,
+        )
         self._started = False
         self._stopping = False
         self._running = False  # started and not stopping: read on every send
@@ -545,26 +546,10 @@ class IvyBus:
         handshake (a checkpoint here would let a fast peer in before them).
         """
         self._nursery = nursery
-        self._listener = open_listener(self.host)
-        self.port = self._listener.getsockname()[1]
+        self.port = self._discovery.open()
         self.agent_id = protocol.new_agent_id(self.agent_name, self.port)
-        try:
-            self._udp = open_discovery_socket(
-                self.bus_address, self.multicast_ttl, self.multicast_interface
-            )
-        except OSError as exc:
-            raise OSError(
-                exc.errno, f"cannot use UDP port {self.bus_address.port}: {exc.strerror}"
-            ) from exc
         self._started = self._running = True
-        nursery.start_soon(self._accept_loop, self._listener)
-        nursery.start_soon(self._discovery_loop, self._udp)
-        announce = protocol.encode_announce(self.port, self.agent_id, self.agent_name)
-        for network in self.bus_address.networks:
-            try:
-                self._udp.sendto(announce, (network, self.bus_address.port))
-            except OSError as exc:
-                logger.warning("cannot announce on %s:%d: %s", network, self.bus_address.port, exc)
+        self._discovery.start(nursery, self.agent_id, self.agent_name)
         logger.info("%s joined %s (TCP port %d)", self.agent_name, self.bus_address, self.port)
 
     async def _say_bye(self) -> None:
@@ -599,83 +584,19 @@ class IvyBus:
             unsent = now_unsent
 
     def _close_sockets(self) -> None:
-        for sock in (self._listener, self._udp):
-            if sock is not None:
-                sock.close()
-        self._listener = self._udp = None
+        self._discovery.close()
 
-    # ------------------------------------------------------------ discovery
-    async def _accept_loop(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                sock, (host, _port) = listener.accept()
-            except BlockingIOError:
-                await trio.lowlevel.wait_readable(listener)
-                continue
-            except OSError as exc:  # e.g. out of file descriptors: wait, retry
-                logger.error("accept failed: %s", exc)
-                await trio.sleep(0.1)
-                continue
-            link = self._new_link(sock, host)
-            if link is not None:
-                assert self._nursery is not None
-                self._nursery.start_soon(self._serve_link, link)
-
-    async def _discovery_loop(self, udp: socket.socket) -> None:
-        while True:
-            try:
-                data, (host, _port) = udp.recvfrom(ANNOUNCE_SIZE)
-            except BlockingIOError:
-                await trio.lowlevel.wait_readable(udp)
-                continue
-            except OSError as exc:
-                logger.warning("UDP receive failed: %s", exc)
-                await trio.lowlevel.checkpoint()
-                continue
-            try:
-                announce = protocol.decode_announce(data)
-            except IvyMalformedMessage as exc:
-                logger.warning("ignoring announce from %s: %s", host, exc)
-                continue
-            if announce.version != protocol.PROTOCOL_VERSION:
-                logger.warning(
-                    "ignoring announce from %s: protocol version %d", host, announce.version
-                )
-                continue
-            if announce.agent_id == self.agent_id or (
-                announce.agent_id is None and announce.port == self.port and self._is_local(host)
-            ):
-                continue  # our own announce came back
-            if self._known(host, announce.port):
-                continue
-            assert self._nursery is not None
-            self._connecting.add((host, announce.port))
-            self._nursery.start_soon(self._connect, host, announce.port, announce.agent_id)
-
-    @staticmethod
-    def _is_local(host: str) -> bool:
-        return host.startswith("127.")
-
-    def _known(self, host: str, port: int) -> bool:
-        # By address only: ivy-python's announced id is not unique (it is the
-        # first word of the agent name when the name has spaces).
-        if (host, port) in self._connecting:
-            return True
+    # ---------------------------------------------------------------- peers
+    def _is_connected(self, host: str, port: int) -> bool:
         return any(link.peer.host == host and link.peer.port == port for link in self._links)
 
-    async def _connect(self, host: str, port: int, agent_id: str | None) -> None:
-        try:
-            sock = await connect_tcp(host, port, CONNECT_TIMEOUT)
-        except OSError as exc:
-            logger.info("cannot connect to announced agent %s:%d: %s", host, port, exc)
-            return
-        finally:
-            self._connecting.discard((host, port))
+    async def _serve_connection(
+        self, sock: socket.socket, host: str, agent_id: str | None, port: int
+    ) -> None:
         link = self._new_link(sock, host, agent_id, port)
         if link is not None:
             await self._serve_link(link)
 
-    # ---------------------------------------------------------------- peers
     def _new_link(
         self, sock: socket.socket, host: str, agent_id: str | None = None, port: int = 0
     ) -> Link | None:

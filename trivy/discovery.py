@@ -1,0 +1,168 @@
+"""Finding peers: the TCP listener, the UDP announces, outgoing connections.
+
+An agent announces itself once on each network of the bus. Agents already
+there answer by connecting to it; it, in turn, connects to every agent that
+announces itself later. Both kinds of connection are handed to the bus,
+which runs the protocol on them.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from . import protocol
+from .errors import IvyMalformedMessage
+from .protocol import BusAddress
+from .sockets import connect_tcp, open_discovery_socket, open_listener
+
+__all__ = ["CONNECT_TIMEOUT", "Discovery"]
+
+logger = logging.getLogger("trivy")
+
+#: Seconds allowed to connect to an announced agent.
+CONNECT_TIMEOUT = 5.0
+#: Largest UDP announce we read.
+ANNOUNCE_SIZE = 1024
+
+#: ``serve(sock, host, agent_id, port)``: runs a new peer connection until it
+#: ends. ``agent_id`` and ``port`` come from the announce (None and 0 for a
+#: connection we accepted).
+ServeConnection = Callable[[socket.socket, str, "str | None", int], Awaitable[None]]
+
+
+class Discovery:
+    """The sockets by which peers find us and we find them.
+
+    Args:
+      bus: the networks and UDP port to announce on and listen to.
+      host: the address the TCP listener binds to.
+      multicast_ttl, multicast_interface: for multicast buses.
+      serve: runs each new connection (see :data:`ServeConnection`).
+      is_connected: whether we already have a connection to the agent
+        listening on ``(host, port)``.
+    """
+
+    def __init__(
+        self,
+        bus: BusAddress,
+        *,
+        host: str,
+        multicast_ttl: int,
+        multicast_interface: str | None,
+        serve: ServeConnection,
+        is_connected: Callable[[str, int], bool],
+    ) -> None:
+        self.bus = bus
+        self._host = host
+        self._multicast_ttl = multicast_ttl
+        self._multicast_interface = multicast_interface
+        self._serve = serve
+        self._is_connected = is_connected
+        self._connecting: set[tuple[str, int]] = set()
+        self._listener: socket.socket | None = None
+        self._udp: socket.socket | None = None
+        self._agent_id = ""
+        self._port = 0
+
+    def open(self) -> int:
+        """Open the listener and the UDP socket; returns the TCP port.
+
+        Raises:
+          OSError: a socket could not be opened (naming the UDP port if it
+            is the one).
+        """
+        self._listener = open_listener(self._host)
+        self._port = self._listener.getsockname()[1]
+        try:
+            self._udp = open_discovery_socket(
+                self.bus, self._multicast_ttl, self._multicast_interface
+            )
+        except OSError as exc:
+            self.close()
+            raise OSError(
+                exc.errno, f"cannot use UDP port {self.bus.port}: {exc.strerror}"
+            ) from exc
+        return self._port
+
+    def start(self, nursery: trio.Nursery, agent_id: str, agent_name: str) -> None:
+        """Start accepting and listening, then announce us (once)."""
+        assert self._listener is not None and self._udp is not None, "open() first"
+        self._agent_id = agent_id
+        nursery.start_soon(self._accept_loop, self._listener, nursery)
+        nursery.start_soon(self._listen_loop, self._udp, nursery)
+        announce = protocol.encode_announce(self._port, agent_id, agent_name)
+        for network in self.bus.networks:
+            try:
+                self._udp.sendto(announce, (network, self.bus.port))
+            except OSError as exc:
+                logger.warning("cannot announce on %s:%d: %s", network, self.bus.port, exc)
+
+    def close(self) -> None:
+        """Close the sockets (the tasks using them must be over)."""
+        for sock in (self._listener, self._udp):
+            if sock is not None:
+                sock.close()
+        self._listener = self._udp = None
+
+    async def _accept_loop(self, listener: socket.socket, nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                sock, (host, _port) = listener.accept()
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(listener)
+                continue
+            except OSError as exc:  # e.g. out of file descriptors: wait, retry
+                logger.error("accept failed: %s", exc)
+                await trio.sleep(0.1)
+                continue
+            nursery.start_soon(self._serve, sock, host, None, 0)
+
+    async def _listen_loop(self, udp: socket.socket, nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                data, (host, _port) = udp.recvfrom(ANNOUNCE_SIZE)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(udp)
+                continue
+            except OSError as exc:
+                logger.warning("UDP receive failed: %s", exc)
+                await trio.lowlevel.checkpoint()
+                continue
+            try:
+                announce = protocol.decode_announce(data)
+            except IvyMalformedMessage as exc:
+                logger.warning("ignoring announce from %s: %s", host, exc)
+                continue
+            if announce.version != protocol.PROTOCOL_VERSION:
+                logger.warning(
+                    "ignoring announce from %s: protocol version %d", host, announce.version
+                )
+                continue
+            if announce.agent_id == self._agent_id or (
+                announce.agent_id is None
+                and announce.port == self._port
+                and host.startswith("127.")
+            ):
+                continue  # our own announce came back
+            # Known by address only: ivy-python's announced id is not unique
+            # (it is the first word of the agent name when the name has spaces).
+            key = (host, announce.port)
+            if key in self._connecting or self._is_connected(*key):
+                continue
+            self._connecting.add(key)
+            nursery.start_soon(self._connect, host, announce.port, announce.agent_id)
+
+    async def _connect(self, host: str, port: int, agent_id: str | None) -> None:
+        try:
+            sock = await connect_tcp(host, port, CONNECT_TIMEOUT)
+        except OSError as exc:
+            logger.info("cannot connect to announced agent %s:%d: %s", host, port, exc)
+            return
+        finally:
+            # (no checkpoint from here to the bus registering the peer)
+            self._connecting.discard((host, port))
+        await self._serve(sock, host, agent_id, port)
