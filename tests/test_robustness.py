@@ -7,6 +7,8 @@ really sent (see ``transcripts.py``) to a trivy bus, and reads its answers.
 from __future__ import annotations
 
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import trivy
 
@@ -165,3 +167,66 @@ async def test_a_bad_announce_is_ignored(bus: str) -> None:
                     udp.sendto(garbage, ("127.0.0.1", address.port))
             async with trivy.open_ivy_bus("LATER", bus):
                 assert (await me.wait_for_peer("LATER")).name == "LATER"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    handshake_first=st.booleans(),
+    chunks=st.lists(
+        st.one_of(
+            st.binary(max_size=200),
+            st.sampled_from(
+                [
+                    b"\n",
+                    b"2 0\x02",
+                    b"\x03",
+                    b"6 1\x02X\n",
+                    b"5 0\x02\n",
+                    b"1 0\x02(\n",
+                    b"1 0\x02^ok (.*)\n",
+                    b"4 0\x02\n",
+                    b"8 0\x02\n",
+                    b"0 0\x02\n",
+                    b"9 1\x02\n",
+                    b"7 1\x02direct\n",
+                    b"3 1\x02error\n",
+                    b"10 1\x02\n",
+                    b"\xff\xfe\n",
+                ]
+            ),
+        ),
+        max_size=30,
+    ),
+)
+async def test_any_bytes_from_a_peer_never_hurt_the_bus(
+    handshake_first: bool, chunks: list[bytes]
+) -> None:
+    """Random bytes and pieces of real lines from one raw peer (after a valid
+    handshake or not): the bus and its other peers carry on. Its DIEs are
+    refused here, so the bus must still be running at the end."""
+    from .conftest import free_udp_port
+
+    bus = f"127:{free_udp_port()}"
+    checked = False
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("ME", bus, on_die=lambda peer, num_id: False) as me:
+            sub = me.subscribe(r"^ok (.*)")
+            async with trivy.open_ivy_bus("GOOD", bus) as good:
+                await wait_for_subscription(good, "ME", sub.regexp)
+                raw = await RawPeer.connect(me)
+                try:
+                    if handshake_first:
+                        await raw.handshake("FUZZ")
+                    for chunk in chunks:
+                        await raw.send(chunk)
+                except trio.BrokenResourceError:
+                    pass  # the bus dropped a flooding peer: allowed
+                await raw.aclose()
+                assert await good.send("ok still") == 1
+                match = await sub.receive()
+                while match.peer.name != "GOOD":  # the raw peer may send MSGs too
+                    match = await sub.receive()
+                assert match.groups == ("still",)
+                assert me.running
+                checked = True
+    assert checked  # the block was not cut short (by an accepted DIE, say)
