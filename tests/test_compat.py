@@ -290,6 +290,7 @@ def test_compat_refuses_then_accepts_die(port: int, rec: Recorder) -> None:
     peer = PythonPeer(port, PEER_NAME, "--bind", "^(.*)")
     try:
         connected(rec)
+        peer.expect("connected", name="COMPAT")  # it asks for us by name
         peer.command("die", to="COMPAT")
         assert peer.expect("die_sent")["count"] == 1
         assert rec.wait_for(lambda i: i[0] == "die")[1:] == (PEER_NAME, 0, "refuse")
