@@ -17,11 +17,13 @@ from .helpers import wait_for_subscription
 
 
 async def main(bus: str) -> None:
+    # TTL 255 on one side: any TTL is accepted; the namespace keeps it all in
     options = {"multicast_ttl": 0, "multicast_interface": "127.0.0.1"}
     with trio.fail_after(10):
         async with trivy.open_ivy_bus("MA", bus, **options) as a:  # type: ignore[arg-type]
             sub = a.subscribe("^x (.*)")
-            async with trivy.open_ivy_bus("MB", bus, **options) as b:  # type: ignore[arg-type]
+            options_b = {**options, "multicast_ttl": 255}
+            async with trivy.open_ivy_bus("MB", bus, **options_b) as b:  # type: ignore[arg-type]
                 await wait_for_subscription(b, "MA", sub.regexp)
                 count = await b.send("x hello")
                 print("delivered", count, (await sub.receive()).groups, flush=True)

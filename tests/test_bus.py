@@ -359,9 +359,9 @@ class _DrainingLink:
 
 
 async def test_stop_waits_while_peers_make_progress_and_no_longer(
-    autojump_clock: trio.testing.MockClock,
+    bus: str, autojump_clock: trio.testing.MockClock
 ) -> None:
-    ivy = trivy.IvyBus("STOPPER", "127:2010", stop_timeout=0.05)  # never started
+    ivy = trivy.IvyBus("STOPPER", bus, stop_timeout=0.05)  # never started
     slow, stuck = _DrainingLink(10), _DrainingLink(10)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(slow.drain, 0.04)  # a byte every 40 ms: slow, but progress
@@ -549,3 +549,57 @@ async def test_bad_arguments_get_clear_errors(bus: str) -> None:
             with pytest.raises(ValueError, match="newline"):
                 a.bind(lambda peer: None, "two\nlines")
             assert a.subscriptions == {}  # nothing half-made
+
+
+async def test_wait_for_peer_on_a_stopped_bus_raises(bus: str) -> None:
+    """A task outside the bus's block waiting for a peer is told, not left hanging."""
+    outcome: list[BaseException] = []
+
+    async def waiter(ivy: trivy.IvyBus) -> None:
+        try:
+            await ivy.wait_for_peer("nobody")
+        except trivy.IvyIllegalStateError as exc:
+            outcome.append(exc)
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery, trivy.open_ivy_bus("A", bus) as a:
+            nursery.start_soon(waiter, a)
+            await trio.testing.wait_all_tasks_blocked()
+        assert len(outcome) == 1
+        with pytest.raises(trivy.IvyIllegalStateError):
+            await a.wait_for_peer("nobody")
+
+
+async def test_disconnections_are_reported_even_to_a_full_event_stream(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with (
+            trivy.open_ivy_bus("A", bus) as a,
+            a.events(max_buffer=1) as full,
+            a.events() as watch,
+        ):
+            async with trivy.open_ivy_bus("B", bus):
+                await a.wait_for_peer("B")
+            await wait_for_event(watch, trivy.PeerDisconnected)
+            # B left while the first stream was full: its departure is not lost
+            got = [type(full.receive_nowait()), type(full.receive_nowait())]
+            assert got == [trivy.PeerConnected, trivy.PeerDisconnected]
+
+
+async def test_two_consumers_share_a_subscription_without_errors() -> None:
+    from trivy.channels import BufferedReceiveChannel
+
+    channel: BufferedReceiveChannel[int] = BufferedReceiveChannel(5)
+    got: list[int] = []
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+
+            async def consume() -> None:
+                async for item in channel:
+                    got.append(item)
+
+            nursery.start_soon(consume)
+            nursery.start_soon(consume)
+            for i in range(5000):
+                await channel._put(i)
+            channel._end()
+    assert sorted(got) == list(range(5000))

@@ -191,3 +191,10 @@ def test_duplicate_choice_is_symmetric() -> None:
     # each side sees the same (local, remote) pair, swapped
     assert duplicate_loser(40001, 5000) == duplicate_loser(5000, 40001)
     assert duplicate_loser(40002, 6000) > duplicate_loser(40001, 5000)
+
+
+def test_crlf_lines_read_the_same_on_both_paths() -> None:
+    conn = Connection()
+    events = conn.receive_data(b"6 1\x02A\r\n5 0\x02\r\n2 0\x02a\x03\r\n2 1\x02b\r\n")
+    assert events[0] == PeerIdentified("A", 1)
+    assert events[-2:] == [TextReceived(0, ("a",)), TextReceived(1, ("b",))]

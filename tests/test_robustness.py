@@ -230,3 +230,22 @@ async def test_any_bytes_from_a_peer_never_hurt_the_bus(
                 assert me.running
                 checked = True
     assert checked  # the block was not cut short (by an accepted DIE, say)
+
+
+async def test_regexps_python_cannot_even_compile_get_an_error_not_a_crash(bus: str) -> None:
+    """Past re.error: huge repeat counts overflow, deep nesting recurses."""
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("ME", bus) as me:
+            raw = await RawPeer.connect(me)
+            await raw.handshake("EVIL")
+            await _skip_handshake(raw)
+            nested = "(" * 2000 + ")" * 2000
+            for sub_id, regexp in enumerate(["a{4294967296}", nested, "(unclosed", "^ok (.*)"]):
+                await raw.send(b"1 %d\x02%s\n" % (sub_id, regexp.encode()))
+            for _ in range(3):
+                error = await raw.line()
+                assert error.startswith(b"3 ") and b"Error compiling" in error
+            assert me.running
+            assert await me.send("ok fine") == 1  # its valid subscription works
+            assert await raw.line() == b"2 3\x02fine\x03"
+            await raw.aclose()

@@ -107,6 +107,9 @@ READS_PER_CHECKPOINT = 16
 _BYE = protocol.encode(MsgType.BYE, 0)
 #: b"2 <id>\x02" by subscription id: the head of every MSG we send.
 _MSG_HEADS: dict[int, bytes] = {}
+#: ...for that many ids at most: peers choose them, the cache must not grow
+#: without bound.
+_MAX_MSG_HEADS = 4096
 _ALREADY_CONNECTED = protocol.encode(MsgType.ERROR, 0, "Application already connected")
 #: ivy-c answers a malformed line with ERROR id 3.
 _BAD_FORMAT_ID = 3
@@ -234,9 +237,11 @@ class IvyBus:
 
         Raises:
           trio.TooSlowError: ``timeout`` seconds passed first.
+          IvyIllegalStateError: the bus is not running (or stops meanwhile).
         """
         with trio.fail_after(float("inf") if timeout is None else timeout):
             while True:
+                self._check_running()
                 found = self.peers[0] if name is None and self.peers else None
                 found = found or (self.peer(name) if name is not None else None)
                 if found is not None:
@@ -305,7 +310,12 @@ class IvyBus:
         return local.regexp
 
     def change_subscription(self, sub_id: int, regexp: str) -> None:
-        """Replace the regexp of a subscription, keeping its id (ivy-c IvyChangeMsg)."""
+        """Replace the regexp of a subscription, keeping its id (ivy-c IvyChangeMsg).
+
+        Raises:
+          KeyError: no subscription has that id.
+          ValueError: the regexp does not compile or contains a newline.
+        """
         local = self._local.get(sub_id)
         if local is None:
             raise KeyError(f"no subscription with id {sub_id}")
@@ -379,7 +389,9 @@ class IvyBus:
                         self._congested.append(link)
                 head = heads.get(sub_id)
                 if head is None:
-                    head = heads.setdefault(sub_id, b"2 %d\x02" % sub_id)
+                    head = b"2 %d\x02" % sub_id
+                    if len(heads) < _MAX_MSG_HEADS:
+                        heads[sub_id] = head
                 count += 1
                 if link.writer_idle and not out:
                     now = perf_counter()
@@ -394,20 +406,24 @@ class IvyBus:
 
     def _overflow(self, link: Link, size: int) -> None:
         link.dropped_bytes += size
-        event = Congestion(link.peer, len(link.out), link.dropped_bytes)
+        if link.congested:
+            return  # reported once per episode: until its buffer empties
+        link.congested = True
         if self.overflow == "disconnect":
             logger.warning("%s: output buffer full, disconnecting", link.peer)
             link.abort()
-        elif link.dropped_bytes == size:  # log the first drop only
+        else:
             logger.warning("%s: output buffer full, dropping messages", link.peer)
-        self._emit_nowait(event)
+        self._emit_nowait(Congestion(link.peer, len(link.out), link.dropped_bytes))
 
     async def send(self, text: str, *, to: Peer | None = None) -> int:
         """Send a text to every peer subscription it matches (``to``: one peer's only).
 
         Waits while a target peer's output buffer is over its limit
-        (lossless backpressure). Checkpoints then, and once every
-        ``SENDS_PER_CHECKPOINT`` calls, so that many sends leave in one write.
+        (lossless backpressure). It is a checkpoint only then and once every
+        ``SENDS_PER_CHECKPOINT`` (1024) calls, not on every call: that is
+        what lets many sends leave in one write. A loop of sends is still
+        cancellable within about a millisecond.
 
         Returns:
           the number of MSGs sent (0: nobody was interested).
@@ -455,7 +471,12 @@ class IvyBus:
         return link
 
     def send_direct(self, peer: Peer, num_id: int, text: str) -> None:
-        """Send a DIRECT_MSG to one peer."""
+        """Send a DIRECT_MSG to one peer.
+
+        Raises:
+          ValueError: the text contains a newline (and ``java_newlines`` is off).
+          IvyIllegalStateError: the peer is not connected.
+        """
         text = self._outgoing_text(text)
         self._link(peer).write(protocol.encode(MsgType.DIRECT_MSG, num_id, text))
 
@@ -475,11 +496,20 @@ class IvyBus:
         self._link(peer).write(protocol.encode(msg_type, num_id, params))
 
     def send_error(self, peer: Peer, num_id: int, text: str) -> None:
-        """Send an ERROR to one peer."""
+        """Send an ERROR to one peer.
+
+        Raises:
+          ValueError: the text contains a newline.
+          IvyIllegalStateError: the peer is not connected.
+        """
         self._link(peer).write(protocol.encode(MsgType.ERROR, num_id, text))
 
     def send_die(self, peer: Peer, num_id: int = 0) -> None:
-        """Ask one peer to terminate (DIE)."""
+        """Ask one peer to terminate (DIE).
+
+        Raises:
+          IvyIllegalStateError: the peer is not connected.
+        """
         self._link(peer).write(protocol.encode(MsgType.DIE, num_id))
 
     def _outgoing_text(self, text: str) -> str:
@@ -524,8 +554,10 @@ class IvyBus:
     def stop(self) -> None:
         """Leave the bus: BYE to every peer, every task of the bus cancelled.
 
-        The body of the ``async with open_ivy_bus(...)`` block is cancelled
-        and the block exits without an exception.
+        It cancels the body of the ``async with open_ivy_bus(...)`` block,
+        which then exits without an exception; the BYEs go out as the block
+        unwinds. Called from anywhere (another task too), it takes effect at
+        the body's next checkpoint.
         """
         self._body_scope.cancel()
 
@@ -535,9 +567,10 @@ class IvyBus:
             await stream._put(event)
 
     def _emit_nowait(self, event: BusEvent) -> None:
+        # From places that cannot wait (a link's teardown, send_nowait): past
+        # the stream's limit rather than lost; bounded by peers and sends.
         for stream in self._event_streams:
-            if not stream._put_nowait(event) and not stream._closed:
-                logger.warning("event stream full: %r dropped", event)
+            stream._put_anyway(event)
 
     # ------------------------------------------------------------- lifecycle
     def _start(self, nursery: trio.Nursery) -> None:
@@ -596,8 +629,13 @@ class IvyBus:
         self, sock: socket.socket, host: str, agent_id: str | None, port: int
     ) -> None:
         link = self._new_link(sock, host, agent_id, port)
-        if link is not None:
+        if link is None:
+            return
+        try:
             await self._serve_link(link)
+        except Exception:
+            # One peer's connection must never take the bus down with it.
+            logger.exception("%s: unexpected error, connection dropped", link.peer)
 
     def _new_link(
         self, sock: socket.socket, host: str, agent_id: str | None = None, port: int = 0
@@ -710,13 +748,18 @@ class IvyBus:
                 self._table.remove(link, event.sub_id, event.replaced)
             try:
                 self._table.add(link, event.sub_id, event.regexp)
-            except re.error as exc:
-                reason = exc.msg if hasattr(exc, "msg") else str(exc)
+            except (re.error, OverflowError, RecursionError, ValueError) as exc:
+                # not only re.error: "a{4294967296}" overflows, 500 nested
+                # groups recurse too deep
+                reason = getattr(exc, "msg", None) or str(exc) or type(exc).__name__
                 logger.warning(
-                    "%s sent a regexp that does not compile: %r: %s", peer, event.regexp, reason
+                    "%s sent a regexp that does not compile: %r: %s",
+                    peer,
+                    event.regexp[:200],
+                    reason,
                 )
                 text = f"Error compiling '{event.regexp}', {reason}"
-                link.write(protocol.encode(MsgType.ERROR, exc.pos or 0, text))
+                link.write(protocol.encode(MsgType.ERROR, getattr(exc, "pos", 0) or 0, text))
             if event.replaced is None:
                 await self._emit(SubscriptionAdded(peer, event.sub_id, event.regexp))
             else:

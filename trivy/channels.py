@@ -63,6 +63,15 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
             self._readable.unpark()
         return True
 
+    def _put_anyway(self, item: T) -> None:
+        """Append even past ``max_buffer`` (dropped only if closed or ended)."""
+        if self._closed or self._ended:
+            return
+        self._buffer.append(item)
+        if self._consumers_waiting:
+            self._consumers_waiting -= 1
+            self._readable.unpark()
+
     async def _put(self, item: T) -> None:
         """Append an item, waiting while the buffer is full; dropped if closed."""
         while len(self._buffer) >= self.max_buffer and not (self._closed or self._ended):
@@ -124,8 +133,9 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
             self._since_checkpoint = 0
             if self._buffer or self._ended or self._closed:
                 await trio.lowlevel.checkpoint()
-                if not self._buffer:
+                if not self._buffer and (self._ended or self._closed):
                     return self.receive_nowait()  # raises: ended or closed
+                # (empty but open: another consumer took the items; wait again)
             else:
                 await self._wait_for_item()
 
@@ -157,9 +167,14 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
 
         Always one checkpoint, however many items come back.
         """
-        while not (self._buffer or self._ended or self._closed):
-            await self._wait_for_item()
-        await trio.lowlevel.checkpoint()
+        if max_items is not None and max_items < 1:
+            raise ValueError(f"max_items must be at least 1, not {max_items}")
+        while True:
+            while not (self._buffer or self._ended or self._closed):
+                await self._wait_for_item()
+            await trio.lowlevel.checkpoint()
+            if self._buffer or self._ended or self._closed:
+                break  # else another consumer took the items meanwhile
         first = self.receive_nowait()  # raises if ended/closed with nothing left
         count = len(self._buffer) if max_items is None else min(max_items - 1, len(self._buffer))
         items = [first]

@@ -210,7 +210,11 @@ class Connection:
         self.subscriptions: dict[int, str] = {}
         self._max_line_length = max_line_length
         self._java_newlines = java_newlines
-        self._buffer = b""
+        # The start of a line whose end has not come yet, as the pieces that
+        # brought it (joined once, when the end comes: no quadratic copying
+        # for a peer that dribbles a long line).
+        self._partial: list[bytes] = []
+        self._partial_size = 0
         self._malformed_streak = 0
         # "2 <id>" → id: parsing the same few ids again costs more than a look-up
         self._msg_ids: dict[str, int] = {}
@@ -242,13 +246,19 @@ class Connection:
         if not data:
             self.state = ConnectionState.CLOSED
             return [Bye()]
-        if self._buffer:
-            data = self._buffer + data
         end = data.rfind(b"\n")
         if end < 0:
-            self._buffer = data
+            self._partial.append(data)
+            self._partial_size += len(data)
             return self._check_line_length([])
-        self._buffer = data[end + 1 :]
+        if self._partial:
+            end += self._partial_size
+            data = b"".join([*self._partial, data])
+            self._partial.clear()
+        rest = data[end + 1 :]
+        self._partial_size = len(rest)
+        if rest:
+            self._partial.append(rest)
         # One decode for every complete line: "\n" never falls inside a
         # UTF-8 sequence, so decoding up to it is exact.
         lines = _decode_utf8(memoryview(data)[:end], "surrogateescape", True)[0].split("\n")
@@ -270,6 +280,8 @@ class Connection:
                         ids[head] = sub_id
                 if sep and sub_id >= 0:
                     self._malformed_streak = 0
+                    if params[-1:] == "\r":  # a CRLF peer
+                        params = params[:-1]
                     if self._java_newlines:
                         params = params.replace(protocol.JAVA_NEWLINE_ESCAPE, "\n")
                     parts = params.split(ARG_END)
@@ -282,15 +294,15 @@ class Connection:
                 append(event)
                 if isinstance(event, (Bye, Closing)):
                     self.state = ConnectionState.CLOSED
-                    self._buffer = b""
+                    self._partial.clear()
                     return events
                 ready = self.state is ConnectionState.READY
         return self._check_line_length(events)
 
     def _check_line_length(self, events: list[Event]) -> list[Event]:
-        if len(self._buffer) > self._max_line_length:
+        if self._partial_size > self._max_line_length:
             self.state = ConnectionState.CLOSED
-            self._buffer = b""
+            self._partial.clear()
             events.append(Closing(f"line longer than {self._max_line_length} bytes"))
         return events
 

@@ -55,6 +55,8 @@ class Link:
         self.ready = False
         self.closing = False
         self.dropped_bytes = 0
+        #: Over its limit since the output buffer was last empty.
+        self.congested = False
         self.reader_scope = trio.CancelScope()
         self.flushed = trio.Event()
         self._wake_writer = trio.lowlevel.ParkingLot()
@@ -156,6 +158,8 @@ class Link:
                     await trio.lowlevel.wait_writable(sock)
                     continue
                 del out[:sent]
+                if not out:
+                    self.congested = False
                 if self.drained and len(out) <= self.drained_below:
                     self.drained.unpark_all()
         except OSError as exc:

@@ -57,7 +57,7 @@ def open_discovery_socket(
                 continue
             membership = socket.inet_aton(network) + interface
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
-            ttl = struct.pack("b", multicast_ttl)
+            ttl = struct.pack("B", multicast_ttl)  # unsigned: 0..255
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
             if multicast_interface:
