@@ -586,7 +586,7 @@ async def test_disconnections_are_reported_even_to_a_full_event_stream(bus: str)
 
 
 async def test_two_consumers_share_a_subscription_without_errors() -> None:
-    from trivy.channels import BufferedReceiveChannel
+    from trivy._channels import BufferedReceiveChannel
 
     channel: BufferedReceiveChannel[int] = BufferedReceiveChannel(5)
     got: list[int] = []

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trivy.connection import (
+from trivy._connection import (
     MAX_MALFORMED_STREAK,
     Bye,
     Closing,

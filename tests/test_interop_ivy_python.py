@@ -26,7 +26,7 @@ import pytest
 import trio
 
 import trivy
-from trivy.matching import MatchMode
+from trivy._matching import MatchMode
 
 PEER_SCRIPT = Path(__file__).with_name("ivy_python_peer.py")
 PEER_NAME = "PYPEER"

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trivy.matching import RegexpTable, literal_prefix
+from trivy._matching import RegexpTable, literal_prefix
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,10 @@ receive the capture groups of every matching text through channels::
                 await bus.send(f"BTN_ACK {match.groups[0]}")
 """
 
-from .bus import IvyBus, open_ivy_bus
-from .channels import EventStream, Subscription
-from .errors import IvyError, IvyIllegalStateError, IvyMalformedMessage, IvyProtocolError
-from .events import (
+from ._bus import IvyBus, open_ivy_bus
+from ._channels import EventStream, Subscription
+from ._errors import IvyError, IvyIllegalStateError, IvyMalformedMessage, IvyProtocolError
+from ._events import (
     BusEvent,
     Congestion,
     DieReceived,
@@ -26,7 +26,7 @@ from .events import (
     SubscriptionChanged,
     SubscriptionRemoved,
 )
-from .timers import Timer
+from ._timers import Timer
 
 __version__ = "0.1.0"
 

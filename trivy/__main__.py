@@ -1,8 +1,8 @@
-"""``python -m trivy``: the trivy command-line tool (see :mod:`trivy.cli`)."""
+"""``python -m trivy``: the trivy command-line tool (see :mod:`trivy._cli`)."""
 
 import sys
 
-from .cli import main
+from ._cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

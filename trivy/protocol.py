@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from .errors import IvyMalformedMessage
+from ._errors import IvyMalformedMessage
 
 __all__ = [
     "ARG_END",

@@ -28,10 +28,10 @@ from typing import Any, TypeVar
 import trio
 
 from .. import protocol
-from ..bus import IvyBus, open_ivy_bus
-from ..channels import EventStream
-from ..errors import IvyIllegalStateError, IvyMalformedMessage, IvyProtocolError
-from ..events import (
+from .._bus import IvyBus, open_ivy_bus
+from .._channels import EventStream
+from .._errors import IvyIllegalStateError, IvyMalformedMessage, IvyProtocolError
+from .._events import (
     BusEvent,
     DirectMessage,
     Peer,
@@ -41,9 +41,9 @@ from ..events import (
     SubscriptionChanged,
     SubscriptionRemoved,
 )
-from ..matching import MatchMode
+from .._matching import MatchMode
+from .._timers import Timer
 from ..protocol import MsgType
-from ..timers import Timer
 
 __all__ = [
     "ADD_REGEXP",

@@ -16,8 +16,8 @@ import socket
 
 import trio
 
-from .connection import Connection
-from .events import Peer
+from ._connection import Connection
+from ._events import Peer
 
 __all__ = ["Link"]
 

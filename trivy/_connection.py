@@ -4,7 +4,7 @@ A :class:`Connection` is fed the bytes that arrive from one peer
 (:meth:`Connection.receive_data`) and returns what they mean as a list of
 events; it keeps the handshake state and the peer's subscriptions. The bytes
 we send are made by :mod:`trivy.protocol` and :meth:`Connection.handshake`.
-The trio shell (:mod:`trivy.bus`) moves bytes; everything the protocol
+The trio shell (:mod:`trivy._bus`) moves bytes; everything the protocol
 decides is decided here, where it is tested on bytes alone.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 from . import protocol
-from .errors import IvyMalformedMessage
+from ._errors import IvyMalformedMessage
 from .protocol import ARG_END, ARG_START, MsgType
 
 __all__ = [

@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 
 import trio
 
-from .events import Match
+from ._events import Match
 
 __all__ = ["BufferedReceiveChannel", "EventStream", "Subscription"]
 

@@ -4,7 +4,7 @@ A nursery owns everything the agent runs: the TCP listener task, the UDP
 discovery task, one task per peer connection (with its writer task), and the
 timers. Leaving the ``async with`` block, :meth:`IvyBus.stop` or an accepted
 DIE sends BYE to every peer and cancels them all. The protocol decisions are
-made by the sans-IO :class:`~trivy.connection.Connection`; this module only
+made by the sans-IO :class:`~trivy._connection.Connection`; this module only
 moves bytes and calls the application.
 """
 
@@ -24,8 +24,8 @@ from typing import Any, Literal, TypeVar, cast
 import trio
 
 from . import protocol
-from .channels import BufferedReceiveChannel, EventStream, Subscription
-from .connection import (
+from ._channels import BufferedReceiveChannel, EventStream, Subscription
+from ._connection import (
     Bye,
     Closing,
     Connection,
@@ -42,12 +42,12 @@ from .connection import (
     UnknownType,
     duplicate_loser,
 )
-from .connection import (
+from ._connection import (
     ErrorReceived as _ErrorLine,
 )
-from .discovery import Discovery
-from .errors import IvyIllegalStateError
-from .events import (
+from ._discovery import Discovery
+from ._errors import IvyIllegalStateError
+from ._events import (
     BusEvent,
     Congestion,
     DieReceived,
@@ -61,10 +61,10 @@ from .events import (
     SubscriptionChanged,
     SubscriptionRemoved,
 )
-from .link import Link
-from .matching import MatchMode, RegexpTable
+from ._link import Link
+from ._matching import MatchMode, RegexpTable
+from ._timers import Timer, TimerCallback
 from .protocol import MsgType
-from .timers import Timer, TimerCallback
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup

@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from . import protocol
-from .errors import IvyMalformedMessage
+from ._errors import IvyMalformedMessage
+from ._sockets import connect_tcp, open_discovery_socket, open_listener
 from .protocol import BusAddress
-from .sockets import connect_tcp, open_discovery_socket, open_listener
 
 __all__ = ["CONNECT_TIMEOUT", "Discovery"]
 

@@ -26,8 +26,8 @@ from typing import Any, ClassVar
 import trio
 
 from . import protocol
-from .bus import IvyBus, open_ivy_bus
-from .events import (
+from ._bus import IvyBus, open_ivy_bus
+from ._events import (
     BusEvent,
     DirectMessage,
     ErrorReceived,
