@@ -235,7 +235,8 @@ async def test_ping_measures_a_round_trip(bus: str) -> None:
         async with trivy.open_ivy_bus("A", bus) as a, trivy.open_ivy_bus("B", bus) as b:
             peer_b = await a.wait_for_peer("B")
             await b.wait_for_peer("A")
-            round_trips = [await a.ping(peer_b, timeout=5) for _ in range(3)]
+            with trio.fail_after(5):
+                round_trips = [await a.ping(peer_b) for _ in range(3)]
             assert all(0 < rtt < 5 for rtt in round_trips)
 
 
@@ -449,7 +450,8 @@ async def test_wait_for_peer_times_out(bus: str) -> None:
 async def _wait_for_ghost(bus: str) -> None:
     async with trivy.open_ivy_bus("A", bus) as a:
         try:
-            await a.wait_for_peer("ghost", timeout=0.05)
+            with trio.fail_after(0.05):
+                await a.wait_for_peer("ghost")
         except trio.TooSlowError:
             pass
         else:

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import trivy
 from trivy import IvyMalformedMessage, protocol
 from trivy.protocol import Message, MsgType
 
@@ -127,7 +128,9 @@ def test_bad_announces_are_rejected(data: bytes) -> None:
 
 
 def test_agent_ids_are_unique_tokens() -> None:
-    ids = {protocol.new_agent_id("My Agent", 1234) for _ in range(100)}
+    from trivy._discovery import new_agent_id
+
+    ids = {new_agent_id(1234) for _ in range(100)}
     assert len(ids) == 100
     assert all(" " not in agent_id for agent_id in ids)
 
@@ -150,12 +153,16 @@ def test_parse_bus(bus: str, networks: tuple[str, ...], port: int) -> None:
 
 
 def test_parse_bus_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("IVYBUS", raising=False)
-    assert protocol.parse_bus(None) == (("127.255.255.255",), 2010)
     monkeypatch.setenv("IVYBUS", "192.168.1:3456")
-    assert protocol.parse_bus(None) == (("192.168.1.255",), 3456)
-    assert protocol.parse_bus("") == (("192.168.1.255",), 3456)
+    # the sans-IO layer never reads its environment...
+    assert protocol.parse_bus(None) == (("127.255.255.255",), 2010)
+    assert protocol.parse_bus("") == (("127.255.255.255",), 2010)
     assert str(protocol.parse_bus("10.1:99")) == "10.1.255.255:99"
+    # ...the options do: None and "" mean $IVYBUS, then 127:2010
+    assert trivy.BusOptions(agent_name="A").bus == (("192.168.1.255",), 3456)
+    assert trivy.BusOptions(agent_name="A", bus="").bus == (("192.168.1.255",), 3456)
+    monkeypatch.delenv("IVYBUS")
+    assert trivy.BusOptions(agent_name="A").bus == (("127.255.255.255",), 2010)
 
 
 @pytest.mark.parametrize(

@@ -26,12 +26,14 @@ from ._events import (
     SubscriptionChanged,
     SubscriptionRemoved,
 )
+from ._options import BusOptions
 from ._timers import Timer
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BusEvent",
+    "BusOptions",
     "Congestion",
     "DieReceived",
     "DirectMessage",

@@ -45,7 +45,7 @@ from ._connection import (
 from ._connection import (
     ErrorReceived as _ErrorLine,
 )
-from ._discovery import Discovery
+from ._discovery import Discovery, new_agent_id
 from ._errors import IvyIllegalStateError
 from ._events import (
     BusEvent,
@@ -232,22 +232,25 @@ class IvyBus:
         """Every ready peer named ``name`` (Ivy names need not be unique)."""
         return [p for p in self.peers if p.name == name]
 
-    async def wait_for_peer(self, name: str | None = None, *, timeout: float | None = None) -> Peer:
+    async def wait_for_peer(self, name: str | None = None) -> Peer:
         """Wait until a peer named ``name`` (any peer if None) is ready.
 
+        Bound the wait with ``trio.fail_after``. The peer is ready, but its
+        own subscriptions may still be on their way: a text sent at once may
+        reach none of them (wait for a :class:`~trivy.SubscriptionAdded`
+        event, or for ``peer.subscriptions``, when that matters).
+
         Raises:
-          trio.TooSlowError: ``timeout`` seconds passed first.
           IvyIllegalStateError: the bus is not running (or stops meanwhile).
         """
-        with trio.fail_after(float("inf") if timeout is None else timeout):
-            while True:
-                self._check_running()
-                found = self.peers[0] if name is None and self.peers else None
-                found = found or (self.peer(name) if name is not None else None)
-                if found is not None:
-                    await trio.lowlevel.checkpoint()
-                    return found
-                await self._peers_changed.park()
+        while True:
+            self._check_running()
+            found = self.peers[0] if name is None and self.peers else None
+            found = found or (self.peer(name) if name is not None else None)
+            if found is not None:
+                await trio.lowlevel.checkpoint()
+                return found
+            await self._peers_changed.park()
 
     # ------------------------------------------------------- our subscriptions
     def _new_regexp(self, regexp: str) -> str:
@@ -517,22 +520,20 @@ class IvyBus:
             return text.replace("\n", protocol.JAVA_NEWLINE_ESCAPE)
         return text
 
-    async def ping(self, peer: Peer, *, timeout: float | None = None) -> float:
-        """PING a peer and wait for its PONG.
+    async def ping(self, peer: Peer) -> float:
+        """PING a peer and wait for its PONG (bound it with ``trio.fail_after``).
 
         Returns:
           the round trip, in seconds.
 
         Raises:
-          trio.TooSlowError: no PONG within ``timeout`` seconds.
           IvyIllegalStateError: the peer is not (or no longer) connected.
         """
         link = self._link(peer)
         ping_id, pending = link.start_ping()
         link.write(protocol.encode(MsgType.PING, ping_id))
         try:
-            with trio.fail_after(float("inf") if timeout is None else timeout):
-                await pending.answered.wait()
+            await pending.answered.wait()
         finally:
             link.pings.pop(ping_id, None)
         if pending.round_trip is None:
@@ -582,7 +583,7 @@ class IvyBus:
         """
         self._nursery = nursery
         self.port = self._discovery.open()
-        self.agent_id = protocol.new_agent_id(self.agent_name, self.port)
+        self.agent_id = new_agent_id(self.port)
         self._started = self._running = True
         self._discovery.start(nursery, self.agent_id, self.agent_name)
         logger.info("%s joined %s (TCP port %d)", self.agent_name, self.bus_address, self.port)

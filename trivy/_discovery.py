@@ -9,7 +9,9 @@ which runs the protocol on them.
 from __future__ import annotations
 
 import logging
+import random
 import socket
+import time
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -19,7 +21,7 @@ from ._errors import IvyMalformedMessage
 from ._sockets import connect_tcp, open_discovery_socket, open_listener
 from .protocol import BusAddress
 
-__all__ = ["CONNECT_TIMEOUT", "Discovery"]
+__all__ = ["CONNECT_TIMEOUT", "Discovery", "new_agent_id"]
 
 logger = logging.getLogger("trivy")
 
@@ -32,6 +34,15 @@ ANNOUNCE_SIZE = 1024
 #: ends. ``agent_id`` and ``port`` come from the announce (None and 0 for a
 #: connection we accepted).
 ServeConnection = Callable[[socket.socket, str, "str | None", int], Awaitable[None]]
+
+
+def new_agent_id(port: int) -> str:
+    """A bus-unique agent id: a token without spaces, as ivy-c makes them.
+
+    Random bits, the time in ms and our TCP port: two agents of one host
+    never share a port, and agents of different hosts differ by the rest.
+    """
+    return f"{random.getrandbits(31)}:{int(time.time() * 1000)}:{port}"
 
 
 class Discovery:

@@ -13,10 +13,10 @@ import re
 from collections.abc import Callable
 from typing import Generic, Literal, TypeVar
 
-__all__ = ["MatchMode", "RegexpEntry", "RegexpTable", "literal_prefix"]
+__all__ = ["MATCH_MODES", "MatchMode", "RegexpEntry", "RegexpTable", "literal_prefix"]
 
 MatchMode = Literal["search", "match", "fullmatch"]
-_MODES = ("search", "match", "fullmatch")
+MATCH_MODES = ("search", "match", "fullmatch")
 
 SubscriberT = TypeVar("SubscriberT")
 
@@ -73,8 +73,8 @@ class RegexpTable(Generic[SubscriberT]):
     """
 
     def __init__(self, mode: MatchMode = "search") -> None:
-        if mode not in _MODES:
-            raise ValueError(f"match mode must be one of {_MODES}, not {mode!r}")
+        if mode not in MATCH_MODES:
+            raise ValueError(f"match mode must be one of {MATCH_MODES}, not {mode!r}")
         self.mode: MatchMode = mode
         self._entries: dict[str, RegexpEntry[SubscriberT]] = {}
         # prefix length → prefix → entries with that prefix: a text is looked

@@ -15,10 +15,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import math
-import os
-import random
 import re
-import time
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -41,7 +38,6 @@ __all__ = [
     "encode_text",
     "expand_intervals",
     "is_multicast",
-    "new_agent_id",
     "parse_bus",
     "split_msg_params",
 ]
@@ -204,12 +200,6 @@ def decode_announce(data: bytes) -> Announce:
     return Announce(version, port, agent_id, agent_name)
 
 
-def new_agent_id(agent_name: str, port: int) -> str:
-    """A bus-unique agent id: a token without spaces (ivy-c's shape)."""
-    del agent_name  # the id must not contain the name's spaces
-    return f"{random.getrandbits(31)}:{int(time.time() * 1000)}:{port}"
-
-
 # --------------------------------------------------------------------------
 # The bus address
 
@@ -251,7 +241,9 @@ def _complete_network(network: str, bus: str) -> str:
 def parse_bus(bus: str | None = None) -> BusAddress:
     """Parse an Ivy bus string ``NETWORKS:PORT``.
 
-    ``None`` or ``""`` falls back to ``$IVYBUS``, then to ``127:2010``.
+    ``None`` or ``""`` means :data:`DEFAULT_IVYBUS` (``127:2010``); reading
+    ``$IVYBUS`` first is the caller's business (:class:`trivy.BusOptions`
+    does it), so that this module reads nothing from its environment.
     Partial networks are completed with ``.255`` (``192.168.12`` →
     ``192.168.12.255``); several are separated by commas; a missing network
     (``:2345``) means the default one; a missing port means 2010.
@@ -260,7 +252,7 @@ def parse_bus(bus: str | None = None) -> BusAddress:
       ValueError: the string is malformed; the message names it.
     """
     if not bus:
-        bus = os.environ.get(IVYBUS_ENV) or DEFAULT_IVYBUS
+        bus = DEFAULT_IVYBUS
     text = bus.strip()
     networks_text, sep, port_text = text.rpartition(":")
     if not sep:

@@ -1,0 +1,139 @@
+"""How an agent is configured: one frozen options object, validated once.
+
+:func:`trivy.open_ivy_bus`, :class:`trivy.IvyBus`, the ``trivy`` command and
+:mod:`trivy.compat` all build a :class:`BusOptions`; a bad value is refused
+here, with a message naming it, before any socket is opened. Defaults that
+bound what a peer can cost us live here too, each with the reason for its
+number.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, Literal
+
+import attrs
+
+from . import protocol
+from ._matching import MATCH_MODES, MatchMode
+from .protocol import BusAddress
+
+__all__ = [
+    "DEFAULT_SEND_BUFFER_LIMIT",
+    "DEFAULT_STOP_TIMEOUT",
+    "BusOptions",
+    "OverflowPolicy",
+    "resolve_bus",
+]
+
+OverflowPolicy = Literal["drop", "disconnect"]
+_Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
+
+#: Bytes queued for one peer before ``await send()`` waits for it to drain
+#: (and ``send_nowait`` applies the overflow policy). Large enough to absorb
+#: bursts of tens of thousands of typical messages, small enough that a
+#: stalled peer cannot make us hold unbounded memory.
+DEFAULT_SEND_BUFFER_LIMIT = 4 * 1024 * 1024
+#: On leaving, what is queued for the peers (then BYE) keeps leaving as long
+#: as it makes progress; a peer that takes no byte for this many seconds is
+#: given up on. Two seconds covers a busy peer's scheduling hiccups without
+#: making a stuck one hold up the exit for long.
+DEFAULT_STOP_TIMEOUT = 2.0
+
+
+def resolve_bus(bus: str | BusAddress | None) -> BusAddress:
+    """A bus string (or None: ``$IVYBUS``, then ``127:2010``) as a :class:`BusAddress`.
+
+    Raises:
+      ValueError: a malformed bus string, or an IPv6 one (not supported yet).
+    """
+    if isinstance(bus, BusAddress):
+        address = bus
+    else:
+        address = protocol.parse_bus(bus or os.environ.get(protocol.IVYBUS_ENV))
+    for network in address.networks:
+        if ":" in network:
+            raise ValueError(f"IPv6 buses are not supported yet: {network!r}")
+    return address
+
+
+def _one_line(what: str, allow_empty: bool) -> _Validator:
+    def check(instance: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
+        if value is None:
+            return
+        if "\n" in value or (not value and not allow_empty):
+            empty = "" if allow_empty else "non-empty, "
+            raise ValueError(f"{what} must be {empty}without newline: {value!r}")
+
+    return check
+
+
+def _check_ttl(instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+    if not 0 <= value <= 255:
+        raise ValueError(f"multicast_ttl must be within 0..255, not {value}")
+
+
+def _check_overflow(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value not in ("drop", "disconnect"):
+        raise ValueError(f"overflow must be 'drop' or 'disconnect', not {value!r}")
+
+
+def _check_mode(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value not in MATCH_MODES:
+        raise ValueError(f"match_mode must be one of {MATCH_MODES}, not {value!r}")
+
+
+def _positive(what: str) -> _Validator:
+    def check(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+        if not value > 0:
+            raise ValueError(f"{what} must be positive, not {value!r}")
+
+    return check
+
+
+@attrs.frozen(kw_only=True)
+class BusOptions:
+    """Everything that configures an agent, checked once when it is made.
+
+    Attributes:
+      agent_name: our name on the bus (non-empty, one line).
+      bus: where we announce ourselves; a string (``"NETWORKS:PORT"``) or
+        None is resolved at once: None → ``$IVYBUS`` → ``"127:2010"``.
+      ready_message: a text sent to each peer (through its subscriptions
+        only) when its handshake completes.
+      host: the address the TCP listener binds to.
+      multicast_ttl: TTL of multicast announces (0 keeps them on this host).
+      multicast_interface: IPv4 address of the interface for multicast
+        (None: the system's choice).
+      match_mode: how peers' regexps are applied to our texts: ``"search"``
+        (anywhere, like ivy-c), ``"match"`` (at the start, like ivy-python)
+        or ``"fullmatch"`` (whole text, like ivy-java).
+      send_buffer_limit: bytes queued per peer before ``send`` waits.
+      overflow: what ``send_nowait`` does for a peer over the limit:
+        ``"drop"`` its message, or ``"disconnect"`` it.
+      java_newlines: carry ``\\n`` inside texts as ivy-java's ``\\x1a``.
+      stop_timeout: on leaving, what is queued for a peer keeps being sent
+        as long as the peer takes some of it within this many seconds.
+
+    Raises:
+      ValueError: a bad value; the message names it.
+    """
+
+    agent_name: str = attrs.field(validator=_one_line("an agent name", allow_empty=False))
+    bus: BusAddress = attrs.field(default=None, converter=resolve_bus)  # str | None accepted
+    ready_message: str | None = attrs.field(
+        default=None, validator=_one_line("the ready message", allow_empty=True)
+    )
+    host: str = "0.0.0.0"
+    multicast_ttl: int = attrs.field(default=64, validator=_check_ttl)
+    multicast_interface: str | None = None
+    match_mode: MatchMode = attrs.field(default="search", validator=_check_mode)
+    send_buffer_limit: int = attrs.field(
+        default=DEFAULT_SEND_BUFFER_LIMIT, validator=_positive("send_buffer_limit")
+    )
+    overflow: OverflowPolicy = attrs.field(default="drop", validator=_check_overflow)
+    java_newlines: bool = False
+    stop_timeout: float = attrs.field(
+        default=DEFAULT_STOP_TIMEOUT, validator=_positive("stop_timeout")
+    )
