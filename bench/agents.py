@@ -195,8 +195,9 @@ async def _trivy_ping(bus: Any, n: int) -> None:
     import trio
 
     async with bus.subscribe(r"^pong ts=(.*)") as sub:
-        while not any(len(p.subscriptions) >= 1 for p in bus.peers_named(ECHO_NAME)):
-            await trio.sleep(POLL)
+        async with bus.events() as events:
+            while not any(len(p.subscriptions) >= 1 for p in bus.peers_named(ECHO_NAME)):
+                await events.receive()  # a peer or a subscription came: look again
         # Warm up, and make sure the echo knows our subscription.
         for _ in range(50):
             await bus.send("ping ts=warm")

@@ -10,6 +10,8 @@ import trio
 import trio.testing
 
 import trivy
+from trivy._connection import Connection
+from trivy._peer import wait_flushed
 
 from .helpers import RawPeer, wait_for_event, wait_for_subscription
 
@@ -345,34 +347,34 @@ async def test_leaving_delivers_everything_to_a_slow_but_live_peer(bus: str) -> 
         await raw.aclose()
 
 
-class _DrainingLink:
-    """Stands in for a peer link in the stop logic: an output buffer to empty."""
+class _DrainingSession:
+    """Stands in for a peer session in the stop logic: an output to empty."""
 
     def __init__(self, size: int) -> None:
-        self.out = bytearray(size)
+        self.conn = Connection()
+        self.conn.outgoing += bytes(size)
         self.flushed = trio.Event()
 
     async def drain(self, every: float) -> None:
-        while self.out:
+        while self.conn.outgoing:
             await trio.sleep(every)
-            del self.out[:1]
+            del self.conn.outgoing[:1]
         self.flushed.set()
 
 
 async def test_stop_waits_while_peers_make_progress_and_no_longer(
-    bus: str, autojump_clock: trio.testing.MockClock
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
-    ivy = trivy.IvyBus("STOPPER", bus, stop_timeout=0.05)  # never started
-    slow, stuck = _DrainingLink(10), _DrainingLink(10)
+    slow, stuck = _DrainingSession(10), _DrainingSession(10)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(slow.drain, 0.04)  # a byte every 40 ms: slow, but progress
         start = trio.current_time()
-        await ivy._wait_flushed([slow])  # type: ignore[list-item]
+        await wait_flushed([slow], 0.05)  # type: ignore[list-item]
         assert slow.flushed.is_set()
         assert trio.current_time() - start == pytest.approx(0.4)  # 10 bytes, 40 ms each
 
         start = trio.current_time()
-        await ivy._wait_flushed([stuck])  # type: ignore[list-item]
+        await wait_flushed([stuck], 0.05)  # type: ignore[list-item]
         assert not stuck.flushed.is_set()  # given up on...
         assert trio.current_time() - start == pytest.approx(0.05)  # ...after one timeout
 

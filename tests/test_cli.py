@@ -9,6 +9,7 @@ events, never on delays.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -125,10 +126,14 @@ async def probe_with_peer(
             yield probe, peer, bus
 
 
-async def run(*args: str) -> subprocess.CompletedProcess[bytes]:
-    """Run a one-shot ``python -m trivy ARGS`` to its end."""
+async def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    """Run a one-shot ``python -m trivy ARGS`` to its end (``env``: extra variables)."""
     return await trio.run_process(
-        [*TRIVY, *args], capture_stdout=True, capture_stderr=True, check=False
+        [*TRIVY, *args],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -304,6 +309,19 @@ async def test_ping_and_die() -> None:
 
             done = await run("ping", "-b", f"127:{port}", "--timeout", "0.2", PEER_NAME)
             assert done.returncode == 1
+            assert done.stderr.decode().splitlines() == [
+                f"trivy: no agent {PEER_NAME!r} within 0.2 s"
+            ]
+
+
+async def test_ivybus_is_the_default_bus() -> None:
+    """Without -b, the one-shots join the bus named by $IVYBUS."""
+    port = free_udp_port()
+    with trio.fail_after(TEST_TIMEOUT):
+        async with ivy_python_peer(port):
+            done = await run("ping", PEER_NAME, env={"IVYBUS": f"127:{port}"})
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(rf"{PEER_NAME} round trip \d+\.\d+ ms\n", done.stdout.decode())
 
 
 @pytest.mark.parametrize(
@@ -312,6 +330,9 @@ async def test_ping_and_die() -> None:
         (["probe", "-b", "127:2010", "^ok", "(unclosed"], "(unclosed"),
         (["probe", "-b", "127:notaport", "^ok"], "127:notaport"),
         (["send", "-b", "127:99999", "x"], "127:99999"),
+        (["who", "-n", "", "-b", "127:2010"], "agent name"),
+        (["probe", "-b", "127:2010", "-r", "ready\nnow", "^ok"], "ready message"),
+        (["send", "-b", "127:2010", "two\nlines"], "two\\nlines"),
         (["who", "--timeout", "soon"], "soon"),
     ],
 )

@@ -10,6 +10,8 @@ an observed event with a timeout, never on a delay.
 from __future__ import annotations
 
 import json
+import logging
+import logging.handlers
 import queue
 import subprocess
 import sys
@@ -21,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from trivy.compat import _server as compat_server
 from trivy.compat import ivy as compat
 from trivy.compat.ivy import (
     IVY_SHOULD_NOT_DIE,
@@ -341,6 +344,28 @@ def test_pong_callback(server: IvyServer, peer: PythonPeer, rec: Recorder) -> No
     item = rec.wait_for(lambda i: i[0] == "pong")
     assert item[1] is client
     assert isinstance(item[2], float) and 0 <= item[2] < TIMEOUT
+
+
+def test_ping_without_pong_in_time_is_logged(
+    server: IvyServer, peer: PythonPeer, rec: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The PING gives up after PING_TIMEOUT: a warning, and no pong callback."""
+    monkeypatch.setattr(compat_server, "PING_TIMEOUT", 0.0)  # expired before any PONG
+    warnings: queue.Queue[logging.LogRecord] = queue.Queue()
+    handler = logging.handlers.QueueHandler(warnings)
+    handler.setLevel(logging.WARNING)
+    compat.ivylogger.addHandler(handler)
+    try:
+        client = connected(rec)
+        client.send_ping()
+        record = warnings.get(timeout=TIMEOUT)
+    finally:
+        compat.ivylogger.removeHandler(handler)
+    assert record.getMessage().startswith(f"no PONG from {client}")
+    monkeypatch.setattr(compat_server, "PING_TIMEOUT", TIMEOUT)
+    client.send_ping()  # the late PONG did not upset the connection
+    assert rec.wait_for(lambda i: i[0] == "pong")[1] is client
+    assert rec.count(lambda i: i[0] == "pong") == 1
 
 
 def test_ready_message_reaches_ivy_python(port: int, rec: Recorder) -> None:

@@ -6,12 +6,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trivy._connection import (
-    MAX_MALFORMED_STREAK,
+from trivy import IvyIllegalStateError
+from trivy._connection import MAX_MALFORMED_STREAK, Connection, ConnectionState, duplicate_loser
+from trivy._protocol_events import (
     Bye,
     Closing,
-    Connection,
-    ConnectionState,
     DirectReceived,
     ErrorReceived,
     HandshakeDone,
@@ -20,10 +19,10 @@ from trivy._connection import (
     PingReceived,
     PongReceived,
     RegexpAdded,
+    RegexpRejected,
     RegexpRemoved,
     TextReceived,
     UnknownType,
-    duplicate_loser,
 )
 
 from .transcripts import PEER_NAMES, PEER_TCP, RECORDER_HANDSHAKE, RECORDER_TCP
@@ -41,8 +40,9 @@ def test_msgs_come_as_plain_tuples_equal_to_text_received() -> None:
 
 
 def test_handshake_bytes() -> None:
-    data = Connection.handshake(4000, "ME", [(0, "^a (.*)"), (3, "^b")])
-    assert data == b"6 4000\x02ME\n1 0\x02^a (.*)\n1 3\x02^b\n5 0\x02\n"
+    conn = Connection()
+    conn.send_handshake(4000, "ME", [(0, "^a (.*)"), (3, "^b")])
+    assert conn.outgoing == b"6 4000\x02ME\n1 0\x02^a (.*)\n1 3\x02^b\n5 0\x02\n"
 
 
 def test_ivy_c_transcript() -> None:
@@ -57,7 +57,7 @@ def test_ivy_c_transcript() -> None:
         TextReceived(0, ("one two",)),  # split across two reads
         TextReceived(2, ("a", "", "c")),
         TextReceived(0, ("replaced",)),
-        PongReceived(5),
+        PongReceived(5, False),
         ErrorReceived(3, "bad format request expected 'type id ...'"),
         Bye(),
     ]
@@ -80,7 +80,7 @@ def test_ivy_java_transcript_malformed_error_keeps_the_connection() -> None:
         TextReceived(0, ("one two",)),
         TextReceived(2, ("a", "null", "c")),  # ivy-java's "null" group, tolerated
         TextReceived(0, ("replaced",)),
-        PongReceived(5),
+        PongReceived(5, False),
     ]
     assert conn.state is ConnectionState.READY
 
@@ -95,7 +95,7 @@ def test_ivy_python_transcript() -> None:
         TextReceived(0, ("one two",)),
         TextReceived(2, ("a", "", "c")),
         TextReceived(0, ("replaced",)),
-        PongReceived(5),
+        PongReceived(5, False),
     ]
 
 
@@ -113,7 +113,7 @@ def test_recorder_lines() -> None:
     assert events == [
         PeerIdentified("RECORDER", 48817),
         RegexpAdded(0, "^rec (.*)", None),
-        RegexpAdded(1, "(unclosed", None),
+        RegexpRejected(1, "(unclosed", "missing ), unterminated subpattern", None),
         RegexpAdded(2, "^multi (a)?(b)?(c)?", None),
         HandshakeDone(),
         RegexpAdded(0, "^rec2 (.*)", "^rec (.*)"),  # same id: replaced
@@ -125,7 +125,54 @@ def test_recorder_lines() -> None:
         UnknownType(99, 1, "unknown type"),
         Malformed("this line is malformed", "bad format request expected 'type id ...'"),
     ]
-    assert conn.subscriptions == {0: "^rec2 (.*)", 1: "(unclosed"}
+    assert conn.subscriptions == {0: "^rec2 (.*)"}
+    # the replies those lines call for, decided here and in this order:
+    # ivy-c's compile error (offset first), the PONG, the malformed line's ERROR
+    assert bytes(conn.outgoing) == (
+        b"3 0\x02Error compiling '(unclosed', missing ), unterminated subpattern\n"
+        b"10 5\x02\n"
+        b"3 3\x02bad format request expected 'type id ...'\n"
+    )
+
+
+def test_every_byte_we_send_comes_from_the_connection() -> None:
+    conn = Connection(java_newlines=True)
+    conn.send_subscription(4, "^a (.*)")
+    conn.send_unsubscription(4)
+    conn.send_msg(2, ["x", "two\nlines"])
+    conn.send_direct(7, "hi\nthere")
+    conn.send_error(1, "oops")
+    conn.send_die()
+    assert conn.send_ping() == 1
+    conn.send_raw(99, 1, "raw")
+    conn.send_bye()
+    assert bytes(conn.outgoing) == (
+        b"1 4\x02^a (.*)\n4 4\x02\n2 2\x02x\x03two\x1alines\x03\n7 7\x02hi\x1athere\n"
+        b"3 1\x02oops\n8 0\x02\n9 1\x02\n99 1\x02raw\n0 0\x02\n"
+    )
+    with pytest.raises(IvyIllegalStateError):
+        conn.send_direct(1, "after BYE")
+
+
+def test_pongs_are_matched_to_our_pings() -> None:
+    conn = Connection()
+    feed(conn, [b"6 1\x02A\n5 0\x02\n"])
+    ping_id = conn.send_ping()
+    events = conn.receive_data(b"10 %d\x02\n10 77\x02\n10 %d\x02\n" % (ping_id, ping_id))
+    expected = [PongReceived(ping_id, True), PongReceived(77, False), PongReceived(ping_id, False)]
+    assert events == expected
+
+
+def test_replies_quote_a_short_prefix_and_stop_after_bye() -> None:
+    conn = Connection()
+    feed(conn, [b"6 1\x02A\n5 0\x02\n"])
+    conn.receive_data(b"1 3\x02(" + b"x" * 10_000 + b"\n")
+    assert len(conn.outgoing) < 300  # the ERROR quotes the regexp's start only
+    conn.outgoing.clear()
+    conn.send_bye()
+    conn.outgoing.clear()
+    conn.receive_data(b"9 1\x02\nnonsense\n")
+    assert not conn.outgoing  # no PONG, no ERROR after our BYE
 
 
 def test_start_regexp_must_come_first_and_once() -> None:

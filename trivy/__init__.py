@@ -9,7 +9,7 @@ receive the capture groups of every matching text through channels::
                 await bus.send(f"BTN_ACK {match.groups[0]}")
 """
 
-from ._bus import IvyBus, open_ivy_bus
+from ._bus import IvyBus
 from ._channels import EventStream, Subscription
 from ._errors import IvyError, IvyIllegalStateError, IvyMalformedMessage, IvyProtocolError
 from ._events import (
@@ -26,6 +26,7 @@ from ._events import (
     SubscriptionChanged,
     SubscriptionRemoved,
 )
+from ._open import open_ivy_bus
 from ._options import BusOptions
 from ._timers import Timer
 

@@ -16,9 +16,10 @@ from typing import Generic, TypeVar
 
 import trio
 
-from ._events import Match
+from ._checkpoints import cancel_pending
+from ._events import BusEvent, DirectMessage, Match
 
-__all__ = ["BufferedReceiveChannel", "EventStream", "Subscription"]
+__all__ = ["BufferedReceiveChannel", "EventHub", "EventStream", "Subscription"]
 
 T = TypeVar("T")
 
@@ -121,10 +122,12 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
     async def receive(self) -> T:
         """Wait for and return the next item.
 
-        Checkpoints when it has to wait and once every
-        ``ITEMS_PER_CHECKPOINT`` items otherwise, so a consumer that never
-        waits still lets other tasks run and can be cancelled.
+        A cancel point on every call. It yields to the scheduler when it has
+        to wait and once every ``ITEMS_PER_CHECKPOINT`` items otherwise, so a
+        consumer that never waits still lets other tasks run.
         """
+        if cancel_pending():
+            await trio.lowlevel.checkpoint_if_cancelled()
         while True:
             if self._buffer and self._since_checkpoint < ITEMS_PER_CHECKPOINT:
                 self._since_checkpoint += 1
@@ -148,8 +151,12 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
 
     async def __anext__(self) -> T:
         # The common case inline (no nested receive() coroutine): an item is
-        # buffered and no checkpoint is due.
-        if self._buffer and self._since_checkpoint < ITEMS_PER_CHECKPOINT:
+        # buffered, no checkpoint is due and no cancellation is pending.
+        if (
+            self._buffer
+            and self._since_checkpoint < ITEMS_PER_CHECKPOINT
+            and not cancel_pending()
+        ):
             self._since_checkpoint += 1
             item = self._buffer.popleft()
             if self._producers_waiting:
@@ -230,3 +237,51 @@ class Subscription(BufferedReceiveChannel[Match]):
 
 class EventStream(BufferedReceiveChannel[T], Generic[T]):
     """A stream of bus events (or direct messages), for as long as it is open."""
+
+
+class EventHub:
+    """Fans bus events out to every open event stream (and direct messages to theirs)."""
+
+    def __init__(self) -> None:
+        self._event_streams: list[EventStream[BusEvent]] = []
+        self._direct_streams: list[EventStream[DirectMessage]] = []
+
+    def events(self, max_buffer: int) -> EventStream[BusEvent]:
+        """A new stream of every bus event, until it is closed."""
+        stream: EventStream[BusEvent] = EventStream(
+            max_buffer, lambda: self._event_streams.remove(stream)
+        )
+        self._event_streams.append(stream)
+        return stream
+
+    def direct_messages(self, max_buffer: int) -> EventStream[DirectMessage]:
+        """A new stream of the direct messages, until it is closed."""
+        stream: EventStream[DirectMessage] = EventStream(
+            max_buffer, lambda: self._direct_streams.remove(stream)
+        )
+        self._direct_streams.append(stream)
+        return stream
+
+    async def emit(self, event: BusEvent) -> None:
+        """Give ``event`` to every stream, waiting while one is full."""
+        if isinstance(event, DirectMessage):
+            for direct in list(self._direct_streams):  # one may close while we wait
+                await direct._put(event)
+        for stream in list(self._event_streams):
+            await stream._put(event)
+
+    def emit_nowait(self, event: BusEvent) -> None:
+        """Give ``event`` to every stream now, past their limit if need be.
+
+        For places that cannot wait (a peer's teardown, ``send_nowait``):
+        the excess is bounded by the number of peers and sends.
+        """
+        for stream in self._event_streams:
+            stream._put_anyway(event)
+
+    def end_all(self) -> None:
+        """The bus stops: every stream ends once drained."""
+        for stream in self._event_streams:
+            stream._end()
+        for direct in self._direct_streams:
+            direct._end()

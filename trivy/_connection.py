@@ -1,46 +1,52 @@
-"""The per-peer protocol state machine, without any I/O.
+"""One peer's Ivy protocol, both ways, without any I/O (the h11/wsproto model).
 
 A :class:`Connection` is fed the bytes that arrive from one peer
-(:meth:`Connection.receive_data`) and returns what they mean as a list of
-events; it keeps the handshake state and the peer's subscriptions. The bytes
-we send are made by :mod:`trivy.protocol` and :meth:`Connection.handshake`.
-The trio shell (:mod:`trivy._bus`) moves bytes; everything the protocol
-decides is decided here, where it is tested on bytes alone.
+(:meth:`Connection.receive_data`) and returns what they mean as events
+(:mod:`trivy._protocol_events`). Everything we send the peer is made by its
+``send_*`` methods, which append the bytes to :attr:`Connection.outgoing`;
+the replies a line calls for (PONG to a PING, ERROR to a malformed line or
+to a regexp that does not compile) are queued there by ``receive_data``
+itself. The I/O layer only writes ``outgoing`` to the socket and deletes
+what the kernel took. Nothing here imports trio, socket, os or time.
 """
 
 from __future__ import annotations
 
 import codecs
 import enum
-from collections.abc import Iterable
-from typing import NamedTuple
+import re
+from collections.abc import Callable, Iterable, Sequence
 
 from . import protocol
-from ._errors import IvyMalformedMessage
+from ._errors import IvyIllegalStateError, IvyMalformedMessage
+from ._protocol_events import (
+    Bye,
+    Closing,
+    DieRequested,
+    DirectReceived,
+    ErrorReceived,
+    Event,
+    HandshakeDone,
+    Malformed,
+    PeerIdentified,
+    PingReceived,
+    PongReceived,
+    RegexpAdded,
+    RegexpRejected,
+    RegexpRemoved,
+    UnknownType,
+)
 from .protocol import ARG_END, ARG_START, MsgType
 
 __all__ = [
     "MAX_LINE_LENGTH",
     "MAX_MALFORMED_STREAK",
-    "Bye",
-    "Closing",
+    "MSG_HEADS",
     "Connection",
     "ConnectionState",
-    "DieRequested",
-    "DirectReceived",
-    "ErrorReceived",
-    "Event",
-    "HandshakeDone",
-    "Malformed",
-    "MsgTuple",
-    "PeerIdentified",
-    "PingReceived",
-    "PongReceived",
-    "RegexpAdded",
-    "RegexpRemoved",
-    "TextReceived",
-    "UnknownType",
     "duplicate_loser",
+    "msg_head",
+    "msg_payload",
 ]
 
 #: Longest line accepted from a peer. Ivy messages are short text (ivy-c
@@ -51,6 +57,44 @@ MAX_LINE_LENGTH = 1024 * 1024
 #: dropped. ivy-java sends a two-line malformed ERROR now and then, so a
 #: few must be tolerated; a hundred in a row is no Ivy peer.
 MAX_MALFORMED_STREAK = 100
+#: How much of an offending line an ERROR quotes back: enough to recognise
+#: it, never an echo of a huge line.
+MAX_QUOTED = 200
+#: ivy-c answers a malformed line with ERROR id 3.
+BAD_FORMAT_ID = 3
+BAD_FORMAT = "bad format request expected 'type id ...'"
+ALREADY_CONNECTED = "Application already connected"
+
+#: ``b"2 <id>\\x02"`` by subscription id: the head of every MSG we send, made
+#: once per id. Our own ids are few; :func:`msg_head` caps the cache anyway,
+#: since ``send_raw`` takes any id.
+MSG_HEADS: dict[int, bytes] = {}
+_MAX_MSG_HEADS = 4096
+#: Distinct incoming MSG heads remembered per connection (a peer uses as many
+#: ids as we have subscriptions); only short ones, so junk costs nothing.
+_MAX_CACHED_IDS = 4096
+_MAX_CACHED_HEAD = 24
+_decode_utf8 = codecs.utf_8_decode
+_BYE = protocol.encode(MsgType.BYE, 0)
+
+
+def msg_head(sub_id: int) -> bytes:
+    """``b"2 <sub_id>\\x02"``, from :data:`MSG_HEADS` when it is there."""
+    head = MSG_HEADS.get(sub_id)
+    if head is None:
+        head = b"2 %d\x02" % sub_id
+        if len(MSG_HEADS) < _MAX_MSG_HEADS:
+            MSG_HEADS[sub_id] = head
+    return head
+
+
+def msg_payload(groups: Sequence[str]) -> bytes:
+    """The bytes after a MSG's head: each group ended by ``\\x03``, then ``\\n``.
+
+    Made once per matching regexp and shared by every subscriber of it.
+    """
+    text = ARG_END.join(groups) + "\x03\n" if groups else "\n"
+    return text.encode("utf-8", "surrogateescape")
 
 
 class ConnectionState(enum.Enum):
@@ -62,154 +106,43 @@ class ConnectionState(enum.Enum):
     CLOSED = "closed"
 
 
-# Events: small named tuples, since one is made per message on the hot path.
-
-
-class PeerIdentified(NamedTuple):
-    """START_REGEXP: the peer's name and TCP listening port."""
-
-    name: str
-    port: int
-
-
-class RegexpAdded(NamedTuple):
-    """ADD_REGEXP; ``replaced`` is the regexp it replaces under the same id."""
-
-    sub_id: int
-    regexp: str
-    replaced: str | None
-
-
-class RegexpRemoved(NamedTuple):
-    """DEL_REGEXP of a known subscription."""
-
-    sub_id: int
-    regexp: str
-
-
-class HandshakeDone(NamedTuple):
-    """END_REGEXP: the peer sent all its initial subscriptions."""
-
-
-class TextReceived(NamedTuple):
-    """MSG: one of our subscriptions matched a text the peer sent.
-
-    :meth:`Connection.receive_data` hands MSGs out as plain
-    ``(sub_id, groups)`` tuples, equal to this named tuple but cheaper to
-    make (one is made per message): tell them apart from the other events
-    with ``type(event) is tuple``.
-    """
-
-    sub_id: int
-    groups: tuple[str, ...]
-
-
-#: What ``receive_data`` gives for a MSG: ``(sub_id, groups)``.
-MsgTuple = tuple[int, tuple[str, ...]]
-
-
-class ErrorReceived(NamedTuple):
-    """ERROR sent by the peer."""
-
-    num_id: int
-    text: str
-
-
-class DirectReceived(NamedTuple):
-    """DIRECT_MSG sent by the peer."""
-
-    num_id: int
-    text: str
-
-
-class DieRequested(NamedTuple):
-    """DIE: the peer asks us to terminate."""
-
-    num_id: int
-
-
-class PingReceived(NamedTuple):
-    """PING: answer PONG with the same id."""
-
-    num_id: int
-
-
-class PongReceived(NamedTuple):
-    """PONG: the answer to one of our PINGs."""
-
-    num_id: int
-
-
-class Bye(NamedTuple):
-    """BYE (or end of stream): the peer is leaving."""
-
-
-class Malformed(NamedTuple):
-    """A line we could not use; ``reply`` is the ERROR text to answer with."""
-
-    line: str
-    reply: str
-
-
-class UnknownType(NamedTuple):
-    """A well-formed line of a type this protocol version does not know."""
-
-    msg_type: int
-    num_id: int
-    params: str
-
-
-class Closing(NamedTuple):
-    """The peer overstepped a limit; the connection must be closed."""
-
-    reason: str
-
-
-Event = (
-    PeerIdentified
-    | RegexpAdded
-    | RegexpRemoved
-    | HandshakeDone
-    | TextReceived
-    | MsgTuple
-    | ErrorReceived
-    | DirectReceived
-    | DieRequested
-    | PingReceived
-    | PongReceived
-    | Bye
-    | Malformed
-    | UnknownType
-    | Closing
-)
-
-_decode_utf8 = codecs.utf_8_decode
-#: Distinct MSG heads remembered per connection (a peer sees as many ids as
-#: we have subscriptions).
-_MAX_CACHED_IDS = 4096
-_BAD_FORMAT = "bad format request expected 'type id ...'"
-
-
 class Connection:
-    """The protocol state of one peer connection.
+    """The protocol state of one peer connection, both ways.
 
     Args:
       max_line_length: longest line accepted before the peer is dropped.
       java_newlines: turn ivy-java's ``\\x1a`` escape back into ``\\n`` in
-        received texts.
+        received texts, and ``\\n`` into it in the texts we send.
+      compile_regexp: called with each regexp the peer subscribes with; an
+        exception means the regexp is refused (ERROR to the peer). The
+        caller's matcher compiles it again from ``re``'s cache.
+
+    Attributes:
+      state: where the peer's side of the handshake stands.
+      peer_name, peer_port: from its START_REGEXP (None before).
+      subscriptions: the peer's regexps that compiled, by id, in order.
+      outgoing: bytes for the peer, oldest first. The I/O layer sends from
+        the front and deletes what was sent; nothing else removes bytes.
     """
 
     def __init__(
-        self, *, max_line_length: int = MAX_LINE_LENGTH, java_newlines: bool = False
+        self,
+        *,
+        max_line_length: int = MAX_LINE_LENGTH,
+        java_newlines: bool = False,
+        compile_regexp: Callable[[str], object] = re.compile,
     ) -> None:
         self.state = ConnectionState.AWAITING_START
-        #: The peer's name and listening port, once START_REGEXP arrived.
         self.peer_name: str | None = None
         self.peer_port: int | None = None
-        #: The peer's subscriptions: id → regexp, in the order they came.
         self.subscriptions: dict[int, str] = {}
+        self.outgoing = bytearray()
         self._max_line_length = max_line_length
         self._java_newlines = java_newlines
+        self._compile_regexp = compile_regexp
+        self._said_bye = False
+        self._pings_sent: set[int] = set()
+        self._next_ping_id = 1
         # The start of a line whose end has not come yet, as the pieces that
         # brought it (joined once, when the end comes: no quadratic copying
         # for a peer that dribbles a long line).
@@ -219,27 +152,97 @@ class Connection:
         # "2 <id>" → id: parsing the same few ids again costs more than a look-up
         self._msg_ids: dict[str, int] = {}
 
-    @staticmethod
-    def handshake(port: int, agent_name: str, subscriptions: Iterable[tuple[int, str]]) -> bytes:
-        """The bytes that open our side of a connection.
+    # ------------------------------------------------------------- our side
+    def _queue(self, msg_type: int, num_id: int, params: str | Sequence[str] = "") -> None:
+        if self._said_bye:
+            raise IvyIllegalStateError("the connection is closing: BYE was sent")
+        self.outgoing += protocol.encode(msg_type, num_id, params)
 
-        START_REGEXP (our listening port and name), one ADD_REGEXP per
-        subscription, END_REGEXP.
+    def _text(self, text: str) -> str:
+        if self._java_newlines:
+            return text.replace("\n", protocol.JAVA_NEWLINE_ESCAPE)
+        return text
+
+    def send_handshake(
+        self, port: int, agent_name: str, subscriptions: Iterable[tuple[int, str]]
+    ) -> None:
+        """Open our side: START_REGEXP (our port and name), our regexps, END_REGEXP."""
+        self._queue(MsgType.START_REGEXP, port, agent_name)
+        for sub_id, regexp in subscriptions:
+            self._queue(MsgType.ADD_REGEXP, sub_id, regexp)
+        self._queue(MsgType.END_REGEXP, 0)
+
+    def send_subscription(self, sub_id: int, regexp: str) -> None:
+        """ADD_REGEXP: subscribe (or replace the regexp of ``sub_id``)."""
+        self._queue(MsgType.ADD_REGEXP, sub_id, regexp)
+
+    def send_unsubscription(self, sub_id: int) -> None:
+        """DEL_REGEXP: drop our subscription ``sub_id``."""
+        self._queue(MsgType.DEL_REGEXP, sub_id)
+
+    def send_msg(self, sub_id: int, groups: Sequence[str]) -> None:
+        """One MSG for the peer's subscription ``sub_id``.
+
+        The bus's router writes MSGs with :func:`msg_head` and
+        :func:`msg_payload` directly, sharing one payload among subscribers.
         """
-        parts = [protocol.encode(MsgType.START_REGEXP, port, agent_name)]
-        parts.extend(
-            protocol.encode(MsgType.ADD_REGEXP, sub_id, regexp) for sub_id, regexp in subscriptions
-        )
-        parts.append(protocol.encode(MsgType.END_REGEXP, 0))
-        return b"".join(parts)
+        if self._said_bye:
+            raise IvyIllegalStateError("the connection is closing: BYE was sent")
+        self.outgoing += msg_head(sub_id) + msg_payload([self._text(g) for g in groups])
+
+    def send_direct(self, num_id: int, text: str) -> None:
+        """DIRECT_MSG."""
+        self._queue(MsgType.DIRECT_MSG, num_id, self._text(text))
+
+    def send_error(self, num_id: int, text: str) -> None:
+        """ERROR."""
+        self._queue(MsgType.ERROR, num_id, text)
+
+    def send_die(self, num_id: int = 0, text: str = "") -> None:
+        """DIE: ask the peer to terminate."""
+        self._queue(MsgType.DIE, num_id, text)
+
+    def send_ping(self) -> int:
+        """PING; returns its id, which the peer's PONG will carry."""
+        ping_id = self._next_ping_id
+        self._queue(MsgType.PING, ping_id)
+        self._next_ping_id += 1
+        self._pings_sent.add(ping_id)
+        return ping_id
+
+    def forget_ping(self, ping_id: int) -> None:
+        """Stop expecting the PONG of ``ping_id`` (its waiter gave up)."""
+        self._pings_sent.discard(ping_id)
+
+    def send_raw(self, msg_type: int, num_id: int, params: str | Sequence[str] = "") -> None:
+        """Any protocol message, as it is (see :func:`trivy.protocol.encode`)."""
+        self._queue(msg_type, num_id, params)
+
+    def send_bye(self) -> None:
+        """BYE: our last message; nothing can be sent after it."""
+        if not self._said_bye:
+            self.outgoing += _BYE
+            self._said_bye = True
+
+    def reject_duplicate(self) -> None:
+        """Tell the peer this connection is a duplicate (ivy-c's words), then BYE-less close."""
+        self._queue(MsgType.ERROR, 0, ALREADY_CONNECTED)
+        self._said_bye = True
+
+    # ------------------------------------------------------------ their side
+    def _reply(self, msg_type: int, num_id: int, params: str = "") -> None:
+        # Replies stop with our BYE; a line quoted back is cut short.
+        if not self._said_bye:
+            self.outgoing += protocol.encode(msg_type, num_id, params[:MAX_QUOTED])
 
     def receive_data(self, data: bytes) -> list[Event]:
         """Feed bytes received from the peer; get back what they mean.
 
         ``b""`` means the peer closed the stream: a :class:`Bye` event.
         A partial line is kept until its end arrives (ivy-c splits a MSG
-        across writes). After a :class:`Bye` or :class:`Closing` event, the
-        connection is closed and further data is ignored.
+        across writes). Replies the lines call for are appended to
+        :attr:`outgoing`. After a :class:`Bye` or :class:`Closing` event,
+        the connection is closed and further data is ignored.
         """
         if self.state is ConnectionState.CLOSED:
             return []
@@ -276,7 +279,7 @@ class Connection:
                         sub_id = int(head[2:])
                     except ValueError:
                         sub_id = -1
-                    if len(ids) < _MAX_CACHED_IDS:
+                    if len(ids) < _MAX_CACHED_IDS and len(head) <= _MAX_CACHED_HEAD:
                         ids[head] = sub_id
                 if sep and sub_id >= 0:
                     self._malformed_streak = 0
@@ -303,13 +306,18 @@ class Connection:
         if self._partial_size > self._max_line_length:
             self.state = ConnectionState.CLOSED
             self._partial.clear()
-            events.append(Closing(f"line longer than {self._max_line_length} bytes"))
+            events.append(self._closing(f"line longer than {self._max_line_length} bytes"))
         return events
+
+    def _closing(self, reason: str) -> Closing:
+        self._reply(MsgType.ERROR, 0, reason)
+        return Closing(reason)
 
     def _malformed(self, line: str, reply: str) -> Malformed | Closing:
         self._malformed_streak += 1
         if self._malformed_streak >= MAX_MALFORMED_STREAK:
-            return Closing(f"{MAX_MALFORMED_STREAK} malformed lines in a row")
+            return self._closing(f"{MAX_MALFORMED_STREAK} malformed lines in a row")
+        self._reply(MsgType.ERROR, BAD_FORMAT_ID, reply)
         return Malformed(line, reply)
 
     def _line_event(self, line: str) -> Event | None:
@@ -320,7 +328,7 @@ class Connection:
         try:
             msg = protocol.decode(line)
         except IvyMalformedMessage:
-            return self._malformed(line, _BAD_FORMAT)
+            return self._malformed(line, BAD_FORMAT)
         self._malformed_streak = 0
         msg_type, num_id, params = msg
         if self.state is ConnectionState.AWAITING_START:
@@ -338,10 +346,7 @@ class Connection:
         if msg_type == MsgType.MSG:
             return (num_id, protocol.split_msg_params(params))
         if msg_type == MsgType.ADD_REGEXP:
-            regexp = params[:-1] if params.endswith(ARG_END) else params
-            replaced = self.subscriptions.get(num_id)
-            self.subscriptions[num_id] = regexp
-            return RegexpAdded(num_id, regexp, replaced)
+            return self._regexp_added(num_id, params[:-1] if params.endswith(ARG_END) else params)
         if msg_type == MsgType.DEL_REGEXP:
             removed = self.subscriptions.pop(num_id, None)
             return None if removed is None else RegexpRemoved(num_id, removed)
@@ -351,9 +356,12 @@ class Connection:
                 return HandshakeDone()
             return None  # a repeated END_REGEXP changes nothing
         if msg_type == MsgType.PING:
+            self._reply(MsgType.PONG, num_id)
             return PingReceived(num_id)
         if msg_type == MsgType.PONG:
-            return PongReceived(num_id)
+            expected = num_id in self._pings_sent
+            self._pings_sent.discard(num_id)
+            return PongReceived(num_id, expected)
         if msg_type == MsgType.DIRECT_MSG:
             return DirectReceived(num_id, params)
         if msg_type == MsgType.ERROR:
@@ -363,6 +371,21 @@ class Connection:
         if msg_type == MsgType.BYE:
             return Bye()
         return UnknownType(msg_type, num_id, params)
+
+    def _regexp_added(self, sub_id: int, regexp: str) -> RegexpAdded | RegexpRejected:
+        try:
+            self._compile_regexp(regexp)
+        except (re.error, OverflowError, RecursionError, ValueError) as exc:
+            # not only re.error: "a{4294967296}" overflows, 500 nested
+            # groups recurse too deep. ivy-c's answer, offset first.
+            reason = getattr(exc, "msg", None) or str(exc) or type(exc).__name__
+            offset = getattr(exc, "pos", 0) or 0
+            self._reply(MsgType.ERROR, offset, f"Error compiling '{regexp}', {reason}")
+            replaced = self.subscriptions.pop(sub_id, None)
+            return RegexpRejected(sub_id, regexp, reason, replaced)
+        replaced = self.subscriptions.get(sub_id)
+        self.subscriptions[sub_id] = regexp
+        return RegexpAdded(sub_id, regexp, replaced)
 
 
 def duplicate_loser(local_port: int, remote_port: int) -> int:

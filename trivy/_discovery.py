@@ -168,12 +168,17 @@ class Discovery:
             nursery.start_soon(self._connect, host, announce.port, announce.agent_id)
 
     async def _connect(self, host: str, port: int, agent_id: str | None) -> None:
+        sock = None
         try:
-            sock = await connect_tcp(host, port, CONNECT_TIMEOUT)
+            with trio.move_on_after(CONNECT_TIMEOUT):
+                sock = await connect_tcp(host, port)
         except OSError as exc:
             logger.info("cannot connect to announced agent %s:%d: %s", host, port, exc)
             return
         finally:
             # (no checkpoint from here to the bus registering the peer)
             self._connecting.discard((host, port))
+        if sock is None:
+            logger.info("cannot connect to announced agent %s:%d: timed out", host, port)
+            return
         await self._serve(sock, host, agent_id, port)

@@ -6,6 +6,9 @@ object: its subscriptions change as the peer sends ADD/DEL_REGEXP.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 import attrs
 
 __all__ = [
@@ -34,14 +37,17 @@ class Peer:
       port: its TCP listening port.
       agent_id: its bus-unique id, when its UDP announce told us
         (``None`` for peers that connected to us).
-      subscriptions: its regexps, by subscription id.
+      subscriptions: its regexps, by subscription id: a read-only, live
+        view of what the peer subscribed with.
     """
 
     name: str
     host: str
     port: int
     agent_id: str | None = None
-    subscriptions: dict[int, str] = attrs.field(factory=dict, repr=False)
+    subscriptions: Mapping[int, str] = attrs.field(
+        factory=lambda: MappingProxyType({}), repr=False
+    )
 
     def __str__(self) -> str:
         return f"{self.name}@{self.host}:{self.port}"

@@ -69,23 +69,23 @@ def open_discovery_socket(
     return sock
 
 
-async def connect_tcp(host: str, port: int, timeout: float) -> socket.socket:
+async def connect_tcp(host: str, port: int) -> socket.socket:
     """A non-blocking TCP socket connected to ``host:port``.
 
+    Bound the wait with the caller's cancel scope (``trio.move_on_after``).
+
     Raises:
-      OSError: refused, unreachable, or not connected within ``timeout``.
+      OSError: refused or unreachable.
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
         with suppress(BlockingIOError):
             sock.connect((host, port))
-        with trio.move_on_after(timeout):
-            await trio.lowlevel.wait_writable(sock)
+        await trio.lowlevel.wait_writable(sock)
         error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if error:
             raise OSError(error, f"cannot connect to {host}:{port}")
-        sock.getpeername()  # raises ENOTCONN if the timeout struck first
     except BaseException:
         sock.close()
         raise

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Awaitable, Callable
 
 import trio
+
+from ._callbacks import call_user
 
 __all__ = ["Timer"]
 
@@ -62,9 +63,7 @@ class Timer:
                     await trio.sleep(self.interval)
                     self.ticks += 1
                     try:
-                        result = self.fn()
-                        if inspect.isawaitable(result):
-                            await result
+                        await call_user(self.fn)
                     except Exception:
                         logger.exception("timer callback %r raised", self.fn)
         finally:

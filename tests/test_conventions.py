@@ -1,0 +1,151 @@
+"""trio's conventions, exactly: cancel points, EndOfChannel, plain OSError, callbacks.
+
+Also the layering rule: the sans-IO modules import no I/O, no clock, no
+randomness and no environment.
+"""
+
+from __future__ import annotations
+
+import ast
+import socket
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+import trivy
+
+from .helpers import wait_for_subscription
+
+TIMEOUT = 10
+TRIVY = Path(trivy.__file__).parent
+
+
+async def test_a_cancelled_send_loop_exits_at_the_next_call(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            sub = a.subscribe("^x")
+            async with trivy.open_ivy_bus("B", bus) as b:
+                await wait_for_subscription(b, "A", sub.regexp)
+                sent = 0
+                with trio.CancelScope() as scope:
+                    for i in range(5000):
+                        if i == 10:
+                            scope.cancel()
+                        await b.send("x")
+                        sent += 1
+                assert scope.cancelled_caught
+                assert sent == 10  # not up to 1023 sends later
+
+
+async def test_receive_is_a_cancel_point_even_with_items_buffered(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            sub = a.subscribe("^x")
+            async with trivy.open_ivy_bus("B", bus) as b:
+                await wait_for_subscription(b, "A", sub.regexp)
+                for _ in range(20):
+                    await b.send("x")
+                await sub.receive()
+                while len(sub) < 19:
+                    await trio.testing.wait_all_tasks_blocked()
+                for receive in (sub.receive, sub.__anext__):
+                    with trio.CancelScope() as scope:
+                        scope.cancel()
+                        await receive()
+                    assert scope.cancelled_caught
+                assert len(sub) == 19  # nothing was taken by the cancelled calls
+
+
+async def test_unbind_ends_a_subscription_with_end_of_channel(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            sub = a.subscribe("^x (.*)")
+            async with trivy.open_ivy_bus("B", bus) as b:
+                peer_a = await wait_for_subscription(b, "A", sub.regexp)
+                await b.send("x 1")
+                while not len(sub):
+                    await trio.testing.wait_all_tasks_blocked()
+                assert a.unbind(sub.id) == "^x (.*)"
+                got = [match.groups async for match in sub]  # ends, no exception
+                assert got == [("1",)]  # what was buffered is still read
+                with pytest.raises(trio.EndOfChannel):
+                    await sub.receive()
+                async with b.events() as events:
+                    while sub.id in peer_a.subscriptions:
+                        await events.receive()  # the DEL_REGEXP reached B
+                await sub.aclose()  # closing afterwards is harmless
+
+
+async def test_a_udp_port_that_cannot_be_had_raises_a_plain_oserror() -> None:
+    # A socket bound without SO_REUSEADDR keeps the port to itself.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taker:
+        taker.bind(("0.0.0.0", 0))
+        port = taker.getsockname()[1]
+        with pytest.raises(OSError, match=f"UDP port {port}") as info:
+            async with trivy.open_ivy_bus("A", f"127.255.255.255:{port}"):
+                pytest.fail("the bus opened on a taken port")  # pragma: no cover
+    assert type(info.value) is OSError  # not an exception group
+
+
+async def test_callbacks_returning_awaitables_are_awaited(bus: str) -> None:
+    """bind, timers and on_die: call it; if the result is awaitable, await it."""
+    seen: list[str] = []
+    died = trio.Event()
+
+    async def note(what: str) -> None:
+        await trio.lowlevel.checkpoint()
+        seen.append(what)
+        if what == "die":
+            died.set()
+
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus, on_die=lambda peer, num: note("die")) as a:
+            a.bind(lambda peer, word: note(f"bound {word}"), "^say (.*)")
+            timer = a.start_timer(lambda: note("tick"), 0, count=1)
+            async with trivy.open_ivy_bus("B", bus) as b:
+                peer_a = await wait_for_subscription(b, "A", "^say (.*)")
+                await b.send("say hi")
+                await timer.wait_finished()
+                b.send_die(peer_a)
+                await died.wait()
+    assert sorted(seen) == ["bound hi", "die", "tick"]
+
+
+async def test_peer_subscriptions_is_a_read_only_view(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            sub = a.subscribe("^x")
+            async with trivy.open_ivy_bus("B", bus) as b:
+                peer_a = await wait_for_subscription(b, "A", sub.regexp)
+                with pytest.raises(TypeError):
+                    peer_a.subscriptions[99] = "^stale"  # type: ignore[index]
+                with pytest.raises(AttributeError):
+                    peer_a.subscriptions.clear()  # type: ignore[attr-defined]
+                assert await b.send("x") == 1  # routing is intact
+                second = a.subscribe("^y")
+                async with b.events() as events:
+                    while second.id not in peer_a.subscriptions:
+                        await events.receive()  # the view is live
+                assert peer_a.subscriptions == {sub.id: "^x", second.id: "^y"}
+
+
+#: The sans-IO layer, and what it may not import.
+SANS_IO = ("protocol.py", "_connection.py", "_protocol_events.py", "_matching.py", "_errors.py")
+IO_MODULES = {"trio", "socket", "os", "random", "time", "threading", "select", "selectors"}
+
+
+@pytest.mark.parametrize("module", SANS_IO)
+def test_the_sans_io_layer_imports_no_io(module: str) -> None:
+    tree = ast.parse((TRIVY / module).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+            elif node.level == 1 and node.module:
+                assert f"{node.module}.py" in SANS_IO, f"{module} imports trivy.{node.module}"
+    assert not imported & IO_MODULES

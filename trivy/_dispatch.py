@@ -1,0 +1,200 @@
+"""What a peer's events mean to our agent: matches, callbacks, bus events, DIE.
+
+The :class:`Dispatcher` is the :class:`~trivy._peer.SessionHandler` of every
+session. It delivers MSGs to our subscriptions and bindings (the hot path:
+a channel append, or an inline callback), keeps the router's table in step
+with the peers' subscriptions, resolves duplicates, and turns the rest into
+:mod:`bus events <trivy._events>`. Replies to the peer were already queued
+by the protocol layer; here they are only logged.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import cast
+
+from ._callbacks import call_user
+from ._channels import EventHub
+from ._events import (
+    DieReceived,
+    DirectMessage,
+    ErrorReceived,
+    Match,
+    Peer,
+    PeerConnected,
+    PeerDisconnected,
+    SubscriptionAdded,
+    SubscriptionChanged,
+    SubscriptionRemoved,
+)
+from ._local import Binding, LocalSubscriptions
+from ._peer import PeerSession
+from ._peers import PeerSet
+from ._protocol_events import (
+    Bye,
+    Closing,
+    DieRequested,
+    DirectReceived,
+    Event,
+    HandshakeDone,
+    Malformed,
+    MsgTuple,
+    PeerIdentified,
+    PongReceived,
+    RegexpAdded,
+    RegexpRejected,
+    RegexpRemoved,
+    UnknownType,
+)
+from ._protocol_events import ErrorReceived as ErrorLine
+from ._routing import Router
+
+__all__ = ["DieCallback", "Dispatcher"]
+
+logger = logging.getLogger("trivy")
+
+#: ``on_die(peer, num_id)``, sync or async; returning False refuses to die.
+DieCallback = Callable[[Peer, int], "Awaitable[bool | None] | bool | None"]
+
+
+class Dispatcher:
+    """Acts on every peer's events (see the module docstring).
+
+    Args:
+      local: our subscriptions, where MSGs are delivered.
+      peers: the mesh, for readiness and duplicates.
+      router: the peers' regexps, kept in step with their subscriptions.
+      hub: where bus events go.
+      ready_message: routed to each peer when its handshake completes.
+      on_die: asked whether to obey a DIE.
+      stop: stops the bus (an obeyed DIE).
+    """
+
+    def __init__(
+        self,
+        *,
+        local: LocalSubscriptions,
+        peers: PeerSet,
+        router: Router,
+        hub: EventHub,
+        ready_message: str | None,
+        on_die: DieCallback | None,
+        stop: Callable[[], None],
+    ) -> None:
+        self._local = local.by_id
+        self._peers = peers
+        self._router = router
+        self._hub = hub
+        self._ready_message = ready_message
+        self._on_die = on_die
+        self._stop = stop
+
+    async def dispatch(self, session: PeerSession, events: list[Event]) -> bool:
+        """Act on the events of one read; False when the connection must end."""
+        local, peer = self._local, session.peer
+        for event in events:
+            if type(event) is not tuple:
+                if not await self._handle(session, event):
+                    return False
+                continue
+            sub_id, groups = cast("MsgTuple", event)
+            target = local.get(sub_id)
+            if target is None:
+                continue  # unsubscribed meanwhile
+            # type() rather than isinstance: Subscription's ABC metaclass
+            # makes isinstance a Python-level check, and this runs per MSG.
+            if type(target) is Binding:
+                try:  # inline: a sync callback costs no coroutine
+                    result = target.callback(peer, *groups)
+                    if result is not None and inspect.isawaitable(result):
+                        await result
+                except Exception:
+                    logger.exception("callback %r for %r raised", target.callback, target.regexp)
+            else:
+                match = Match(peer, groups, sub_id)
+                if not target._put_nowait(match):  # type: ignore[union-attr]
+                    await target._put(match)  # type: ignore[union-attr]
+        return True
+
+    def session_ended(self, session: PeerSession) -> None:
+        """Forget the session; report its peer gone if it was ready."""
+        self._router.forget(session)
+        if self._peers.remove(session):
+            logger.info("%s disconnected", session.peer)
+            self._hub.emit_nowait(PeerDisconnected(session.peer))
+
+    async def _handle(self, session: PeerSession, event: Event) -> bool:
+        peer = session.peer
+        if isinstance(event, RegexpAdded):
+            if event.replaced is not None:
+                self._router.remove(session, event.sub_id, event.replaced)
+                self._router.add(session, event.sub_id, event.regexp)
+                await self._hub.emit(
+                    SubscriptionChanged(peer, event.sub_id, event.regexp, event.replaced)
+                )
+            else:
+                self._router.add(session, event.sub_id, event.regexp)
+                await self._hub.emit(SubscriptionAdded(peer, event.sub_id, event.regexp))
+        elif isinstance(event, RegexpRemoved):
+            self._router.remove(session, event.sub_id, event.regexp)
+            await self._hub.emit(SubscriptionRemoved(peer, event.sub_id, event.regexp))
+        elif isinstance(event, RegexpRejected):
+            logger.warning(
+                "%s sent a regexp that does not compile: %r: %s",
+                peer,
+                event.regexp[:200],
+                event.reason,
+            )
+            if event.replaced is not None:
+                self._router.remove(session, event.sub_id, event.replaced)
+                await self._hub.emit(SubscriptionRemoved(peer, event.sub_id, event.replaced))
+        elif isinstance(event, PeerIdentified):
+            peer.name, peer.port = event.name, event.port
+            return self._peers.resolve_duplicate(session)
+        elif isinstance(event, HandshakeDone):
+            self._peers.mark_ready(session)
+            logger.info("%s connected", peer)
+            if self._ready_message:
+                self._router.route(self._ready_message, session, False)
+            await self._hub.emit(PeerConnected(peer))
+        elif isinstance(event, PongReceived):
+            if event.expected:
+                session.pong(event.num_id)
+            else:
+                logger.info("%s sent a PONG for no PING of ours (id %d)", peer, event.num_id)
+        elif isinstance(event, DirectReceived):
+            await self._hub.emit(DirectMessage(peer, event.num_id, event.text))
+        elif isinstance(event, ErrorLine):
+            logger.warning("%s sent an error (id %d): %s", peer, event.num_id, event.text[:200])
+            await self._hub.emit(ErrorReceived(peer, event.num_id, event.text))
+        elif isinstance(event, DieRequested):
+            await self._die(peer, event.num_id)
+        elif isinstance(event, Malformed):
+            logger.warning("%s sent a malformed line (%s): %r", peer, event.reply, event.line[:200])
+        elif isinstance(event, UnknownType):
+            logger.warning(
+                "%s sent a message of unknown type %d: %r", peer, event.msg_type, event.params[:200]
+            )
+        elif isinstance(event, Bye):
+            logger.info("%s said BYE", peer)
+            return False
+        elif isinstance(event, Closing):
+            logger.warning("dropping %s: %s", peer, event.reason)
+            return False
+        return True  # PingReceived: its PONG is queued already
+
+    async def _die(self, peer: Peer, num_id: int) -> None:
+        refused = False
+        if self._on_die is not None:
+            try:
+                refused = await call_user(self._on_die, peer, num_id) is False
+            except Exception:
+                logger.exception("on_die callback raised; dying anyway")
+        await self._hub.emit(DieReceived(peer, num_id, refused))
+        if refused:
+            logger.info("%s asked us to die: refused", peer)
+        else:
+            logger.info("%s asked us to die: stopping", peer)
+            self._stop()

@@ -1,0 +1,129 @@
+"""Our own subscriptions: channels and callbacks, and telling the peers about them.
+
+Each subscription has an id peers use in their MSGs. Adding, changing or
+removing one sends ADD_REGEXP or DEL_REGEXP to every peer through its
+:class:`~trivy._connection.Connection`; a new peer gets them all in its
+handshake (:meth:`LocalSubscriptions.items`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterable
+
+import attrs
+
+from . import protocol
+from ._callbacks import Callback
+from ._channels import Subscription
+from ._peer import PeerSession
+
+__all__ = ["Binding", "LocalSubscriptions"]
+
+
+@attrs.define(eq=False)
+class Binding:
+    """A subscription delivered to a callback, ``callback(peer, *groups)``."""
+
+    callback: Callback
+    regexp: str
+
+
+def wire_regexp(regexp: str) -> str:
+    """The regexp as peers get it (intervals expanded), checked.
+
+    Raises:
+      ValueError: it contains a newline or does not compile.
+    """
+    if "\n" in regexp:
+        raise ValueError(f"a regexp cannot contain a newline: {regexp!r}")
+    expanded = protocol.expand_intervals(regexp)
+    try:
+        re.compile(expanded)
+    except (re.error, OverflowError, RecursionError) as exc:
+        raise ValueError(f"bad regexp {regexp!r}: {exc}") from None
+    return expanded
+
+
+class LocalSubscriptions:
+    """Our subscriptions by id, announced to the sessions given.
+
+    Args:
+      sessions: the peers to tell (iterated on each change).
+    """
+
+    def __init__(self, sessions: Iterable[PeerSession]) -> None:
+        self._sessions = sessions
+        #: id → Subscription or Binding; the reader looks MSG ids up here.
+        self.by_id: dict[int, Subscription | Binding] = {}
+        self._ids = itertools.count()
+        self.accepting = True
+
+    def items(self) -> list[tuple[int, str]]:
+        """``(id, regexp)`` of every subscription, for a handshake."""
+        return [(sub_id, local.regexp) for sub_id, local in self.by_id.items()]
+
+    def _announce(self, sub_id: int, regexp: str) -> None:
+        for session in self._sessions:
+            if not session.closing:
+                session.conn.send_subscription(sub_id, regexp)
+                session.flush_soon()
+
+    def subscribe(self, regexp: str, max_buffer: int) -> Subscription:
+        """A new channel subscription (see :meth:`trivy.IvyBus.subscribe`)."""
+        wire = wire_regexp(regexp)
+        sub_id = next(self._ids)
+        sub = Subscription(sub_id, wire, max_buffer, lambda: self.remove(sub_id))
+        self.by_id[sub_id] = sub
+        self._announce(sub_id, wire)
+        return sub
+
+    def bind(self, callback: Callback, regexp: str) -> int:
+        """A new callback subscription; returns its id."""
+        wire = wire_regexp(regexp)
+        sub_id = next(self._ids)
+        self.by_id[sub_id] = Binding(callback, wire)
+        self._announce(sub_id, wire)
+        return sub_id
+
+    def change(self, sub_id: int, regexp: str) -> None:
+        """Replace the regexp of ``sub_id`` (ADD_REGEXP with the same id).
+
+        Raises:
+          KeyError: no subscription has that id.
+        """
+        local = self.by_id.get(sub_id)
+        if local is None:
+            raise KeyError(f"no subscription with id {sub_id}")
+        local.regexp = wire_regexp(regexp)
+        self._announce(sub_id, local.regexp)
+
+    def unbind(self, sub_id: int) -> str:
+        """Remove ``sub_id``; a channel ends (``EndOfChannel`` once drained).
+
+        Raises:
+          KeyError: no subscription has that id.
+        """
+        local = self.by_id.get(sub_id)
+        if local is None:
+            raise KeyError(f"no subscription with id {sub_id}")
+        self.remove(sub_id)
+        if isinstance(local, Subscription):
+            local._end()
+        return local.regexp
+
+    def remove(self, sub_id: int) -> None:
+        """Forget ``sub_id`` and tell the peers (unless we are leaving)."""
+        if self.by_id.pop(sub_id, None) is not None and self.accepting:
+            for session in self._sessions:
+                if not session.closing:
+                    session.conn.send_unsubscription(sub_id)
+                    session.flush_soon()
+
+    def end_all(self) -> None:
+        """We are leaving: every channel ends once drained; no DEL_REGEXP goes out."""
+        self.accepting = False
+        for local in self.by_id.values():
+            if isinstance(local, Subscription):
+                local._end()

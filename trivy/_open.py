@@ -1,0 +1,105 @@
+"""Running an agent for the duration of a block: :func:`open_ivy_bus`.
+
+The sockets are opened before the nursery, so a port that cannot be had
+raises a plain ``OSError``. On the way out, whatever ends the block (its
+end, :meth:`~trivy.IvyBus.stop`, an obeyed DIE, an exception), the BYEs go
+out under a shielded scope, then every task of the bus is cancelled.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from ._bus import IvyBus
+from ._dispatch import DieCallback
+from ._matching import MatchMode
+from ._options import DEFAULT_SEND_BUFFER_LIMIT, DEFAULT_STOP_TIMEOUT, BusOptions, OverflowPolicy
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
+
+__all__ = ["open_ivy_bus", "run_bus"]
+
+
+@asynccontextmanager
+async def open_ivy_bus(
+    agent_name: str,
+    bus: str | None = None,
+    *,
+    ready_message: str | None = None,
+    on_die: DieCallback | None = None,
+    host: str = "0.0.0.0",
+    multicast_ttl: int = 64,
+    multicast_interface: str | None = None,
+    match_mode: MatchMode = "search",
+    send_buffer_limit: int = DEFAULT_SEND_BUFFER_LIMIT,
+    overflow: OverflowPolicy = "drop",
+    java_newlines: bool = False,
+    stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+) -> AsyncIterator[IvyBus]:
+    """Join an Ivy bus for the duration of an ``async with`` block.
+
+    Args:
+      agent_name: our name on the bus.
+      bus: ``"NETWORKS:PORT"``; None → ``$IVYBUS`` → ``"127:2010"``.
+      on_die: ``on_die(peer, num_id)``, called on DIE (awaited if it returns
+        an awaitable); returning False refuses to die. By default the bus
+        stops.
+      ready_message, host, multicast_ttl, multicast_interface, match_mode,
+        send_buffer_limit, overflow, java_newlines, stop_timeout: see
+        :class:`~trivy.BusOptions`.
+
+    Raises:
+      ValueError: a bad bus string, agent name or option.
+      OSError: the listener or the UDP port could not be opened (raised
+        as it is, before any task starts).
+    """
+    options = BusOptions(
+        agent_name=agent_name,
+        bus=bus,  # the converter resolves str | None
+        ready_message=ready_message,
+        host=host,
+        multicast_ttl=multicast_ttl,
+        multicast_interface=multicast_interface,
+        match_mode=match_mode,
+        send_buffer_limit=send_buffer_limit,
+        overflow=overflow,
+        java_newlines=java_newlines,
+        stop_timeout=stop_timeout,
+    )
+    async with run_bus(options, on_die=on_die) as ivy:
+        yield ivy
+
+
+@asynccontextmanager
+async def run_bus(
+    options: BusOptions, *, on_die: DieCallback | None = None
+) -> AsyncIterator[IvyBus]:
+    """:func:`open_ivy_bus` for options already checked (the CLI's and compat's way in)."""
+    ivy = IvyBus(options, on_die=on_die)
+    ivy._open()
+    body_error: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            ivy._start(nursery)
+            try:
+                with ivy._body_scope:
+                    yield ivy
+            except BaseException as exc:
+                body_error = exc
+                raise
+            finally:
+                with trio.CancelScope(shield=True):
+                    await ivy._say_bye()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # Our tasks never raise: a group is the body's exception, wrapped.
+        if body_error is not None and group.exceptions == (body_error,):
+            raise body_error from None
+        raise
+    finally:
+        ivy._discovery.close()

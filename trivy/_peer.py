@@ -1,0 +1,298 @@
+"""One peer, owned by one object: its socket, its protocol state and its tasks.
+
+A :class:`PeerSession` reads the peer's bytes and hands them to its sans-IO
+:class:`~trivy._connection.Connection`, passes the resulting events to the
+bus through the :class:`SessionHandler` it was given, and writes whatever
+the connection queued for the peer. It knows nothing of the bus: what the
+events mean for the application is the handler's business.
+
+Sockets are plain non-blocking stdlib sockets driven with
+``trio.lowlevel.wait_readable``/``wait_writable``: reads and writes are tried
+at once and only wait when the kernel says so, which keeps the per-message
+cost low. Bytes for the peer pile up in ``conn.outgoing`` and the writer
+task sends them, so many small messages leave in one ``send`` call.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Iterable
+from types import MappingProxyType
+from typing import Protocol
+
+import attrs
+import trio
+
+from ._connection import Connection
+from ._events import Peer
+from ._protocol_events import Event
+
+__all__ = ["PeerSession", "SessionHandler", "wait_flushed"]
+
+logger = logging.getLogger("trivy")
+
+#: Bytes asked of the kernel per read.
+RECEIVE_SIZE = 256 * 1024
+#: Reads served without waiting before the reader yields anyway.
+READS_PER_CHECKPOINT = 16
+
+
+class SessionHandler(Protocol):
+    """What a session reports to (the bus's dispatcher implements it)."""
+
+    async def dispatch(self, session: PeerSession, events: list[Event]) -> bool:
+        """Act on the events of one read; False ends the connection."""
+
+    def session_ended(self, session: PeerSession) -> None:
+        """The session is over: its socket is closed, its tasks done."""
+
+
+@attrs.define(eq=False)
+class _PendingPing:
+    sent_at: float
+    answered: trio.Event = attrs.field(factory=trio.Event)
+    round_trip: float | None = None
+
+
+class PeerSession:
+    """One peer connection: socket, protocol state, reader and writer.
+
+    Args:
+      sock: a connected TCP socket (made non-blocking here).
+      host: the peer's address.
+      conn: its protocol state.
+      handler: told of every event and of the end.
+      agent_id, announced_port: from the peer's UDP announce, when we
+        connected because of one.
+
+    Raises:
+      OSError: the socket is already unusable (the peer left at once).
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        host: str,
+        conn: Connection,
+        handler: SessionHandler,
+        agent_id: str | None = None,
+        announced_port: int = 0,
+    ) -> None:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.local_port: int = sock.getsockname()[1]
+        self.remote_port: int = sock.getpeername()[1]
+        self.sock = sock
+        self.conn = conn
+        self.handler = handler
+        self.peer = Peer(name="", host=host, port=announced_port, agent_id=agent_id)
+        self.peer.subscriptions = MappingProxyType(conn.subscriptions)  # a live view
+        self.ready = False
+        #: Nothing more will be written or read (set by close, abort, failure).
+        self.closing = False
+        #: Over its limit since its output was last empty (overflow policy).
+        self.congested = False
+        self.dropped_bytes = 0
+        #: True while the writer task waits for data (a plain attribute: it
+        #: is read once per message sent).
+        self.writer_idle = False
+        #: When :meth:`send_now` last wrote (``time.perf_counter``).
+        self.last_direct_write = 0.0
+        #: Woken when the output shrinks to ``drained_below`` bytes or less.
+        self.drained = trio.lowlevel.ParkingLot()
+        self.drained_below = 0
+        self.flushed = trio.Event()
+        #: Times the writer found the kernel's buffer full and had to wait.
+        self.write_stalls = 0
+        self._reader_scope = trio.CancelScope()
+        self._wake_writer = trio.lowlevel.ParkingLot()
+        self._pings: dict[int, _PendingPing] = {}
+
+    def __repr__(self) -> str:
+        return f"<PeerSession {self.peer}>"
+
+    @property
+    def identified(self) -> bool:
+        """Whether the peer's START_REGEXP arrived."""
+        return self.conn.peer_port is not None
+
+    # --------------------------------------------------------------- output
+    def flush_soon(self) -> None:
+        """Have the writer send what ``conn.outgoing`` holds."""
+        if self.writer_idle and self.conn.outgoing:
+            self.wake_writer()
+
+    def wake_writer(self) -> None:
+        """Wake the idle writer (hot paths check :attr:`writer_idle` first)."""
+        self.writer_idle = False
+        self._wake_writer.unpark()
+
+    def send_now(self, data: bytes, now: float) -> None:
+        """Write ``data`` straight to the socket; queue what the kernel refuses.
+
+        For a lone message to an idle peer (empty output, idle writer): it
+        saves the hop through the writer task, which is most of a round
+        trip's cost. The caller checks those conditions.
+        """
+        self.last_direct_write = now
+        try:
+            sent = self.sock.send(data)
+        except OSError:  # full, or broken: the writer task deals with it
+            sent = 0
+        if sent < len(data):
+            self.conn.outgoing += data[sent:]
+            self.wake_writer()
+
+    def close(self) -> None:
+        """Send what is queued, then stop writing."""
+        self.closing = True
+        self.writer_idle = False
+        self._wake_writer.unpark_all()
+
+    def say_bye(self) -> None:
+        """Queue BYE after what is queued, then close."""
+        self.conn.send_bye()
+        self.close()
+
+    def abort(self) -> None:
+        """Stop reading now; send what is queued, then close."""
+        self.close()
+        self._reader_scope.cancel()
+
+    # ---------------------------------------------------------------- pings
+    async def ping(self) -> float:
+        """PING the peer, wait for its PONG; returns the round trip in seconds.
+
+        Raises:
+          ConnectionError: the peer left before answering.
+        """
+        ping_id = self.conn.send_ping()
+        pending = self._pings[ping_id] = _PendingPing(trio.current_time())
+        self.flush_soon()
+        try:
+            await pending.answered.wait()
+        finally:
+            if self._pings.pop(ping_id, None) is not None:
+                self.conn.forget_ping(ping_id)
+        if pending.round_trip is None:
+            raise ConnectionError(f"{self.peer} left before answering the PING")
+        return pending.round_trip
+
+    def pong(self, ping_id: int) -> None:
+        """The PONG of ``ping_id`` arrived."""
+        pending = self._pings.pop(ping_id, None)
+        if pending is not None:
+            pending.round_trip = trio.current_time() - pending.sent_at
+            pending.answered.set()
+
+    # ---------------------------------------------------------------- tasks
+    async def run(self, stop_timeout: float) -> None:
+        """Serve the peer until either side ends the connection; never raises.
+
+        Reads until the peer leaves, breaks a limit or is aborted, then sends
+        what is queued (see :func:`wait_flushed`), closes the socket and
+        reports the end to the handler.
+        """
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write)
+                with self._reader_scope:
+                    await self._read()
+                self.close()
+                await wait_flushed([self], stop_timeout)
+                nursery.cancel_scope.cancel()
+        except Exception:
+            # One peer's connection must never take the bus down with it.
+            logger.exception("%s: unexpected error, connection dropped", self.peer)
+        finally:
+            self.closing = True
+            for pending in self._pings.values():
+                pending.answered.set()
+            self._pings.clear()
+            self.sock.close()
+            self.flushed.set()
+            self.drained.unpark_all()
+            self.handler.session_ended(self)
+
+    async def _read(self) -> None:
+        sock, receive_data, dispatch = self.sock, self.conn.receive_data, self.handler.dispatch
+        out = self.conn.outgoing
+        reads = 0
+        while True:
+            try:
+                data = sock.recv(RECEIVE_SIZE)
+            except BlockingIOError:
+                reads = 0
+                await trio.lowlevel.wait_readable(sock)
+                continue
+            except OSError as exc:
+                logger.info("%s: connection lost: %s", self.peer, exc)
+                return
+            events = receive_data(data)
+            if out and self.writer_idle:  # replies (PONG, ERROR) were queued
+                self.wake_writer()
+            if not await dispatch(self, events) or not data:
+                return
+            if len(data) < RECEIVE_SIZE:
+                # The kernel had no more: wait rather than try a read that
+                # would fail (an exception and a syscall per wake-up).
+                reads = 0
+                await trio.lowlevel.wait_readable(sock)
+                continue
+            reads += 1
+            if reads >= READS_PER_CHECKPOINT:
+                reads = 0
+                await trio.lowlevel.checkpoint()
+
+    async def _write(self) -> None:
+        """Send the output whenever it has something, until closing."""
+        sock, out = self.sock, self.conn.outgoing
+        try:
+            while True:
+                if not out:
+                    if self.closing:
+                        return
+                    self.writer_idle = True
+                    await self._wake_writer.park()
+                    continue
+                try:
+                    sent = sock.send(out)
+                except BlockingIOError:
+                    self.write_stalls += 1
+                    await trio.lowlevel.wait_writable(sock)
+                    continue
+                del out[:sent]
+                if not out:
+                    self.congested = False
+                if self.drained and len(out) <= self.drained_below:
+                    self.drained.unpark_all()
+        except OSError as exc:
+            logger.info("%s: connection lost while sending: %s", self.peer, exc)
+            out.clear()
+            self.closing = True
+            self._reader_scope.cancel()
+        finally:
+            self.flushed.set()
+            self.drained.unpark_all()
+
+
+async def wait_flushed(sessions: Iterable[PeerSession], stop_timeout: float) -> None:
+    """Wait until every session sent what it had, while they make progress.
+
+    A slow but live peer gets everything that was queued for it; a peer
+    that takes no byte for ``stop_timeout`` seconds is given up on.
+    """
+    sessions = list(sessions)
+    unsent = sum(len(s.conn.outgoing) for s in sessions)
+    while True:
+        with trio.move_on_after(stop_timeout):
+            for session in sessions:
+                await session.flushed.wait()
+            return
+        now_unsent = sum(len(s.conn.outgoing) for s in sessions if not s.flushed.is_set())
+        if now_unsent >= unsent:
+            logger.warning("leaving with %d bytes unsent: peers stopped reading", now_unsent)
+            return
+        unsent = now_unsent
+

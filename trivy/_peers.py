@@ -1,0 +1,103 @@
+"""The mesh: every peer session of one agent, and the rules between them.
+
+:class:`PeerSet` knows which sessions exist, finds the session of a
+:class:`~trivy.Peer`, tells discovery whether an address is already
+connected, and resolves duplicate connections to one agent the way ivy-c
+does. Tasks waiting for a peer park on :attr:`PeerSet.changed`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import trio
+
+from ._connection import duplicate_loser
+from ._errors import IvyIllegalStateError
+from ._events import Peer
+from ._peer import PeerSession
+
+__all__ = ["PeerSet"]
+
+logger = logging.getLogger("trivy")
+
+
+class PeerSet:
+    """The sessions of one agent, in connection order."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[PeerSession, None] = {}
+        self._by_peer: dict[Peer, PeerSession] = {}
+        #: Unparked whenever a peer becomes ready or goes away.
+        self.changed = trio.lowlevel.ParkingLot()
+
+    def __iter__(self) -> Iterator[PeerSession]:
+        return iter(list(self._sessions))
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def add(self, session: PeerSession) -> None:
+        """Register a new session."""
+        self._sessions[session] = None
+        self._by_peer[session.peer] = session
+
+    def remove(self, session: PeerSession) -> bool:
+        """Forget a session; True if it was ready (its peer is now gone)."""
+        self._sessions.pop(session, None)
+        self._by_peer.pop(session.peer, None)
+        was_ready, session.ready = session.ready, False
+        if was_ready:
+            self.changed.unpark_all()
+        return was_ready
+
+    def mark_ready(self, session: PeerSession) -> None:
+        """The session's handshake is complete."""
+        session.ready = True
+        self.changed.unpark_all()
+
+    def ready_peers(self) -> list[Peer]:
+        """The peers whose handshake is complete, in connection order."""
+        return [session.peer for session in self._sessions if session.ready]
+
+    def session_of(self, peer: Peer) -> PeerSession:
+        """The open session of ``peer``.
+
+        Raises:
+          IvyIllegalStateError: the peer is not (or no longer) connected.
+        """
+        session = self._by_peer.get(peer)
+        if session is None or session.closing:
+            raise IvyIllegalStateError(f"{peer} is not connected")
+        return session
+
+    def is_connected(self, host: str, port: int) -> bool:
+        """Whether a session with the agent listening on ``host:port`` exists."""
+        return any(s.peer.host == host and s.peer.port == port for s in self._sessions)
+
+    def resolve_duplicate(self, session: PeerSession) -> bool:
+        """A newly identified session duplicates another: close the one ivy-c would.
+
+        Both agents compute the same choice from the two connections' ports,
+        so exactly one connection survives on both sides.
+
+        Returns:
+          False if ``session`` itself is the one closed.
+        """
+        for other in self._sessions:
+            if (
+                other is not session
+                and other.identified
+                and not other.closing
+                and other.peer.host == session.peer.host
+                and other.peer.port == session.peer.port
+            ):
+                mine = duplicate_loser(session.local_port, session.remote_port)
+                theirs = duplicate_loser(other.local_port, other.remote_port)
+                loser = session if mine > theirs else other
+                logger.info("%s: duplicate connection, closing one", session.peer)
+                loser.conn.reject_duplicate()
+                loser.abort()
+                return loser is not session
+        return True

@@ -1,0 +1,391 @@
+"""ivy-python's ``IvyServer``: our agent, over a trivy bus in a background thread."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import threading
+from collections.abc import Callable
+from contextlib import suppress
+from typing import Any
+
+import attrs
+import trio
+
+from .. import (
+    BusEvent,
+    DirectMessage,
+    IvyBus,
+    IvyIllegalStateError,
+    Peer,
+    PeerConnected,
+    PeerDisconnected,
+    SubscriptionAdded,
+    SubscriptionChanged,
+    SubscriptionRemoved,
+    open_ivy_bus,
+)
+from .._matching import MatchMode
+from ._bridge import BusThread
+from ._client import IvyClient
+from ._constants import (
+    IVY_SHOULD_NOT_DIE,
+    PING_TIMEOUT,
+    IvyApplicationConnected,
+    IvyApplicationDisconnected,
+    IvyRegexpAdded,
+    IvyRegexpRemoved,
+    error,
+    void_function,
+    warn,
+)
+from ._functions import decode_ivybus
+
+
+@attrs.define(slots=True, eq=False)
+class _Binding:
+    """One :meth:`IvyServer.bind_msg`, kept across restarts of the bus."""
+
+    callback: Callable[..., Any]
+    regexp: str
+    bus_id: int | None = None  # its id on the bus, while bound on a running one
+
+
+class IvyServer:
+    """An agent on an Ivy bus, with ivy-python's synchronous, thread-based API.
+
+    Args:
+      agent_name: our name on the bus.
+      ready_msg: a text sent to each agent (through its subscriptions) when
+        it connects.
+      app_callback: ``app_callback(agent, event)`` with
+        :data:`IvyApplicationConnected` or :data:`IvyApplicationDisconnected`.
+      die_callback: ``die_callback(agent, num_id)`` on DIE; returning
+        :data:`IVY_SHOULD_NOT_DIE` refuses to die.
+      usesDaemons: whether the bus thread is a daemon thread.
+      match_mode: (trivy) how other agents' regexps are applied to our
+        texts; ``"match"`` (at the start) is ivy-python's behaviour.
+      host: (trivy) the address the TCP listener binds to.
+
+    Attributes:
+      server_termination: a :class:`threading.Event` set when the server
+        stops (:meth:`stop`, or an accepted DIE).
+      port: our TCP port (0 before :meth:`start`).
+      agent_id: our bus id ("" before :meth:`start`).
+      ivybus: ``(broadcast address, port)`` while started, else None.
+    """
+
+    def __init__(
+        self,
+        agent_name: str,
+        ready_msg: str | None = "",
+        app_callback: Callable[..., Any] = void_function,
+        die_callback: Callable[..., Any] = void_function,
+        usesDaemons: bool = False,
+        *,
+        match_mode: MatchMode = "match",
+        host: str = "0.0.0.0",
+    ) -> None:
+        self.agent_name = agent_name
+        self.ready_message = ready_msg
+        self.app_callback = app_callback
+        self.die_callback = die_callback
+        self.direct_callback: Callable[..., Any] = void_function
+        self.regexp_change_callback: Callable[..., Any] = void_function
+        self.pong_callback: Callable[..., Any] = void_function
+        self.usesDaemons = usesDaemons
+        self.match_mode: MatchMode = match_mode
+        self.host = host
+        self.ivybus: tuple[str, int] | None = None
+        self.port = 0
+        self.agent_id = ""
+        self._bridge = BusThread(self._bus_opened, self._on_event, self._bus_closed)
+        self.server_termination: threading.Event = self._bridge.stopped
+        self._lock = threading.Lock()  # guards _bindings and _next_id
+        self._bindings: dict[int, _Binding] = {}
+        self._next_id = itertools.count()
+        self._clients: dict[Peer, IvyClient] = {}  # touched in the bus thread only
+
+    def __repr__(self) -> str:
+        return f"<IvyServer {self.agent_name!r} port {self.port}>"
+
+    def _client(self, peer: Peer) -> IvyClient:
+        client = self._clients.get(peer)
+        if client is None:
+            client = self._clients[peer] = IvyClient(self, peer)
+        return client
+
+    def _run_callback(self, callback: Callable[..., Any], what: str, *args: Any) -> Any:
+        # An application's exception is logged: it must not stop the bus.
+        try:
+            return callback(*args)
+        except Exception:
+            error("%s: exception raised", what, exc_info=True)
+            return None
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self, ivybus: str | None = None) -> None:
+        """Join the bus; returns once the bus listens.
+
+        Raises:
+          IvyIllegalStateError: the server is already started.
+          ValueError: a bad bus string.
+          OSError: the bus could not be joined (UDP port, listener).
+        """
+        if self.isAlive():
+            raise IvyIllegalStateError("already started")
+        address = decode_ivybus(ivybus)  # a bad bus string fails here, in the caller
+        open_bus = functools.partial(
+            open_ivy_bus,
+            self.agent_name,
+            ivybus,
+            ready_message=self.ready_message or None,
+            on_die=self._on_die,
+            host=self.host,
+            match_mode=self.match_mode,
+        )
+        name = f"trivy-compat-{self.agent_name}"
+        self._bridge.start(open_bus, name=name, daemon=self.usesDaemons)
+        self.ivybus = address
+
+    def _bus_opened(self, bus: IvyBus) -> None:
+        self.port = bus.port
+        self.agent_id = bus.agent_id
+        with self._lock:
+            for binding in self._bindings.values():
+                self._bind_on_bus(bus, binding)
+
+    def _bus_closed(self) -> None:
+        with self._lock:
+            for binding in self._bindings.values():
+                binding.bus_id = None
+        self._clients.clear()
+        self.ivybus = None
+
+    def stop(self) -> None:
+        """Leave the bus (BYE to every agent) and set :attr:`server_termination`.
+
+        From a callback (the bus thread) the bus stops as soon as the callback
+        returns; from any other thread, this waits until it has stopped.
+
+        Raises:
+          IvyIllegalStateError: the server is not running.
+        """
+        self._bridge.stop()
+
+    def isAlive(self) -> bool:
+        """Whether the server is running."""
+        return self._bridge.is_alive()
+
+    # -------------------------------------------------------------- events
+    def _on_event(self, event: BusEvent) -> None:
+        if isinstance(event, PeerConnected):
+            self._run_callback(
+                self.app_callback,
+                "application callback (connection)",
+                self._client(event.peer),
+                IvyApplicationConnected,
+            )
+        elif isinstance(event, PeerDisconnected):
+            # Its last callback: the client is forgotten, a reconnection gets a new one.
+            client = self._client(event.peer)
+            del self._clients[event.peer]
+            self._run_callback(
+                self.app_callback,
+                "application callback (disconnection)",
+                client,
+                IvyApplicationDisconnected,
+            )
+        elif isinstance(event, (SubscriptionAdded, SubscriptionChanged, SubscriptionRemoved)):
+            # ivy-python has no "changed" event: a replaced regexp is reported as added.
+            added = not isinstance(event, SubscriptionRemoved)
+            self._run_callback(
+                self.regexp_change_callback,
+                f"regexp change callback ({'add' if added else 'remove'})",
+                self._client(event.peer),
+                IvyRegexpAdded if added else IvyRegexpRemoved,
+                event.subscription_id,
+                event.regexp,
+            )
+        elif isinstance(event, DirectMessage):
+            self._run_callback(
+                self.direct_callback,
+                "direct message callback",
+                self._client(event.peer),
+                event.num_id,
+                event.text,
+            )
+
+    def _on_die(self, peer: Peer, num_id: int) -> bool | None:
+        answer = self._run_callback(self.die_callback, "die callback", self._client(peer), num_id)
+        return False if answer == IVY_SHOULD_NOT_DIE else None
+
+    def _start_ping(self, client: IvyClient) -> None:
+        def start(bus: IvyBus) -> None:
+            if client.peer not in bus.peers:  # raise in the caller, not in the ping task
+                raise IvyIllegalStateError(f"{client.peer} is not connected")
+            self._bridge.start_soon(functools.partial(self._ping, client))
+
+        self._bridge.call(start)
+
+    async def _ping(self, client: IvyClient, bus: IvyBus) -> None:
+        try:
+            with trio.fail_after(PING_TIMEOUT):
+                delta = await bus.ping(client.peer)
+        except (trio.TooSlowError, IvyIllegalStateError) as exc:
+            warn("no PONG from %s: %s", client, exc)
+            return
+        self._run_callback(self.pong_callback, "pong callback", client, delta)
+
+    # ------------------------------------------------------ subscriptions
+    def _bind_on_bus(self, bus: IvyBus, binding: _Binding) -> None:
+        callback = binding.callback
+
+        def deliver(peer: Peer, *groups: str) -> None:
+            callback(self._client(peer), *groups)
+
+        binding.bus_id = bus.bind(deliver, binding.regexp)
+
+    def bind_msg(self, on_msg_fct: Callable[..., Any], regexp: str) -> int:
+        """Call ``on_msg_fct(agent, *groups)`` for each message matching ``regexp``.
+
+        May be called before :meth:`start`.
+
+        Returns:
+          the binding's id, for :meth:`unbind_msg`.
+        """
+        binding = _Binding(on_msg_fct, regexp)
+        with self._lock:
+            sub_id = next(self._next_id)
+            self._bindings[sub_id] = binding
+
+        def bind(bus: IvyBus) -> None:
+            # The bus may have bound it already, as it opened.
+            if self._bindings.get(sub_id) is binding and binding.bus_id is None:
+                self._bind_on_bus(bus, binding)
+
+        # Not running: the bus binds it when it opens (at the next start).
+        with suppress(IvyIllegalStateError):
+            self._bridge.call(bind)
+        return sub_id
+
+    def unbind_msg(self, num_id: int) -> str:
+        """Remove a binding; returns its regexp.
+
+        Raises:
+          KeyError: no binding has that id.
+        """
+        with self._lock:
+            binding = self._bindings.pop(num_id)
+            bus_id = binding.bus_id
+        if bus_id is not None:
+            with suppress(IvyIllegalStateError, KeyError):  # the bus stopped meanwhile
+                self._bridge.call(lambda bus: bus.unbind(bus_id))
+        return binding.regexp
+
+    def get_subscriptions(self) -> list[tuple[int, str]]:
+        """Our bindings: ``(id, regexp)`` pairs."""
+        with self._lock:
+            return [(sub_id, b.regexp) for sub_id, b in self._bindings.items()]
+
+    def bind_direct_msg(self, on_direct_msg_fct: Callable[..., Any]) -> None:
+        """Call ``on_direct_msg_fct(agent, num_id, msg)`` for each direct message."""
+        self.direct_callback = on_direct_msg_fct
+
+    def bind_regexp_change(self, on_regexp_change_callback: Callable[..., Any]) -> None:
+        """Call ``fn(agent, event, num_id, regexp)`` when an agent (un)subscribes.
+
+        ``event`` is :data:`IvyRegexpAdded` or :data:`IvyRegexpRemoved`.
+        """
+        self.regexp_change_callback = on_regexp_change_callback
+
+    def bind_pong(self, on_pong_callback: Callable[..., Any]) -> None:
+        """Call ``on_pong_callback(agent, delta_seconds)`` for each PONG."""
+        self.pong_callback = on_pong_callback
+
+    # ------------------------------------------------------------ sending
+    def send_msg(self, message: str, *, to: IvyClient | None = None) -> int:
+        """Send ``message`` to every subscription it matches (only ``to``'s if given).
+
+        Never blocks: an agent whose output buffer is full misses it (trivy's
+        ``send_nowait``).
+
+        Returns:
+          the number of MSGs sent (0 when not running).
+        """
+        peer = None if to is None else to.peer
+
+        def send(bus: IvyBus) -> int:
+            if peer is None:
+                return bus.send_nowait(message)
+            if peer not in bus.peers:
+                return 0  # gone meanwhile
+            return bus.send_nowait(message, to=peer)
+
+        try:
+            return self._bridge.call(send)
+        except IvyIllegalStateError:
+            return 0
+
+    def send_direct_message(
+        self, agent_name: str, num_id: int, msg: str, stop_on_first: bool = True
+    ) -> bool:
+        """Send a direct message to the agent(s) named ``agent_name``.
+
+        Returns:
+          True if at least one was sent.
+        """
+
+        def send(bus: IvyBus) -> bool:
+            sent = False
+            for peer in bus.peers_named(agent_name):
+                bus.send_direct(peer, num_id, msg)
+                sent = True
+                if stop_on_first:
+                    break
+            return sent
+
+        try:
+            return self._bridge.call(send)
+        except IvyIllegalStateError:
+            return False
+
+    def send_ready_message(self, client: IvyClient) -> None:
+        """Send the ready message to ``client``."""
+        if self.ready_message:
+            self.send_msg(self.ready_message, to=client)
+
+    # --------------------------------------------------------- inspection
+    def _clients_where(self, keep: Callable[[Peer], bool]) -> list[IvyClient]:
+        try:
+            return self._bridge.call(
+                lambda bus: [self._client(peer) for peer in bus.peers if keep(peer)]
+            )
+        except IvyIllegalStateError:
+            return []
+
+    def get_clients(self) -> list[str]:
+        """The names of the connected agents."""
+        try:
+            return self._bridge.call(lambda bus: [peer.name for peer in bus.peers])
+        except IvyIllegalStateError:
+            return []
+
+    def get_client_with_name(self, name: str) -> list[IvyClient]:
+        """The connected agents named ``name``."""
+        return self._clients_where(lambda peer: peer.name == name)
+
+    def get_client_bindings(self, client: IvyClient) -> list[tuple[int, str]]:
+        """The subscriptions of ``client``: ``(id, regexp)`` pairs."""
+        return list(client.peer.subscriptions.items())
+
+    def get_client(self, ip: str, port: int) -> IvyClient:
+        """The connected agent at ``ip:port``.
+
+        Raises:
+          ValueError: no such agent.
+        """
+        clients = self._clients_where(lambda peer: peer.host == ip and peer.port == port)
+        if not clients:
+            raise ValueError("Client is not registered")
+        return clients[0]
