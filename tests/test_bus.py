@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import socket
 
 import pytest
@@ -316,35 +317,49 @@ async def test_stop_during_traffic_leaves_no_task_or_socket(bus: str) -> None:
 async def test_leaving_delivers_everything_to_a_slow_but_live_peer(bus: str) -> None:
     """What ``send`` accepted still arrives after the sender left, BYE last.
 
-    The sender queues megabytes for a raw peer that starts reading only
-    once the sender's block has exited, then reads slowly.
+    The sender queues megabytes for a raw peer, far more than the kernel's
+    buffers hold, then leaves; the peer starts reading only then, slowly.
+    The sender's block must not exit before the last byte is out.
     """
     count, padding = 8000, "x" * 1000
-    with trio.fail_after(30):
-        async with trivy.open_ivy_bus(
-            "FAST", bus, stop_timeout=0.05, send_buffer_limit=64 * 1024 * 1024
-        ) as fast:
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.connect(("127.0.0.1", fast.port))
-            raw = RawPeer(trio.SocketStream(trio.socket.from_stdlib_socket(sock)))
-            await raw.handshake("SLOW", b"1 0\x02^n (\\d+) \n")
-            await wait_for_subscription(fast, "SLOW", r"^n (\d+) ")
-            for i in range(count):
-                await fast.send(f"n {i} {padding}")
-        # FAST has left; read everything it sent, slowly
-        numbers = []
+    numbers: list[int] = []
+    lines: list[bytes] = []
+
+    async def read_slowly(raw: RawPeer) -> None:
         while True:
             line = await raw.line()
             if line.startswith(b"2 0\x02"):
-                numbers.append(int(line.split(b"\x02")[1].rstrip(b"\x03")))
+                number, rest = line.split(b"\x02")[1].split(b"\x03", 1)
+                assert rest == padding.encode() + b"\x03"
+                numbers.append(int(number))
                 if len(numbers) % 64 == 0:
                     await trio.sleep(0.001)
             elif line == b"0 0\x02" or not line:
-                break
-        assert numbers == list(range(count))
-        assert line == b"0 0\x02"  # BYE after the last message
+                lines.append(line)
+                return
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            async with trivy.open_ivy_bus(
+                "FAST", bus, stop_timeout=0.5, send_buffer_limit=64 * 1024 * 1024
+            ) as fast:
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.connect(("127.0.0.1", fast.port))
+                raw = RawPeer(trio.SocketStream(trio.socket.from_stdlib_socket(sock)))
+                # the padding is captured too: each MSG carries a kilobyte
+                await raw.handshake("SLOW", b"1 0\x02^n (\\d+) (x*)\n")
+                slow = await wait_for_subscription(fast, "SLOW", r"^n (\d+) (x*)")
+                session = fast._peers.session_of(slow)
+                for i in range(count):
+                    await fast.send(f"n {i} {padding}")
+                assert len(session.out) > 4 * 1024 * 1024  # megabytes still queued
+                nursery.start_soon(read_slowly, raw)  # from now on, FAST is leaving
+            assert session.flushed.is_set()  # FAST left once everything was out
         await raw.aclose()
+    assert numbers == list(range(count))
+    assert lines == [b"0 0\x02"]  # BYE after the last message
+    assert session.write_stalls > 0  # the writer did wait for the kernel
 
 
 class _DrainingSession:
@@ -470,7 +485,44 @@ async def _run_until(
         await stop.wait()
 
 
-async def test_duplicate_connections_are_resolved(bus: str) -> None:
+async def test_a_second_connection_to_a_peer_is_resolved_like_ivy_c(
+    bus: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two connections between A and B: both sides close the same one.
+
+    The second connection is made by hand, as discovery would when two
+    agents announce themselves at the same moment, so the resolution runs
+    every time rather than when a race happens to occur.
+    """
+    caplog.set_level(logging.INFO, logger="trivy")
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a, trivy.open_ivy_bus("B", bus) as b:
+            sub = a.subscribe("^to A (.*)")
+            await wait_for_subscription(b, "A", sub.regexp)
+            await a.wait_for_peer("B")
+            with socket.create_connection(("127.0.0.1", b.port)) as sock:
+                assert a._nursery is not None
+                a._nursery.start_soon(a._serve, sock.dup(), "127.0.0.1", None, b.port)
+
+
+            def resolutions() -> int:
+                return sum("duplicate connection" in r.getMessage() for r in caplog.records)
+
+            # until each side resolved it and closed the loser
+            while resolutions() < 2 or len(a._peers) != 1 or len(b._peers) != 1:
+                await trio.testing.wait_all_tasks_blocked(0.01)
+            await trio.testing.wait_all_tasks_blocked(0.01)
+            assert resolutions() == 2  # once on each side
+            (a_end,), (b_end,) = list(a._peers), list(b._peers)
+            # the same connection survived on both sides
+            assert (a_end.local_port, a_end.remote_port) == (b_end.remote_port, b_end.local_port)
+            assert a.peers and b.peers
+            peer_a = await wait_for_subscription(b, "A", sub.regexp)
+            assert await b.send("to A once", to=peer_a) == 1
+            assert (await sub.receive()).groups == ("once",)
+
+
+async def test_buses_started_at_once_keep_one_link_per_pair(bus: str) -> None:
     """Buses started at once may connect to each other twice: one link stays."""
     for _ in range(5):
         with trio.fail_after(TIMEOUT):

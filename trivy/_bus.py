@@ -20,6 +20,7 @@ import trio
 
 from ._callbacks import Callback
 from ._channels import EventHub, EventStream, Subscription
+from ._checkpoints import RUN_CONTEXT
 from ._connection import Connection
 from ._discovery import Discovery, new_agent_id
 from ._dispatch import DieCallback, Dispatcher
@@ -30,7 +31,7 @@ from ._matching import MatchMode
 from ._options import BusOptions
 from ._peer import PeerSession, wait_flushed
 from ._peers import PeerSet
-from ._routing import Router
+from ._routing import SENDS_PER_CHECKPOINT, Router
 from ._timers import Timer, TimerCallback
 from .protocol import BusAddress, MsgType
 
@@ -228,7 +229,18 @@ class IvyBus:
         """
         if not self._running:
             self._check_running()
-        return await self._router.send(text, None if to is None else self._session(to))
+        try:
+            cancelled = RUN_CONTEXT.task._cancel_status.effectively_cancelled
+        except AttributeError:  # see _checkpoints
+            cancelled = True
+        if cancelled:  # a cancel point on every call, a cheap one
+            await trio.lowlevel.checkpoint_if_cancelled()
+        router = self._router
+        count = router.route(text, None if to is None else self._session(to), True)
+        router.sends_since_checkpoint += 1
+        if router.congested or router.sends_since_checkpoint >= SENDS_PER_CHECKPOINT:
+            await router.after_send()
+        return count
 
     def send_nowait(self, text: str, *, to: Peer | None = None) -> int:
         """Send like :meth:`send`, never waiting.

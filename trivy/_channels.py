@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 
 import trio
 
-from ._checkpoints import cancel_pending
+from ._checkpoints import RUN_CONTEXT
 from ._events import BusEvent, DirectMessage, Match
 
 __all__ = ["BufferedReceiveChannel", "EventHub", "EventStream", "Subscription"]
@@ -126,7 +126,11 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
         to wait and once every ``ITEMS_PER_CHECKPOINT`` items otherwise, so a
         consumer that never waits still lets other tasks run.
         """
-        if cancel_pending():
+        try:
+            cancelled = RUN_CONTEXT.task._cancel_status.effectively_cancelled
+        except AttributeError:  # see _checkpoints
+            cancelled = True
+        if cancelled:
             await trio.lowlevel.checkpoint_if_cancelled()
         while True:
             if self._buffer and self._since_checkpoint < ITEMS_PER_CHECKPOINT:
@@ -152,11 +156,11 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
     async def __anext__(self) -> T:
         # The common case inline (no nested receive() coroutine): an item is
         # buffered, no checkpoint is due and no cancellation is pending.
-        if (
-            self._buffer
-            and self._since_checkpoint < ITEMS_PER_CHECKPOINT
-            and not cancel_pending()
-        ):
+        try:
+            cancelled = RUN_CONTEXT.task._cancel_status.effectively_cancelled
+        except AttributeError:  # see _checkpoints
+            cancelled = True
+        if self._buffer and self._since_checkpoint < ITEMS_PER_CHECKPOINT and not cancelled:
             self._since_checkpoint += 1
             item = self._buffer.popleft()
             if self._producers_waiting:

@@ -85,6 +85,8 @@ class PeerSession:
         self.remote_port: int = sock.getpeername()[1]
         self.sock = sock
         self.conn = conn
+        #: ``conn.outgoing`` itself, one attribute hop nearer for the router.
+        self.out = conn.outgoing
         self.handler = handler
         self.peer = Peer(name="", host=host, port=announced_port, agent_id=agent_id)
         self.peer.subscriptions = MappingProxyType(conn.subscriptions)  # a live view

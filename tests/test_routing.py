@@ -1,0 +1,44 @@
+"""Our texts on the wire: the router's MSG bytes are the protocol layer's."""
+
+from __future__ import annotations
+
+import trio
+
+import trivy
+from trivy._connection import msg_head, msg_payload
+
+from .helpers import RawPeer
+
+TIMEOUT = 10
+
+
+async def test_router_msgs_are_the_protocol_layers_bytes(bus: str) -> None:
+    texts = ["b plain", "ab two groups", "b \udcff not utf-8", "b é", "no match"]
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            raw = await RawPeer.connect(a)
+            await raw.handshake("RAW", b"1 7\x02^(a)?(b) ?(.*)\n1 8\x02^b\n")
+            async with a.events() as events:
+                while len(a.peers) < 1 or len(a.peers[0].subscriptions) < 2:
+                    await events.receive()
+            for text in texts:
+                await a.send(text)
+            assert a.send_nowait("ab") == 1  # the same bytes through send_nowait
+            lines = []
+            while len(lines) < 8:
+                line = await raw.line()
+                if line.startswith(b"2 "):
+                    lines.append(line + b"\n")
+            await raw.aclose()
+    expected = [
+        msg_head(7) + msg_payload(("", "b", "plain")),
+        msg_head(8) + msg_payload(()),
+        msg_head(7) + msg_payload(("a", "b", "two groups")),
+        msg_head(7) + msg_payload(("", "b", "\udcff not utf-8")),
+        msg_head(8) + msg_payload(()),
+        msg_head(7) + msg_payload(("", "b", "é")),
+        msg_head(8) + msg_payload(()),
+        msg_head(7) + msg_payload(("a", "b", "")),
+    ]
+    assert b"2 7\x02\x03b\x03plain\x03\n" in lines  # the format, spelled out once
+    assert sorted(lines) == sorted(expected)
