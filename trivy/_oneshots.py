@@ -8,12 +8,24 @@ option, through trio cancel scopes.
 from __future__ import annotations
 
 import argparse
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import trio
 
+from ._bus import IvyBus
 from ._cli_common import EXIT_FAILED, EXIT_OK, UsageError, bus_options, err, join, out
 
 __all__ = ["run_die", "run_ping", "run_send", "run_who"]
+
+
+@asynccontextmanager
+async def _joined_with(args: argparse.Namespace) -> AsyncIterator[IvyBus | None]:
+    """Join, wait for agent ``args.agent``: the bus, or None if it did not come."""
+    async with join(bus_options(args.name, args.bus)) as bus:
+        with trio.move_on_after(args.timeout) as waiting:
+            await bus.wait_for_peer(args.agent)
+        yield None if waiting.cancelled_caught else bus
 
 
 def _not_found(name: str | None, seconds: float) -> int:
@@ -59,11 +71,8 @@ async def run_who(args: argparse.Namespace) -> int:
 
 async def run_ping(args: argparse.Namespace) -> int:
     """``trivy ping NAME``: print the round trip to each agent named NAME."""
-    options = bus_options(args.name, args.bus)
-    async with join(options) as bus:
-        with trio.move_on_after(args.timeout) as waiting:
-            await bus.wait_for_peer(args.agent)
-        if waiting.cancelled_caught:
+    async with _joined_with(args) as bus:
+        if bus is None:
             return _not_found(args.agent, args.timeout)
         status = EXIT_OK
         for peer in bus.peers_named(args.agent):
@@ -84,11 +93,8 @@ async def run_ping(args: argparse.Namespace) -> int:
 
 async def run_die(args: argparse.Namespace) -> int:
     """``trivy die NAME``: ask every agent named NAME to leave the bus."""
-    options = bus_options(args.name, args.bus)
-    async with join(options) as bus:
-        with trio.move_on_after(args.timeout) as waiting:
-            await bus.wait_for_peer(args.agent)
-        if waiting.cancelled_caught:
+    async with _joined_with(args) as bus:
+        if bus is None:
             return _not_found(args.agent, args.timeout)
         for peer in bus.peers_named(args.agent):
             bus.send_die(peer)

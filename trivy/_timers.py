@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
+import attrs
 import trio
 
 from ._callbacks import call_user
@@ -16,6 +18,15 @@ logger = logging.getLogger("trivy")
 TimerCallback = Callable[[], "Awaitable[object] | object"]
 
 
+def _not_negative(what: str) -> Callable[[Any, Any, float], None]:
+    def check(instance: Any, attribute: Any, value: float) -> None:
+        if value < 0:
+            raise ValueError(f"{what} cannot be negative: {value}")
+
+    return check
+
+
+@attrs.define(eq=False)
 class Timer:
     """Calls a function every ``interval`` seconds, ``count`` times (0: forever).
 
@@ -29,17 +40,12 @@ class Timer:
       ticks: ticks done so far.
     """
 
-    def __init__(self, fn: TimerCallback, interval: float, count: int = 0) -> None:
-        if interval < 0:
-            raise ValueError(f"a timer interval cannot be negative: {interval}")
-        if count < 0:
-            raise ValueError(f"a timer count cannot be negative: {count}")
-        self.fn = fn
-        self.interval = interval
-        self.count = count
-        self.ticks = 0
-        self._cancel_scope = trio.CancelScope()
-        self._finished = trio.Event()
+    fn: TimerCallback
+    interval: float = attrs.field(validator=_not_negative("a timer interval"))
+    count: int = attrs.field(default=0, validator=_not_negative("a timer count"))
+    ticks: int = attrs.field(default=0, init=False)
+    _cancel_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope, init=False)
+    _finished: trio.Event = attrs.field(factory=trio.Event, init=False)
 
     @property
     def running(self) -> bool:
