@@ -13,7 +13,6 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import cast
 
 from ._callbacks import call_user
 from ._channels import EventHub
@@ -40,7 +39,6 @@ from ._protocol_events import (
     Event,
     HandshakeDone,
     Malformed,
-    MsgTuple,
     PeerIdentified,
     PongReceived,
     RegexpAdded,
@@ -94,12 +92,15 @@ class Dispatcher:
     async def dispatch(self, session: PeerSession, events: list[Event]) -> bool:
         """Act on the events of one read; False when the connection must end."""
         local, peer = self._local, session.peer
+        sub_id: int
+        groups: tuple[str, ...]
         for event in events:
             if type(event) is not tuple:
                 if not await self._handle(session, event):
                     return False
                 continue
-            sub_id, groups = cast("MsgTuple", event)
+            # a MsgTuple; unpacked with no cast(), which is a call per MSG
+            sub_id, groups = event  # type: ignore[assignment,misc]
             target = local.get(sub_id)
             if target is None:
                 continue  # unsubscribed meanwhile

@@ -82,9 +82,12 @@ class RegexpTable(Generic[SubscriberT]):
         # of regexps.
         self._by_prefix: dict[int, dict[str, list[RegexpEntry[SubscriberT]]]] = {}
         self._unindexed: list[RegexpEntry[SubscriberT]] = []
-        # the prefix length when it is the only one and every regexp has a
-        # prefix (the common case: one look-up per text), else 0
-        self._single_length = 0
+        #: The prefix length when it is the only one and every regexp has a
+        #: prefix (the common case), else 0. Then the candidates for a text
+        #: are ``single_bucket.get(text[:single_length], ())``: the router
+        #: inlines that look-up rather than call :meth:`candidates`.
+        self.single_length = 0
+        self.single_bucket: dict[str, list[RegexpEntry[SubscriberT]]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -133,15 +136,16 @@ class RegexpTable(Generic[SubscriberT]):
     def _update_single_length(self) -> None:
         lengths = list(self._by_prefix)
         single = len(lengths) == 1 and not self._unindexed
-        self._single_length = lengths[0] if single else 0
+        self.single_length = lengths[0] if single else 0
+        self.single_bucket = self._by_prefix[lengths[0]] if single else {}
 
     def candidates(self, text: str) -> list[RegexpEntry[SubscriberT]]:
         """The entries whose regexp may match ``text``: the rest cannot."""
         # Called once per text sent: kept to a few dict look-ups, no loop
         # over regexps.
-        single = self._single_length
+        single = self.single_length
         if single:
-            return self._by_prefix[single].get(text[:single], [])
+            return self.single_bucket.get(text[:single], [])
         by_prefix = self._by_prefix
         found: list[RegexpEntry[SubscriberT]] = []
         for length, bucket_of in by_prefix.items():

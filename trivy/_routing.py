@@ -96,7 +96,12 @@ class Router:
         count = 0
         limit = self._limit
         heads = MSG_HEADS
-        for entry in self.table.candidates(text):
+        table = self.table
+        single = table.single_length
+        candidates = (
+            table.single_bucket.get(text[:single], ()) if single else table.candidates(text)
+        )
+        for entry in candidates:
             found = entry.find(text)
             if found is None:
                 continue
