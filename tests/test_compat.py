@@ -504,6 +504,14 @@ def test_bindings_made_before_start_are_kept(port: int) -> None:
 
 
 # ------------------------------------------------------- module functions
+def test_decode_ivybus_falls_back_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IVYBUS", "10.1:3456")
+    assert compat.decode_ivybus(None) == ("10.1.255.255", 3456)
+    assert compat.decode_ivybus("") == ("10.1.255.255", 3456)
+    monkeypatch.delenv("IVYBUS")
+    assert compat.decode_ivybus(None) == ("127.255.255.255", 2010)
+
+
 def test_module_functions() -> None:
     assert compat.decode_ivybus("192.168.12:2010") == ("192.168.12.255", 2010)
     assert compat.encode_message(compat.MSG, 3, ["a", "b"]) == b"2 3\x02a\x03b\x03\n"

@@ -7,7 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trivy import IvyIllegalStateError
-from trivy._connection import MAX_MALFORMED_STREAK, Connection, ConnectionState, duplicate_loser
+from trivy._connection import MAX_MALFORMED_STREAK, Connection, ConnectionState
+from trivy._peers import duplicate_loser
 from trivy._protocol_events import (
     Bye,
     Closing,
@@ -137,6 +138,12 @@ def test_recorder_lines() -> None:
 
 def test_every_byte_we_send_comes_from_the_connection() -> None:
     conn = Connection(java_newlines=True)
+    with pytest.raises(IvyIllegalStateError):
+        conn.send_direct(1, "before our handshake")
+    conn.send_handshake(1234, "ME", [])
+    with pytest.raises(IvyIllegalStateError):
+        conn.send_handshake(1234, "ME", [])  # once only
+    conn.outgoing.clear()
     conn.send_subscription(4, "^a (.*)")
     conn.send_unsubscription(4)
     conn.send_msg(2, ["x", "two\nlines"])
@@ -156,6 +163,7 @@ def test_every_byte_we_send_comes_from_the_connection() -> None:
 
 def test_pongs_are_matched_to_our_pings() -> None:
     conn = Connection()
+    conn.send_handshake(1, "ME", [])
     feed(conn, [b"6 1\x02A\n5 0\x02\n"])
     ping_id = conn.send_ping()
     events = conn.receive_data(b"10 %d\x02\n10 77\x02\n10 %d\x02\n" % (ping_id, ping_id))

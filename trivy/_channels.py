@@ -249,21 +249,26 @@ class EventHub:
     def __init__(self) -> None:
         self._event_streams: list[EventStream[BusEvent]] = []
         self._direct_streams: list[EventStream[DirectMessage]] = []
+        self._ended = False
 
     def events(self, max_buffer: int) -> EventStream[BusEvent]:
-        """A new stream of every bus event, until it is closed."""
+        """A new stream of every bus event, until it is closed (or the bus stops)."""
         stream: EventStream[BusEvent] = EventStream(
             max_buffer, lambda: self._event_streams.remove(stream)
         )
         self._event_streams.append(stream)
+        if self._ended:
+            stream._end()
         return stream
 
     def direct_messages(self, max_buffer: int) -> EventStream[DirectMessage]:
-        """A new stream of the direct messages, until it is closed."""
+        """A new stream of the direct messages, until it is closed (or the bus stops)."""
         stream: EventStream[DirectMessage] = EventStream(
             max_buffer, lambda: self._direct_streams.remove(stream)
         )
         self._direct_streams.append(stream)
+        if self._ended:
+            stream._end()
         return stream
 
     async def emit(self, event: BusEvent) -> None:
@@ -284,7 +289,8 @@ class EventHub:
             stream._put_anyway(event)
 
     def end_all(self) -> None:
-        """The bus stops: every stream ends once drained."""
+        """The bus stops: every stream ends once drained, and so do later ones."""
+        self._ended = True
         for stream in self._event_streams:
             stream._end()
         for direct in self._direct_streams:

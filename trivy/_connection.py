@@ -13,7 +13,6 @@ what the kernel took. Nothing here imports trio, socket, os or time.
 from __future__ import annotations
 
 import codecs
-import enum
 import re
 from collections.abc import Callable, Iterable, Sequence
 
@@ -22,6 +21,7 @@ from ._errors import IvyIllegalStateError, IvyMalformedMessage
 from ._protocol_events import (
     Bye,
     Closing,
+    ConnectionState,
     DieRequested,
     DirectReceived,
     ErrorReceived,
@@ -42,9 +42,9 @@ __all__ = [
     "MAX_LINE_LENGTH",
     "MAX_MALFORMED_STREAK",
     "MSG_HEADS",
+    "REGEXP_ERRORS",
     "Connection",
     "ConnectionState",
-    "duplicate_loser",
     "msg_head",
     "msg_payload",
 ]
@@ -64,6 +64,9 @@ MAX_QUOTED = 200
 BAD_FORMAT_ID = 3
 BAD_FORMAT = "bad format request expected 'type id ...'"
 ALREADY_CONNECTED = "Application already connected"
+#: What compiling a peer's regexp may raise: not only ``re.error``;
+#: ``a{4294967296}`` overflows, 500 nested groups recurse too deep.
+REGEXP_ERRORS = (re.error, OverflowError, RecursionError, ValueError)
 
 #: ``b"2 <id>\\x02"`` by subscription id: the head of every MSG we send, made
 #: once per id. Our own ids are few; :func:`msg_head` caps the cache anyway,
@@ -83,8 +86,8 @@ def msg_head(sub_id: int) -> bytes:
     head = MSG_HEADS.get(sub_id)
     if head is None:
         head = b"2 %d\x02" % sub_id
-        if len(MSG_HEADS) < _MAX_MSG_HEADS:
-            MSG_HEADS[sub_id] = head
+        if len(MSG_HEADS) < _MAX_MSG_HEADS and len(head) <= _MAX_CACHED_HEAD:
+            MSG_HEADS[sub_id] = head  # peers choose the ids: only short ones
     return head
 
 
@@ -95,15 +98,6 @@ def msg_payload(groups: Sequence[str]) -> bytes:
     """
     text = ARG_END.join(groups) + "\x03\n" if groups else "\n"
     return text.encode("utf-8", "surrogateescape")
-
-
-class ConnectionState(enum.Enum):
-    """Where the handshake with one peer stands."""
-
-    AWAITING_START = "awaiting START_REGEXP"
-    RECEIVING_SUBSCRIPTIONS = "receiving the initial subscriptions"
-    READY = "ready"
-    CLOSED = "closed"
 
 
 class Connection:
@@ -140,6 +134,7 @@ class Connection:
         self._max_line_length = max_line_length
         self._java_newlines = java_newlines
         self._compile_regexp = compile_regexp
+        self._said_hello = False
         self._said_bye = False
         self._pings_sent: set[int] = set()
         self._next_ping_id = 1
@@ -154,8 +149,9 @@ class Connection:
 
     # ------------------------------------------------------------- our side
     def _queue(self, msg_type: int, num_id: int, params: str | Sequence[str] = "") -> None:
-        if self._said_bye:
-            raise IvyIllegalStateError("the connection is closing: BYE was sent")
+        if not self._said_hello or self._said_bye:
+            state = "BYE was sent" if self._said_bye else "our handshake comes first"
+            raise IvyIllegalStateError(f"cannot send on this connection: {state}")
         self.outgoing += protocol.encode(msg_type, num_id, params)
 
     def _text(self, text: str) -> str:
@@ -166,7 +162,14 @@ class Connection:
     def send_handshake(
         self, port: int, agent_name: str, subscriptions: Iterable[tuple[int, str]]
     ) -> None:
-        """Open our side: START_REGEXP (our port and name), our regexps, END_REGEXP."""
+        """Open our side: START_REGEXP (our port and name), our regexps, END_REGEXP.
+
+        Raises:
+          IvyIllegalStateError: the handshake was sent already.
+        """
+        if self._said_hello:
+            raise IvyIllegalStateError("the handshake was sent already")
+        self._said_hello = True
         self._queue(MsgType.START_REGEXP, port, agent_name)
         for sub_id, regexp in subscriptions:
             self._queue(MsgType.ADD_REGEXP, sub_id, regexp)
@@ -186,9 +189,7 @@ class Connection:
         The bus's router writes MSGs with :func:`msg_head` and
         :func:`msg_payload` directly, sharing one payload among subscribers.
         """
-        if self._said_bye:
-            raise IvyIllegalStateError("the connection is closing: BYE was sent")
-        self.outgoing += msg_head(sub_id) + msg_payload([self._text(g) for g in groups])
+        self._queue(MsgType.MSG, sub_id, [self._text(g) for g in groups])
 
     def send_direct(self, num_id: int, text: str) -> None:
         """DIRECT_MSG."""
@@ -225,15 +226,28 @@ class Connection:
             self._said_bye = True
 
     def reject_duplicate(self) -> None:
-        """Tell the peer this connection is a duplicate (ivy-c's words), then BYE-less close."""
-        self._queue(MsgType.ERROR, 0, ALREADY_CONNECTED)
+        """Tell the peer this connection is a duplicate (ivy-c's words); nothing follows."""
+        self._reply(MsgType.ERROR, 0, ALREADY_CONNECTED)
         self._said_bye = True
+
+    def reject_regexp(self, sub_id: int, regexp: str, error: Exception) -> RegexpRejected:
+        """Refuse the peer's regexp ``sub_id``: forget it, queue ivy-c's ERROR.
+
+        Called by :meth:`receive_data` when the regexp does not compile, and
+        by a matcher that fails to compile it in its own mode.
+        """
+        reason = getattr(error, "msg", None) or str(error) or type(error).__name__
+        offset = getattr(error, "pos", 0) or 0
+        quoted = regexp[:MAX_QUOTED]
+        self._reply(MsgType.ERROR, offset, f"Error compiling '{quoted}', {reason[:MAX_QUOTED]}")
+        replaced = self.subscriptions.pop(sub_id, None)
+        return RegexpRejected(sub_id, regexp, reason, replaced)
 
     # ------------------------------------------------------------ their side
     def _reply(self, msg_type: int, num_id: int, params: str = "") -> None:
-        # Replies stop with our BYE; a line quoted back is cut short.
+        # Replies stop with our BYE.
         if not self._said_bye:
-            self.outgoing += protocol.encode(msg_type, num_id, params[:MAX_QUOTED])
+            self.outgoing += protocol.encode(msg_type, num_id, params)
 
     def receive_data(self, data: bytes) -> list[Event]:
         """Feed bytes received from the peer; get back what they mean.
@@ -375,24 +389,9 @@ class Connection:
     def _regexp_added(self, sub_id: int, regexp: str) -> RegexpAdded | RegexpRejected:
         try:
             self._compile_regexp(regexp)
-        except (re.error, OverflowError, RecursionError, ValueError) as exc:
-            # not only re.error: "a{4294967296}" overflows, 500 nested
-            # groups recurse too deep. ivy-c's answer, offset first.
-            reason = getattr(exc, "msg", None) or str(exc) or type(exc).__name__
-            offset = getattr(exc, "pos", 0) or 0
-            self._reply(MsgType.ERROR, offset, f"Error compiling '{regexp}', {reason}")
-            replaced = self.subscriptions.pop(sub_id, None)
-            return RegexpRejected(sub_id, regexp, reason, replaced)
+        except REGEXP_ERRORS as exc:
+            return self.reject_regexp(sub_id, regexp, exc)
         replaced = self.subscriptions.get(sub_id)
         self.subscriptions[sub_id] = regexp
         return RegexpAdded(sub_id, regexp, replaced)
 
-
-def duplicate_loser(local_port: int, remote_port: int) -> int:
-    """The key ivy-c uses to pick which of two connections to one peer closes.
-
-    Each side computes ``max(local, remote)`` for each of the two
-    connections; the connection with the larger value is closed. Both sides
-    compute the same numbers, so they agree without talking.
-    """
-    return max(local_port, remote_port)

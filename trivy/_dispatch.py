@@ -5,7 +5,8 @@ session. It delivers MSGs to our subscriptions and bindings (the hot path:
 a channel append, or an inline callback), keeps the router's table in step
 with the peers' subscriptions, resolves duplicates, and turns the rest into
 :mod:`bus events <trivy._events>`. Replies to the peer were already queued
-by the protocol layer; here they are only logged.
+by the protocol layer; here they are logged, and only what the protocol
+layer cannot know (a duplicate, the ready message) is sent from here.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from ._callbacks import call_user
 from ._channels import EventHub
+from ._connection import REGEXP_ERRORS
 from ._events import (
     DieReceived,
     DirectMessage,
@@ -90,7 +92,13 @@ class Dispatcher:
         self._stop = stop
 
     async def dispatch(self, session: PeerSession, events: list[Event]) -> bool:
-        """Act on the events of one read; False when the connection must end."""
+        """Act on the events of one read; False when the connection must end.
+
+        A session that is closing (we said BYE, or dropped it) is only
+        drained: what it still sends means nothing to us.
+        """
+        if session.closing:
+            return True
         local, peer = self._local, session.peer
         sub_id: int
         groups: tuple[str, ...]
@@ -119,6 +127,10 @@ class Dispatcher:
                     await target._put(match)  # type: ignore[union-attr]
         return True
 
+    def session_closing(self, session: PeerSession) -> None:
+        """Route nothing more to the session while it flushes."""
+        self._router.forget(session)
+
     def session_ended(self, session: PeerSession) -> None:
         """Forget the session; report its peer gone if it was ready."""
         self._router.forget(session)
@@ -131,12 +143,19 @@ class Dispatcher:
         if isinstance(event, RegexpAdded):
             if event.replaced is not None:
                 self._router.remove(session, event.sub_id, event.replaced)
+            try:
                 self._router.add(session, event.sub_id, event.regexp)
+            except REGEXP_ERRORS as exc:
+                # It compiled in the connection but not here (in the table's
+                # mode, or deeper in the stack): refused all the same.
+                rejected = session.conn.reject_regexp(event.sub_id, event.regexp, exc)
+                session.flush_soon()
+                return await self._handle(session, rejected._replace(replaced=event.replaced))
+            if event.replaced is not None:
                 await self._hub.emit(
                     SubscriptionChanged(peer, event.sub_id, event.regexp, event.replaced)
                 )
             else:
-                self._router.add(session, event.sub_id, event.regexp)
                 await self._hub.emit(SubscriptionAdded(peer, event.sub_id, event.regexp))
         elif isinstance(event, RegexpRemoved):
             self._router.remove(session, event.sub_id, event.regexp)

@@ -92,6 +92,7 @@ class LocalSubscriptions:
 
         Raises:
           KeyError: no subscription has that id.
+          ValueError: the regexp contains a newline or does not compile.
         """
         local = self.by_id.get(sub_id)
         if local is None:

@@ -84,10 +84,10 @@ def _check_mode(instance: Any, attribute: attrs.Attribute[Any], value: str) -> N
         raise ValueError(f"match_mode must be one of {MATCH_MODES}, not {value!r}")
 
 
-def _positive(what: str) -> _Validator:
+def _not_negative(what: str) -> _Validator:
     def check(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-        if not value > 0:
-            raise ValueError(f"{what} must be positive, not {value!r}")
+        if not value >= 0:
+            raise ValueError(f"{what} cannot be negative: {value!r}")
 
     return check
 
@@ -109,12 +109,14 @@ class BusOptions:
       match_mode: how peers' regexps are applied to our texts: ``"search"``
         (anywhere, like ivy-c), ``"match"`` (at the start, like ivy-python)
         or ``"fullmatch"`` (whole text, like ivy-java).
-      send_buffer_limit: bytes queued per peer before ``send`` waits.
+      send_buffer_limit: bytes queued per peer before ``send`` waits (0:
+        every ``send`` waits until its MSGs are out).
       overflow: what ``send_nowait`` does for a peer over the limit:
         ``"drop"`` its message, or ``"disconnect"`` it.
       java_newlines: carry ``\\n`` inside texts as ivy-java's ``\\x1a``.
       stop_timeout: on leaving, what is queued for a peer keeps being sent
-        as long as the peer takes some of it within this many seconds.
+        as long as the peer takes some of it within this many seconds (0:
+        leave without waiting).
 
     Raises:
       ValueError: a bad value; the message names it.
@@ -130,10 +132,10 @@ class BusOptions:
     multicast_interface: str | None = None
     match_mode: MatchMode = attrs.field(default="search", validator=_check_mode)
     send_buffer_limit: int = attrs.field(
-        default=DEFAULT_SEND_BUFFER_LIMIT, validator=_positive("send_buffer_limit")
+        default=DEFAULT_SEND_BUFFER_LIMIT, validator=_not_negative("send_buffer_limit")
     )
     overflow: OverflowPolicy = attrs.field(default="drop", validator=_check_overflow)
     java_newlines: bool = False
     stop_timeout: float = attrs.field(
-        default=DEFAULT_STOP_TIMEOUT, validator=_positive("stop_timeout")
+        default=DEFAULT_STOP_TIMEOUT, validator=_not_negative("stop_timeout")
     )

@@ -44,6 +44,9 @@ class SessionHandler(Protocol):
     async def dispatch(self, session: PeerSession, events: list[Event]) -> bool:
         """Act on the events of one read; False ends the connection."""
 
+    def session_closing(self, session: PeerSession) -> None:
+        """The session stops taking new output: it only flushes from now on."""
+
     def session_ended(self, session: PeerSession) -> None:
         """The session is over: its socket is closed, its tasks done."""
 
@@ -147,8 +150,10 @@ class PeerSession:
             self.wake_writer()
 
     def close(self) -> None:
-        """Send what is queued, then stop writing."""
-        self.closing = True
+        """Send what is queued, then stop writing; nothing new is routed here."""
+        if not self.closing:
+            self.closing = True
+            self.handler.session_closing(self)
         self.writer_idle = False
         self._wake_writer.unpark_all()
 
@@ -168,6 +173,7 @@ class PeerSession:
 
         Raises:
           ConnectionError: the peer left before answering.
+          IvyIllegalStateError: we already said BYE on this connection.
         """
         ping_id = self.conn.send_ping()
         pending = self._pings[ping_id] = _PendingPing(trio.current_time())
@@ -190,7 +196,10 @@ class PeerSession:
 
     # ---------------------------------------------------------------- tasks
     async def run(self, stop_timeout: float) -> None:
-        """Serve the peer until either side ends the connection; never raises.
+        """Serve the peer until either side ends the connection.
+
+        An error in the peer's handling is logged, never raised: one peer
+        cannot take the bus down.
 
         Reads until the peer leaves, breaks a limit or is aborted, then sends
         what is queued (see :func:`wait_flushed`), closes the socket and
@@ -208,7 +217,8 @@ class PeerSession:
             # One peer's connection must never take the bus down with it.
             logger.exception("%s: unexpected error, connection dropped", self.peer)
         finally:
-            self.closing = True
+            if not self.closing:
+                self.close()
             for pending in self._pings.values():
                 pending.answered.set()
             self._pings.clear()
@@ -272,8 +282,7 @@ class PeerSession:
         except OSError as exc:
             logger.info("%s: connection lost while sending: %s", self.peer, exc)
             out.clear()
-            self.closing = True
-            self._reader_scope.cancel()
+            self.abort()
         finally:
             self.flushed.set()
             self.drained.unpark_all()

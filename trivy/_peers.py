@@ -13,14 +13,23 @@ from collections.abc import Iterator
 
 import trio
 
-from ._connection import duplicate_loser
 from ._errors import IvyIllegalStateError
 from ._events import Peer
 from ._peer import PeerSession
 
-__all__ = ["PeerSet"]
+__all__ = ["PeerSet", "duplicate_loser"]
 
 logger = logging.getLogger("trivy")
+
+
+def duplicate_loser(local_port: int, remote_port: int) -> int:
+    """The key ivy-c uses to pick which of two connections to one peer closes.
+
+    Each side computes ``max(local, remote)`` for each of the two
+    connections; the connection with the larger value is closed. Both sides
+    compute the same numbers, so they agree without talking.
+    """
+    return max(local_port, remote_port)
 
 
 class PeerSet:

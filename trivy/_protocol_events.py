@@ -1,4 +1,5 @@
-"""What a peer's lines mean: the events :class:`~trivy._connection.Connection` returns.
+"""What a peer's lines mean: the events :class:`~trivy._connection.Connection` returns,
+and where its handshake stands.
 
 Small named tuples, since one is made per line on the hot path; a MSG is an
 even plainer ``(sub_id, groups)`` tuple (:data:`MsgTuple`).
@@ -6,11 +7,13 @@ even plainer ``(sub_id, groups)`` tuple (:data:`MsgTuple`).
 
 from __future__ import annotations
 
+import enum
 from typing import NamedTuple
 
 __all__ = [
     "Bye",
     "Closing",
+    "ConnectionState",
     "DieRequested",
     "DirectReceived",
     "ErrorReceived",
@@ -27,6 +30,15 @@ __all__ = [
     "TextReceived",
     "UnknownType",
 ]
+
+class ConnectionState(enum.Enum):
+    """Where the handshake with one peer stands."""
+
+    AWAITING_START = "awaiting START_REGEXP"
+    RECEIVING_SUBSCRIPTIONS = "receiving the initial subscriptions"
+    READY = "ready"
+    CLOSED = "closed"
+
 
 class PeerIdentified(NamedTuple):
     """START_REGEXP: the peer's name and TCP listening port."""

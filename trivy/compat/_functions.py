@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,7 +24,7 @@ def decode_ivybus(ivybus: str | None = None) -> tuple[str, int]:
     Raises:
       ValueError: a malformed bus string.
     """
-    address = protocol.parse_bus(ivybus)
+    address = protocol.parse_bus(ivybus or os.environ.get(protocol.IVYBUS_ENV))
     return ",".join(address.networks), address.port
 
 

@@ -33,6 +33,7 @@ from ._constants import (
     IVY_SHOULD_NOT_DIE,
     MSG,
     PING,
+    PING_TIMEOUT,  # noqa: F401  (a module attribute in ivy-python too)
     PONG,
     PROTOCOL_VERSION,
     START_INIT,

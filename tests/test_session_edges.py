@@ -1,0 +1,113 @@
+"""A peer session's edges: refusals after the fact, our BYE, odd but valid options."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import trio
+import trio.testing
+
+import trivy
+from trivy._matching import RegexpTable
+
+from .helpers import RawPeer, wait_for_event, wait_for_subscription
+
+TIMEOUT = 10
+
+
+async def test_a_regexp_the_matcher_refuses_is_refused_and_the_peer_kept(
+    bus: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compiled by the connection, refused by the table: ERROR, peer kept.
+
+    (It happens with a regexp nested just under the recursion limit once
+    ``re``'s cache has dropped it: the table's compile runs deeper.)
+    """
+    real_add = RegexpTable.add
+
+    def add(table: RegexpTable[object], subscriber: object, sub_id: int, regexp: str) -> None:
+        if regexp == "^boom":
+            raise RecursionError("maximum recursion depth exceeded")
+        real_add(table, subscriber, sub_id, regexp)
+
+    monkeypatch.setattr(RegexpTable, "add", add)
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            raw = await RawPeer.connect(a)
+            await raw.handshake("RAW", b"1 0\x02^ok (.*)\n1 1\x02^boom\n")
+            error = await raw.line_starting(b"3 ")
+            assert error.startswith(b"3 0\x02Error compiling '^boom', maximum recursion")
+            peer = await wait_for_subscription(a, "RAW", "^ok (.*)")
+            assert dict(peer.subscriptions) == {0: "^ok (.*)"}
+            assert await a.send("boom") == 0
+            assert await a.send("ok fine") == 1
+            assert await raw.line_starting(b"2 ") == b"2 0\x02fine\x03"
+            assert a.peers == [peer]
+            await raw.aclose()
+
+
+async def test_nothing_follows_our_bye_and_a_late_handshake_is_ignored(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus, ready_message="READY") as a, a.events() as events:
+            raw = await RawPeer.connect(a)
+            await raw.send(b"6 1234\x02RAW\n1 0\x02^(.*)\n")  # no END_REGEXP yet
+            while len(a._peers) != 1 or not next(iter(a._peers)).identified:
+                await trio.testing.wait_all_tasks_blocked()
+            (session,) = list(a._peers)
+            session.say_bye()  # what leaving does to each peer
+            assert await raw.line_starting(b"0 ") == b"0 0\x02"
+            await raw.send(b"5 0\x02\n9 7\x02\nnonsense\n")  # handshake end, PING, junk
+            await raw.stream.send_eof()
+            assert await raw.line() == b""  # no ready message, no PONG, no ERROR
+            await session.flushed.wait()
+            assert a.peers == []
+            assert await a.send("anything") == 0
+            seen = []
+            while True:
+                try:
+                    seen.append(type(events.receive_nowait()))
+                except trio.WouldBlock:
+                    break
+            assert seen == [trivy.SubscriptionAdded]  # never connected nor disconnected
+            await raw.aclose()
+
+
+async def test_zero_buffer_limit_and_stop_timeout_are_valid(bus: str) -> None:
+    options = trivy.BusOptions(agent_name="A", bus=bus, send_buffer_limit=0, stop_timeout=0)
+    assert (options.send_buffer_limit, options.stop_timeout) == (0, 0)
+    with pytest.raises(ValueError, match="send_buffer_limit cannot be negative"):
+        trivy.BusOptions(agent_name="A", send_buffer_limit=-1)
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            sub = a.subscribe("^n (.*)")
+            async with trivy.open_ivy_bus("B", bus, send_buffer_limit=0) as b:
+                await wait_for_subscription(b, "A", sub.regexp)
+                for i in range(100):  # each send waits until its MSG is out
+                    assert await b.send(f"n {i}") == 1
+                got = [(await sub.receive()).groups[0] for _ in range(100)]
+                assert got == [str(i) for i in range(100)]
+
+
+async def test_event_streams_opened_after_the_bus_stopped_end_at_once(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            pass
+        for stream in (a.events(), a.direct_messages()):
+            assert [event async for event in stream] == []
+
+
+async def test_a_peer_refused_by_a_regexp_change_loses_the_old_regexp_too(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a, a.events() as events:
+            raw = await RawPeer.connect(a)
+            await raw.handshake("RAW", b"1 0\x02^old (.*)\n")
+            await wait_for_event(events, trivy.PeerConnected)
+            await raw.send(b"1 0\x02(unclosed\n")  # replaces id 0, does not compile
+            removed = await wait_for_event(events, trivy.SubscriptionRemoved)
+            assert (removed.subscription_id, removed.regexp) == (0, "^old (.*)")  # type: ignore[attr-defined]
+            assert a.peers[0].subscriptions == {}
+            assert await a.send("old text") == 0
+            error = await raw.line_starting(b"3 ")
+            assert re.match(rb"3 \d+\x02Error compiling '\(unclosed', missing \)", error)
+            await raw.aclose()
