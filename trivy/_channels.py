@@ -22,6 +22,7 @@ from ._events import BusEvent, DirectMessage, Match
 __all__ = ["BufferedReceiveChannel", "EventHub", "EventStream", "Subscription"]
 
 T = TypeVar("T")
+E = TypeVar("E", BusEvent, DirectMessage)
 
 #: Items a consumer takes from a non-empty buffer between two checkpoints:
 #: enough to make the checkpoint's cost vanish, few enough that a busy
@@ -253,20 +254,15 @@ class EventHub:
 
     def events(self, max_buffer: int) -> EventStream[BusEvent]:
         """A new stream of every bus event, until it is closed (or the bus stops)."""
-        stream: EventStream[BusEvent] = EventStream(
-            max_buffer, lambda: self._event_streams.remove(stream)
-        )
-        self._event_streams.append(stream)
-        if self._ended:
-            stream._end()
-        return stream
+        return self._open(self._event_streams, max_buffer)
 
     def direct_messages(self, max_buffer: int) -> EventStream[DirectMessage]:
         """A new stream of the direct messages, until it is closed (or the bus stops)."""
-        stream: EventStream[DirectMessage] = EventStream(
-            max_buffer, lambda: self._direct_streams.remove(stream)
-        )
-        self._direct_streams.append(stream)
+        return self._open(self._direct_streams, max_buffer)
+
+    def _open(self, streams: list[EventStream[E]], max_buffer: int) -> EventStream[E]:
+        stream: EventStream[E] = EventStream(max_buffer, lambda: streams.remove(stream))
+        streams.append(stream)
         if self._ended:
             stream._end()
         return stream

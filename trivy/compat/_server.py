@@ -14,6 +14,7 @@ import trio
 
 from .. import (
     BusEvent,
+    BusOptions,
     DirectMessage,
     IvyBus,
     IvyIllegalStateError,
@@ -23,9 +24,9 @@ from .. import (
     SubscriptionAdded,
     SubscriptionChanged,
     SubscriptionRemoved,
-    open_ivy_bus,
 )
 from .._matching import MatchMode
+from .._open import run_bus
 from ._bridge import BusThread
 from ._client import IvyClient
 from ._constants import (
@@ -39,7 +40,6 @@ from ._constants import (
     void_function,
     warn,
 )
-from ._functions import decode_ivybus
 
 
 @attrs.define(slots=True, eq=False)
@@ -129,21 +129,21 @@ class IvyServer:
 
         Raises:
           IvyIllegalStateError: the server is already started.
-          ValueError: a bad bus string.
+          ValueError: a bad bus string, agent name or ready message.
           OSError: the bus could not be joined (UDP port, listener).
         """
         if self.isAlive():
             raise IvyIllegalStateError("already started")
-        address = decode_ivybus(ivybus)  # a bad bus string fails here, in the caller
-        open_bus = functools.partial(
-            open_ivy_bus,
-            self.agent_name,
-            ivybus,
+        # Checked here, in the caller's thread: a bad value is its ValueError.
+        options = BusOptions(
+            agent_name=self.agent_name,
+            bus=ivybus,
             ready_message=self.ready_message or None,
-            on_die=self._on_die,
             host=self.host,
             match_mode=self.match_mode,
         )
+        address = (",".join(options.bus.networks), options.bus.port)
+        open_bus = functools.partial(run_bus, options, on_die=self._on_die)
         name = f"trivy-compat-{self.agent_name}"
         self._bridge.start(open_bus, name=name, daemon=self.usesDaemons)
         self.ivybus = address
