@@ -10,6 +10,7 @@ import ast
 import socket
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -123,6 +124,8 @@ async def test_peer_subscriptions_is_a_read_only_view(bus: str) -> None:
                     peer_a.subscriptions[99] = "^stale"  # type: ignore[index]
                 with pytest.raises(AttributeError):
                     peer_a.subscriptions.clear()  # type: ignore[attr-defined]
+                with pytest.raises(attrs.exceptions.FrozenAttributeError):
+                    peer_a.subscriptions = {}  # the view cannot be swapped either
                 assert await b.send("x") == 1  # routing is intact
                 second = a.subscribe("^y")
                 async with b.events() as events:

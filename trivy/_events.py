@@ -46,7 +46,7 @@ class Peer:
     port: int
     agent_id: str | None = None
     subscriptions: Mapping[int, str] = attrs.field(
-        factory=lambda: MappingProxyType({}), repr=False
+        factory=lambda: MappingProxyType({}), repr=False, on_setattr=attrs.setters.frozen
     )
 
     def __str__(self) -> str:

@@ -91,8 +91,13 @@ class PeerSession:
         #: ``conn.outgoing`` itself, one attribute hop nearer for the router.
         self.out = conn.outgoing
         self.handler = handler
-        self.peer = Peer(name="", host=host, port=announced_port, agent_id=agent_id)
-        self.peer.subscriptions = MappingProxyType(conn.subscriptions)  # a live view
+        self.peer = Peer(
+            name="",
+            host=host,
+            port=announced_port,
+            agent_id=agent_id,
+            subscriptions=MappingProxyType(conn.subscriptions),  # a live, read-only view
+        )
         self.ready = False
         #: Nothing more will be written or read (set by close, abort, failure).
         self.closing = False
