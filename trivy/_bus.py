@@ -362,7 +362,7 @@ class IvyBus:
         self, sock: socket.socket, host: str, agent_id: str | None, port: int
     ) -> None:
         """Run one new connection (discovery calls it) until it ends."""
-        if not self._local.accepting:
+        if not self._running:  # leaving: no new peers
             sock.close()
             return
         conn = Connection(java_newlines=self.options.java_newlines)
