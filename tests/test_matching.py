@@ -55,11 +55,11 @@ def test_one_entry_per_distinct_regexp() -> None:
     table.add("b", 5, "^x")
     assert len(table) == 1
     (entry,) = table.candidates("x")
-    assert entry.subscribers == [("a", 0), ("b", 5)]
+    assert list(entry.subscribers) == [("a", 0), ("b", 5)]
     table.remove("a", 0, "^x")
     table.remove("a", 0, "^x")  # twice: ignored
     table.remove("c", 1, "^nothing")  # unknown: ignored
-    assert entry.subscribers == [("b", 5)]
+    assert list(entry.subscribers) == [("b", 5)]
     table.remove("b", 5, "^x")
     assert len(table) == 0 and list(table.candidates("x")) == []
 
