@@ -253,3 +253,20 @@ def test_crlf_lines_read_the_same_on_both_paths() -> None:
     events = conn.receive_data(b"6 1\x02A\r\n5 0\x02\r\n2 0\x02a\x03\r\n2 1\x02b\r\n")
     assert events[0] == PeerIdentified("A", 1)
     assert events[-2:] == [TextReceived(0, ("a",)), TextReceived(1, ("b",))]
+
+
+@pytest.mark.parametrize("split", range(0, 13))
+def test_line_limit_is_exact_however_the_line_is_split(split: int) -> None:
+    from trivy._lines import LineBuffer
+
+    for size, too_long in ((10, False), (11, True)):
+        data = b"a\n" + b"x" * size + b"\nb\n"
+        buffer = LineBuffer(10)
+        first, overflow_first = buffer.feed(data[:split])
+        second, overflow_second = buffer.feed(data[split:]) if not overflow_first else ([], True)
+        lines = [line for line in first + second if line]
+        assert (overflow_first or overflow_second) == too_long
+        if too_long:
+            assert "x" * size not in lines and "b" not in lines
+        else:
+            assert lines == ["a", "x" * 10, "b"]

@@ -135,7 +135,14 @@ async def test_peer_subscriptions_is_a_read_only_view(bus: str) -> None:
 
 
 #: The sans-IO layer, and what it may not import.
-SANS_IO = ("protocol.py", "_connection.py", "_protocol_events.py", "_matching.py", "_errors.py")
+SANS_IO = (
+    "protocol.py",
+    "_connection.py",
+    "_lines.py",
+    "_protocol_events.py",
+    "_matching.py",
+    "_errors.py",
+)
 IO_MODULES = {"trio", "socket", "os", "random", "time", "threading", "select", "selectors"}
 
 

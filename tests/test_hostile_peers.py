@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import trio
 
 import trivy
+from trivy._connection import MAX_LINE_LENGTH
+from trivy._routing import MAX_TEXT
 
-from .helpers import RawPeer
+from .helpers import RawPeer, wait_for_subscription
 
 TIMEOUT = 10
 
@@ -44,3 +47,47 @@ async def test_unsubscribing_is_linear_in_any_order(bus: str) -> None:
             assert len(a._router.table) == 0
             print(f"{count} DEL_REGEXP in reverse: {elapsed:.3f} s")
             await raw.aclose()
+
+
+async def test_the_line_limit_is_exact_even_for_a_line_in_pieces(bus: str) -> None:
+    """A 1,048,700-byte line in two pieces used to pass a 1 MiB limit."""
+    limit = MAX_LINE_LENGTH
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            sub = a.subscribe("^(x*)$")
+            raw = await RawPeer.connect(a)
+            await raw.handshake("RAW")
+            await _pong(raw, 1)
+            exact = b"2 %d\x02" % sub.id
+            exact += b"x" * (limit - len(exact) - 1) + b"\x03\n"  # limit bytes + newline
+            await raw.send(exact[:700_000])
+            await raw.send(exact[700_000:])
+            assert len((await sub.receive()).groups[0]) == limit - len(b"2 0\x02") - 1
+            over = b"2 %d\x02" % sub.id + b"x" * (limit + 100) + b"\x03"  # 1,048,681 bytes
+            await raw.send(over[:1_000_000])  # unfinished: under the limit so far
+            await raw.send(over[1_000_000:] + b"\n")
+            assert await raw.line_starting(b"3 ") == b"3 0\x02line longer than %d bytes" % limit
+            assert await raw.line() == b""  # and the connection is closed
+            assert a.peers == []
+            await raw.aclose()
+
+
+async def test_send_refuses_a_text_no_default_peer_would_take(bus: str) -> None:
+    """A 2 MB text used to go out, and a trivy peer then hung up for good."""
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            sub = a.subscribe("^(.*)$")
+            async with trivy.open_ivy_bus("B", bus) as b:
+                peer_a = await wait_for_subscription(b, "A", sub.regexp)
+                with pytest.raises(ValueError, match="peers would refuse"):
+                    await b.send("x" * 2_000_000)
+                with pytest.raises(ValueError, match="peers would refuse"):
+                    b.send_nowait("é" * (MAX_TEXT // 2 + 1))  # counted in bytes
+                with pytest.raises(ValueError, match="peers refuse"):
+                    b.send_direct(peer_a, 1, "x" * 2_000_000)
+                # the longest text that is taken arrives whole; A keeps B
+                assert await b.send("y" * MAX_TEXT) == 1
+                assert (await sub.receive()).groups == ("y" * MAX_TEXT,)
+                assert await b.send("after") == 1
+                assert (await sub.receive()).groups == ("after",)
+                assert [p.name for p in a.peers] == ["B"]

@@ -12,12 +12,12 @@ what the kernel took. Nothing here imports trio, socket, os or time.
 
 from __future__ import annotations
 
-import codecs
 import re
 from collections.abc import Callable, Iterable, Sequence
 
 from . import protocol
 from ._errors import IvyIllegalStateError, IvyMalformedMessage
+from ._lines import LineBuffer
 from ._protocol_events import (
     Bye,
     Closing,
@@ -77,7 +77,6 @@ _MAX_MSG_HEADS = 4096
 #: ids as we have subscriptions); only short ones, so junk costs nothing.
 _MAX_CACHED_IDS = 4096
 _MAX_CACHED_HEAD = 24
-_decode_utf8 = codecs.utf_8_decode
 _BYE = protocol.encode(MsgType.BYE, 0)
 
 
@@ -131,18 +130,13 @@ class Connection:
         self.peer_port: int | None = None
         self.subscriptions: dict[int, str] = {}
         self.outgoing = bytearray()
-        self._max_line_length = max_line_length
         self._java_newlines = java_newlines
         self._compile_regexp = compile_regexp
         self._said_hello = False
         self._said_bye = False
         self._pings_sent: set[int] = set()
         self._next_ping_id = 1
-        # The start of a line whose end has not come yet, as the pieces that
-        # brought it (joined once, when the end comes: no quadratic copying
-        # for a peer that dribbles a long line).
-        self._partial: list[bytes] = []
-        self._partial_size = 0
+        self._lines = LineBuffer(max_line_length)
         self._malformed_streak = 0
         # "2 <id>" → id: parsing the same few ids again costs more than a look-up
         self._msg_ids: dict[str, int] = {}
@@ -152,7 +146,11 @@ class Connection:
         if not self._said_hello or self._said_bye:
             state = "BYE was sent" if self._said_bye else "our handshake comes first"
             raise IvyIllegalStateError(f"cannot send on this connection: {state}")
-        self.outgoing += protocol.encode(msg_type, num_id, params)
+        line = protocol.encode(msg_type, num_id, params)
+        if len(line) > MAX_LINE_LENGTH + 1:
+            size = len(line) - 1
+            raise ValueError(f"a line of {size} bytes: peers refuse over {MAX_LINE_LENGTH}")
+        self.outgoing += line
 
     def _text(self, text: str) -> str:
         if self._java_newlines:
@@ -263,22 +261,7 @@ class Connection:
         if not data:
             self.state = ConnectionState.CLOSED
             return [Bye()]
-        end = data.rfind(b"\n")
-        if end < 0:
-            self._partial.append(data)
-            self._partial_size += len(data)
-            return self._check_line_length([])
-        if self._partial:
-            end += self._partial_size
-            data = b"".join([*self._partial, data])
-            self._partial.clear()
-        rest = data[end + 1 :]
-        self._partial_size = len(rest)
-        if rest:
-            self._partial.append(rest)
-        # One decode for every complete line: "\n" never falls inside a
-        # UTF-8 sequence, so decoding up to it is exact.
-        lines = _decode_utf8(memoryview(data)[:end], "surrogateescape", True)[0].split("\n")
+        lines, too_long = self._lines.feed(data)
         events: list[Event] = []
         append = events.append
         ready = self.state is ConnectionState.READY
@@ -311,16 +294,12 @@ class Connection:
                 append(event)
                 if isinstance(event, (Bye, Closing)):
                     self.state = ConnectionState.CLOSED
-                    self._partial.clear()
+                    self._lines.clear()
                     return events
                 ready = self.state is ConnectionState.READY
-        return self._check_line_length(events)
-
-    def _check_line_length(self, events: list[Event]) -> list[Event]:
-        if self._partial_size > self._max_line_length:
+        if too_long:
             self.state = ConnectionState.CLOSED
-            self._partial.clear()
-            events.append(self._closing(f"line longer than {self._max_line_length} bytes"))
+            events.append(self._closing(f"line longer than {self._lines.max_line_length} bytes"))
         return events
 
     def _closing(self, reason: str) -> Closing:

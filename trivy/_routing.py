@@ -19,7 +19,7 @@ from time import perf_counter
 import trio
 
 from . import protocol
-from ._connection import MSG_HEADS, msg_head
+from ._connection import MAX_LINE_LENGTH, MAX_QUOTED, MSG_HEADS, msg_head
 from ._events import BusEvent, Congestion
 from ._matching import RegexpTable
 from ._options import BusOptions
@@ -28,7 +28,7 @@ from .protocol import ARG_END
 
 _join_groups = ARG_END.join
 
-__all__ = ["DIRECT_WRITE_INTERVAL", "SENDS_PER_CHECKPOINT", "Router"]
+__all__ = ["DIRECT_WRITE_INTERVAL", "MAX_TEXT", "SENDS_PER_CHECKPOINT", "Router"]
 
 logger = logging.getLogger("trivy")
 
@@ -39,6 +39,13 @@ logger = logging.getLogger("trivy")
 #: about 7 % of the 1→1 throughput in scheduler passes. Every call is still a
 #: cancel point.
 SENDS_PER_CHECKPOINT = 1024
+#: Longest text ``send`` takes, in UTF-8 bytes: its MSG line (head, text,
+#: ETX) must stay within what a peer with default limits accepts, or that
+#: peer would answer ERROR and hang up.
+MAX_TEXT = MAX_LINE_LENGTH - 24
+#: Texts up to this many characters cannot exceed MAX_TEXT bytes (4 bytes a
+#: character at most): only longer ones are measured.
+_SURELY_SHORT = MAX_TEXT // 4
 #: A message to an idle peer is written at once, without the writer task,
 #: unless the last such write to it is more recent than this (seconds): then
 #: messages come in a burst and are better coalesced by the writer.
@@ -93,6 +100,8 @@ class Router:
             text = text.replace("\n", protocol.JAVA_NEWLINE_ESCAPE)
         if not text:
             return 0  # ivy-c sends nothing for an empty text
+        if len(text) > _SURELY_SHORT and len(text.encode("utf-8", "surrogateescape")) > MAX_TEXT:
+            raise ValueError(f"a text over {MAX_TEXT} bytes: peers would refuse its MSG line")
         count = 0
         limit = self._limit
         heads = MSG_HEADS
@@ -113,6 +122,13 @@ class Router:
                 if groups
                 else b"\n"
             )
+            if len(payload) > MAX_TEXT + 2:  # groups that overlap can outgrow the text
+                logger.warning(
+                    "a MSG of %d bytes for %r not sent: over the line limit",
+                    len(payload),
+                    entry.regexp[:MAX_QUOTED],
+                )
+                continue
             for session, sub_id in entry.subscribers:
                 if only is not None and session is not only:
                     continue

@@ -1,0 +1,84 @@
+"""Bytes to lines, with an exact bound on a line's length (sans-IO).
+
+The framing half of :class:`~trivy._connection.Connection`, as h11 keeps
+its receive buffer apart: it holds the start of a line whose end has not
+come yet, and hands out every complete line, decoded, once it has.
+"""
+
+from __future__ import annotations
+
+import codecs
+
+__all__ = ["LineBuffer"]
+
+_decode_utf8 = codecs.utf_8_decode
+
+
+def _first_long_line(data: bytes, end: int, limit: int) -> int:
+    """Where the first line of ``data[: end + 1]`` longer than ``limit`` starts, or -1."""
+    start = 0
+    while start <= end:
+        newline = data.find(b"\n", start, end + 1)
+        if newline - start > limit:
+            return start
+        start = newline + 1
+    return -1
+
+
+class LineBuffer:
+    """Splits a byte stream into lines of at most ``max_line_length`` bytes.
+
+    A line's length excludes its ``\\n``; a line of exactly the limit is
+    taken, one byte more is not, whether it came in one piece or many.
+    """
+
+    def __init__(self, max_line_length: int) -> None:
+        self.max_line_length = max_line_length
+        # The start of the unfinished line, as the pieces that brought it
+        # (joined once, when its end comes: no quadratic copying for a peer
+        # that dribbles a long line).
+        self._partial: list[bytes] = []
+        self._partial_size = 0
+
+    def feed(self, data: bytes) -> tuple[list[str], bool]:
+        """Add bytes; returns the lines they complete, and whether one was too long.
+
+        Text is UTF-8; invalid bytes are kept as surrogates. After a too-long
+        line, the lines before it are returned and the buffer is emptied:
+        the caller is expected to close the connection.
+        """
+        end = data.rfind(b"\n")
+        if end < 0:
+            self._partial.append(data)
+            self._partial_size += len(data)
+            return [], self._overflowed()
+        if self._partial:
+            end += self._partial_size
+            data = b"".join([*self._partial, data])
+            self._partial.clear()
+        rest = data[end + 1 :]
+        self._partial_size = len(rest)
+        if rest:
+            self._partial.append(rest)
+        limit = self.max_line_length
+        long_line = _first_long_line(data, end, limit) if end > limit else -1
+        if long_line >= 0:
+            self.clear()
+            if long_line == 0:
+                return [], True
+            end = long_line - 1  # the lines before it
+        # One decode for every complete line: "\n" never falls inside a
+        # UTF-8 sequence, so decoding up to it is exact.
+        text = _decode_utf8(memoryview(data)[:end], "surrogateescape", True)[0]
+        return text.split("\n"), long_line >= 0 or self._overflowed()
+
+    def _overflowed(self) -> bool:
+        if self._partial_size > self.max_line_length:
+            self.clear()
+            return True
+        return False
+
+    def clear(self) -> None:
+        """Forget the unfinished line."""
+        self._partial.clear()
+        self._partial_size = 0
