@@ -46,6 +46,8 @@ MAX_TEXT = MAX_LINE_LENGTH - 24
 #: Texts up to this many characters cannot exceed MAX_TEXT bytes (4 bytes a
 #: character at most): only longer ones are measured.
 _SURELY_SHORT = MAX_TEXT // 4
+#: ...and a MSG payload: the text's groups, their ETXs and the newline.
+_MAX_PAYLOAD = MAX_TEXT + 2
 #: A message to an idle peer is written at once, without the writer task,
 #: unless the last such write to it is more recent than this (seconds): then
 #: messages come in a burst and are better coalesced by the writer.
@@ -122,7 +124,7 @@ class Router:
                 if groups
                 else b"\n"
             )
-            if len(payload) > MAX_TEXT + 2:  # groups that overlap can outgrow the text
+            if len(payload) > _MAX_PAYLOAD:  # groups that overlap can outgrow the text
                 logger.warning(
                     "a MSG of %d bytes for %r not sent: over the line limit",
                     len(payload),
