@@ -14,6 +14,7 @@ import trio
 
 import trivy
 from trivy._connection import MAX_LINE_LENGTH
+from trivy._peer import RECEIVE_SIZE
 from trivy._routing import MAX_TEXT
 
 from .helpers import RawPeer, wait_for_subscription
@@ -91,3 +92,57 @@ async def test_send_refuses_a_text_no_default_peer_would_take(bus: str) -> None:
                 assert await b.send("after") == 1
                 assert (await sub.receive()).groups == ("after",)
                 assert [p.name for p in a.peers] == ["B"]
+
+
+async def test_a_peer_that_floods_pings_and_never_reads_costs_one_reads_replies(
+    bus: str,
+) -> None:
+    """Replies count against the limit: 30 MB of PONGs were queued before."""
+    limit = 64 * 1024
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus, send_buffer_limit=limit) as a:
+            raw = await RawPeer.connect(a)
+            await raw.handshake("RAW")
+            await _pong(raw, 1)
+            (session,) = list(a._peers)
+            flood = b"9 2\x02\n" * 10_000
+            sent = 0
+            with trio.move_on_after(1):  # until the bus stops reading us
+                while sent < 60_000_000:
+                    await raw.send(flood)
+                    sent += len(flood)
+            assert sent < 30_000_000  # the bus did stop reading
+            # one read's worth of PONGs past the limit, at most
+            assert len(session.out) < limit + 2 * RECEIVE_SIZE * 7 // 6
+            # the other peers are served meanwhile
+            sub = a.subscribe("^x")
+            async with trivy.open_ivy_bus("B", bus) as b:
+                await wait_for_subscription(b, "A", sub.regexp)
+                assert await b.send("x") == 1
+                await sub.receive()
+            # once the peer reads, reading it resumes: every PING is answered
+            await raw.send(b"9 3\x02\n")
+            pongs = 0
+            while (line := await raw.line_starting(b"10 ")) != b"10 3\x02":
+                pongs += line == b"10 2\x02"
+            assert pongs * 6 >= sent  # (a send cut short by the timeout still sent some)
+            await raw.aclose()
+
+
+async def test_errors_quote_a_short_prefix_of_the_offending_line(bus: str) -> None:
+    """Uncompilable 1 MiB regexps got 379 MB of ERRORs queued before."""
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            raw = await RawPeer.connect(a)
+            await raw.handshake("RAW")
+            await _pong(raw, 1)
+            for i in range(5):
+                await raw.send(b"1 %d\x02(" % i + b"x" * 200_000 + b"\n")
+            await raw.send(b"9 2\x02\n")
+            errors = []
+            while (line := await raw.line()) != b"10 2\x02":
+                errors.append(line)
+            assert len(errors) == 5
+            assert all(len(error) < 600 for error in errors)
+            assert errors[0].startswith(b"3 0\x02Error compiling '(xxx")
+            await raw.aclose()

@@ -367,7 +367,15 @@ class IvyBus:
             return
         conn = Connection(java_newlines=self.options.java_newlines)
         try:
-            session = PeerSession(sock, host, conn, self._dispatcher, agent_id, port)
+            session = PeerSession(
+                sock,
+                host,
+                conn,
+                self._dispatcher,
+                agent_id,
+                port,
+                output_limit=self.options.send_buffer_limit,
+            )
         except OSError as exc:  # the peer is already gone
             logger.info("connection with %s lost at once: %s", host, exc)
             sock.close()

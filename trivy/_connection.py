@@ -132,6 +132,9 @@ class Connection:
         self.outgoing = bytearray()
         self._java_newlines = java_newlines
         self._compile_regexp = compile_regexp
+        #: Bytes of replies queued so far: the I/O layer pauses reading a
+        #: peer whose lines make it answer past its output limit.
+        self.replies_queued = 0
         self._said_hello = False
         self._said_bye = False
         self._pings_sent: set[int] = set()
@@ -245,7 +248,9 @@ class Connection:
     def _reply(self, msg_type: int, num_id: int, params: str = "") -> None:
         # Replies stop with our BYE.
         if not self._said_bye:
-            self.outgoing += protocol.encode(msg_type, num_id, params)
+            line = protocol.encode(msg_type, num_id, params)
+            self.replies_queued += len(line)
+            self.outgoing += line
 
     def receive_data(self, data: bytes) -> list[Event]:
         """Feed bytes received from the peer; get back what they mean.

@@ -68,6 +68,8 @@ class PeerSession:
       handler: told of every event and of the end.
       agent_id, announced_port: from the peer's UDP announce, when we
         connected because of one.
+      output_limit: the bytes queued for the peer past which its own lines
+        may no longer add replies: reading it pauses until they drain.
 
     Raises:
       OSError: the socket is already unusable (the peer left at once).
@@ -81,6 +83,8 @@ class PeerSession:
         handler: SessionHandler,
         agent_id: str | None = None,
         announced_port: int = 0,
+        *,
+        output_limit: int = 4 * 1024 * 1024,
     ) -> None:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -91,6 +95,7 @@ class PeerSession:
         #: ``conn.outgoing`` itself, one attribute hop nearer for the router.
         self.out = conn.outgoing
         self.handler = handler
+        self.output_limit = output_limit
         self.peer = Peer(
             name="",
             host=host,
@@ -233,8 +238,8 @@ class PeerSession:
             self.handler.session_ended(self)
 
     async def _read(self) -> None:
-        sock, receive_data, dispatch = self.sock, self.conn.receive_data, self.handler.dispatch
-        out = self.conn.outgoing
+        conn, sock, dispatch = self.conn, self.sock, self.handler.dispatch
+        receive_data, out = conn.receive_data, conn.outgoing
         reads = 0
         while True:
             try:
@@ -246,11 +251,17 @@ class PeerSession:
             except OSError as exc:
                 logger.info("%s: connection lost: %s", self.peer, exc)
                 return
+            replies = conn.replies_queued
             events = receive_data(data)
             if out and self.writer_idle:  # replies (PONG, ERROR) were queued
                 self.wake_writer()
             if not await dispatch(self, events) or not data:
                 return
+            if conn.replies_queued != replies and len(out) > self.output_limit:
+                # Its lines made us answer past its limit: read no more of
+                # them until it takes what is queued (a peer that floods
+                # PINGs and never reads costs one read's replies, no more).
+                await self._wait_drained()
             if len(data) < RECEIVE_SIZE:
                 # The kernel had no more: wait rather than try a read that
                 # would fail (an exception and a syscall per wake-up).
@@ -261,6 +272,11 @@ class PeerSession:
             if reads >= READS_PER_CHECKPOINT:
                 reads = 0
                 await trio.lowlevel.checkpoint()
+
+    async def _wait_drained(self) -> None:
+        self.drained_below = self.output_limit
+        while len(self.conn.outgoing) > self.output_limit and not self.closing:
+            await self.drained.park()
 
     async def _write(self) -> None:
         """Send the output whenever it has something, until closing."""
