@@ -146,3 +146,42 @@ async def test_errors_quote_a_short_prefix_of_the_offending_line(bus: str) -> No
             assert all(len(error) < 600 for error in errors)
             assert errors[0].startswith(b"3 0\x02Error compiling '(xxx")
             await raw.aclose()
+
+
+async def test_an_unread_event_stream_stalls_nobody(bus: str) -> None:
+    """One unread ``events(max_buffer=1)`` stopped MSGs and PONGs for all peers."""
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            unread = a.events(max_buffer=1)
+            sub = a.subscribe("^n (.*)")
+            raw = await RawPeer.connect(a)
+            # 200 subscription changes: 200 events for a stream of one
+            await raw.handshake("RAW", b"".join(b"1 %d\x02^r%d\n" % (i, i) for i in range(200)))
+            await _pong(raw, 1)  # PINGs are still answered
+            async with trivy.open_ivy_bus("B", bus) as b:
+                await wait_for_subscription(b, "A", sub.regexp)
+                for i in range(100):
+                    assert await b.send(f"n {i}") == 1
+                got = [(await sub.receive()).groups[0] for _ in range(100)]
+                assert got == [str(i) for i in range(100)]  # MSGs still delivered
+            await _pong(raw, 2)
+            assert unread.dropped > 200
+            kept = [type(unread.receive_nowait()) for _ in range(len(unread))]
+            # the peers' comings and goings are kept past the buffer (up to twice it)
+            assert trivy.PeerConnected in kept
+            await raw.aclose()
+
+
+async def test_a_waiting_event_stream_loses_nothing(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            async with a.events(max_buffer=1, overflow="wait") as events:
+                raw = await RawPeer.connect(a)
+                await raw.handshake("RAW", b"".join(b"1 %d\x02^r%d\n" % (i, i) for i in range(50)))
+                added = []
+                while len(added) < 50:
+                    event = await events.receive()
+                    if isinstance(event, trivy.SubscriptionAdded):
+                        added.append(event.subscription_id)
+                assert added == list(range(50)) and events.dropped == 0
+            await raw.aclose()

@@ -10,8 +10,9 @@ receive the capture groups of every matching text through channels::
 """
 
 from ._bus import IvyBus
-from ._channels import EventStream, Subscription
+from ._channels import Subscription
 from ._errors import IvyError, IvyIllegalStateError, IvyMalformedMessage, IvyProtocolError
+from ._event_streams import EventStream
 from ._events import (
     BusEvent,
     Congestion,

@@ -19,12 +19,13 @@ from collections.abc import Sequence
 import trio
 
 from ._callbacks import Callback
-from ._channels import EventHub, EventStream, Subscription
+from ._channels import Subscription
 from ._checkpoints import RUN_CONTEXT
 from ._connection import Connection
 from ._discovery import Discovery, new_agent_id
 from ._dispatch import DieCallback, Dispatcher
 from ._errors import IvyIllegalStateError
+from ._event_streams import EventHub, EventStream, StreamOverflow
 from ._events import BusEvent, DirectMessage, Peer
 from ._local import LocalSubscriptions
 from ._matching import MatchMode
@@ -128,15 +129,7 @@ class IvyBus:
         Raises:
           IvyIllegalStateError: the bus is not running (or stops meanwhile).
         """
-        while True:
-            self._check_running()
-            ready = self.peers
-            found = ready[0] if name is None and ready else None
-            found = found or (self.peer(name) if name is not None else None)
-            if found is not None:
-                await trio.lowlevel.checkpoint()
-                return found
-            await self._peers.changed.park()
+        return await self._peers.wait_ready(name, self._check_running)
 
     # ------------------------------------------------------- our subscriptions
     def subscribe(self, regexp: str, *, max_buffer: int = DEFAULT_MAX_BUFFER) -> Subscription:
@@ -193,15 +186,24 @@ class IvyBus:
         self._check_running()
         self._local.change(sub_id, regexp)
 
-    def events(self, *, max_buffer: int = DEFAULT_MAX_BUFFER) -> EventStream[BusEvent]:
-        """A channel of every bus event from now on, until it is closed."""
-        return self._hub.events(max_buffer)
+    def events(
+        self, *, max_buffer: int = DEFAULT_MAX_BUFFER, overflow: StreamOverflow = "drop"
+    ) -> EventStream[BusEvent]:
+        """A channel of every bus event from now on, until it is closed.
+
+        When ``max_buffer`` events wait unread, ``overflow="drop"`` drops
+        the next ones (counted in ``stream.dropped``; a peer joining or
+        leaving, a DIE and congestion are kept up to twice the buffer), so
+        a slow reader stalls nobody. ``"wait"`` loses nothing, but makes
+        every peer's reader wait for this one.
+        """
+        return self._hub.events(max_buffer, overflow)
 
     def direct_messages(
-        self, *, max_buffer: int = DEFAULT_MAX_BUFFER
+        self, *, max_buffer: int = DEFAULT_MAX_BUFFER, overflow: StreamOverflow = "drop"
     ) -> EventStream[DirectMessage]:
-        """A channel of the direct messages we receive from now on."""
-        return self._hub.direct_messages(max_buffer)
+        """A channel of the direct messages we receive from now on (see :meth:`events`)."""
+        return self._hub.direct_messages(max_buffer, overflow)
 
     # --------------------------------------------------------------- sending
     def _check_running(self) -> None:
@@ -367,14 +369,9 @@ class IvyBus:
             return
         conn = Connection(java_newlines=self.options.java_newlines)
         try:
+            limit = self.options.send_buffer_limit
             session = PeerSession(
-                sock,
-                host,
-                conn,
-                self._dispatcher,
-                agent_id,
-                port,
-                output_limit=self.options.send_buffer_limit,
+                sock, host, conn, self._dispatcher, agent_id, port, output_limit=limit
             )
         except OSError as exc:  # the peer is already gone
             logger.info("connection with %s lost at once: %s", host, exc)

@@ -17,12 +17,11 @@ from typing import Generic, TypeVar
 import trio
 
 from ._checkpoints import RUN_CONTEXT
-from ._events import BusEvent, DirectMessage, Match
+from ._events import Match
 
-__all__ = ["BufferedReceiveChannel", "EventHub", "EventStream", "Subscription"]
+__all__ = ["BufferedReceiveChannel", "Subscription"]
 
 T = TypeVar("T")
-E = TypeVar("E", BusEvent, DirectMessage)
 
 #: Items a consumer takes from a non-empty buffer between two checkpoints:
 #: enough to make the checkpoint's cost vanish, few enough that a busy
@@ -238,56 +237,3 @@ class Subscription(BufferedReceiveChannel[Match]):
 
     def __repr__(self) -> str:
         return f"<Subscription {self.id} {self.regexp!r}>"
-
-
-class EventStream(BufferedReceiveChannel[T], Generic[T]):
-    """A stream of bus events (or direct messages), for as long as it is open."""
-
-
-class EventHub:
-    """Fans bus events out to every open event stream (and direct messages to theirs)."""
-
-    def __init__(self) -> None:
-        self._event_streams: list[EventStream[BusEvent]] = []
-        self._direct_streams: list[EventStream[DirectMessage]] = []
-        self._ended = False
-
-    def events(self, max_buffer: int) -> EventStream[BusEvent]:
-        """A new stream of every bus event, until it is closed (or the bus stops)."""
-        return self._open(self._event_streams, max_buffer)
-
-    def direct_messages(self, max_buffer: int) -> EventStream[DirectMessage]:
-        """A new stream of the direct messages, until it is closed (or the bus stops)."""
-        return self._open(self._direct_streams, max_buffer)
-
-    def _open(self, streams: list[EventStream[E]], max_buffer: int) -> EventStream[E]:
-        stream: EventStream[E] = EventStream(max_buffer, lambda: streams.remove(stream))
-        streams.append(stream)
-        if self._ended:
-            stream._end()
-        return stream
-
-    async def emit(self, event: BusEvent) -> None:
-        """Give ``event`` to every stream, waiting while one is full."""
-        if isinstance(event, DirectMessage):
-            for direct in list(self._direct_streams):  # one may close while we wait
-                await direct._put(event)
-        for stream in list(self._event_streams):
-            await stream._put(event)
-
-    def emit_nowait(self, event: BusEvent) -> None:
-        """Give ``event`` to every stream now, past their limit if need be.
-
-        For places that cannot wait (a peer's teardown, ``send_nowait``):
-        the excess is bounded by the number of peers and sends.
-        """
-        for stream in self._event_streams:
-            stream._put_anyway(event)
-
-    def end_all(self) -> None:
-        """The bus stops: every stream ends once drained, and so do later ones."""
-        self._ended = True
-        for stream in self._event_streams:
-            stream._end()
-        for direct in self._direct_streams:
-            direct._end()

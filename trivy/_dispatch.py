@@ -16,8 +16,8 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from ._callbacks import call_user
-from ._channels import EventHub
 from ._connection import REGEXP_ERRORS
+from ._event_streams import EventHub
 from ._events import (
     DieReceived,
     DirectMessage,

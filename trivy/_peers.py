@@ -9,7 +9,7 @@ does. Tasks waiting for a peer park on :attr:`PeerSet.changed`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import trio
 
@@ -69,6 +69,19 @@ class PeerSet:
     def ready_peers(self) -> list[Peer]:
         """The peers whose handshake is complete, in connection order."""
         return [session.peer for session in self._sessions if session.ready]
+
+    async def wait_ready(self, name: str | None, check: Callable[[], None]) -> Peer:
+        """The first ready peer named ``name`` (any if None), once there is one.
+
+        ``check()`` runs before each look, and may raise to end the wait.
+        """
+        while True:
+            check()
+            found = next((p for p in self.ready_peers() if name in (None, p.name)), None)
+            if found is not None:
+                await trio.lowlevel.checkpoint()
+                return found
+            await self.changed.park()
 
     def session_of(self, peer: Peer) -> PeerSession:
         """The open session of ``peer``.

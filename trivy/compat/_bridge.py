@@ -162,7 +162,8 @@ class BusThread:
 
     async def _serve(self, open_bus: OpenBus, ready: threading.Event) -> None:
         async with open_bus() as bus:
-            events = bus.events()
+            # ivy-python calls every callback: wait rather than drop them
+            events = bus.events(overflow="wait")
             async with trio.open_nursery() as nursery:
                 # Nothing is awaited before on_open() returns, so the bus has
                 # not accepted any peer yet: what it binds is in every handshake.
