@@ -7,6 +7,7 @@ docstring), so a slow machine does not make it flaky.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -185,3 +186,38 @@ async def test_a_waiting_event_stream_loses_nothing(bus: str) -> None:
                         added.append(event.subscription_id)
                 assert added == list(range(50)) and events.dropped == 0
             await raw.aclose()
+
+
+class _CountingHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)  # what default logging shows
+        self.bytes = 0
+        self.records = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.bytes += len(self.format(record)) + 1
+        self.records += 1
+
+
+async def test_what_a_peer_makes_us_log_is_bounded(bus: str) -> None:
+    """A 1 MiB name, then junk: 315 MB written to stderr before."""
+    handler = _CountingHandler()
+    logging.getLogger("trivy").addHandler(handler)
+    try:
+        with trio.fail_after(TIMEOUT):
+            async with trivy.open_ivy_bus("A", bus) as a:
+                raw = await RawPeer.connect(a)
+                name = b"N" * (MAX_LINE_LENGTH - 20)
+                await raw.send(b"6 1234\x02" + name + b"\n5 0\x02\n")
+                junk = b"".join(  # a PING between two bad lines keeps the peer connected
+                    b"x\n8 \x02\n99 1\x02" + b"p" * 100 + b"\n3 1\x02" + b"e" * 100 + b"\n9 1\x02\n"
+                    for _ in range(5000)
+                )
+                await raw.send(junk)
+                await _pong(raw, 2)
+                assert [len(p.name) for p in a.peers] == [len(name)]  # still connected
+                await raw.aclose()
+    finally:
+        logging.getLogger("trivy").removeHandler(handler)
+    assert handler.bytes < 1_000_000
+    assert handler.records < 100

@@ -18,6 +18,7 @@ import trio
 
 from . import protocol
 from ._errors import IvyMalformedMessage
+from ._logs import LogLimiter
 from ._sockets import connect_tcp, open_discovery_socket, open_listener
 from .protocol import BusAddress
 
@@ -74,6 +75,8 @@ class Discovery:
         self._serve = serve
         self._is_connected = is_connected
         self._connecting: set[tuple[str, int]] = set()
+        #: Anyone who reaches the UDP port can make us log: rate-limited.
+        self._log = LogLimiter(logger)
         self._listener: socket.socket | None = None
         self._udp: socket.socket | None = None
         self._agent_id = ""
@@ -127,7 +130,7 @@ class Discovery:
                 await trio.lowlevel.wait_readable(listener)
                 continue
             except OSError as exc:  # e.g. out of file descriptors: wait, retry
-                logger.error("accept failed: %s", exc)
+                self._log.log(logging.ERROR, "accept failed: %s", exc)
                 await trio.sleep(0.1)
                 continue
             nursery.start_soon(self._serve, sock, host, None, 0)
@@ -140,16 +143,16 @@ class Discovery:
                 await trio.lowlevel.wait_readable(udp)
                 continue
             except OSError as exc:
-                logger.warning("UDP receive failed: %s", exc)
+                self._log.warning("UDP receive failed: %s", exc)
                 await trio.lowlevel.checkpoint()
                 continue
             try:
                 announce = protocol.decode_announce(data)
             except IvyMalformedMessage as exc:
-                logger.warning("ignoring announce from %s: %s", host, exc)
+                self._log.warning("ignoring announce from %s: %s", host, exc)
                 continue
             if announce.version != protocol.PROTOCOL_VERSION:
-                logger.warning(
+                self._log.warning(
                     "ignoring announce from %s: protocol version %d", host, announce.version
                 )
                 continue
@@ -173,12 +176,12 @@ class Discovery:
             with trio.move_on_after(CONNECT_TIMEOUT):
                 sock = await connect_tcp(host, port)
         except OSError as exc:
-            logger.info("cannot connect to announced agent %s:%d: %s", host, port, exc)
+            self._log.info("cannot connect to announced agent %s:%d: %s", host, port, exc)
             return
         finally:
             # (no checkpoint from here to the bus registering the peer)
             self._connecting.discard((host, port))
         if sock is None:
-            logger.info("cannot connect to announced agent %s:%d: timed out", host, port)
+            self._log.info("cannot connect to announced agent %s:%d: timed out", host, port)
             return
         await self._serve(sock, host, agent_id, port)

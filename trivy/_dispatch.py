@@ -31,6 +31,7 @@ from ._events import (
     SubscriptionRemoved,
 )
 from ._local import Binding, LocalSubscriptions
+from ._logs import shorten
 from ._peer import PeerSession
 from ._peers import PeerSet
 from ._protocol_events import (
@@ -161,11 +162,11 @@ class Dispatcher:
             self._router.remove(session, event.sub_id, event.regexp)
             await self._hub.emit(SubscriptionRemoved(peer, event.sub_id, event.regexp))
         elif isinstance(event, RegexpRejected):
-            logger.warning(
+            session.log.warning(
                 "%s sent a regexp that does not compile: %r: %s",
                 peer,
-                event.regexp[:200],
-                event.reason,
+                shorten(event.regexp),
+                shorten(event.reason),
             )
             if event.replaced is not None:
                 self._router.remove(session, event.sub_id, event.replaced)
@@ -183,25 +184,26 @@ class Dispatcher:
             if event.expected:
                 session.pong(event.num_id)
             else:
-                logger.info("%s sent a PONG for no PING of ours (id %d)", peer, event.num_id)
+                session.log.info("%s sent a PONG for no PING of ours (id %d)", peer, event.num_id)
         elif isinstance(event, DirectReceived):
             await self._hub.emit(DirectMessage(peer, event.num_id, event.text))
         elif isinstance(event, ErrorLine):
-            logger.warning("%s sent an error (id %d): %s", peer, event.num_id, event.text[:200])
+            text = shorten(event.text)
+            session.log.warning("%s sent an error (id %d): %s", peer, event.num_id, text)
             await self._hub.emit(ErrorReceived(peer, event.num_id, event.text))
         elif isinstance(event, DieRequested):
             await self._die(peer, event.num_id)
         elif isinstance(event, Malformed):
-            logger.warning("%s sent a malformed line (%s): %r", peer, event.reply, event.line[:200])
+            line = shorten(event.line)
+            session.log.warning("%s sent a malformed line (%s): %r", peer, event.reply, line)
         elif isinstance(event, UnknownType):
-            logger.warning(
-                "%s sent a message of unknown type %d: %r", peer, event.msg_type, event.params[:200]
-            )
+            kind, params = event.msg_type, shorten(event.params)
+            session.log.warning("%s sent a message of unknown type %d: %r", peer, kind, params)
         elif isinstance(event, Bye):
-            logger.info("%s said BYE", peer)
+            session.log.info("%s said BYE", peer)
             return False
         elif isinstance(event, Closing):
-            logger.warning("dropping %s: %s", peer, event.reason)
+            session.log.warning("dropping %s: %s", peer, event.reason)
             return False
         return True  # PingReceived: its PONG is queued already
 

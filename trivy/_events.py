@@ -50,7 +50,9 @@ class Peer:
     )
 
     def __str__(self) -> str:
-        return f"{self.name}@{self.host}:{self.port}"
+        # (a name is the peer's to choose: logs quote 64 characters of it)
+        name = self.name if len(self.name) <= 64 else self.name[:64] + "…"
+        return f"{name}@{self.host}:{self.port}"
 
 
 @attrs.frozen(slots=True)

@@ -26,6 +26,7 @@ import trio
 
 from ._connection import Connection
 from ._events import Peer
+from ._logs import LogLimiter
 from ._protocol_events import Event
 
 __all__ = ["PeerSession", "SessionHandler", "wait_flushed"]
@@ -96,6 +97,8 @@ class PeerSession:
         self.out = conn.outgoing
         self.handler = handler
         self.output_limit = output_limit
+        #: This peer's share of the logs (rate-limited).
+        self.log = LogLimiter(logger)
         self.peer = Peer(
             name="",
             host=host,

@@ -19,8 +19,9 @@ from time import perf_counter
 import trio
 
 from . import protocol
-from ._connection import MAX_LINE_LENGTH, MAX_QUOTED, MSG_HEADS, msg_head
+from ._connection import MAX_LINE_LENGTH, MSG_HEADS, msg_head
 from ._events import BusEvent, Congestion
+from ._logs import LogLimiter, shorten
 from ._matching import RegexpTable
 from ._options import BusOptions
 from ._peer import PeerSession
@@ -68,6 +69,7 @@ class Router:
         self._overflow_disconnects = options.overflow == "disconnect"
         self._java_newlines = options.java_newlines
         self._report = report
+        self._log = LogLimiter(logger)
         #: Peers that went over their limit during a waiting send.
         self.congested: list[PeerSession] = []
         self.sends_since_checkpoint = 0
@@ -125,10 +127,10 @@ class Router:
                 else b"\n"
             )
             if len(payload) > _MAX_PAYLOAD:  # groups that overlap can outgrow the text
-                logger.warning(
+                self._log.warning(
                     "a MSG of %d bytes for %r not sent: over the line limit",
                     len(payload),
-                    entry.regexp[:MAX_QUOTED],
+                    shorten(entry.regexp),
                 )
                 continue
             for session, sub_id in entry.subscribers:
@@ -160,10 +162,10 @@ class Router:
             return  # reported once per episode: until its buffer empties
         session.congested = True
         if self._overflow_disconnects:
-            logger.warning("%s: output buffer full, disconnecting", session.peer)
+            session.log.warning("%s: output buffer full, disconnecting", session.peer)
             session.abort()
         else:
-            logger.warning("%s: output buffer full, dropping messages", session.peer)
+            session.log.warning("%s: output buffer full, dropping messages", session.peer)
         self._report(Congestion(session.peer, len(session.conn.outgoing), session.dropped_bytes))
 
     async def after_send(self) -> None:

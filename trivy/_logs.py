@@ -1,0 +1,64 @@
+"""Logging what peers do, at a bounded cost.
+
+Whatever a peer controls (its name, its lines, its texts) reaches the logs
+cut short, and each peer's records are rate-limited: a peer that sends a
+malformed line a microsecond cannot make us write megabytes a second.
+"""
+
+from __future__ import annotations
+
+import logging
+from time import monotonic
+
+__all__ = ["LOG_BURST", "LOG_INTERVAL", "MAX_LOGGED", "LogLimiter", "shorten"]
+
+#: Characters of a peer-controlled string that a log record quotes.
+MAX_LOGGED = 200
+#: Records about one peer (or source) logged in a burst...
+LOG_BURST = 20
+#: ...then one per this many seconds; the rest are counted, and the count
+#: is logged with the next record that passes.
+LOG_INTERVAL = 1.0
+
+
+def shorten(text: str, limit: int = MAX_LOGGED) -> str:
+    """``text``, cut to ``limit`` characters with a mark that it was cut."""
+    return text if len(text) <= limit else f"{text[:limit]}…[{len(text)} chars]"
+
+
+class LogLimiter:
+    """A token bucket in front of a logger: ``burst`` records, then one per ``interval``."""
+
+    def __init__(
+        self, logger: logging.Logger, burst: int = LOG_BURST, interval: float = LOG_INTERVAL
+    ) -> None:
+        self.logger = logger
+        self.burst = burst
+        self.interval = interval
+        self.suppressed = 0
+        self._tokens = float(burst)
+        self._last = monotonic()
+
+    def log(self, level: int, message: str, *args: object) -> None:
+        """Log unless this source used up its share; count what is held back."""
+        if not self.logger.isEnabledFor(level):
+            return
+        now = monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) / self.interval)
+        self._last = now
+        if self._tokens < 1:
+            self.suppressed += 1
+            return
+        self._tokens -= 1
+        if self.suppressed:
+            self.logger.log(level, "(%d more records like these were not logged)", self.suppressed)
+            self.suppressed = 0
+        self.logger.log(level, message, *args)
+
+    def warning(self, message: str, *args: object) -> None:
+        """:meth:`log` at WARNING."""
+        self.log(logging.WARNING, message, *args)
+
+    def info(self, message: str, *args: object) -> None:
+        """:meth:`log` at INFO."""
+        self.log(logging.INFO, message, *args)
