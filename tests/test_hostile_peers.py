@@ -8,10 +8,12 @@ docstring), so a slow machine does not make it flaky.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 
 import pytest
 import trio
+import trio.testing
 
 import trivy
 from trivy._connection import MAX_LINE_LENGTH
@@ -221,3 +223,30 @@ async def test_what_a_peer_makes_us_log_is_bounded(bus: str) -> None:
         logging.getLogger("trivy").removeHandler(handler)
     assert handler.bytes < 1_000_000
     assert handler.records < 100
+
+
+async def test_a_spoofed_announce_of_our_own_port_never_makes_us_our_peer(
+    bus: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """From 127.0.0.2, naming our port: we connected to ourselves, twice."""
+    caplog.set_level(logging.INFO, logger="trivy")
+    udp_port = int(bus.rsplit(":", 1)[1])
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            sub = a.subscribe("^hello")
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as spoof:
+                spoof.bind(("127.0.0.2", 0))
+                spoof.sendto(b"3 %d SPOOF A\n" % a.port, ("127.0.0.1", udp_port))
+
+            def closed_on_ourselves() -> int:
+                return sum("connected to ourselves" in r.getMessage() for r in caplog.records)
+
+            while closed_on_ourselves() < 1 or len(a._peers):
+                await trio.testing.wait_all_tasks_blocked(0.01)
+            assert closed_on_ourselves() == 1
+            assert a.peers == []
+            assert await a.send("hello") == 0  # nothing comes back to ourselves
+            async with trivy.open_ivy_bus("B", bus) as b:  # real peers still get in
+                await wait_for_subscription(b, "A", sub.regexp)
+                assert await b.send("hello") == 1
+                await sub.receive()

@@ -377,7 +377,9 @@ class IvyBus:
             logger.info("connection with %s lost at once: %s", host, exc)
             sock.close()
             return
-        self._peers.add(session)
+        if not self._peers.add(session):
+            sock.close()
+            return
         conn.send_handshake(self.port, self.agent_name, self._local.items())
         await session.run(self.options.stop_timeout)
 

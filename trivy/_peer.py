@@ -89,8 +89,11 @@ class PeerSession:
     ) -> None:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.local_port: int = sock.getsockname()[1]
-        self.remote_port: int = sock.getpeername()[1]
+        #: (address, port) of each end of the TCP connection.
+        self.local_address: tuple[str, int] = sock.getsockname()[:2]
+        self.remote_address: tuple[str, int] = sock.getpeername()[:2]
+        self.local_port = self.local_address[1]
+        self.remote_port = self.remote_address[1]
         self.sock = sock
         self.conn = conn
         #: ``conn.outgoing`` itself, one attribute hop nearer for the router.

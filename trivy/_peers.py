@@ -47,10 +47,24 @@ class PeerSet:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def add(self, session: PeerSession) -> None:
-        """Register a new session."""
+    def add(self, session: PeerSession) -> bool:
+        """Register a new session; False (and nothing registered) if it is ourselves.
+
+        An announce naming our own port, from any address of this host, makes
+        us connect to our own listener: then both ends of that connection are
+        sessions of ours. The other end is aborted here, this one refused.
+        """
+        for other in self._sessions:
+            if (other.local_address, other.remote_address) == (
+                session.remote_address,
+                session.local_address,
+            ):
+                logger.info("connected to ourselves through %s: closing", session.remote_address)
+                other.abort()
+                return False
         self._sessions[session] = None
         self._by_peer[session.peer] = session
+        return True
 
     def remove(self, session: PeerSession) -> bool:
         """Forget a session; True if it was ready (its peer is now gone)."""
