@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 import trio
 
+import trivy
+
 from .conftest import free_udp_port
 from .test_interop_ivy_python import PEER_NAME, IvyPythonPeer, ivy_python_peer
 
@@ -88,13 +90,16 @@ class CliProcess:
 
 
 @asynccontextmanager
-async def running(*args: str, command: list[str] | None = None) -> AsyncIterator[CliProcess]:
+async def running(
+    *args: str, command: list[str] | None = None, env: dict[str, str] | None = None
+) -> AsyncIterator[CliProcess]:
     """Run ``python -m trivy ARGS`` (stderr merged into stdout) until the block exits."""
     process = await trio.lowlevel.open_process(
         [*(command or TRIVY), *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        env=None if env is None else {**os.environ, **env},
     )
     try:
         yield CliProcess(process)
@@ -349,3 +354,28 @@ async def test_usage_errors_exit_2_with_one_line(args: list[str], bad: str) -> N
     assert "Traceback" not in stderr
     error_lines = [line for line in stderr.splitlines() if "error" in line]
     assert len(error_lines) == 1 and bad in error_lines[0], stderr
+
+
+async def test_probe_prints_any_bytes_escaped_even_on_a_strict_utf8_output() -> None:
+    """Non-UTF-8 bytes killed the probe; control characters reached the terminal."""
+    port = free_udp_port()
+    strict = {"PYTHONIOENCODING": "utf-8:strict"}
+    with trio.fail_after(TEST_TIMEOUT):
+        async with (
+            running("probe", "-b", f"127:{port}", "^(.*)", env=strict) as probe,
+            trivy.open_ivy_bus("E\x1b[2Jvil\udce9", f"127.255.255.255:{port}") as evil,
+        ):
+            peer = await evil.wait_for_peer(PROBE_NAME)
+            await probe.expect(r"E\\x1b\[2Jvil\\xe9 connected from 127\.0\.0\.1")
+            async with evil.events() as events:
+                while not peer.subscriptions:
+                    await events.receive()
+            evil.send_direct(peer, 1, "caf\udce9 \x1b[31mred\x07")
+            await probe.expect(
+                r"E\\x1b\[2Jvil\\xe9 sent a direct message, id=1: 'caf\\xe9 \\x1b\[31mred\\x07'"
+            )
+            assert await evil.send("\x1b]0;title\x07 \udcff") == 1
+            await probe.expect(r"E\\x1b\[2Jvil\\xe9 sent '\\x1b\]0;title\\x07 \\xff'")
+            await probe.close_stdin()
+            assert await probe.finish() == 0
+            assert not any("\x1b" in line for line in probe.lines)

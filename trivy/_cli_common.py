@@ -28,6 +28,7 @@ __all__ = [
     "err",
     "join",
     "out",
+    "printable",
 ]
 
 EXIT_OK = 0
@@ -42,14 +43,34 @@ class UsageError(Exception):
     """A bad command-line argument: one line, exit code 2."""
 
 
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: what is not printable is shown escaped.
+
+    Peers choose their names and texts: control characters and ANSI escape
+    sequences must not reach the terminal, and bytes that were not UTF-8
+    (ivy-c passes Latin-1 through) are shown as ``\\xNN``, so that printing
+    never fails whatever the output's encoding.
+    """
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else _escaped(char) for char in text)
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+        return f"\\x{code - 0xDC00:02x}"
+    return char.encode("unicode_escape").decode("ascii")
+
+
 def out(text: str) -> None:
-    """Print one line on stdout, flushed at once (the output may be a pipe)."""
-    print(text, flush=True)
+    """Print one line on stdout, escaped, flushed at once (the output may be a pipe)."""
+    print(printable(text), flush=True)
 
 
 def err(text: str) -> None:
     """Print one line on stderr, prefixed with the program name."""
-    print(f"trivy: {text}", file=sys.stderr, flush=True)
+    print(f"trivy: {printable(text)}", file=sys.stderr, flush=True)
 
 
 def check_regexp(regexp: str) -> None:
