@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from trivy import IvyIllegalStateError
 from trivy._connection import MAX_MALFORMED_STREAK, Connection, ConnectionState
+from trivy._peer_regexps import PeerRegexps
 from trivy._peers import duplicate_loser
 from trivy._protocol_events import (
     Bye,
@@ -114,7 +115,7 @@ def test_recorder_lines() -> None:
     assert events == [
         PeerIdentified("RECORDER", 48817),
         RegexpAdded(0, "^rec (.*)", None),
-        RegexpRejected(1, "(unclosed", "missing ), unterminated subpattern", None),
+        RegexpAdded(1, "(unclosed", None),  # whether it compiles is the matcher's call
         RegexpAdded(2, "^multi (a)?(b)?(c)?", None),
         HandshakeDone(),
         RegexpAdded(0, "^rec2 (.*)", "^rec (.*)"),  # same id: replaced
@@ -126,14 +127,47 @@ def test_recorder_lines() -> None:
         UnknownType(99, 1, "unknown type"),
         Malformed("this line is malformed", "bad format request expected 'type id ...'"),
     ]
-    assert conn.subscriptions == {0: "^rec2 (.*)"}
-    # the replies those lines call for, decided here and in this order:
-    # ivy-c's compile error (offset first), the PONG, the malformed line's ERROR
+    assert conn.subscriptions == {0: "^rec2 (.*)", 1: "(unclosed"}
+    # the replies those lines call for, decided here: the PONG, the ERROR
     assert bytes(conn.outgoing) == (
-        b"3 0\x02Error compiling '(unclosed', missing ), unterminated subpattern\n"
-        b"10 5\x02\n"
-        b"3 3\x02bad format request expected 'type id ...'\n"
+        b"10 5\x02\n3 3\x02bad format request expected 'type id ...'\n"
     )
+    # the matcher could not compile one: ivy-c's answer, offset first
+    rejected = conn.reject_regexp(1, "(unclosed", "missing ), unterminated subpattern", 0)
+    assert rejected == RegexpRejected(1, "(unclosed", "missing ), unterminated subpattern", None)
+    assert conn.subscriptions == {0: "^rec2 (.*)"}
+    assert bytes(conn.outgoing).endswith(
+        b"3 0\x02Error compiling '(unclosed', missing ), unterminated subpattern\n"
+    )
+
+
+def test_a_peers_regexps_are_bounded_in_length_count_and_size() -> None:
+    conn = Connection(regexps=PeerRegexps(max_length=10, max_count=3, max_total=25))
+    feed(conn, [b"6 1\x02A\n5 0\x02\n"])
+    events = conn.receive_data(
+        b"1 0\x02" + b"a" * 11 + b"\n"  # too long
+        b"1 1\x02" + b"b" * 10 + b"\n1 2\x02" + b"c" * 10 + b"\n"
+        b"1 3\x02" + b"d" * 10 + b"\n"  # 30 characters in all
+        b"1 2\x02" + b"e" * 5 + b"\n"  # a replacement that fits: 15
+        b"1 4\x02f\n1 5\x02g\n"  # a third one fits, a fourth does not
+    )
+    kinds = [(type(e).__name__, e.sub_id) for e in events]  # type: ignore[union-attr]
+    assert kinds == [
+        ("RegexpRejected", 0),
+        ("RegexpAdded", 1),
+        ("RegexpAdded", 2),
+        ("RegexpRejected", 3),
+        ("RegexpAdded", 2),
+        ("RegexpAdded", 4),
+        ("RegexpRejected", 5),
+    ]
+    assert conn.subscriptions == {1: "b" * 10, 2: "eeeee", 4: "f"}
+    errors = bytes(conn.outgoing).splitlines()
+    assert errors == [
+        b"3 0\x02Error compiling '" + b"a" * 11 + b"', regexp longer than 10 characters",
+        b"3 0\x02Error compiling '" + b"d" * 10 + b"', regexps over 25 characters in all",
+        b"3 0\x02Error compiling 'g', more than 3 subscriptions",
+    ]
 
 
 def test_every_byte_we_send_comes_from_the_connection() -> None:

@@ -139,6 +139,7 @@ SANS_IO = (
     "protocol.py",
     "_connection.py",
     "_lines.py",
+    "_peer_regexps.py",
     "_protocol_events.py",
     "_matching.py",
     "_errors.py",

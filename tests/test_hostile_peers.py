@@ -8,6 +8,7 @@ docstring), so a slow machine does not make it flaky.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import time
 
@@ -35,7 +36,7 @@ async def test_unsubscribing_is_linear_in_any_order(bus: str) -> None:
     """40,000 ADD_REGEXP, then DEL_REGEXP in reverse: was 15.4 s (quadratic)."""
     count = 40_000
     with trio.fail_after(30):
-        async with trivy.open_ivy_bus("A", bus) as a:
+        async with trivy.open_ivy_bus("A", bus, max_peer_subscriptions=count) as a:
             raw = await RawPeer.connect(a)
             await raw.handshake("RAW")
             adds = b"".join(b"1 %d\x02x%d\n" % (i, i) for i in range(count))  # unanchored
@@ -250,3 +251,81 @@ async def test_a_spoofed_announce_of_our_own_port_never_makes_us_our_peer(
                 await wait_for_subscription(b, "A", sub.regexp)
                 assert await b.send("hello") == 1
                 await sub.receive()
+
+
+class _Heartbeat:
+    """The longest the event loop went without running this task."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+
+    async def run(self) -> None:
+        last = time.perf_counter()
+        while True:
+            await trio.sleep(0.002)
+            now = time.perf_counter()
+            self.longest = max(self.longest, now - last)
+            last = now
+
+
+async def test_huge_regexps_are_refused_without_compiling(bus: str) -> None:
+    """40 ADD_REGEXP of 1 MiB: 35 s of CPU, the loop stalled up to 7 s before."""
+    heartbeat = _Heartbeat()
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a, trio.open_nursery() as nursery:
+            nursery.start_soon(heartbeat.run)
+            raw = await RawPeer.connect(a)
+            await raw.handshake("RAW")
+            await _pong(raw, 1)
+            for i in range(40):
+                await raw.send(b"1 %d\x02(" % i + b"x" * (MAX_LINE_LENGTH - 20) + b"\n")
+            await raw.send(b"9 2\x02\n")
+            errors = []
+            while (line := await raw.line()) != b"10 2\x02":
+                errors.append(line)
+            assert len(errors) == 40
+            assert errors[0].endswith(b"', regexp longer than 16384 characters")
+            assert a.peers[0].subscriptions == {}
+            nursery.cancel_scope.cancel()
+            await raw.aclose()
+    assert heartbeat.longest < 0.25
+
+
+async def test_slow_compiles_in_one_read_let_the_loop_run_between_them(bus: str) -> None:
+    """Regexps at the length limit that take long to compile, many in one read."""
+    heartbeat = _Heartbeat()
+    slow = [b"(a)" * 5000 + b"%d" % i for i in range(15)]  # ~30 ms each on our machine
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a, trio.open_nursery() as nursery:
+            raw = await RawPeer.connect(a)
+            await raw.handshake("RAW")
+            await _pong(raw, 1)
+            nursery.start_soon(heartbeat.run)
+            await trio.testing.wait_all_tasks_blocked()
+            started = time.perf_counter()
+            await raw.send(b"".join(b"1 %d\x02%s\n" % (i, r) for i, r in enumerate(slow)))
+            await _pong(raw, 2)
+            compiling = time.perf_counter() - started
+            assert len(a.peers[0].subscriptions) == len(slow)
+            nursery.cancel_scope.cancel()
+            await raw.aclose()
+    # the loop ran at least every few compiles, not once after all of them
+    assert heartbeat.longest < max(0.15, compiling / 3)
+
+
+async def test_nothing_compiled_for_a_peer_outlives_it(bus: str) -> None:
+    """re's own cache kept 481 MiB of a departed peer's regexps before."""
+    regexps = [f"^gone{i} (x+)+ {'y' * 2000}" for i in range(50)]
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            raw = await RawPeer.connect(a)
+            adds = [b"1 %d\x02%s\n" % (i, r.encode()) for i, r in enumerate(regexps)]
+            await raw.handshake("RAW", b"".join(adds))
+            await _pong(raw, 1)
+            assert len(a._router.table) == len(regexps)
+            await raw.aclose()
+            while a._peers:
+                await trio.testing.wait_all_tasks_blocked()
+            assert len(a._router.table) == 0
+    cached = {key[1] for key in re._cache}  # type: ignore[attr-defined]
+    assert not cached & set(regexps)

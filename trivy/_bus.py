@@ -21,7 +21,6 @@ import trio
 from ._callbacks import Callback
 from ._channels import Subscription
 from ._checkpoints import RUN_CONTEXT
-from ._connection import Connection
 from ._discovery import Discovery, new_agent_id
 from ._dispatch import DieCallback, Dispatcher
 from ._errors import IvyIllegalStateError
@@ -367,7 +366,7 @@ class IvyBus:
         if not self._running:  # leaving: no new peers
             sock.close()
             return
-        conn = Connection(java_newlines=self.options.java_newlines)
+        conn = self.options.new_connection()
         try:
             limit = self.options.send_buffer_limit
             session = PeerSession(

@@ -12,12 +12,12 @@ what the kernel took. Nothing here imports trio, socket, os or time.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from . import protocol
 from ._errors import IvyIllegalStateError, IvyMalformedMessage
 from ._lines import LineBuffer
+from ._peer_regexps import PeerRegexps
 from ._protocol_events import (
     Bye,
     Closing,
@@ -33,7 +33,6 @@ from ._protocol_events import (
     PongReceived,
     RegexpAdded,
     RegexpRejected,
-    RegexpRemoved,
     UnknownType,
 )
 from .protocol import ARG_END, ARG_START, MsgType
@@ -42,7 +41,6 @@ __all__ = [
     "MAX_LINE_LENGTH",
     "MAX_MALFORMED_STREAK",
     "MSG_HEADS",
-    "REGEXP_ERRORS",
     "Connection",
     "ConnectionState",
     "msg_head",
@@ -64,9 +62,6 @@ MAX_QUOTED = 200
 BAD_FORMAT_ID = 3
 BAD_FORMAT = "bad format request expected 'type id ...'"
 ALREADY_CONNECTED = "Application already connected"
-#: What compiling a peer's regexp may raise: not only ``re.error``;
-#: ``a{4294967296}`` overflows, 500 nested groups recurse too deep.
-REGEXP_ERRORS = (re.error, OverflowError, RecursionError, ValueError)
 
 #: ``b"2 <id>\\x02"`` by subscription id: the head of every MSG we send, made
 #: once per id. Our own ids are few; :func:`msg_head` caps the cache anyway,
@@ -106,9 +101,9 @@ class Connection:
       max_line_length: longest line accepted before the peer is dropped.
       java_newlines: turn ivy-java's ``\\x1a`` escape back into ``\\n`` in
         received texts, and ``\\n`` into it in the texts we send.
-      compile_regexp: called with each regexp the peer subscribes with; an
-        exception means the regexp is refused (ERROR to the peer). The
-        caller's matcher compiles it again from ``re``'s cache.
+      regexps: the peer's subscriptions and their limits (default ones if
+        None). Whether a regexp compiles is for the matcher to say
+        (:meth:`reject_regexp`).
 
     Attributes:
       state: where the peer's side of the handshake stands.
@@ -123,15 +118,15 @@ class Connection:
         *,
         max_line_length: int = MAX_LINE_LENGTH,
         java_newlines: bool = False,
-        compile_regexp: Callable[[str], object] = re.compile,
+        regexps: PeerRegexps | None = None,
     ) -> None:
         self.state = ConnectionState.AWAITING_START
         self.peer_name: str | None = None
         self.peer_port: int | None = None
-        self.subscriptions: dict[int, str] = {}
+        self._regexps = PeerRegexps() if regexps is None else regexps
+        self.subscriptions: dict[int, str] = self._regexps.by_id
         self.outgoing = bytearray()
         self._java_newlines = java_newlines
-        self._compile_regexp = compile_regexp
         #: Bytes of replies queued so far: the I/O layer pauses reading a
         #: peer whose lines make it answer past its output limit.
         self.replies_queued = 0
@@ -231,18 +226,21 @@ class Connection:
         self._reply(MsgType.ERROR, 0, ALREADY_CONNECTED)
         self._said_bye = True
 
-    def reject_regexp(self, sub_id: int, regexp: str, error: Exception) -> RegexpRejected:
+    def reject_regexp(
+        self, sub_id: int, regexp: str, reason: str, offset: int = 0
+    ) -> RegexpRejected:
         """Refuse the peer's regexp ``sub_id``: forget it, queue ivy-c's ERROR.
 
-        Called by :meth:`receive_data` when the regexp does not compile, and
-        by a matcher that fails to compile it in its own mode.
+        For a regexp the matcher could not compile (see
+        :func:`~trivy._peer_regexps.regexp_error`); :meth:`receive_data`
+        refuses those over a limit itself.
         """
-        reason = getattr(error, "msg", None) or str(error) or type(error).__name__
-        offset = getattr(error, "pos", 0) or 0
+        self._error_compiling(regexp, reason, offset)
+        return self._regexps.reject(sub_id, regexp, reason)
+
+    def _error_compiling(self, regexp: str, reason: str, offset: int = 0) -> None:
         quoted = regexp[:MAX_QUOTED]
         self._reply(MsgType.ERROR, offset, f"Error compiling '{quoted}', {reason[:MAX_QUOTED]}")
-        replaced = self.subscriptions.pop(sub_id, None)
-        return RegexpRejected(sub_id, regexp, reason, replaced)
 
     # ------------------------------------------------------------ their side
     def _reply(self, msg_type: int, num_id: int, params: str = "") -> None:
@@ -346,8 +344,7 @@ class Connection:
         if msg_type == MsgType.ADD_REGEXP:
             return self._regexp_added(num_id, params[:-1] if params.endswith(ARG_END) else params)
         if msg_type == MsgType.DEL_REGEXP:
-            removed = self.subscriptions.pop(num_id, None)
-            return None if removed is None else RegexpRemoved(num_id, removed)
+            return self._regexps.removed(num_id)
         if msg_type == MsgType.END_REGEXP:
             if self.state is ConnectionState.RECEIVING_SUBSCRIPTIONS:
                 self.state = ConnectionState.READY
@@ -371,11 +368,8 @@ class Connection:
         return UnknownType(msg_type, num_id, params)
 
     def _regexp_added(self, sub_id: int, regexp: str) -> RegexpAdded | RegexpRejected:
-        try:
-            self._compile_regexp(regexp)
-        except REGEXP_ERRORS as exc:
-            return self.reject_regexp(sub_id, regexp, exc)
-        replaced = self.subscriptions.get(sub_id)
-        self.subscriptions[sub_id] = regexp
-        return RegexpAdded(sub_id, regexp, replaced)
+        event = self._regexps.add(sub_id, regexp)
+        if isinstance(event, RegexpRejected):
+            self._error_compiling(regexp, event.reason)
+        return event
 

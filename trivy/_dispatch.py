@@ -14,9 +14,11 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
+from time import perf_counter
+
+import trio
 
 from ._callbacks import call_user
-from ._connection import REGEXP_ERRORS
 from ._event_streams import EventHub
 from ._events import (
     DieReceived,
@@ -33,6 +35,7 @@ from ._events import (
 from ._local import Binding, LocalSubscriptions
 from ._logs import shorten
 from ._peer import PeerSession
+from ._peer_regexps import REGEXP_ERRORS, regexp_error
 from ._peers import PeerSet
 from ._protocol_events import (
     Bye,
@@ -55,6 +58,10 @@ from ._routing import Router
 __all__ = ["DieCallback", "Dispatcher"]
 
 logger = logging.getLogger("trivy")
+
+#: Seconds of regexp compiling after which the dispatcher yields to the
+#: other tasks (a regexp compiles in 30 ms at most, within the length limit).
+COMPILE_SLICE = 0.02
 
 #: ``on_die(peer, num_id)``, sync or async; returning False refuses to die.
 DieCallback = Callable[[Peer, int], "Awaitable[bool | None] | bool | None"]
@@ -91,6 +98,7 @@ class Dispatcher:
         self._ready_message = ready_message
         self._on_die = on_die
         self._stop = stop
+        self._compile_time = 0.0  # seconds spent compiling since the last yield
 
     async def dispatch(self, session: PeerSession, events: list[Event]) -> bool:
         """Act on the events of one read; False when the connection must end.
@@ -144,14 +152,21 @@ class Dispatcher:
         if isinstance(event, RegexpAdded):
             if event.replaced is not None:
                 self._router.remove(session, event.sub_id, event.replaced)
+            started = perf_counter()
             try:
-                self._router.add(session, event.sub_id, event.regexp)
-            except REGEXP_ERRORS as exc:
-                # It compiled in the connection but not here (in the table's
-                # mode, or deeper in the stack): refused all the same.
-                rejected = session.conn.reject_regexp(event.sub_id, event.regexp, exc)
+                self._router.add(session, event.sub_id, event.regexp)  # compiles it
+            except REGEXP_ERRORS as exc:  # the matcher's verdict, the protocol's answer
+                reason, offset = regexp_error(exc)
+                rejected = session.conn.reject_regexp(event.sub_id, event.regexp, reason, offset)
                 session.flush_soon()
                 return await self._handle(session, rejected._replace(replaced=event.replaced))
+            finally:
+                self._compile_time += perf_counter() - started
+                if self._compile_time > COMPILE_SLICE:
+                    # Many new regexps in one read: let the other tasks run
+                    # between compiles rather than after all of them.
+                    self._compile_time = 0.0
+                    await trio.lowlevel.checkpoint()
             if event.replaced is not None:
                 await self._hub.emit(
                     SubscriptionChanged(peer, event.sub_id, event.regexp, event.replaced)

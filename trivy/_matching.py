@@ -25,6 +25,21 @@ SubscriberT = TypeVar("SubscriberT")
 _SPECIAL = frozenset(".^$*+?{}[]\\|()")
 _QUANTIFIERS = frozenset("*+?{")
 _INLINE_FLAGS = re.compile(r"\(\?[aiLmsux-]")
+try:  # the compiler behind re.compile, without the cache
+    from re._compiler import compile as _compile  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - Python 3.10
+    from sre_compile import compile as _compile
+
+
+def compile_uncached(regexp: str) -> re.Pattern[str]:
+    """Compile ``regexp`` without ``re``'s module cache.
+
+    The cache would keep a peer's compiled regexps (512 of them, of any
+    size) after the peer left; compiled here, a pattern lives as long as its
+    table entry.
+    """
+    pattern: re.Pattern[str] = _compile(regexp, 0)
+    return pattern
 
 
 def literal_prefix(regexp: str, anchored: bool) -> str:
@@ -57,7 +72,7 @@ class RegexpEntry(Generic[SubscriberT]):
     __slots__ = ("find", "prefix", "regexp", "subscribers")
 
     def __init__(self, regexp: str, mode: MatchMode) -> None:
-        pattern = re.compile(regexp)
+        pattern = compile_uncached(regexp)
         self.regexp = regexp
         self.find: Callable[[str], re.Match[str] | None] = getattr(pattern, mode)
         self.prefix = literal_prefix(regexp, anchored=mode != "search")

@@ -18,6 +18,7 @@ from ._bus import IvyBus
 from ._dispatch import DieCallback
 from ._matching import MatchMode
 from ._options import DEFAULT_SEND_BUFFER_LIMIT, DEFAULT_STOP_TIMEOUT, BusOptions, OverflowPolicy
+from ._peer_regexps import MAX_PEER_REGEXP_BYTES, MAX_PEER_SUBSCRIPTIONS, MAX_REGEXP_LENGTH
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -40,6 +41,9 @@ async def open_ivy_bus(
     overflow: OverflowPolicy = "drop",
     java_newlines: bool = False,
     stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+    max_regexp_length: int = MAX_REGEXP_LENGTH,
+    max_peer_subscriptions: int = MAX_PEER_SUBSCRIPTIONS,
+    max_peer_regexp_bytes: int = MAX_PEER_REGEXP_BYTES,
 ) -> AsyncIterator[IvyBus]:
     """Join an Ivy bus for the duration of an ``async with`` block.
 
@@ -50,8 +54,9 @@ async def open_ivy_bus(
         an awaitable); returning False refuses to die. By default the bus
         stops.
       ready_message, host, multicast_ttl, multicast_interface, match_mode,
-        send_buffer_limit, overflow, java_newlines, stop_timeout: see
-        :class:`~trivy.BusOptions`.
+        send_buffer_limit, overflow, java_newlines, stop_timeout,
+        max_regexp_length, max_peer_subscriptions, max_peer_regexp_bytes:
+        see :class:`~trivy.BusOptions`.
 
     Raises:
       ValueError: a bad bus string, agent name or option.
@@ -70,6 +75,9 @@ async def open_ivy_bus(
         overflow=overflow,
         java_newlines=java_newlines,
         stop_timeout=stop_timeout,
+        max_regexp_length=max_regexp_length,
+        max_peer_subscriptions=max_peer_subscriptions,
+        max_peer_regexp_bytes=max_peer_regexp_bytes,
     )
     async with run_bus(options, on_die=on_die) as ivy:
         yield ivy

@@ -16,7 +16,14 @@ from typing import Any, Literal
 import attrs
 
 from . import protocol
+from ._connection import Connection
 from ._matching import MATCH_MODES, MatchMode
+from ._peer_regexps import (
+    MAX_PEER_REGEXP_BYTES,
+    MAX_PEER_SUBSCRIPTIONS,
+    MAX_REGEXP_LENGTH,
+    PeerRegexps,
+)
 from .protocol import BusAddress
 
 __all__ = [
@@ -117,6 +124,10 @@ class BusOptions:
       stop_timeout: on leaving, what is queued for a peer keeps being sent
         as long as the peer takes some of it within this many seconds (0:
         leave without waiting).
+      max_regexp_length, max_peer_subscriptions, max_peer_regexp_bytes:
+        what one peer may subscribe with: the longest regexp (16 Ki
+        characters), how many at once (10,000), how many characters in all
+        (1 Mi). A regexp over a limit gets an ERROR, and is not used.
 
     Raises:
       ValueError: a bad value; the message names it.
@@ -139,3 +150,19 @@ class BusOptions:
     stop_timeout: float = attrs.field(
         default=DEFAULT_STOP_TIMEOUT, validator=_not_negative("stop_timeout")
     )
+    max_regexp_length: int = attrs.field(
+        default=MAX_REGEXP_LENGTH, validator=_not_negative("max_regexp_length")
+    )
+    max_peer_subscriptions: int = attrs.field(
+        default=MAX_PEER_SUBSCRIPTIONS, validator=_not_negative("max_peer_subscriptions")
+    )
+    max_peer_regexp_bytes: int = attrs.field(
+        default=MAX_PEER_REGEXP_BYTES, validator=_not_negative("max_peer_regexp_bytes")
+    )
+
+    def new_connection(self) -> Connection:
+        """The protocol state for a new peer, with these options' limits."""
+        regexps = PeerRegexps(
+            self.max_regexp_length, self.max_peer_subscriptions, self.max_peer_regexp_bytes
+        )
+        return Connection(java_newlines=self.java_newlines, regexps=regexps)
