@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest.mock import ANY
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -38,7 +40,7 @@ def test_msgs_come_as_plain_tuples_equal_to_text_received() -> None:
     conn = Connection()
     events = conn.receive_data(b"6 1\x02A\n5 0\x02\n2 3\x02x\x03y\x03\n2 4\x02\n")
     msgs = [e for e in events if type(e) is tuple]
-    assert msgs == [TextReceived(3, ("x", "y")), TextReceived(4, ())]
+    assert msgs == [TextReceived(3, ("x", "y"), 4), TextReceived(4, (), 0)]  # size: x^Cy^C
 
 
 def test_handshake_bytes() -> None:
@@ -56,9 +58,9 @@ def test_ivy_c_transcript() -> None:
         RegexpAdded(0, "^hello (.*)", None),
         HandshakeDone(),
         ErrorReceived(9, "Error compiling '(unclosed', missing )"),
-        TextReceived(0, ("one two",)),  # split across two reads
-        TextReceived(2, ("a", "", "c")),
-        TextReceived(0, ("replaced",)),
+        TextReceived(0, ("one two",), ANY),  # split across two reads
+        TextReceived(2, ("a", "", "c"), ANY),
+        TextReceived(0, ("replaced",), ANY),
         PongReceived(5, False),
         ErrorReceived(3, "bad format request expected 'type id ...'"),
         Bye(),
@@ -79,9 +81,9 @@ def test_ivy_java_transcript_malformed_error_keeps_the_connection() -> None:
     # ivy-java's ERROR has no STX and spans two lines: two malformed lines
     assert [type(e) for e in events[4:6]] == [Malformed, Malformed]
     assert events[6:] == [
-        TextReceived(0, ("one two",)),
-        TextReceived(2, ("a", "null", "c")),  # ivy-java's "null" group, tolerated
-        TextReceived(0, ("replaced",)),
+        TextReceived(0, ("one two",), ANY),
+        TextReceived(2, ("a", "null", "c"), ANY),  # ivy-java's "null" group, tolerated
+        TextReceived(0, ("replaced",), ANY),
         PongReceived(5, False),
     ]
     assert conn.state is ConnectionState.READY
@@ -94,9 +96,9 @@ def test_ivy_python_transcript() -> None:
         RegexpAdded(0, "^hello (.*)", None),
         RegexpAdded(1, "^multi (a)?(b)?(c)?", None),
         HandshakeDone(),
-        TextReceived(0, ("one two",)),
-        TextReceived(2, ("a", "", "c")),
-        TextReceived(0, ("replaced",)),
+        TextReceived(0, ("one two",), ANY),
+        TextReceived(2, ("a", "", "c"), ANY),
+        TextReceived(0, ("replaced",), ANY),
         PongReceived(5, False),
     ]
 
@@ -119,8 +121,8 @@ def test_recorder_lines() -> None:
         RegexpAdded(2, "^multi (a)?(b)?(c)?", None),
         HandshakeDone(),
         RegexpAdded(0, "^rec2 (.*)", "^rec (.*)"),  # same id: replaced
-        TextReceived(0, ("world",)),
-        TextReceived(0, ("no-etx",)),
+        TextReceived(0, ("world",), ANY),
+        TextReceived(0, ("no-etx",), ANY),
         PingReceived(5),
         DirectReceived(7, "hi there"),
         RegexpRemoved(2, "^multi (a)?(b)?(c)?"),
@@ -258,7 +260,7 @@ def test_malformed_flood_closes_but_a_few_do_not() -> None:
 def test_java_newline_escape() -> None:
     conn = Connection(java_newlines=True)
     events = feed(conn, [b"6 1\x02J\n5 0\x02\n2 0\x02two\x1alines\x03\n7 1\x02a\x1ab\n"])
-    assert events[-2:] == [TextReceived(0, ("two\nlines",)), DirectReceived(1, "a\nb")]
+    assert events[-2:] == [TextReceived(0, ("two\nlines",), ANY), DirectReceived(1, "a\nb")]
 
 
 def test_invalid_utf8_is_kept() -> None:
@@ -286,7 +288,7 @@ def test_crlf_lines_read_the_same_on_both_paths() -> None:
     conn = Connection()
     events = conn.receive_data(b"6 1\x02A\r\n5 0\x02\r\n2 0\x02a\x03\r\n2 1\x02b\r\n")
     assert events[0] == PeerIdentified("A", 1)
-    assert events[-2:] == [TextReceived(0, ("a",)), TextReceived(1, ("b",))]
+    assert events[-2:] == [TextReceived(0, ("a",), ANY), TextReceived(1, ("b",), ANY)]
 
 
 @pytest.mark.parametrize("split", range(0, 13))

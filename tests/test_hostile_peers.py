@@ -329,3 +329,66 @@ async def test_nothing_compiled_for_a_peer_outlives_it(bus: str) -> None:
             assert len(a._router.table) == 0
     cached = {key[1] for key in re._cache}  # type: ignore[attr-defined]
     assert not cached & set(regexps)
+
+
+async def test_unread_big_matches_are_bounded_in_bytes(bus: str) -> None:
+    """1000 unread MSGs of 1 MiB cost +1 GiB before: max_buffer counted items only."""
+    item, count, limit = 512 * 1024, 20, 2 * 1024 * 1024
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            sub = a.subscribe("^(x*)$", max_buffer_bytes=limit)
+            raw = await RawPeer.connect(a)
+            await raw.handshake("RAW")
+            await _pong(raw, 1)
+            line = b"2 %d\x02" % sub.id + b"x" * item + b"\x03\n"
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(raw.send, line * count)
+                await trio.testing.wait_all_tasks_blocked(0.05)  # the bus stopped reading
+                assert len(sub) == limit // (item + 1)  # full to its bound (+ETX), no further
+                assert sub._big_bytes <= limit + item
+                for _ in range(count):  # reading resumes as we consume: nothing lost
+                    assert len((await sub.receive()).groups[0]) == item
+            await raw.aclose()
+
+
+async def test_a_peers_subscriptions_are_capped(bus: str) -> None:
+    """100,000 ADD_REGEXP cost +93 MiB before, with no cap."""
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus, max_peer_subscriptions=1000) as a:
+            raw = await RawPeer.connect(a)
+            await raw.handshake("RAW")
+            await raw.send(b"".join(b"1 %d\x02^s%d\n" % (i, i) for i in range(5000)))
+            await raw.send(b"9 2\x02\n")
+            errors = 0
+            while (line := await raw.line()) != b"10 2\x02":
+                errors += line.endswith(b"', more than 1000 subscriptions")
+            assert errors == 4000
+            assert len(a.peers[0].subscriptions) == 1000
+            assert len(a._router.table) == 1000
+            await raw.aclose()
+
+
+def test_junk_msg_heads_are_not_cached() -> None:
+    """300 junk 1 MB lines starting ``2 `` filled a 300 MB head cache before."""
+    from trivy._connection import MSG_HEADS, Connection, msg_head
+
+    conn = Connection()
+    conn.receive_data(b"6 1\x02A\n5 0\x02\n")
+    for i in range(300):
+        conn.receive_data(b"2 " + b"%d" % i + b"9" * 100_000 + b"\x02x\n")
+    assert sum(len(head) for head in conn._msg_ids) < 10_000
+    msg_head(10**1000)  # a peer chooses its subscription ids
+    assert all(len(head) <= 24 for head in MSG_HEADS.values())
+
+
+async def test_unread_big_direct_messages_are_bounded_and_dropped(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            directs = a.direct_messages(max_buffer_bytes=1024 * 1024)
+            raw = await RawPeer.connect(a)
+            await raw.handshake("RAW")
+            big = b"7 1\x02" + b"d" * 300_000 + b"\n"
+            await raw.send(big * 10)
+            await _pong(raw, 1)
+            assert len(directs) == 3 and directs.dropped == 7  # 900 kB kept of 3 MB
+            await raw.aclose()

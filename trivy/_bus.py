@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import trio
 
 from ._callbacks import Callback
-from ._channels import Subscription
+from ._channels import DEFAULT_MAX_BYTES, Subscription
 from ._checkpoints import RUN_CONTEXT
 from ._discovery import Discovery, new_agent_id
 from ._dispatch import DieCallback, Dispatcher
@@ -29,7 +29,7 @@ from ._events import BusEvent, DirectMessage, Peer
 from ._local import LocalSubscriptions
 from ._matching import MatchMode
 from ._options import BusOptions
-from ._peer import PeerSession, wait_flushed
+from ._peer import PeerSession, open_session, wait_flushed
 from ._peers import PeerSet
 from ._routing import SENDS_PER_CHECKPOINT, Router
 from ._timers import Timer, TimerCallback
@@ -131,19 +131,27 @@ class IvyBus:
         return await self._peers.wait_ready(name, self._check_running)
 
     # ------------------------------------------------------- our subscriptions
-    def subscribe(self, regexp: str, *, max_buffer: int = DEFAULT_MAX_BUFFER) -> Subscription:
+    def subscribe(
+        self,
+        regexp: str,
+        *,
+        max_buffer: int = DEFAULT_MAX_BUFFER,
+        max_buffer_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> Subscription:
         """Subscribe to the texts matching ``regexp``; get them as a channel.
 
         ADD_REGEXP goes to every peer now; closing the subscription (leaving
         its ``async with`` block) sends DEL_REGEXP. While ``max_buffer``
-        matches wait unread, reading from the sending peer pauses.
+        matches wait unread, or big ones (over 4 Ki characters) of
+        ``max_buffer_bytes`` characters in all, reading from the sending
+        peer pauses.
 
         Raises:
           ValueError: the regexp does not compile or contains a newline.
           IvyIllegalStateError: the bus is not running.
         """
         self._check_running()
-        return self._local.subscribe(regexp, max_buffer)
+        return self._local.subscribe(regexp, max_buffer, max_buffer_bytes)
 
     def bind(self, callback: Callback, regexp: str) -> int:
         """Call ``callback(peer, *groups)`` for each text matching ``regexp``.
@@ -186,7 +194,11 @@ class IvyBus:
         self._local.change(sub_id, regexp)
 
     def events(
-        self, *, max_buffer: int = DEFAULT_MAX_BUFFER, overflow: StreamOverflow = "drop"
+        self,
+        *,
+        max_buffer: int = DEFAULT_MAX_BUFFER,
+        overflow: StreamOverflow = "drop",
+        max_buffer_bytes: int = DEFAULT_MAX_BYTES,
     ) -> EventStream[BusEvent]:
         """A channel of every bus event from now on, until it is closed.
 
@@ -194,15 +206,20 @@ class IvyBus:
         the next ones (counted in ``stream.dropped``; a peer joining or
         leaving, a DIE and congestion are kept up to twice the buffer), so
         a slow reader stalls nobody. ``"wait"`` loses nothing, but makes
-        every peer's reader wait for this one.
+        every peer's reader wait for this one. Big events (texts over 4 Ki
+        characters) count against ``max_buffer_bytes`` as well.
         """
-        return self._hub.events(max_buffer, overflow)
+        return self._hub.events(max_buffer, overflow, max_buffer_bytes)
 
     def direct_messages(
-        self, *, max_buffer: int = DEFAULT_MAX_BUFFER, overflow: StreamOverflow = "drop"
+        self,
+        *,
+        max_buffer: int = DEFAULT_MAX_BUFFER,
+        overflow: StreamOverflow = "drop",
+        max_buffer_bytes: int = DEFAULT_MAX_BYTES,
     ) -> EventStream[DirectMessage]:
         """A channel of the direct messages we receive from now on (see :meth:`events`)."""
-        return self._hub.direct_messages(max_buffer, overflow)
+        return self._hub.direct_messages(max_buffer, overflow, max_buffer_bytes)
 
     # --------------------------------------------------------------- sending
     def _check_running(self) -> None:
@@ -363,23 +380,11 @@ class IvyBus:
         self, sock: socket.socket, host: str, agent_id: str | None, port: int
     ) -> None:
         """Run one new connection (discovery calls it) until it ends."""
-        if not self._running:  # leaving: no new peers
-            sock.close()
+        session = open_session(sock, host, self.options, self._dispatcher, agent_id, port)
+        if session is None or not self._running or not self._peers.add(session):
+            sock.close()  # gone at once, we are leaving, or it is ourselves
             return
-        conn = self.options.new_connection()
-        try:
-            limit = self.options.send_buffer_limit
-            session = PeerSession(
-                sock, host, conn, self._dispatcher, agent_id, port, output_limit=limit
-            )
-        except OSError as exc:  # the peer is already gone
-            logger.info("connection with %s lost at once: %s", host, exc)
-            sock.close()
-            return
-        if not self._peers.add(session):
-            sock.close()
-            return
-        conn.send_handshake(self.port, self.agent_name, self._local.items())
+        session.conn.send_handshake(self.port, self.agent_name, self._local.items())
         await session.run(self.options.stop_timeout)
 
     async def _say_bye(self) -> None:

@@ -23,6 +23,13 @@ __all__ = ["BufferedReceiveChannel", "Subscription"]
 
 T = TypeVar("T")
 
+#: Items larger than this (characters of text) are counted against a
+#: channel's ``max_bytes``; smaller ones are bounded by ``max_buffer`` alone
+#: (1000 of them hold 4 MiB at most), and cost no bookkeeping.
+BIG_ITEM = 4096
+#: Default ``max_bytes``: the characters of big items a channel holds before
+#: its producer waits (or, for an event stream, drops).
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 #: Items a consumer takes from a non-empty buffer between two checkpoints:
 #: enough to make the checkpoint's cost vanish, few enough that a busy
 #: consumer still lets other tasks run (and be cancelled) often.
@@ -35,13 +42,27 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
     Args:
       max_buffer: items held before the producer has to wait.
       on_close: called once when the consumer closes the channel.
+      max_bytes: characters of big items (over :data:`BIG_ITEM`) held
+        before the producer has to wait; one item is always taken.
     """
 
-    def __init__(self, max_buffer: int, on_close: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        max_buffer: int,
+        on_close: Callable[[], None] | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
         if max_buffer < 1:
             raise ValueError(f"max_buffer must be at least 1, not {max_buffer}")
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes cannot be negative: {max_bytes}")
         self.max_buffer = max_buffer
+        self.max_bytes = max_bytes
         self._buffer: deque[T] = deque()
+        # The big items in the buffer, in order, with their sizes: only they
+        # are counted, so small ones cost one comparison each.
+        self._big: deque[tuple[T, int]] = deque()
+        self._big_bytes = 0
         self._readable = trio.lowlevel.ParkingLot()
         self._writable = trio.lowlevel.ParkingLot()
         self._closed = False  # by the consumer
@@ -54,39 +75,52 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
         self._producers_waiting = 0
 
     # ---------------------------------------------------------- producer side
-    def _put_nowait(self, item: T) -> bool:
-        """Append an item; False (item not taken) when closed or full.
+    def _put_nowait(self, item: T, size: int = 0) -> bool:
+        """Append an item of ``size`` characters; False (not taken) when closed or full.
 
         Called once per message: written out rather than through
         :meth:`_put_anyway`, to save a call on the hot path.
         """
         if self._closed or self._ended or len(self._buffer) >= self.max_buffer:
             return False
+        if size > BIG_ITEM:
+            if self._buffer and self._big_bytes + size > self.max_bytes:
+                return False
+            self._big.append((item, size))
+            self._big_bytes += size
         self._buffer.append(item)
         if self._consumers_waiting:
             self._consumers_waiting -= 1
             self._readable.unpark()
         return True
 
-    def _put_anyway(self, item: T) -> None:
-        """Append even past ``max_buffer`` (dropped only if closed or ended)."""
+    def _put_anyway(self, item: T, size: int = 0) -> None:
+        """Append even past the limits (dropped only if closed or ended)."""
         if self._closed or self._ended:
             return
+        if size > BIG_ITEM:
+            self._big.append((item, size))
+            self._big_bytes += size
         self._buffer.append(item)
         if self._consumers_waiting:
             self._consumers_waiting -= 1
             self._readable.unpark()
 
-    async def _put(self, item: T) -> None:
+    def _has_room(self, size: int) -> bool:
+        if len(self._buffer) >= self.max_buffer:
+            return False
+        return size <= BIG_ITEM or not self._buffer or self._big_bytes + size <= self.max_bytes
+
+    async def _put(self, item: T, size: int = 0) -> None:
         """Append an item, waiting while the buffer is full; dropped if closed."""
-        while len(self._buffer) >= self.max_buffer and not (self._closed or self._ended):
+        while not self._has_room(size) and not (self._closed or self._ended):
             self._producers_waiting += 1  # the one who unparks us counts us off
             try:
                 await self._writable.park()
             except BaseException:
                 self._producers_waiting -= 1
                 raise
-        self._put_anyway(item)  # there is room now (or it is closed: dropped)
+        self._put_anyway(item, size)  # there is room now (or it is closed: dropped)
 
     def _end(self) -> None:
         """No more items: the consumer gets EndOfChannel once it drained them."""
@@ -111,6 +145,8 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
             raise trio.ClosedResourceError("this channel was closed")
         if self._buffer:
             item = self._buffer.popleft()
+            if self._big and item is self._big[0][0]:
+                self._big_bytes -= self._big.popleft()[1]
             if self._producers_waiting:
                 self._producers_waiting -= 1
                 self._writable.unpark()
@@ -163,6 +199,8 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
         if self._buffer and self._since_checkpoint < ITEMS_PER_CHECKPOINT and not cancelled:
             self._since_checkpoint += 1
             item = self._buffer.popleft()
+            if self._big and item is self._big[0][0]:
+                self._big_bytes -= self._big.popleft()[1]
             if self._producers_waiting:
                 self._producers_waiting -= 1
                 self._writable.unpark()
@@ -190,6 +228,10 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
         items = [first]
         popleft = self._buffer.popleft
         items.extend(popleft() for _ in range(count))
+        big = self._big
+        for item in items if big else ():
+            if big and item is big[0][0]:
+                self._big_bytes -= big.popleft()[1]
         self._since_checkpoint = 0
         if self._producers_waiting:
             self._producers_waiting = 0
@@ -202,6 +244,8 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
             return
         self._closed = True
         self._buffer.clear()
+        self._big.clear()
+        self._big_bytes = 0
         self._wake_all()
         if self._on_close is not None:
             self._on_close()
@@ -229,9 +273,14 @@ class Subscription(BufferedReceiveChannel[Match]):
     """
 
     def __init__(
-        self, sub_id: int, regexp: str, max_buffer: int, on_close: Callable[[], None]
+        self,
+        sub_id: int,
+        regexp: str,
+        max_buffer: int,
+        on_close: Callable[[], None],
+        max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
-        super().__init__(max_buffer, on_close)
+        super().__init__(max_buffer, on_close, max_bytes)
         self.id = sub_id
         self.regexp = regexp
 

@@ -290,7 +290,7 @@ class Connection:
                     parts = params.split(ARG_END)
                     if not parts[-1]:  # after the final ETX, or no params at all
                         parts.pop()
-                    append((sub_id, tuple(parts)))
+                    append((sub_id, tuple(parts), len(params)))
                     continue
             event = self._line_event(line)
             if event is not None:
@@ -340,7 +340,7 @@ class Connection:
         if self._java_newlines and msg_type in (MsgType.MSG, MsgType.DIRECT_MSG):
             params = params.replace(protocol.JAVA_NEWLINE_ESCAPE, "\n")
         if msg_type == MsgType.MSG:
-            return (num_id, protocol.split_msg_params(params))
+            return (num_id, protocol.split_msg_params(params), len(params))
         if msg_type == MsgType.ADD_REGEXP:
             return self._regexp_added(num_id, params[:-1] if params.endswith(ARG_END) else params)
         if msg_type == MsgType.DEL_REGEXP:

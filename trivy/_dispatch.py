@@ -111,13 +111,14 @@ class Dispatcher:
         local, peer = self._local, session.peer
         sub_id: int
         groups: tuple[str, ...]
+        size: int
         for event in events:
             if type(event) is not tuple:
                 if not await self._handle(session, event):
                     return False
                 continue
             # a MsgTuple; unpacked with no cast(), which is a call per MSG
-            sub_id, groups = event  # type: ignore[assignment,misc]
+            sub_id, groups, size = event  # type: ignore[assignment,misc]
             target = local.get(sub_id)
             if target is None:
                 continue  # unsubscribed meanwhile
@@ -132,8 +133,8 @@ class Dispatcher:
                     logger.exception("callback %r for %r raised", target.callback, target.regexp)
             else:
                 match = Match(peer, groups, sub_id)
-                if not target._put_nowait(match):  # type: ignore[union-attr]
-                    await target._put(match)  # type: ignore[union-attr]
+                if not target._put_nowait(match, size):  # type: ignore[union-attr]
+                    await target._put(match, size)  # type: ignore[union-attr]
         return True
 
     def session_closing(self, session: PeerSession) -> None:

@@ -14,12 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, Literal, TypeVar
 
-from ._channels import BufferedReceiveChannel
+from ._channels import DEFAULT_MAX_BYTES, BufferedReceiveChannel
 from ._events import (
     BusEvent,
     Congestion,
     DieReceived,
     DirectMessage,
+    ErrorReceived,
     PeerConnected,
     PeerDisconnected,
 )
@@ -41,20 +42,24 @@ class EventStream(BufferedReceiveChannel[T], Generic[T]):
     """
 
     def __init__(
-        self, max_buffer: int, on_close: Callable[[], None], overflow: StreamOverflow
+        self,
+        max_buffer: int,
+        on_close: Callable[[], None],
+        overflow: StreamOverflow,
+        max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         if overflow not in ("drop", "wait"):
             raise ValueError(f"overflow must be 'drop' or 'wait', not {overflow!r}")
-        super().__init__(max_buffer, on_close)
+        super().__init__(max_buffer, on_close, max_bytes)
         self.overflow: StreamOverflow = overflow
         self.dropped = 0
 
-    def _offer(self, item: T, keep: bool) -> None:
+    def _offer(self, item: T, keep: bool, size: int = 0) -> None:
         """Append without waiting; past the limit only if ``keep``, up to twice it."""
-        if self._put_nowait(item):
+        if self._put_nowait(item, size):
             return
         if keep and len(self._buffer) < 2 * self.max_buffer:
-            self._put_anyway(item)
+            self._put_anyway(item, size)
         elif not (self._closed or self._ended):
             self.dropped += 1
 
@@ -67,21 +72,27 @@ class EventHub:
         self._direct_streams: list[EventStream[DirectMessage]] = []
         self._ended = False
 
-    def events(self, max_buffer: int, overflow: StreamOverflow) -> EventStream[BusEvent]:
+    def events(
+        self, max_buffer: int, overflow: StreamOverflow, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> EventStream[BusEvent]:
         """A new stream of every bus event, until it is closed (or the bus stops)."""
-        return self._open(self._event_streams, max_buffer, overflow)
+        return self._open(self._event_streams, max_buffer, overflow, max_bytes)
 
     def direct_messages(
-        self, max_buffer: int, overflow: StreamOverflow
+        self, max_buffer: int, overflow: StreamOverflow, max_bytes: int = DEFAULT_MAX_BYTES
     ) -> EventStream[DirectMessage]:
         """A new stream of the direct messages, until it is closed (or the bus stops)."""
-        return self._open(self._direct_streams, max_buffer, overflow)
+        return self._open(self._direct_streams, max_buffer, overflow, max_bytes)
 
     def _open(
-        self, streams: list[EventStream[E]], max_buffer: int, overflow: StreamOverflow
+        self,
+        streams: list[EventStream[E]],
+        max_buffer: int,
+        overflow: StreamOverflow,
+        max_bytes: int,
     ) -> EventStream[E]:
         stream: EventStream[E] = EventStream(
-            max_buffer, lambda: streams.remove(stream), overflow
+            max_buffer, lambda: streams.remove(stream), overflow, max_bytes
         )
         streams.append(stream)
         if self._ended:
@@ -91,17 +102,18 @@ class EventHub:
     async def emit(self, event: BusEvent) -> None:
         """Give ``event`` to every stream: dropped or waited for where one is full."""
         keep = isinstance(event, _LIFECYCLE)
+        size = len(event.text) if isinstance(event, (DirectMessage, ErrorReceived)) else 0
         if isinstance(event, DirectMessage):
             for direct in list(self._direct_streams):  # one may close while we wait
                 if direct.overflow == "wait":
-                    await direct._put(event)
+                    await direct._put(event, size)
                 else:
-                    direct._offer(event, keep)
+                    direct._offer(event, keep, size)
         for stream in list(self._event_streams):
             if stream.overflow == "wait":
-                await stream._put(event)
+                await stream._put(event, size)
             else:
-                stream._offer(event, keep)
+                stream._offer(event, keep, size)
 
     def emit_nowait(self, event: BusEvent) -> None:
         """Give ``event`` to every stream now (from places that cannot wait)."""

@@ -70,11 +70,11 @@ class LocalSubscriptions:
                 session.conn.send_subscription(sub_id, regexp)
                 session.flush_soon()
 
-    def subscribe(self, regexp: str, max_buffer: int) -> Subscription:
+    def subscribe(self, regexp: str, max_buffer: int, max_bytes: int) -> Subscription:
         """A new channel subscription (see :meth:`trivy.IvyBus.subscribe`)."""
         wire = wire_regexp(regexp)
         sub_id = next(self._ids)
-        sub = Subscription(sub_id, wire, max_buffer, lambda: self.remove(sub_id))
+        sub = Subscription(sub_id, wire, max_buffer, lambda: self.remove(sub_id), max_bytes)
         self.by_id[sub_id] = sub
         self._announce(sub_id, wire)
         return sub

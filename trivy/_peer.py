@@ -27,9 +27,10 @@ import trio
 from ._connection import Connection
 from ._events import Peer
 from ._logs import LogLimiter
+from ._options import BusOptions
 from ._protocol_events import Event
 
-__all__ = ["PeerSession", "SessionHandler", "wait_flushed"]
+__all__ = ["PeerSession", "SessionHandler", "open_session", "wait_flushed"]
 
 logger = logging.getLogger("trivy")
 
@@ -313,6 +314,30 @@ class PeerSession:
         finally:
             self.flushed.set()
             self.drained.unpark_all()
+
+
+def open_session(
+    sock: socket.socket,
+    host: str,
+    options: BusOptions,
+    handler: SessionHandler,
+    agent_id: str | None = None,
+    announced_port: int = 0,
+) -> PeerSession | None:
+    """A session for a new connection, with the options' limits; None if it is gone."""
+    try:
+        return PeerSession(
+            sock,
+            host,
+            options.new_connection(),
+            handler,
+            agent_id,
+            announced_port,
+            output_limit=options.send_buffer_limit,
+        )
+    except OSError as exc:  # the peer left at once
+        logger.info("connection with %s lost at once: %s", host, exc)
+        return None
 
 
 async def wait_flushed(sessions: Iterable[PeerSession], stop_timeout: float) -> None:

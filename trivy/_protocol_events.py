@@ -2,7 +2,7 @@
 and where its handshake stands.
 
 Small named tuples, since one is made per line on the hot path; a MSG is an
-even plainer ``(sub_id, groups)`` tuple (:data:`MsgTuple`).
+even plainer ``(sub_id, groups, size)`` tuple (:data:`MsgTuple`).
 """
 
 from __future__ import annotations
@@ -83,17 +83,19 @@ class TextReceived(NamedTuple):
     """MSG: one of our subscriptions matched a text the peer sent.
 
     :meth:`Connection.receive_data` hands MSGs out as plain
-    ``(sub_id, groups)`` tuples, equal to this named tuple but cheaper to
-    make (one is made per message): tell them apart from the other events
-    with ``type(event) is tuple``.
+    ``(sub_id, groups, size)`` tuples, equal to this named tuple but cheaper
+    to make (one is made per message): tell them apart from the other
+    events with ``type(event) is tuple``. ``size`` is the characters of the
+    groups with their separators: what buffering the match costs.
     """
 
     sub_id: int
     groups: tuple[str, ...]
+    size: int
 
 
-#: What ``receive_data`` gives for a MSG: ``(sub_id, groups)``.
-MsgTuple = tuple[int, tuple[str, ...]]
+#: What ``receive_data`` gives for a MSG: ``(sub_id, groups, size)``.
+MsgTuple = tuple[int, tuple[str, ...], int]
 
 
 class ErrorReceived(NamedTuple):
