@@ -140,6 +140,7 @@ SANS_IO = (
     "_connection.py",
     "_lines.py",
     "_peer_regexps.py",
+    "_regexp_guard.py",
     "_protocol_events.py",
     "_matching.py",
     "_errors.py",

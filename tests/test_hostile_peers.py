@@ -21,7 +21,7 @@ from trivy._connection import MAX_LINE_LENGTH
 from trivy._peer import RECEIVE_SIZE
 from trivy._routing import MAX_TEXT
 
-from .helpers import RawPeer, wait_for_subscription
+from .helpers import RawPeer, wait_for_event, wait_for_subscription
 
 TIMEOUT = 10
 
@@ -392,3 +392,81 @@ async def test_unread_big_direct_messages_are_bounded_and_dropped(bus: str) -> N
             await _pong(raw, 1)
             assert len(directs) == 3 and directs.dropped == 7  # 900 kB kept of 3 MB
             await raw.aclose()
+
+
+CATASTROPHIC = [  # (regexp, a text it backtracks on for hours with re)
+    (r"^(a+)+$", "a" * 40 + "b"),
+    (r"(.*.*)*z", "the quick brown fox jumps over a dog."),
+    (r"(x+x+)+y", "x" * 40),
+    (r"^(\w+\s?)*$", "this is a sentence of forty-two chars!"),
+    (r"(.*a){25}", "a" * 60),
+]
+
+
+async def test_catastrophic_regexps_cannot_freeze_a_send(bus: str) -> None:
+    """``send('a'*40 + 'b')`` to a peer of ``^(a+)+$`` took hours before."""
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            raw = await RawPeer.connect(a)
+            adds = b"".join(
+                b"1 %d\x02%s\n" % (i, regexp.encode()) for i, (regexp, _) in enumerate(CATASTROPHIC)
+            )
+            await raw.handshake("RAW", adds + b"1 99\x02^hello (.*)\n")
+            await _pong(raw, 1)
+            for regexp, text in CATASTROPHIC:
+                started = time.perf_counter()
+                await a.send(text)
+                assert time.perf_counter() - started < 0.1, regexp
+            assert await a.send("hello world!") == 1  # the healthy one works
+            assert await raw.line_starting(b"2 99\x02") == b"2 99\x02world!\x03"
+            await raw.aclose()
+
+
+async def test_a_regexp_that_runs_out_of_time_is_disabled_and_its_peer_told(
+    bus: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trivy import _regexp_guard
+
+    monkeypatch.setattr(_regexp_guard, "MATCH_TIMEOUT", 1e-6)  # any guarded search times out
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a, a.events() as events:
+            raw = await RawPeer.connect(a)
+            await raw.handshake("RAW", b"1 0\x02^(a+)+$\n1 1\x02^hello (.*)\n")
+            await _pong(raw, 1)
+            started = time.perf_counter()
+            assert await a.send("a" * 40 + "b") == 0
+            assert time.perf_counter() - started < 0.1
+            error = await raw.line_starting(b"3 ")
+            assert error.startswith(b"3 0\x02Error compiling '^(a+)+$', regexp too slow to match")
+            removed = await wait_for_event(events, trivy.SubscriptionRemoved)
+            assert removed.regexp == "^(a+)+$"  # type: ignore[attr-defined]
+            assert dict(a.peers[0].subscriptions) == {1: "^hello (.*)"}
+            assert await a.send("aaa") == 0  # disabled: not tried again
+            assert await a.send("hello again") == 1
+            await raw.aclose()
+
+
+@pytest.mark.parametrize(
+    "regexp",
+    [
+        r"^hello (.*)",
+        r"^multi (a)?(b)?(c)?",
+        r"(\d+) (\w+)$",
+        r"^(a+)+$",
+        r"(?P<x>a)(?P=x)(b|c)*",
+        r"^(?:(\w+) )*end$",
+        r"(x)?(y)?z+",
+    ],
+)
+def test_the_guarded_engine_gives_the_same_groups_as_re(regexp: str) -> None:
+    from trivy._matching import RegexpEntry
+
+    entry: RegexpEntry[object] = RegexpEntry(regexp, "search")
+    entry.safe_length = 0  # every text through the guarded engine
+    compiled = re.compile(regexp)
+    for text in ["hello world", "multi ac", "12 ab", "aaaa", "aab cb", "one two end", "yzz", ""]:
+        ours = entry._find_checked(text)
+        theirs = compiled.search(text)
+        assert (ours is None) == (theirs is None), (regexp, text)
+        if ours is not None and theirs is not None:
+            assert ours.groups("") == theirs.groups(""), (regexp, text)

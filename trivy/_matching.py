@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
+
+from ._regexp_guard import guarded_find, safe_length
 
 __all__ = ["MATCH_MODES", "MatchMode", "RegexpEntry", "RegexpTable", "literal_prefix"]
 
@@ -22,6 +24,14 @@ SubscriberT = TypeVar("SubscriberT")
 
 # Characters that mean something in a Python regexp; a literal prefix stops
 # at the first of them.
+#: Texts are at most this long (a line a peer accepts): a regexp safe for
+#: them needs no length test.
+MAX_TEXT_LENGTH = 1024 * 1024
+#: A regexp with this many groups could make a MSG over the line limit out
+#: of a short text: it takes the checked path (with a size test).
+MANY_GROUPS = 200
+#: Characters of groups a checked match may carry (the MSG line limit).
+MAX_GROUPS_TEXT = MAX_TEXT_LENGTH - 1024
 _SPECIAL = frozenset(".^$*+?{}[]\\|()")
 _QUANTIFIERS = frozenset("*+?{")
 _INLINE_FLAGS = re.compile(r"\(\?[aiLmsux-]")
@@ -67,17 +77,54 @@ def literal_prefix(regexp: str, anchored: bool) -> str:
 
 
 class RegexpEntry(Generic[SubscriberT]):
-    """One distinct regexp and the (subscriber, subscription id) pairs using it."""
+    """One distinct regexp and the (subscriber, subscription id) pairs using it.
 
-    __slots__ = ("find", "prefix", "regexp", "subscribers")
+    Attributes:
+      find: search/match/fullmatch a text. For a regexp that cannot
+        backtrack for long, ``re``'s own method; otherwise
+        :meth:`_find_checked`, which sends the texts ``re`` is not safe for
+        to a guarded engine (see :mod:`trivy._regexp_guard`) and may raise
+        ``TimeoutError``.
+      safe_length: the longest text ``re`` is given for this regexp.
+    """
+
+    __slots__ = (
+        "_guarded",
+        "_re_find",
+        "find",
+        "mode",
+        "prefix",
+        "regexp",
+        "safe_length",
+        "subscribers",
+    )
 
     def __init__(self, regexp: str, mode: MatchMode) -> None:
         pattern = compile_uncached(regexp)
         self.regexp = regexp
-        self.find: Callable[[str], re.Match[str] | None] = getattr(pattern, mode)
+        self.mode = mode
+        self._re_find: Callable[[str], re.Match[str] | None] = getattr(pattern, mode)
+        self.safe_length = safe_length(regexp, anchored=mode != "search")
+        self._guarded: Callable[[str], Any] | None = None
+        # The common case costs nothing: re's method itself, no length test.
+        if pattern.groups >= MANY_GROUPS:
+            self.safe_length = 0  # see _find_checked
+        self.find: Callable[[str], Any] = (
+            self._re_find if self.safe_length >= MAX_TEXT_LENGTH else self._find_checked
+        )
         self.prefix = literal_prefix(regexp, anchored=mode != "search")
         #: (subscriber, id) pairs, as a dict: removal is O(1) in any order.
         self.subscribers: dict[tuple[SubscriberT, int], None] = {}
+
+    def _find_checked(self, text: str) -> Any:
+        if len(text) <= self.safe_length:
+            return self._re_find(text)
+        if self._guarded is None:  # compiled on first use
+            self._guarded = guarded_find(self.regexp, self.mode)
+        found = self._guarded(text)
+        if found is not None and sum(map(len, found.groups(""))) > MAX_GROUPS_TEXT:
+            return None  # hundreds of overlapping groups: a MSG no peer would take
+        return found
 
 
 class RegexpTable(Generic[SubscriberT]):

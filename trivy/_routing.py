@@ -20,11 +20,12 @@ import trio
 
 from . import protocol
 from ._connection import MAX_LINE_LENGTH, MSG_HEADS, msg_head
-from ._events import BusEvent, Congestion
+from ._events import BusEvent, Congestion, SubscriptionRemoved
 from ._logs import LogLimiter, shorten
-from ._matching import RegexpTable
+from ._matching import RegexpEntry, RegexpTable
 from ._options import BusOptions
 from ._peer import PeerSession
+from ._regexp_guard import MATCH_TIMEOUT
 from .protocol import ARG_END
 
 _join_groups = ARG_END.join
@@ -49,6 +50,9 @@ MAX_TEXT = MAX_LINE_LENGTH - 24
 _SURELY_SHORT = MAX_TEXT // 4
 #: ...and a MSG payload: the text's groups, their ETXs and the newline.
 _MAX_PAYLOAD = MAX_TEXT + 2
+#: A text this long or shorter needs no length check: its MSG payload is at
+#: most (groups × 4 bytes × SHORT_TEXT), within the limit below 256 groups.
+SHORT_TEXT = 1024
 #: A message to an idle peer is written at once, without the writer task,
 #: unless the last such write to it is more recent than this (seconds): then
 #: messages come in a burst and are better coalesced by the writer.
@@ -70,6 +74,7 @@ class Router:
         self._java_newlines = options.java_newlines
         self._report = report
         self._log = LogLimiter(logger)
+        self._too_slow: list[RegexpEntry[PeerSession]] = []
         #: Peers that went over their limit during a waiting send.
         self.congested: list[PeerSession] = []
         self.sends_since_checkpoint = 0
@@ -102,9 +107,15 @@ class Router:
             if not self._java_newlines:
                 raise ValueError(f"an Ivy message cannot contain a newline: {text!r}")
             text = text.replace("\n", protocol.JAVA_NEWLINE_ESCAPE)
-        if not text:
+        length = len(text)
+        if not length:
             return 0  # ivy-c sends nothing for an empty text
-        if len(text) > _SURELY_SHORT and len(text.encode("utf-8", "surrogateescape")) > MAX_TEXT:
+        long_text = length > SHORT_TEXT  # one test for the checks short texts need not
+        if (
+            long_text
+            and length > _SURELY_SHORT
+            and len(text.encode("utf-8", "surrogateescape")) > MAX_TEXT
+        ):
             raise ValueError(f"a text over {MAX_TEXT} bytes: peers would refuse its MSG line")
         count = 0
         limit = self._limit
@@ -114,8 +125,14 @@ class Router:
         candidates = (
             table.single_bucket.get(text[:single], ()) if single else table.candidates(text)
         )
+        too_slow = None
         for entry in candidates:
-            found = entry.find(text)
+            try:  # (free unless raised: the guard of a regexp that may backtrack)
+                found = entry.find(text)
+            except TimeoutError:
+                too_slow = entry
+                self._too_slow.append(entry)
+                continue
             if found is None:
                 continue
             groups = found.groups("")  # a group that took no part: ""
@@ -126,7 +143,9 @@ class Router:
                 if groups
                 else b"\n"
             )
-            if len(payload) > _MAX_PAYLOAD:  # groups that overlap can outgrow the text
+            # Groups that overlap can outgrow the text; not for a short text,
+            # unless the regexp has hundreds of groups (see _matching).
+            if long_text and len(payload) > _MAX_PAYLOAD:
                 self._log.warning(
                     "a MSG of %d bytes for %r not sent: over the line limit",
                     len(payload),
@@ -154,7 +173,21 @@ class Router:
                 out += payload
                 if session.writer_idle:
                     session.wake_writer()
+        if too_slow is not None:
+            self._disable_too_slow()
         return count
+
+    def _disable_too_slow(self) -> None:
+        """Drop the regexps that ran out of time; their peers get an ERROR."""
+        entries, self._too_slow = self._too_slow, []
+        reason = f"regexp too slow to match (over {MATCH_TIMEOUT * 1000:g} ms): disabled"
+        for entry in entries:
+            for session, sub_id in list(entry.subscribers):
+                self.table.remove(session, sub_id, entry.regexp)
+                session.conn.reject_regexp(sub_id, entry.regexp, reason)
+                session.flush_soon()
+                session.log.warning("%s: %r %s", session.peer, shorten(entry.regexp), reason)
+                self._report(SubscriptionRemoved(session.peer, sub_id, entry.regexp))
 
     def _overflow(self, session: PeerSession, size: int) -> None:
         session.dropped_bytes += size
