@@ -470,3 +470,27 @@ def test_the_guarded_engine_gives_the_same_groups_as_re(regexp: str) -> None:
         assert (ours is None) == (theirs is None), (regexp, text)
         if ours is not None and theirs is not None:
             assert ours.groups("") == theirs.groups(""), (regexp, text)
+
+
+async def test_an_impostor_claiming_a_peers_port_never_evicts_it(
+    bus: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A handshake claiming B's port evicted B for good in 2 runs of 3 before."""
+    from trivy import _peers
+
+    monkeypatch.setattr(_peers, "DUPLICATE_WINDOW", 0.0)  # B is established at once
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a, trivy.open_ivy_bus("B", bus) as b:
+            sub = a.subscribe("^to A (.*)")
+            peer_a = await wait_for_subscription(b, "A", sub.regexp)
+            peer_b = await a.wait_for_peer("B")
+            for attempt in range(5):
+                impostor = await RawPeer.connect(a)
+                await impostor.send(b"6 %d\x02B\n5 0\x02\n" % b.port)
+                refused = await impostor.line_starting(b"3 ")
+                assert refused == b"3 0\x02Application already connected"
+                assert await impostor.line_starting(b"0 ") == b""  # closed, no more
+                await impostor.aclose()
+                assert a.peers == [peer_b]  # the real B is kept
+                assert await b.send(f"to A {attempt}", to=peer_a) == 1
+                assert (await sub.receive()).groups == (str(attempt),)

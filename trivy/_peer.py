@@ -111,6 +111,8 @@ class PeerSession:
             subscriptions=MappingProxyType(conn.subscriptions),  # a live, read-only view
         )
         self.ready = False
+        #: When its START_REGEXP arrived (trio time), for duplicate resolution.
+        self.identified_at = 0.0
         #: Nothing more will be written or read (set by close, abort, failure).
         self.closing = False
         #: Over its limit since its output was last empty (overflow policy).

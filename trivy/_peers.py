@@ -21,6 +21,12 @@ __all__ = ["PeerSet", "duplicate_loser"]
 
 logger = logging.getLogger("trivy")
 
+#: Seconds after a peer's handshake during which a second connection from
+#: the same agent is taken as the two agents having connected to each other
+#: at once (resolved as ivy-c does). Such races take milliseconds; five
+#: seconds leaves room for a loaded machine.
+DUPLICATE_WINDOW = 5.0
+
 
 def duplicate_loser(local_port: int, remote_port: int) -> int:
     """The key ivy-c uses to pick which of two connections to one peer closes.
@@ -113,14 +119,20 @@ class PeerSet:
         return any(s.peer.host == host and s.peer.port == port for s in self._sessions)
 
     def resolve_duplicate(self, session: PeerSession) -> bool:
-        """A newly identified session duplicates another: close the one ivy-c would.
+        """A newly identified session duplicates another: close one of the two.
 
-        Both agents compute the same choice from the two connections' ports,
-        so exactly one connection survives on both sides.
+        Two agents that connect to each other at the same moment make two
+        connections; both compute ivy-c's choice from the ports, so exactly
+        one survives on both sides. A real duplicate is born within
+        :data:`DUPLICATE_WINDOW` of the first connection's handshake; a claim
+        to an established peer's address after that is an impostor (any
+        process of that host can claim any port): the claimant is closed,
+        and the working peer kept.
 
         Returns:
           False if ``session`` itself is the one closed.
         """
+        session.identified_at = now = trio.current_time()
         for other in self._sessions:
             if (
                 other is not session
@@ -129,10 +141,14 @@ class PeerSet:
                 and other.peer.host == session.peer.host
                 and other.peer.port == session.peer.port
             ):
-                mine = duplicate_loser(session.local_port, session.remote_port)
-                theirs = duplicate_loser(other.local_port, other.remote_port)
-                loser = session if mine > theirs else other
-                logger.info("%s: duplicate connection, closing one", session.peer)
+                if now - other.identified_at > DUPLICATE_WINDOW:
+                    loser = session
+                    session.log.warning("%s: claimed by a second connection: refused", session.peer)
+                else:
+                    mine = duplicate_loser(session.local_port, session.remote_port)
+                    theirs = duplicate_loser(other.local_port, other.remote_port)
+                    loser = session if mine > theirs else other
+                    logger.info("%s: duplicate connection, closing one", session.peer)
                 loser.conn.reject_duplicate()
                 loser.abort()
                 return loser is not session
