@@ -494,3 +494,55 @@ async def test_an_impostor_claiming_a_peers_port_never_evicts_it(
                 assert a.peers == [peer_b]  # the real B is kept
                 assert await b.send(f"to A {attempt}", to=peer_a) == 1
                 assert (await sub.receive()).groups == (str(attempt),)
+
+
+async def test_connect_disconnect_cycles_and_peers_cut_mid_line_leave_nothing(
+    bus: str,
+) -> None:
+    """200 connections that come and go, half of them mid-line: no task, fd or peer left."""
+    import os
+
+    with trio.fail_after(30):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            sub = a.subscribe("^x (.*)")
+            fds = len(os.listdir("/proc/self/fd"))
+            assert a._nursery is not None
+            tasks = len(a._nursery.child_tasks)
+            for i in range(200):
+                raw = await RawPeer.connect(a)
+                await raw.handshake(f"C{i}", b"1 0\x02^x\n")
+                await raw.send(b"2 %d\x02half a li" % sub.id if i % 2 else b"9 1\x02\n")
+                await raw.aclose()
+            while a._peers:
+                await trio.testing.wait_all_tasks_blocked()
+            assert a.peers == [] and len(a._router.table) == 0
+            assert len(os.listdir("/proc/self/fd")) == fds
+            assert len(a._nursery.child_tasks) == tasks
+
+
+async def test_a_join_storm_of_fifty_agents_forms_a_full_mesh(bus: str) -> None:
+    count = 50
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            buses: list[trivy.IvyBus] = []
+            ready, stop = trio.Semaphore(0), trio.Event()
+
+            async def agent(name: str) -> None:
+                async with trivy.open_ivy_bus(name, bus) as ivy:
+                    buses.append(ivy)
+                    ready.release()
+                    await stop.wait()
+
+            for i in range(count):
+                nursery.start_soon(agent, f"S{i}")
+            for _ in range(count):
+                await ready.acquire()
+            for ivy in buses:
+                while len(ivy.peers) < count - 1:
+                    await ivy._peers.changed.park()
+            await trio.testing.wait_all_tasks_blocked(0.05)  # duplicates resolved
+            for ivy in buses:
+                assert sorted(p.name for p in ivy.peers) == sorted(
+                    b.agent_name for b in buses if b is not ivy
+                )
+            stop.set()
