@@ -20,7 +20,7 @@ import trio
 
 from ._callbacks import Callback
 from ._channels import DEFAULT_MAX_BYTES, Subscription
-from ._checkpoints import RUN_CONTEXT
+from ._checkpoints import run_locals
 from ._discovery import Discovery, new_agent_id
 from ._dispatch import DieCallback, Dispatcher
 from ._errors import IvyIllegalStateError
@@ -84,6 +84,7 @@ class IvyBus:
         self._body_scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
         self._running = False  # started and not stopping: read on every send
+        self._run_locals = run_locals()  # for the cancel check of send()
 
     def __repr__(self) -> str:
         return f"<IvyBus {self.agent_name!r} on {self.bus_address} port {self.port}>"
@@ -248,8 +249,8 @@ class IvyBus:
         if not self._running:
             self._check_running()
         try:
-            cancelled = RUN_CONTEXT.task._cancel_status.effectively_cancelled
-        except AttributeError:  # see _checkpoints
+            cancelled = self._run_locals["task"]._cancel_status.effectively_cancelled
+        except (KeyError, AttributeError):  # see _checkpoints
             cancelled = True
         if cancelled:  # a cancel point on every call, a cheap one
             await trio.lowlevel.checkpoint_if_cancelled()

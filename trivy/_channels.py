@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 
 import trio
 
-from ._checkpoints import RUN_CONTEXT
+from ._checkpoints import run_locals
 from ._events import Match
 
 __all__ = ["BufferedReceiveChannel", "Subscription"]
@@ -59,6 +59,7 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
         self.max_buffer = max_buffer
         self.max_bytes = max_bytes
         self._buffer: deque[T] = deque()
+        self._run_locals = run_locals()  # for the cancel checks
         # The big items in the buffer, in order, with their sizes: only they
         # are counted, so small ones cost one comparison each.
         self._big: deque[tuple[T, int]] = deque()
@@ -163,8 +164,8 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
         consumer that never waits still lets other tasks run.
         """
         try:
-            cancelled = RUN_CONTEXT.task._cancel_status.effectively_cancelled
-        except AttributeError:  # see _checkpoints
+            cancelled = self._run_locals["task"]._cancel_status.effectively_cancelled
+        except (KeyError, AttributeError):  # see _checkpoints
             cancelled = True
         if cancelled:
             await trio.lowlevel.checkpoint_if_cancelled()
@@ -193,8 +194,8 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
         # The common case inline (no nested receive() coroutine): an item is
         # buffered, no checkpoint is due and no cancellation is pending.
         try:
-            cancelled = RUN_CONTEXT.task._cancel_status.effectively_cancelled
-        except AttributeError:  # see _checkpoints
+            cancelled = self._run_locals["task"]._cancel_status.effectively_cancelled
+        except (KeyError, AttributeError):  # see _checkpoints
             cancelled = True
         if self._buffer and self._since_checkpoint < ITEMS_PER_CHECKPOINT and not cancelled:
             self._since_checkpoint += 1
