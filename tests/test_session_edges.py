@@ -111,3 +111,22 @@ async def test_a_peer_refused_by_a_regexp_change_loses_the_old_regexp_too(bus: s
             error = await raw.line_starting(b"3 ")
             assert re.match(rb"3 \d+\x02Error compiling '\(unclosed', missing \)", error)
             await raw.aclose()
+
+
+async def test_the_disconnect_overflow_policy_drops_the_slow_peer_mid_route(bus: str) -> None:
+    """Two subscriptions of one peer on one regexp: the first overflows, the route goes on."""
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus(
+            "A", bus, send_buffer_limit=100, overflow="disconnect"
+        ) as a, a.events() as events:
+            raw = await RawPeer.connect(a)  # never reads: its output only grows
+            await raw.handshake("RAW", b"1 0\x02^n (.*)\n1 1\x02^n (.*)\n")
+            await wait_for_event(events, trivy.PeerConnected)
+            while len(a.peers[0].subscriptions) < 2:
+                await trio.testing.wait_all_tasks_blocked()
+            for i in range(200):
+                a.send_nowait(f"n {i} " + "x" * 50)
+            await wait_for_event(events, trivy.Congestion)
+            await wait_for_event(events, trivy.PeerDisconnected)
+            assert a.peers == [] and a.running
+            await raw.aclose()

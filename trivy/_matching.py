@@ -210,12 +210,11 @@ class RegexpTable(Generic[SubscriberT]):
         single = self.single_length
         if single:
             return self.single_bucket.get(text[:single], ())
-        by_prefix = self._by_prefix
-        found: list[RegexpEntry[SubscriberT]] = []
-        for length, bucket_of in by_prefix.items():
+        found: Collection[RegexpEntry[SubscriberT]] = ()
+        for length, bucket_of in self._by_prefix.items():
             bucket = bucket_of.get(text[:length])
-            if bucket:
-                found += bucket
+            if bucket:  # usually one prefix length hits: its bucket as it is
+                found = [*found, *bucket] if found else bucket
         if self._unindexed:
-            found += self._unindexed
+            found = [*found, *self._unindexed]
         return found

@@ -75,6 +75,7 @@ class Router:
         self._report = report
         self._log = LogLimiter(logger)
         self._too_slow: list[RegexpEntry[PeerSession]] = []
+        self._to_abort: list[PeerSession] = []
         #: Peers that went over their limit during a waiting send.
         self.congested: list[PeerSession] = []
         self.sends_since_checkpoint = 0
@@ -175,6 +176,10 @@ class Router:
                     session.wake_writer()
         if too_slow is not None:
             self._disable_too_slow()
+        if self._to_abort:
+            sessions, self._to_abort = self._to_abort, []
+            for session in sessions:
+                session.abort()
         return count
 
     def _disable_too_slow(self) -> None:
@@ -196,7 +201,7 @@ class Router:
         session.congested = True
         if self._overflow_disconnects:
             session.log.warning("%s: output buffer full, disconnecting", session.peer)
-            session.abort()
+            self._to_abort.append(session)  # after the route: aborting edits the table
         else:
             session.log.warning("%s: output buffer full, dropping messages", session.peer)
         self._report(Congestion(session.peer, len(session.conn.outgoing), session.dropped_bytes))
