@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import sys
 import time
 
 import pytest
+import regex  # type: ignore[import-untyped]
 import trio
 import trio.testing
 
@@ -294,7 +296,8 @@ async def test_huge_regexps_are_refused_without_compiling(bus: str) -> None:
 async def test_slow_compiles_in_one_read_let_the_loop_run_between_them(bus: str) -> None:
     """Regexps at the length limit that take long to compile, many in one read."""
     heartbeat = _Heartbeat()
-    slow = [b"(a)" * 5000 + b"%d" % i for i in range(15)]  # ~30 ms each on our machine
+    words = b"|".join(b"word%d" % w for w in range(1650))  # 15 KiB of alternatives
+    slow = [b"^(?:%s)%d" % (words, i) for i in range(15)]  # ~12 ms each to compile
     with trio.fail_after(TIMEOUT):
         async with trivy.open_ivy_bus("A", bus) as a, trio.open_nursery() as nursery:
             raw = await RawPeer.connect(a)
@@ -315,7 +318,8 @@ async def test_slow_compiles_in_one_read_let_the_loop_run_between_them(bus: str)
 
 async def test_nothing_compiled_for_a_peer_outlives_it(bus: str) -> None:
     """re's own cache kept 481 MiB of a departed peer's regexps before."""
-    regexps = [f"^gone{i} (x+)+ {'y' * 2000}" for i in range(50)]
+    regexps = [f"^gone{i} (x+) {'y' * 2000}" for i in range(50)]
+    regexps += [f"(gone{i}(x+)+)+" for i in range(8)]  # guarded: compiled by regex too
     with trio.fail_after(TIMEOUT):
         async with trivy.open_ivy_bus("A", bus) as a:
             raw = await RawPeer.connect(a)
@@ -329,6 +333,8 @@ async def test_nothing_compiled_for_a_peer_outlives_it(bus: str) -> None:
             assert len(a._router.table) == 0
     cached = {key[1] for key in re._cache}  # type: ignore[attr-defined]
     assert not cached & set(regexps)
+    regex_cache = sys.modules[regex.compile.__module__]._cache
+    assert not {key[0] for key in regex_cache} & set(regexps)
 
 
 async def test_unread_big_matches_are_bounded_in_bytes(bus: str) -> None:
@@ -459,13 +465,12 @@ async def test_a_regexp_that_runs_out_of_time_is_disabled_and_its_peer_told(
     ],
 )
 def test_the_guarded_engine_gives_the_same_groups_as_re(regexp: str) -> None:
-    from trivy._matching import RegexpEntry
+    from trivy._regexp_guard import guarded_find
 
-    entry: RegexpEntry[object] = RegexpEntry(regexp, "search")
-    entry.safe_length = 0  # every text through the guarded engine
+    guarded = guarded_find(regexp, "search")
     compiled = re.compile(regexp)
     for text in ["hello world", "multi ac", "12 ab", "aaaa", "aab cb", "one two end", "yzz", ""]:
-        ours = entry._find_checked(text)
+        ours = guarded(text)
         theirs = compiled.search(text)
         assert (ours is None) == (theirs is None), (regexp, text)
         if ours is not None and theirs is not None:
@@ -546,3 +551,65 @@ async def test_a_join_storm_of_fifty_agents_forms_a_full_mesh(bus: str) -> None:
                     b.agent_name for b in buses if b is not ivy
                 )
             stop.set()
+
+
+FLAT_CATASTROPHIC = [  # no repeat inside a repeat, still hours for re
+    ("a?" * 28 + "a" * 28, "a" * 28),
+    ("(?:aa|a)" * 30 + "$", "a" * 46),
+    ("a{0,64}" * 5 + "b", "a" * 300),
+    (".{0,60}" * 4 + "x", "y" * 240),
+]
+
+
+async def test_flat_regexps_with_many_choices_are_guarded_too(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            raw = await RawPeer.connect(a)
+            flat = [regexp.encode() for regexp, _ in FLAT_CATASTROPHIC]
+            adds = b"".join(b"1 %d\x02%s\n" % (i, regexp) for i, regexp in enumerate(flat))
+            await raw.handshake("RAW", adds)
+            await _pong(raw, 1)
+            for _regexp, text in FLAT_CATASTROPHIC:
+                started = time.perf_counter()
+                await a.send(text)
+                assert time.perf_counter() - started < 0.1, _regexp
+            await raw.aclose()
+
+
+async def test_regexps_the_guard_cannot_take_are_refused_when_subscribed(bus: str) -> None:
+    refused = {
+        b"(?:a{3000}){3000}": b"too big to match safely",  # regex would unroll 9e6
+        b"(a+)+[[:foo:]]": b"the guarded engine would read it differently",
+        b"(a+)+b*+": b"the guarded engine would read it differently",
+    }
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            raw = await RawPeer.connect(a)
+            adds = b"".join(b"1 %d\x02%s\n" % (i, r) for i, r in enumerate(refused))
+            await raw.handshake("RAW", adds + b"1 9\x02^ok\n")
+            errors = [await raw.line_starting(b"3 ") for _ in refused]
+            for error, reason in zip(errors, refused.values(), strict=True):
+                assert reason in error
+            await _pong(raw, 2)  # (a later read: the first one was handled whole)
+            assert dict(a.peers[0].subscriptions) == {9: "^ok"}
+            await raw.aclose()
+
+
+async def test_slow_regexps_are_capped_per_peer_and_a_repeat_offender_is_dropped(
+    bus: str,
+) -> None:
+    """500 distinct regexps that time out on any text froze one send 10 s before."""
+    slow = [b"(.*?)*$[^\\s\\S](?#%d)" % i for i in range(20)]  # time out on any text
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a, a.events() as events:
+            raw = await RawPeer.connect(a)
+            adds = b"".join(b"1 %d\x02%s\n" % (i, r) for i, r in enumerate(slow))
+            await raw.handshake("RAW", adds)
+            await _pong(raw, 1)
+            assert len(a.peers[0].subscriptions) == 8  # MAX_GUARDED_PER_PEER
+            started = time.perf_counter()
+            await a.send("an ordinary sentence")
+            assert time.perf_counter() - started < 8 * 0.02 + 0.2
+            await wait_for_event(events, trivy.PeerDisconnected)  # 3 strikes: dropped
+            assert a.peers == []
+            await raw.aclose()

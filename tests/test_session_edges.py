@@ -26,10 +26,10 @@ async def test_a_regexp_the_matcher_refuses_is_refused_and_the_peer_kept(
     """
     real_add = RegexpTable.add
 
-    def add(table: RegexpTable[object], subscriber: object, sub_id: int, regexp: str) -> None:
+    def add(table: RegexpTable[object], subscriber: object, sub_id: int, regexp: str) -> object:
         if regexp == "^boom":
             raise RecursionError("maximum recursion depth exceeded")
-        real_add(table, subscriber, sub_id, regexp)
+        return real_add(table, subscriber, sub_id, regexp)
 
     monkeypatch.setattr(RegexpTable, "add", add)
     with trio.fail_after(TIMEOUT):

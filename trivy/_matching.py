@@ -10,6 +10,7 @@ regexps whose prefix it starts with, plus the few that have none.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable, Collection
 from typing import Any, Generic, Literal, TypeVar
 
@@ -30,8 +31,9 @@ MAX_TEXT_LENGTH = 1024 * 1024
 #: A regexp with this many groups could make a MSG over the line limit out
 #: of a short text: it takes the checked path (with a size test).
 MANY_GROUPS = 200
-#: Characters of groups a checked match may carry (the MSG line limit).
+#: Bytes of groups a checked match may carry (the MSG line limit).
 MAX_GROUPS_TEXT = MAX_TEXT_LENGTH - 1024
+_GROUP_END = "\x03"
 _SPECIAL = frozenset(".^$*+?{}[]\\|()")
 _QUANTIFIERS = frozenset("*+?{")
 _INLINE_FLAGS = re.compile(r"\(\?[aiLmsux-]")
@@ -92,6 +94,7 @@ class RegexpEntry(Generic[SubscriberT]):
         "_guarded",
         "_re_find",
         "find",
+        "guarded",
         "mode",
         "prefix",
         "regexp",
@@ -105,25 +108,24 @@ class RegexpEntry(Generic[SubscriberT]):
         self.mode = mode
         self._re_find: Callable[[str], re.Match[str] | None] = getattr(pattern, mode)
         self.safe_length = safe_length(regexp, anchored=mode != "search")
-        self._guarded: Callable[[str], Any] | None = None
         # The common case costs nothing: re's method itself, no length test.
         if pattern.groups >= MANY_GROUPS:
             self.safe_length = 0  # see _find_checked
-        self.find: Callable[[str], Any] = (
-            self._re_find if self.safe_length >= MAX_TEXT_LENGTH else self._find_checked
-        )
+        #: Whether some texts go to the guarded engine (compiled now, not
+        #: while sending; ValueError if it cannot take the regexp).
+        self.guarded = self.safe_length < MAX_TEXT_LENGTH
+        self._guarded = guarded_find(regexp, mode) if self.guarded else None
+        self.find: Callable[[str], Any] = self._find_checked if self.guarded else self._re_find
         self.prefix = literal_prefix(regexp, anchored=mode != "search")
         #: (subscriber, id) pairs, as a dict: removal is O(1) in any order.
         self.subscribers: dict[tuple[SubscriberT, int], None] = {}
 
     def _find_checked(self, text: str) -> Any:
-        if len(text) <= self.safe_length:
-            return self._re_find(text)
-        if self._guarded is None:  # compiled on first use
-            self._guarded = guarded_find(self.regexp, self.mode)
-        found = self._guarded(text)
-        if found is not None and sum(map(len, found.groups(""))) > MAX_GROUPS_TEXT:
-            return None  # hundreds of overlapping groups: a MSG no peer would take
+        found = self._re_find(text) if len(text) <= self.safe_length else self._guarded(text)  # type: ignore[misc]
+        if found is not None and self.safe_length == 0:
+            groups = found.groups("")
+            if len(_GROUP_END.join(groups).encode("utf-8", "surrogateescape")) > MAX_GROUPS_TEXT:
+                return None  # hundreds of overlapping groups: a MSG no peer would take
         return found
 
 
@@ -158,15 +160,21 @@ class RegexpTable(Generic[SubscriberT]):
     def __len__(self) -> int:
         return len(self._entries)
 
-    def add(self, subscriber: SubscriberT, sub_id: int, regexp: str) -> None:
+    def add(self, subscriber: SubscriberT, sub_id: int, regexp: str) -> RegexpEntry[SubscriberT]:
         """Record that ``subscriber`` subscribed with ``regexp`` under ``sub_id``.
+
+        Returns:
+          the regexp's entry.
 
         Raises:
           re.error: the regexp does not compile (nothing is recorded).
+          ValueError: it cannot be matched safely (see :mod:`trivy._regexp_guard`).
         """
         entry = self._entries.get(regexp)
         if entry is None:
-            entry = RegexpEntry[SubscriberT](regexp, self.mode)
+            with warnings.catch_warnings():  # a peer's regexp is no warning of ours
+                warnings.simplefilter("ignore")
+                entry = RegexpEntry[SubscriberT](regexp, self.mode)
             self._entries[regexp] = entry
             if entry.prefix:
                 by_prefix = self._by_prefix.setdefault(len(entry.prefix), {})
@@ -175,6 +183,11 @@ class RegexpTable(Generic[SubscriberT]):
                 self._unindexed[entry] = None
         entry.subscribers[(subscriber, sub_id)] = None
         self._update_single_length()
+        return entry
+
+    def entry(self, regexp: str) -> RegexpEntry[SubscriberT] | None:
+        """The entry of ``regexp``, if a subscriber has it."""
+        return self._entries.get(regexp)
 
     def remove(self, subscriber: SubscriberT, sub_id: int, regexp: str) -> None:
         """Forget one subscription; unknown ones are ignored."""

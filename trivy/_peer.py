@@ -113,6 +113,9 @@ class PeerSession:
         self.ready = False
         #: When its START_REGEXP arrived (trio time), for duplicate resolution.
         self.identified_at = 0.0
+        #: Its regexps that need the guard, and how many ran out of time.
+        self.guarded = 0
+        self.guard_strikes = 0
         #: Nothing more will be written or read (set by close, abort, failure).
         self.closing = False
         #: Over its limit since its output was last empty (overflow policy).

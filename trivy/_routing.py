@@ -53,6 +53,11 @@ _MAX_PAYLOAD = MAX_TEXT + 2
 #: A text this long or shorter needs no length check: its MSG payload is at
 #: most (groups × 4 bytes × SHORT_TEXT), within the limit below 256 groups.
 SHORT_TEXT = 1024
+#: Regexps one peer may hold that need the guard (some texts matched by the
+#: timed engine): each may cost a send up to MATCH_TIMEOUT, once.
+MAX_GUARDED_PER_PEER = 8
+#: A peer whose regexps ran out of time this many times is disconnected.
+MAX_GUARD_STRIKES = 3
 #: A message to an idle peer is written at once, without the writer task,
 #: unless the last such write to it is more recent than this (seconds): then
 #: messages come in a burst and are better coalesced by the writer.
@@ -82,11 +87,24 @@ class Router:
 
     # -------------------------------------------------- peers' subscriptions
     def add(self, session: PeerSession, sub_id: int, regexp: str) -> None:
-        """A peer subscribed (its regexp compiled already)."""
-        self.table.add(session, sub_id, regexp)
+        """A peer subscribed: compile (once per regexp) and index its regexp.
+
+        Raises:
+          re.error, ValueError...: the regexp is refused (not compiled, not
+            safe, or one guarded regexp too many for this peer).
+        """
+        entry = self.table.add(session, sub_id, regexp)
+        if entry.guarded:
+            if session.guarded >= MAX_GUARDED_PER_PEER:
+                self.table.remove(session, sub_id, regexp)
+                raise ValueError(f"more than {MAX_GUARDED_PER_PEER} regexps that need the guard")
+            session.guarded += 1
 
     def remove(self, session: PeerSession, sub_id: int, regexp: str) -> None:
         """A peer unsubscribed."""
+        entry = self.table.entry(regexp)
+        if entry is not None and entry.guarded and (session, sub_id) in entry.subscribers:
+            session.guarded -= 1
         self.table.remove(session, sub_id, regexp)
 
     def forget(self, session: PeerSession) -> None:
@@ -188,11 +206,15 @@ class Router:
         reason = f"regexp too slow to match (over {MATCH_TIMEOUT * 1000:g} ms): disabled"
         for entry in entries:
             for session, sub_id in list(entry.subscribers):
-                self.table.remove(session, sub_id, entry.regexp)
+                self.table.remove(session, sub_id, entry.regexp)  # its guard slot stays used
                 session.conn.reject_regexp(sub_id, entry.regexp, reason)
                 session.flush_soon()
                 session.log.warning("%s: %r %s", session.peer, shorten(entry.regexp), reason)
                 self._report(SubscriptionRemoved(session.peer, sub_id, entry.regexp))
+                session.guard_strikes += 1
+                if session.guard_strikes == MAX_GUARD_STRIKES:
+                    session.log.warning("%s: too many slow regexps, disconnecting", session.peer)
+                    session.abort()
 
     def _overflow(self, session: PeerSession, size: int) -> None:
         session.dropped_bytes += size
