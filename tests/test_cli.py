@@ -374,6 +374,10 @@ async def test_probe_prints_any_bytes_escaped_even_on_a_strict_utf8_output() -> 
             await probe.expect(
                 r"E\\x1b\[2Jvil\\xe9 sent a direct message, id=1: 'caf\\xe9 \\x1b\[31mred\\x07'"
             )
+            evil.send_error(peer, 1, "\x1b[2Jboom")  # also logged by the library, on stderr
+            await probe.expect(
+                r"trivy: E\\x1b\[2Jvil\\xe9@\S+ sent an error \(id 1\): \\x1b\[2Jboom"
+            )
             assert await evil.send("\x1b]0;title\x07 \udcff") == 1
             await probe.expect(r"E\\x1b\[2Jvil\\xe9 sent '\\x1b\]0;title\\x07 \\xff'")
             await probe.close_stdin()

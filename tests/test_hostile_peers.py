@@ -613,3 +613,24 @@ async def test_slow_regexps_are_capped_per_peer_and_a_repeat_offender_is_dropped
             await wait_for_event(events, trivy.PeerDisconnected)  # 3 strikes: dropped
             assert a.peers == []
             await raw.aclose()
+
+
+async def test_one_send_cannot_queue_gigabytes_for_a_peer_of_many_subscriptions(
+    bus: str,
+) -> None:
+    """10,000 ``(.*)`` and one 200 kB text queued 1.9 GB for one peer before."""
+    from trivy._routing import MAX_EXCESS
+
+    limit, text = 64 * 1024, "y" * 200_000
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus, send_buffer_limit=limit) as a, a.events() as events:
+            raw = await RawPeer.connect(a)  # never reads
+            await raw.handshake("RAW", b"".join(b"1 %d\x02^(.*)\n" % i for i in range(200)))
+            await _pong(raw, 1)
+            (session,) = list(a._peers)
+            with trio.move_on_after(0.5):  # the peer never reads: the send waits
+                await a.send(text)
+            assert len(session.out) <= limit + MAX_EXCESS + len(text) + 100
+            congestion = await wait_for_event(events, trivy.Congestion)
+            assert congestion.dropped > 0  # type: ignore[attr-defined]
+            await raw.aclose()

@@ -130,3 +130,55 @@ async def test_the_disconnect_overflow_policy_drops_the_slow_peer_mid_route(bus:
             await wait_for_event(events, trivy.PeerDisconnected)
             assert a.peers == [] and a.running
             await raw.aclose()
+
+
+async def test_two_agents_flooding_and_pinging_each_other_do_not_deadlock(bus: str) -> None:
+    """Two agents flooding each other (10 MB a send) while PINGing: both keep going.
+
+    Reading a peer pauses only when its own lines made us reply past its
+    limit; pausing on any reply while over the limit deadlocked two such
+    agents (seen with 40 MB sends; this smaller run checks it stays live).
+    """
+    text = "x" * 500_000  # x 20 bindings: one send queues 10 MB, past kernel buffers
+    with trio.fail_after(30):
+        async with (
+            trivy.open_ivy_bus("A", bus) as a,
+            trivy.open_ivy_bus("B", bus) as b,
+        ):
+            for ivy in (a, b):
+                for _ in range(20):
+                    ivy.bind(lambda peer, body: None, "^(.*)$")
+            peer_b = await wait_for_subscription(a, "B", "^(.*)$")
+            peer_a = await wait_for_subscription(b, "A", "^(.*)$")
+
+            async def flood(ivy: trivy.IvyBus) -> None:
+                for _ in range(10):
+                    await ivy.send(text)
+
+            async def ping(ivy: trivy.IvyBus, peer: trivy.Peer, done: trio.Event) -> None:
+                while not done.is_set():
+                    await ivy.ping(peer)
+
+            done = trio.Event()
+            async with trio.open_nursery() as pings:
+                pings.start_soon(ping, a, peer_b, done)
+                pings.start_soon(ping, b, peer_a, done)
+                async with trio.open_nursery() as floods:
+                    floods.start_soon(flood, a)
+                    floods.start_soon(flood, b)
+                done.set()
+
+
+async def test_our_own_lines_stay_within_what_peers_accept(bus: str) -> None:
+    """An own regexp or name over 1 MiB used to crash the bus when a peer came."""
+    with pytest.raises(ValueError, match="longer than peers accept"):
+        trivy.BusOptions(agent_name="N" * 100_000)
+    with pytest.raises(ValueError, match="longer than peers accept"):
+        trivy.BusOptions(agent_name="A", ready_message="r" * 100_000)
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            with pytest.raises(ValueError, match="peers refuse over"):
+                a.subscribe("x" * 20_000)
+            assert a.subscriptions == {}  # nothing half-made
+            async with trivy.open_ivy_bus("B", bus) as b:
+                assert (await b.wait_for_peer("A")).name == "A"

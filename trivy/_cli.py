@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
-from ._cli_common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, err
+from ._cli_common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, err, log_escaped
 from ._oneshots import run_die, run_ping, run_send, run_who
 from ._probe import run_probe, terminal_restored
 
@@ -115,6 +115,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
 
 
 def _run(args: argparse.Namespace) -> int:
+    log_escaped()
     try:
         with terminal_restored():
             return trio.run(RUNNERS[args.command], args)

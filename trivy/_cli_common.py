@@ -7,6 +7,7 @@ none of them.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -27,6 +28,7 @@ __all__ = [
     "check_regexp",
     "err",
     "join",
+    "log_escaped",
     "out",
     "printable",
 ]
@@ -61,6 +63,25 @@ def _escaped(char: str) -> str:
     if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
         return f"\\x{code - 0xDC00:02x}"
     return char.encode("unicode_escape").decode("ascii")
+
+
+class _EscapedFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record))
+
+
+def log_escaped() -> None:
+    """Send trivy's log records to stderr escaped, as everything the command prints.
+
+    Without this, Python's last-resort handler would write what peers put in
+    them (names, ERROR texts) to the terminal as it is.
+    """
+    handler = logging.StreamHandler()
+    handler.setFormatter(_EscapedFormatter("trivy: %(message)s"))
+    handler.setLevel(logging.WARNING)
+    library = logging.getLogger("trivy")
+    library.addHandler(handler)
+    library.propagate = False
 
 
 def out(text: str) -> None:

@@ -28,6 +28,8 @@ logger = logging.getLogger("trivy")
 
 #: Seconds allowed to connect to an announced agent.
 CONNECT_TIMEOUT = 5.0
+#: Datagrams read in a row before the discovery task lets the others run.
+DATAGRAMS_PER_CHECKPOINT = 64
 #: Largest UDP announce we read.
 ANNOUNCE_SIZE = 1024
 
@@ -136,7 +138,11 @@ class Discovery:
             nursery.start_soon(self._serve, sock, host, None, 0)
 
     async def _listen_loop(self, udp: socket.socket, nursery: trio.Nursery) -> None:
+        received = 0
         while True:
+            received += 1
+            if received % DATAGRAMS_PER_CHECKPOINT == 0:
+                await trio.lowlevel.checkpoint()  # a UDP flood must not hold the loop
             try:
                 data, (host, _port) = udp.recvfrom(ANNOUNCE_SIZE)
             except BlockingIOError:

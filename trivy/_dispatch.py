@@ -158,16 +158,20 @@ class Dispatcher:
                 self._router.add(session, event.sub_id, event.regexp)  # compiles it
             except REGEXP_ERRORS as exc:  # the matcher's verdict, the protocol's answer
                 reason, offset = regexp_error(exc)
-                rejected = session.conn.reject_regexp(event.sub_id, event.regexp, reason, offset)
+                rejected: RegexpRejected | None = session.conn.reject_regexp(
+                    event.sub_id, event.regexp, reason, offset
+                )
                 session.flush_soon()
+            else:
+                rejected = None
+            self._compile_time += perf_counter() - started
+            if self._compile_time > COMPILE_SLICE:
+                # Many new regexps in one read: let the other tasks run
+                # between compiles rather than after all of them.
+                self._compile_time = 0.0
+                await trio.lowlevel.checkpoint()
+            if rejected is not None:
                 return await self._handle(session, rejected._replace(replaced=event.replaced))
-            finally:
-                self._compile_time += perf_counter() - started
-                if self._compile_time > COMPILE_SLICE:
-                    # Many new regexps in one read: let the other tasks run
-                    # between compiles rather than after all of them.
-                    self._compile_time = 0.0
-                    await trio.lowlevel.checkpoint()
             if event.replaced is not None:
                 await self._hub.emit(
                     SubscriptionChanged(peer, event.sub_id, event.regexp, event.replaced)

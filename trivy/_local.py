@@ -18,6 +18,7 @@ from . import protocol
 from ._callbacks import Callback
 from ._channels import Subscription
 from ._peer import PeerSession
+from ._peer_regexps import MAX_REGEXP_LENGTH
 
 __all__ = ["Binding", "LocalSubscriptions"]
 
@@ -34,11 +35,15 @@ def wire_regexp(regexp: str) -> str:
     """The regexp as peers get it (intervals expanded), checked.
 
     Raises:
-      ValueError: it contains a newline or does not compile.
+      ValueError: it contains a newline, does not compile, or is longer than
+        peers with default limits accept.
     """
     if "\n" in regexp:
         raise ValueError(f"a regexp cannot contain a newline: {regexp!r}")
     expanded = protocol.expand_intervals(regexp)
+    if len(expanded) > MAX_REGEXP_LENGTH:
+        size = len(expanded)
+        raise ValueError(f"a regexp of {size} characters: peers refuse over {MAX_REGEXP_LENGTH}")
     try:
         re.compile(expanded)
     except (re.error, OverflowError, RecursionError) as exc:

@@ -35,6 +35,9 @@ __all__ = [
 ]
 
 OverflowPolicy = Literal["drop", "disconnect"]
+#: Longest agent name or ready message: it goes out in one line (START_REGEXP,
+#: or a MSG) that a peer with default limits must accept.
+MAX_ONE_LINE = 64 * 1024
 _Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 
 #: Bytes queued for one peer before ``await send()`` waits for it to drain
@@ -71,7 +74,9 @@ def _one_line(what: str, allow_empty: bool) -> _Validator:
             return
         if "\n" in value or (not value and not allow_empty):
             empty = "" if allow_empty else "non-empty, "
-            raise ValueError(f"{what} must be {empty}without newline: {value!r}")
+            raise ValueError(f"{what} must be {empty}without newline: {value[:80]!r}")
+        if len(value.encode("utf-8", "surrogateescape")) > MAX_ONE_LINE:
+            raise ValueError(f"{what} is longer than peers accept ({MAX_ONE_LINE} bytes)")
 
     return check
 

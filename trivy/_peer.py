@@ -101,6 +101,7 @@ class PeerSession:
         self.out = conn.outgoing
         self.handler = handler
         self.output_limit = output_limit
+        self._replies_mark = 0  # replies_queued when the output was last empty
         #: This peer's share of the logs (rate-limited).
         self.log = LogLimiter(logger)
         self.peer = Peer(
@@ -263,17 +264,19 @@ class PeerSession:
             except OSError as exc:
                 logger.info("%s: connection lost: %s", self.peer, exc)
                 return
-            replies = conn.replies_queued
             events = receive_data(data)
             if out and self.writer_idle:  # replies (PONG, ERROR) were queued
                 self.wake_writer()
             if not await dispatch(self, events) or not data:
                 return
-            if conn.replies_queued != replies and len(out) > self.output_limit:
-                # Its lines made us answer past its limit: read no more of
-                # them until it takes what is queued (a peer that floods
-                # PINGs and never reads costs one read's replies, no more).
+            if conn.replies_queued - self._replies_mark > self.output_limit:
+                # Its lines alone made us answer past its limit since its
+                # output was last empty: read no more of them until it takes
+                # what is queued (a peer that floods PINGs and never reads
+                # costs one read's replies). Our own MSGs never pause the
+                # reader: two agents flooding each other must not deadlock.
                 await self._wait_drained()
+                self._replies_mark = conn.replies_queued
             if len(data) < RECEIVE_SIZE:
                 # The kernel had no more: wait rather than try a read that
                 # would fail (an exception and a syscall per wake-up).
@@ -310,6 +313,7 @@ class PeerSession:
                 del out[:sent]
                 if not out:
                     self.congested = False
+                    self._replies_mark = self.conn.replies_queued
                 if self.drained and len(out) <= self.drained_below:
                     self.drained.unpark_all()
         except OSError as exc:

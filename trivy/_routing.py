@@ -53,6 +53,11 @@ _MAX_PAYLOAD = MAX_TEXT + 2
 #: A text this long or shorter needs no length check: its MSG payload is at
 #: most (groups × 4 bytes × SHORT_TEXT), within the limit below 256 groups.
 SHORT_TEXT = 1024
+#: How far past its limit one waiting ``send`` may queue for a peer: a text
+#: that matches many of its subscriptions (10,000 ``(.*)`` once made one
+#: send queue 2 GB). Beyond, that peer's MSGs of this send are dropped and
+#: a Congestion event reports them.
+MAX_EXCESS = 16 * 1024 * 1024
 #: Regexps one peer may hold that need the guard (some texts matched by the
 #: timed engine): each may cost a send up to MATCH_TIMEOUT, once.
 MAX_GUARDED_PER_PEER = 8
@@ -176,7 +181,9 @@ class Router:
                     continue
                 out = session.out
                 if len(out) > limit:
-                    if not wait:
+                    if not wait or len(out) > limit + MAX_EXCESS:
+                        # (a waiting send goes past the limit, but one text
+                        # matching a peer's many subscriptions stops here)
                         self._overflow(session, len(payload) + 8)
                         continue
                     if session not in self.congested:
