@@ -386,7 +386,7 @@ class IvyBus:
             sock.close()  # gone at once, we are leaving, or it is ourselves
             return
         session.conn.send_handshake(self.port, self.agent_name, self._local.items())
-        await session.run(self.options.stop_timeout)
+        await session.run(self.options.stop_timeout, self.options.handshake_timeout)
 
     async def _say_bye(self) -> None:
         """Stop: end the channels, BYE to every peer, wait (bounded) for it to leave."""

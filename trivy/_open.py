@@ -17,7 +17,13 @@ import trio
 from ._bus import IvyBus
 from ._dispatch import DieCallback
 from ._matching import MatchMode
-from ._options import DEFAULT_SEND_BUFFER_LIMIT, DEFAULT_STOP_TIMEOUT, BusOptions, OverflowPolicy
+from ._options import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_SEND_BUFFER_LIMIT,
+    DEFAULT_STOP_TIMEOUT,
+    BusOptions,
+    OverflowPolicy,
+)
 from ._peer_regexps import MAX_PEER_REGEXP_BYTES, MAX_PEER_SUBSCRIPTIONS, MAX_REGEXP_LENGTH
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -41,6 +47,7 @@ async def open_ivy_bus(
     overflow: OverflowPolicy = "drop",
     java_newlines: bool = False,
     stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     max_regexp_length: int = MAX_REGEXP_LENGTH,
     max_peer_subscriptions: int = MAX_PEER_SUBSCRIPTIONS,
     max_peer_regexp_bytes: int = MAX_PEER_REGEXP_BYTES,
@@ -54,7 +61,7 @@ async def open_ivy_bus(
         an awaitable); returning False refuses to die. By default the bus
         stops.
       ready_message, host, multicast_ttl, multicast_interface, match_mode,
-        send_buffer_limit, overflow, java_newlines, stop_timeout,
+        send_buffer_limit, overflow, java_newlines, stop_timeout, handshake_timeout,
         max_regexp_length, max_peer_subscriptions, max_peer_regexp_bytes:
         see :class:`~trivy.BusOptions`.
 
@@ -75,6 +82,7 @@ async def open_ivy_bus(
         overflow=overflow,
         java_newlines=java_newlines,
         stop_timeout=stop_timeout,
+        handshake_timeout=handshake_timeout,
         max_regexp_length=max_regexp_length,
         max_peer_subscriptions=max_peer_subscriptions,
         max_peer_regexp_bytes=max_peer_regexp_bytes,

@@ -45,6 +45,10 @@ _Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 #: bursts of tens of thousands of typical messages, small enough that a
 #: stalled peer cannot make us hold unbounded memory.
 DEFAULT_SEND_BUFFER_LIMIT = 4 * 1024 * 1024
+#: Seconds a new connection has to complete its handshake (START_REGEXP to
+#: END_REGEXP) before it is closed. Real peers take milliseconds; a
+#: connection that never speaks must not hold a socket and two tasks.
+DEFAULT_HANDSHAKE_TIMEOUT = 30.0
 #: On leaving, what is queued for the peers (then BYE) keeps leaving as long
 #: as it makes progress; a peer that takes no byte for this many seconds is
 #: given up on. Two seconds covers a busy peer's scheduling hiccups without
@@ -129,6 +133,8 @@ class BusOptions:
       stop_timeout: on leaving, what is queued for a peer keeps being sent
         as long as the peer takes some of it within this many seconds (0:
         leave without waiting).
+      handshake_timeout: seconds a new connection has to complete its
+        handshake before it is closed.
       max_regexp_length, max_peer_subscriptions, max_peer_regexp_bytes:
         what one peer may subscribe with: the longest regexp (16 Ki
         characters), how many at once (10,000), how many characters in all
@@ -154,6 +160,9 @@ class BusOptions:
     java_newlines: bool = False
     stop_timeout: float = attrs.field(
         default=DEFAULT_STOP_TIMEOUT, validator=_not_negative("stop_timeout")
+    )
+    handshake_timeout: float = attrs.field(
+        default=DEFAULT_HANDSHAKE_TIMEOUT, validator=_not_negative("handshake_timeout")
     )
     max_regexp_length: int = attrs.field(
         default=MAX_REGEXP_LENGTH, validator=_not_negative("max_regexp_length")

@@ -16,6 +16,7 @@ task sends them, so many small messages leave in one ``send`` call.
 from __future__ import annotations
 
 import logging
+import math
 import socket
 from collections.abc import Iterable
 from types import MappingProxyType
@@ -218,8 +219,12 @@ class PeerSession:
             pending.answered.set()
 
     # ---------------------------------------------------------------- tasks
-    async def run(self, stop_timeout: float) -> None:
+    async def run(self, stop_timeout: float, handshake_timeout: float = math.inf) -> None:
         """Serve the peer until either side ends the connection.
+
+        A peer whose handshake is not complete ``handshake_timeout`` seconds
+        after the connection was made is dropped: a connection that never
+        speaks would otherwise hold a socket and two tasks for ever.
 
         An error in the peer's handling is logged, never raised: one peer
         cannot take the bus down.
@@ -231,6 +236,8 @@ class PeerSession:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write)
+                if handshake_timeout < math.inf:
+                    nursery.start_soon(self._handshake_deadline, handshake_timeout)
                 with self._reader_scope:
                     await self._read()
                 self.close()
@@ -287,6 +294,12 @@ class PeerSession:
             if reads >= READS_PER_CHECKPOINT:
                 reads = 0
                 await trio.lowlevel.checkpoint()
+
+    async def _handshake_deadline(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+        if not self.ready and not self.closing:
+            self.log.warning("%s: no handshake within %g s, disconnecting", self.peer, seconds)
+            self.abort()
 
     async def _wait_drained(self) -> None:
         self.drained_below = self.output_limit
