@@ -29,7 +29,7 @@ from ._events import BusEvent, DirectMessage, Peer
 from ._local import LocalSubscriptions
 from ._matching import MatchMode
 from ._options import BusOptions
-from ._peer import PeerSession, open_session, wait_flushed
+from ._peer import PeerSession, open_session
 from ._peers import PeerSet
 from ._routing import SENDS_PER_CHECKPOINT, Router
 from ._timers import Timer, TimerCallback
@@ -377,24 +377,20 @@ class IvyBus:
         self._discovery.start(nursery, self.agent_id, self.agent_name)
         logger.info("%s joined %s (TCP port %d)", self.agent_name, self.bus_address, self.port)
 
-    async def _serve(
-        self, sock: socket.socket, host: str, agent_id: str | None, port: int
-    ) -> None:
+    async def _serve(self, sock: socket.socket, host: str, agent_id: str | None, port: int) -> None:
         """Run one new connection (discovery calls it) until it ends."""
         session = open_session(sock, host, self.options, self._dispatcher, agent_id, port)
         if session is None or not self._running or not self._peers.add(session):
             sock.close()  # gone at once, we are leaving, or it is ourselves
             return
         session.conn.send_handshake(self.port, self.agent_name, self._local.items())
-        await session.run(self.options.stop_timeout, self.options.handshake_timeout)
+        await session.run()
 
-    async def _say_bye(self) -> None:
-        """Stop: end the channels, BYE to every peer, wait (bounded) for it to leave."""
+    def _say_bye(self) -> None:
+        """Stop: end the channels, queue BYE to every peer (the sessions send it)."""
         self._running = False
         self._local.end_all()
         self._hub.end_all()
-        sessions = list(self._peers)
-        for session in sessions:
+        for session in self._peers:
             session.say_bye()
-        await wait_flushed(sessions, self.options.stop_timeout)
         self._peers.changed.unpark_all()

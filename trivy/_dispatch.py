@@ -28,6 +28,8 @@ from ._events import (
     Peer,
     PeerConnected,
     PeerDisconnected,
+    PeerResponsive,
+    PeerUnresponsive,
     SubscriptionAdded,
     SubscriptionChanged,
     SubscriptionRemoved,
@@ -146,7 +148,15 @@ class Dispatcher:
         self._router.forget(session)
         if self._peers.remove(session):
             logger.info("%s disconnected", session.peer)
-            self._hub.emit_nowait(PeerDisconnected(session.peer))
+            self._hub.emit_nowait(PeerDisconnected(session.peer, session.end_reason))
+
+    def session_unresponsive(self, session: PeerSession, silent_for: float) -> None:
+        """Report the silent peer (the hub's overflow policy applies)."""
+        self._hub.emit_nowait(PeerUnresponsive(session.peer, silent_for))
+
+    def session_responsive(self, session: PeerSession) -> None:
+        """Report the peer speaking again."""
+        self._hub.emit_nowait(PeerResponsive(session.peer))
 
     async def _handle(self, session: PeerSession, event: Event) -> bool:
         peer = session.peer
@@ -221,9 +231,11 @@ class Dispatcher:
             session.log.warning("%s sent a message of unknown type %d: %r", peer, kind, params)
         elif isinstance(event, Bye):
             session.log.info("%s said BYE", peer)
+            session.end_reason = session.end_reason or "BYE"
             return False
         elif isinstance(event, Closing):
             session.log.warning("dropping %s: %s", peer, event.reason)
+            session.end_reason = session.end_reason or event.reason
             return False
         return True  # PingReceived: its PONG is queued already
 

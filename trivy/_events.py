@@ -80,7 +80,31 @@ class PeerConnected:
 
 @attrs.frozen
 class PeerDisconnected:
-    """A ready peer left the bus (BYE, closed connection, or dropped by us)."""
+    """A ready peer left the bus (BYE, closed connection, or dropped by us).
+
+    ``reason`` says why, when we know: ``"BYE"``, ``"connection lost: ..."``,
+    or the limit or timeout for which we dropped it.
+    """
+
+    peer: Peer
+    reason: str = ""
+
+
+@attrs.frozen
+class PeerUnresponsive:
+    """A connected peer has sent nothing, not even a PONG, for ``silent_for`` seconds.
+
+    Its host still acknowledges our bytes, so the process is frozen or
+    stuck (see ``unresponsive_timeout`` and ``drop_unresponsive``).
+    """
+
+    peer: Peer
+    silent_for: float
+
+
+@attrs.frozen
+class PeerResponsive:
+    """A peer reported unresponsive spoke again."""
 
     peer: Peer
 
@@ -155,6 +179,8 @@ class Congestion:
 BusEvent = (
     PeerConnected
     | PeerDisconnected
+    | PeerUnresponsive
+    | PeerResponsive
     | SubscriptionAdded
     | SubscriptionChanged
     | SubscriptionRemoved

@@ -2,8 +2,10 @@
 
 The sockets are opened before the nursery, so a port that cannot be had
 raises a plain ``OSError``. On the way out, whatever ends the block (its
-end, :meth:`~trivy.IvyBus.stop`, an obeyed DIE, an exception), the BYEs go
-out under a shielded scope, then every task of the bus is cancelled.
+end, :meth:`~trivy.IvyBus.stop`, an obeyed DIE, an exception), BYE is
+queued to every peer and every task of the bus is cancelled; each peer's
+session then sends what it has, BYE last, under a shield and within
+``leave_timeout``.
 """
 
 from __future__ import annotations
@@ -18,9 +20,14 @@ from ._bus import IvyBus
 from ._dispatch import DieCallback
 from ._matching import MatchMode
 from ._options import (
+    DEFAULT_DEAD_HOST_TIMEOUT,
     DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_LEAVE_TIMEOUT,
     DEFAULT_SEND_BUFFER_LIMIT,
+    DEFAULT_STALL_TIMEOUT,
     DEFAULT_STOP_TIMEOUT,
+    DEFAULT_UNRESPONSIVE_TIMEOUT,
     BusOptions,
     OverflowPolicy,
 )
@@ -47,7 +54,13 @@ async def open_ivy_bus(
     overflow: OverflowPolicy = "drop",
     java_newlines: bool = False,
     stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+    leave_timeout: float = DEFAULT_LEAVE_TIMEOUT,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
+    unresponsive_timeout: float = DEFAULT_UNRESPONSIVE_TIMEOUT,
+    drop_unresponsive: bool = False,
+    dead_host_timeout: float = DEFAULT_DEAD_HOST_TIMEOUT,
     max_regexp_length: int = MAX_REGEXP_LENGTH,
     max_peer_subscriptions: int = MAX_PEER_SUBSCRIPTIONS,
     max_peer_regexp_bytes: int = MAX_PEER_REGEXP_BYTES,
@@ -61,7 +74,9 @@ async def open_ivy_bus(
         an awaitable); returning False refuses to die. By default the bus
         stops.
       ready_message, host, multicast_ttl, multicast_interface, match_mode,
-        send_buffer_limit, overflow, java_newlines, stop_timeout, handshake_timeout,
+        send_buffer_limit, overflow, java_newlines, stop_timeout, leave_timeout,
+        handshake_timeout, stall_timeout, heartbeat_interval,
+        unresponsive_timeout, drop_unresponsive, dead_host_timeout,
         max_regexp_length, max_peer_subscriptions, max_peer_regexp_bytes:
         see :class:`~trivy.BusOptions`.
 
@@ -82,7 +97,13 @@ async def open_ivy_bus(
         overflow=overflow,
         java_newlines=java_newlines,
         stop_timeout=stop_timeout,
+        leave_timeout=leave_timeout,
         handshake_timeout=handshake_timeout,
+        stall_timeout=stall_timeout,
+        heartbeat_interval=heartbeat_interval,
+        unresponsive_timeout=unresponsive_timeout,
+        drop_unresponsive=drop_unresponsive,
+        dead_host_timeout=dead_host_timeout,
         max_regexp_length=max_regexp_length,
         max_peer_subscriptions=max_peer_subscriptions,
         max_peer_regexp_bytes=max_peer_regexp_bytes,
@@ -109,8 +130,9 @@ async def run_bus(
                 body_error = exc
                 raise
             finally:
-                with trio.CancelScope(shield=True):
-                    await ivy._say_bye()
+                # BYE is queued to every peer; each session, cancelled, sends
+                # what it has under a shield, within leave_timeout.
+                ivy._say_bye()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         # Our tasks never raise: a group is the body's exception, wrapped.

@@ -27,8 +27,14 @@ from ._peer_regexps import (
 from .protocol import BusAddress
 
 __all__ = [
+    "DEFAULT_DEAD_HOST_TIMEOUT",
+    "DEFAULT_HANDSHAKE_TIMEOUT",
+    "DEFAULT_HEARTBEAT_INTERVAL",
+    "DEFAULT_LEAVE_TIMEOUT",
     "DEFAULT_SEND_BUFFER_LIMIT",
+    "DEFAULT_STALL_TIMEOUT",
     "DEFAULT_STOP_TIMEOUT",
+    "DEFAULT_UNRESPONSIVE_TIMEOUT",
     "BusOptions",
     "OverflowPolicy",
     "resolve_bus",
@@ -54,6 +60,27 @@ DEFAULT_HANDSHAKE_TIMEOUT = 30.0
 #: given up on. Two seconds covers a busy peer's scheduling hiccups without
 #: making a stuck one hold up the exit for long.
 DEFAULT_STOP_TIMEOUT = 2.0
+#: Longest time leaving may take, whatever the peers do: one that trickles
+#: a byte every ``stop_timeout`` would otherwise hold the exit open for ever.
+DEFAULT_LEAVE_TIMEOUT = 10.0
+#: Seconds a peer over its buffer limit may take no byte before it is
+#: disconnected: long enough for a busy peer's pause (a garbage collection,
+#: a slow callback), short enough that a peer that stopped reading holds
+#: every waiting ``send`` for only this long.
+DEFAULT_STALL_TIMEOUT = 5.0
+#: A peer we heard nothing from for this many seconds is sent a PING (every
+#: Ivy implementation answers one): an idle connection then carries data the
+#: kernel must get acknowledged, so a vanished host is noticed.
+DEFAULT_HEARTBEAT_INTERVAL = 10.0
+#: Seconds of silence (no byte, no PONG) after which a peer is reported
+#: unresponsive: a frozen process still has its kernel acknowledge, so only
+#: the missing PONGs tell. Several heartbeats long, so a peer busy for a few
+#: seconds is never reported.
+DEFAULT_UNRESPONSIVE_TIMEOUT = 30.0
+#: Seconds a peer's host may acknowledge nothing we sent (data or keepalive
+#: probes) before the kernel ends the connection (``TCP_USER_TIMEOUT``):
+#: without it a vanished host is noticed after about 15 minutes.
+DEFAULT_DEAD_HOST_TIMEOUT = 30.0
 
 
 def resolve_bus(bus: str | BusAddress | None) -> BusAddress:
@@ -108,6 +135,14 @@ def _not_negative(what: str) -> _Validator:
     return check
 
 
+def _positive(what: str) -> _Validator:
+    def check(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+        if not value > 0:
+            raise ValueError(f"{what} must be positive (math.inf: never): {value!r}")
+
+    return check
+
+
 @attrs.frozen(kw_only=True)
 class BusOptions:
     """Everything that configures an agent, checked once when it is made.
@@ -133,8 +168,24 @@ class BusOptions:
       stop_timeout: on leaving, what is queued for a peer keeps being sent
         as long as the peer takes some of it within this many seconds (0:
         leave without waiting).
+      leave_timeout: leaving never takes longer than this, whatever the
+        peers do; what they have not taken by then is dropped (and logged).
       handshake_timeout: seconds a new connection has to complete its
         handshake before it is closed.
+      stall_timeout: seconds a peer over ``send_buffer_limit`` may take no
+        byte before it is disconnected, freeing the ``send`` calls waiting
+        for it (``math.inf``: wait for ever).
+      heartbeat_interval: a peer silent for this long is sent a PING
+        (``math.inf``: never).
+      unresponsive_timeout: a peer silent (no byte, no PONG) for this long
+        is reported with a :class:`~trivy.PeerUnresponsive` event (a
+        :class:`~trivy.PeerResponsive` one when it speaks again).
+      drop_unresponsive: disconnect an unresponsive peer instead of only
+        reporting it.
+      dead_host_timeout: a peer whose host acknowledges nothing for this
+        long is disconnected by the kernel (TCP keepalive and
+        ``TCP_USER_TIMEOUT``, where the system has them; ``math.inf``: the
+        system's defaults, about 15 minutes).
       max_regexp_length, max_peer_subscriptions, max_peer_regexp_bytes:
         what one peer may subscribe with: the longest regexp (16 Ki
         characters), how many at once (10,000), how many characters in all
@@ -161,8 +212,24 @@ class BusOptions:
     stop_timeout: float = attrs.field(
         default=DEFAULT_STOP_TIMEOUT, validator=_not_negative("stop_timeout")
     )
+    leave_timeout: float = attrs.field(
+        default=DEFAULT_LEAVE_TIMEOUT, validator=_not_negative("leave_timeout")
+    )
     handshake_timeout: float = attrs.field(
         default=DEFAULT_HANDSHAKE_TIMEOUT, validator=_not_negative("handshake_timeout")
+    )
+    stall_timeout: float = attrs.field(
+        default=DEFAULT_STALL_TIMEOUT, validator=_positive("stall_timeout")
+    )
+    heartbeat_interval: float = attrs.field(
+        default=DEFAULT_HEARTBEAT_INTERVAL, validator=_positive("heartbeat_interval")
+    )
+    unresponsive_timeout: float = attrs.field(
+        default=DEFAULT_UNRESPONSIVE_TIMEOUT, validator=_positive("unresponsive_timeout")
+    )
+    drop_unresponsive: bool = False
+    dead_host_timeout: float = attrs.field(
+        default=DEFAULT_DEAD_HOST_TIMEOUT, validator=_positive("dead_host_timeout")
     )
     max_regexp_length: int = attrs.field(
         default=MAX_REGEXP_LENGTH, validator=_not_negative("max_regexp_length")

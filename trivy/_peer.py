@@ -16,9 +16,7 @@ task sends them, so many small messages leave in one ``send`` call.
 from __future__ import annotations
 
 import logging
-import math
 import socket
-from collections.abc import Iterable
 from types import MappingProxyType
 from typing import Protocol
 
@@ -27,11 +25,13 @@ import trio
 
 from ._connection import Connection
 from ._events import Peer
+from ._leaving import flush_and_close
+from ._liveness import configure_keepalive, wait_taking, watch_session
 from ._logs import LogLimiter
 from ._options import BusOptions
 from ._protocol_events import Event
 
-__all__ = ["PeerSession", "SessionHandler", "open_session", "wait_flushed"]
+__all__ = ["PeerSession", "SessionHandler", "open_session"]
 
 logger = logging.getLogger("trivy")
 
@@ -53,6 +53,12 @@ class SessionHandler(Protocol):
     def session_ended(self, session: PeerSession) -> None:
         """The session is over: its socket is closed, its tasks done."""
 
+    def session_unresponsive(self, session: PeerSession, silent_for: float) -> None:
+        """The peer has been silent for ``silent_for`` seconds (see ``_liveness``)."""
+
+    def session_responsive(self, session: PeerSession) -> None:
+        """The peer that was reported unresponsive spoke again."""
+
 
 @attrs.define(eq=False)
 class _PendingPing:
@@ -69,10 +75,11 @@ class PeerSession:
       host: the peer's address.
       conn: its protocol state.
       handler: told of every event and of the end.
+      options: the limits and timeouts (``send_buffer_limit``: the bytes
+        queued for the peer past which a waiting ``send`` waits, and its
+        own lines may no longer add replies; ``stall_timeout``, liveness).
       agent_id, announced_port: from the peer's UDP announce, when we
         connected because of one.
-      output_limit: the bytes queued for the peer past which its own lines
-        may no longer add replies: reading it pauses until they drain.
 
     Raises:
       OSError: the socket is already unusable (the peer left at once).
@@ -84,13 +91,13 @@ class PeerSession:
         host: str,
         conn: Connection,
         handler: SessionHandler,
+        options: BusOptions,
         agent_id: str | None = None,
         announced_port: int = 0,
-        *,
-        output_limit: int = 4 * 1024 * 1024,
     ) -> None:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        configure_keepalive(sock, options.dead_host_timeout)
         #: (address, port) of each end of the TCP connection.
         self.local_address: tuple[str, int] = sock.getsockname()[:2]
         self.remote_address: tuple[str, int] = sock.getpeername()[:2]
@@ -101,7 +108,8 @@ class PeerSession:
         #: ``conn.outgoing`` itself, one attribute hop nearer for the router.
         self.out = conn.outgoing
         self.handler = handler
-        self.output_limit = output_limit
+        self.options = options
+        self.output_limit = options.send_buffer_limit
         self._replies_mark = 0  # replies_queued when the output was last empty
         #: This peer's share of the logs (rate-limited).
         self.log = LogLimiter(logger)
@@ -113,6 +121,13 @@ class PeerSession:
             subscriptions=MappingProxyType(conn.subscriptions),  # a live, read-only view
         )
         self.ready = False
+        self.became_ready = trio.Event()
+        #: Reads that returned data, and whether the reader now waits for
+        #: the peer: the heartbeat's measure of silence.
+        self.reads = 0
+        self.waiting_for_peer = False
+        #: Why we ended the connection (reported in PeerDisconnected).
+        self.end_reason = ""
         #: When its START_REGEXP arrived (trio time), for duplicate resolution.
         self.identified_at = 0.0
         #: Its regexps that need the guard, and how many ran out of time.
@@ -186,8 +201,10 @@ class PeerSession:
         self.conn.send_bye()
         self.close()
 
-    def abort(self) -> None:
+    def abort(self, reason: str = "") -> None:
         """Stop reading now; send what is queued, then close."""
+        if reason and not self.end_reason:
+            self.end_reason = reason
         self.close()
         self._reader_scope.cancel()
 
@@ -219,29 +236,26 @@ class PeerSession:
             pending.answered.set()
 
     # ---------------------------------------------------------------- tasks
-    async def run(self, stop_timeout: float, handshake_timeout: float = math.inf) -> None:
+    async def run(self) -> None:
         """Serve the peer until either side ends the connection.
 
-        A peer whose handshake is not complete ``handshake_timeout`` seconds
-        after the connection was made is dropped: a connection that never
-        speaks would otherwise hold a socket and two tasks for ever.
+        A third task watches the peer's liveness (handshake deadline,
+        heartbeat: see ``_liveness``).
 
         An error in the peer's handling is logged, never raised: one peer
         cannot take the bus down.
 
-        Reads until the peer leaves, breaks a limit or is aborted, then sends
-        what is queued (see :func:`wait_flushed`), closes the socket and
-        reports the end to the handler.
+        Reads until the peer leaves, breaks a limit or is aborted, or until
+        cancelled (the bus leaving); then sends what is queued, BYE last if
+        we said it (bounded: see ``_leaving``), closes the socket and reports
+        the end to the handler.
         """
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write)
-                if handshake_timeout < math.inf:
-                    nursery.start_soon(self._handshake_deadline, handshake_timeout)
+                nursery.start_soon(watch_session, self, self.options)
                 with self._reader_scope:
                     await self._read()
-                self.close()
-                await wait_flushed([self], stop_timeout)
                 nursery.cancel_scope.cancel()
         except Exception:
             # One peer's connection must never take the bus down with it.
@@ -252,7 +266,9 @@ class PeerSession:
             for pending in self._pings.values():
                 pending.answered.set()
             self._pings.clear()
-            self.sock.close()
+            self.writer_idle = False  # nothing may write to the socket now
+            stop_timeout, leave_timeout = self.options.stop_timeout, self.options.leave_timeout
+            await flush_and_close(self.sock, self.out, stop_timeout, leave_timeout, self.peer)
             self.flushed.set()
             self.drained.unpark_all()
             self.handler.session_ended(self)
@@ -266,11 +282,13 @@ class PeerSession:
                 data = sock.recv(RECEIVE_SIZE)
             except BlockingIOError:
                 reads = 0
-                await trio.lowlevel.wait_readable(sock)
+                await self._wait_readable()
                 continue
             except OSError as exc:
                 logger.info("%s: connection lost: %s", self.peer, exc)
+                self.end_reason = self.end_reason or f"connection lost: {exc}"
                 return
+            self.reads += 1
             events = receive_data(data)
             if out and self.writer_idle:  # replies (PONG, ERROR) were queued
                 self.wake_writer()
@@ -288,18 +306,19 @@ class PeerSession:
                 # The kernel had no more: wait rather than try a read that
                 # would fail (an exception and a syscall per wake-up).
                 reads = 0
-                await trio.lowlevel.wait_readable(sock)
+                await self._wait_readable()
                 continue
             reads += 1
             if reads >= READS_PER_CHECKPOINT:
                 reads = 0
                 await trio.lowlevel.checkpoint()
 
-    async def _handshake_deadline(self, seconds: float) -> None:
-        await trio.sleep(seconds)
-        if not self.ready and not self.closing:
-            self.log.warning("%s: no handshake within %g s, disconnecting", self.peer, seconds)
-            self.abort()
+    async def _wait_readable(self) -> None:
+        self.waiting_for_peer = True
+        try:
+            await trio.lowlevel.wait_readable(self.sock)
+        finally:
+            self.waiting_for_peer = False
 
     async def _wait_drained(self) -> None:
         self.drained_below = self.output_limit
@@ -321,7 +340,12 @@ class PeerSession:
                     sent = sock.send(out)
                 except BlockingIOError:
                     self.write_stalls += 1
-                    await trio.lowlevel.wait_writable(sock)
+                    # Over its limit, sends may be waiting for it: a peer
+                    # that takes nothing for stall_timeout is let go.
+                    if not await wait_taking(sock, self.options.stall_timeout, self._over_limit):
+                        self._stalled(len(out))
+                        out.clear()
+                        return
                     continue
                 del out[:sent]
                 if not out:
@@ -332,10 +356,18 @@ class PeerSession:
         except OSError as exc:
             logger.info("%s: connection lost while sending: %s", self.peer, exc)
             out.clear()
-            self.abort()
+            self.abort(f"connection lost: {exc}")
         finally:
-            self.flushed.set()
             self.drained.unpark_all()
+
+    def _over_limit(self) -> bool:
+        return len(self.out) > self.output_limit
+
+    def _stalled(self, queued: int) -> None:
+        seconds = self.options.stall_timeout
+        reason = f"took no byte for {seconds:g} s with {queued} bytes queued"
+        self.log.warning("%s: %s, disconnecting", self.peer, reason)
+        self.abort(reason)
 
 
 def open_session(
@@ -353,31 +385,10 @@ def open_session(
             host,
             options.new_connection(),
             handler,
+            options,
             agent_id,
             announced_port,
-            output_limit=options.send_buffer_limit,
         )
     except OSError as exc:  # the peer left at once
         logger.info("connection with %s lost at once: %s", host, exc)
         return None
-
-
-async def wait_flushed(sessions: Iterable[PeerSession], stop_timeout: float) -> None:
-    """Wait until every session sent what it had, while they make progress.
-
-    A slow but live peer gets everything that was queued for it; a peer
-    that takes no byte for ``stop_timeout`` seconds is given up on.
-    """
-    sessions = list(sessions)
-    unsent = sum(len(s.conn.outgoing) for s in sessions)
-    while True:
-        with trio.move_on_after(stop_timeout):
-            for session in sessions:
-                await session.flushed.wait()
-            return
-        now_unsent = sum(len(s.conn.outgoing) for s in sessions if not s.flushed.is_set())
-        if now_unsent >= unsent:
-            logger.warning("leaving with %d bytes unsent: peers stopped reading", now_unsent)
-            return
-        unsent = now_unsent
-

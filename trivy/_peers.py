@@ -84,6 +84,7 @@ class PeerSet:
     def mark_ready(self, session: PeerSession) -> None:
         """The session's handshake is complete."""
         session.ready = True
+        session.became_ready.set()
         self.changed.unpark_all()
 
     def ready_peers(self) -> list[Peer]:

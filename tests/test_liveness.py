@@ -1,0 +1,263 @@
+"""Liveness: stalled, slow, silent and vanished peers, and leaving (issue: liveness).
+
+Timing is virtual (``autojump_clock``) over real loopback sockets: the
+clock jumps only when every task waits, so a timeout fires exactly when
+nothing else can happen first.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import trio
+import trio.testing
+
+import trivy
+from trivy._leaving import flush_and_close
+
+from .helpers import RawPeer, wait_for_event, wait_for_subscription
+
+TIMEOUT = 60  # virtual seconds, where the clock is mocked
+
+TEXT = "x" * 1000
+#: Enough for a stuck peer to be over the default 4 MiB limit even after
+#: the kernel buffers took their share.
+COUNT = 12_000
+
+
+async def _small_window_peer(bus: trivy.IvyBus, name: str, regexp: bytes) -> RawPeer:
+    """A raw peer with a tiny receive buffer, so that our output backs up."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", bus.port))
+    raw = RawPeer(trio.SocketStream(trio.socket.from_stdlib_socket(sock)))
+    await raw.handshake(name, b"1 0\x02" + regexp + b"\n")
+    await wait_for_subscription(bus, name, regexp.decode())
+    return raw
+
+
+async def _count_matches(sub: trivy.Subscription, got: list[int], count: int) -> None:
+    async for _match in sub:
+        got[0] += 1
+        if got[0] == count:
+            return
+
+
+async def test_a_peer_that_stops_reading_is_dropped_after_the_stall_timeout(
+    bus: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with (
+            trivy.open_ivy_bus("A", bus) as a,
+            a.events() as events,
+            trivy.open_ivy_bus("GOOD", bus) as good,
+        ):
+            sub = good.subscribe("^(x*)$")
+            await wait_for_subscription(a, "GOOD", "^(x*)$")
+            stuck = await _small_window_peer(a, "STUCK", b"^(.*)$")
+            got = [0]
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_count_matches, sub, got, COUNT)
+                start = trio.current_time()
+                for _ in range(COUNT):
+                    await a.send(TEXT)
+                blocked = trio.current_time() - start
+            # the sends were held for the stall timeout, no longer
+            assert blocked == pytest.approx(5.0)
+            assert got == [COUNT]  # lossless for the peer that reads
+            left = await wait_for_event(events, trivy.PeerDisconnected)
+            assert isinstance(left, trivy.PeerDisconnected)
+            assert left.peer.name == "STUCK"
+            assert left.reason.startswith("took no byte for 5 s with ")
+            assert [p.name for p in a.peers] == ["GOOD"]
+            await stuck.aclose()
+
+
+async def test_a_peer_that_reads_slowly_is_never_dropped(
+    bus: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    count = 6000
+    received = 0
+
+    async def read_slowly(raw: RawPeer) -> None:
+        nonlocal received
+        while received < count * (len(TEXT) + 6):
+            data = await raw.stream.receive_some(16384)
+            received += len(data)
+            await trio.sleep(1)  # 16 KiB a second: far slower than we send
+
+    with trio.fail_after(10_000):
+        async with trivy.open_ivy_bus("A", bus, send_buffer_limit=1024 * 1024) as a:
+            slow = await _small_window_peer(a, "SLOW", b"^(x*)$")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read_slowly, slow)
+                start = trio.current_time()
+                for _ in range(count):
+                    await a.send(TEXT)
+                assert trio.current_time() - start > 60  # it did hold the sends
+                assert [p.name for p in a.peers] == ["SLOW"]  # but was never dropped
+            assert received >= count * len(TEXT)
+            await slow.aclose()
+
+
+def _socket_pair(buffer: int = 4096) -> tuple[socket.socket, socket.socket]:
+    """Two ends of a loopback TCP connection, with small buffers."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        theirs = socket.socket()
+        theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)
+        theirs.connect(listener.getsockname())
+        ours, _ = listener.accept()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffer)
+    ours.setblocking(False)
+    return ours, theirs
+
+
+async def _read_every(sock: socket.socket, every: float, got: list[int]) -> None:
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+    while data := await stream.receive_some(1024):
+        got[0] += len(data)
+        await trio.sleep(every)
+
+
+async def test_leaving_flushes_a_slow_peer_and_gives_up_on_a_stuck_one(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ours, theirs = _socket_pair()
+    got = [0]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_read_every, theirs, 0.04, got)  # slow, but progress
+        assert await flush_and_close(ours, bytearray(100_000), 0.5, 100, "SLOW") == 0
+    assert got == [100_000]  # everything, then EOF
+
+    ours, theirs = _socket_pair()
+    start = trio.current_time()
+    out = bytearray(1_000_000)
+    unsent = await flush_and_close(ours, out, 0.5, 100, "STUCK")
+    assert unsent > 900_000 and not out
+    assert trio.current_time() - start == pytest.approx(0.5)  # one stop_timeout
+    theirs.close()
+
+
+async def test_leaving_never_takes_longer_than_leave_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ours, theirs = _socket_pair()
+    got = [0]
+    async with trio.open_nursery() as nursery:
+        # a kilobyte every 0.5 s: progress within every stop_timeout (2 s)
+        nursery.start_soon(_read_every, theirs, 0.5, got)
+        start = trio.current_time()
+        unsent = await flush_and_close(ours, bytearray(10_000_000), 2.0, 10.0, "TRICKLE")
+        assert trio.current_time() - start == pytest.approx(10.0)
+        assert unsent > 0
+    assert 0 < got[0] < 10_000_000
+
+
+@pytest.mark.parametrize("way_out", ["outer cancel", "KeyboardInterrupt", "stop", "DIE"])
+async def test_every_way_out_says_bye(bus: str, way_out: str) -> None:
+    with trio.fail_after(10):
+        raw = None
+        with trio.move_on_after(5 if way_out == "outer cancel" else 10) as outer:
+            try:
+                async with trivy.open_ivy_bus("A", bus) as a:
+                    raw = await RawPeer.connect(a)
+                    await raw.handshake("RAW", b"1 0\x02^(.*)\n")
+                    await wait_for_subscription(a, "RAW", "^(.*)")
+                    await a.send("last words")
+                    if way_out == "outer cancel":
+                        outer.cancel()
+                        await trio.sleep_forever()
+                    elif way_out == "KeyboardInterrupt":
+                        raise KeyboardInterrupt
+                    elif way_out == "stop":
+                        a.stop()
+                        await trio.sleep_forever()
+                    else:
+                        await raw.send(b"8 0\x02\n")
+                        await trio.sleep_forever()
+            except KeyboardInterrupt:
+                assert way_out == "KeyboardInterrupt"
+        assert raw is not None
+        assert await raw.line_starting(b"2 ") == b"2 0\x02last words\x03"
+        assert await raw.line() == b"0 0\x02"  # BYE, after what was queued
+        assert await raw.line() == b""
+        await raw.aclose()
+
+
+async def test_a_silent_peer_is_pinged_reported_and_welcomed_back(
+    bus: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    with trio.fail_after(TIMEOUT * 10):
+        async with trivy.open_ivy_bus("A", bus) as a, a.events() as events:
+            raw = await RawPeer.connect(a)
+            await raw.handshake("FROZEN")
+            await wait_for_event(events, trivy.PeerConnected)
+            start = trio.current_time()
+            ping = await raw.line_starting(b"9 ")  # a heartbeat, unanswered
+            assert 10 <= trio.current_time() - start <= 20
+            silent = await wait_for_event(events, trivy.PeerUnresponsive)
+            assert isinstance(silent, trivy.PeerUnresponsive)
+            assert silent.peer.name == "FROZEN"
+            assert 30 <= silent.silent_for <= 40
+            assert 30 <= trio.current_time() - start <= 40
+            assert [p.name for p in a.peers] == ["FROZEN"]  # reported, not dropped
+            ping_id = ping.split(b" ")[1]
+            await raw.send(b"10 " + ping_id + b"\n")  # it thaws and answers
+            back = await wait_for_event(events, trivy.PeerResponsive)
+            assert back == trivy.PeerResponsive(silent.peer)
+            await raw.aclose()
+
+
+async def test_a_silent_peer_is_dropped_when_the_options_say_so(
+    bus: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    with trio.fail_after(TIMEOUT * 10):
+        async with trivy.open_ivy_bus(
+            "A", bus, drop_unresponsive=True, heartbeat_interval=1, unresponsive_timeout=3
+        ) as a, a.events() as events:
+            raw = await RawPeer.connect(a)
+            await raw.handshake("FROZEN")
+            await wait_for_event(events, trivy.PeerConnected)
+            start = trio.current_time()
+            left = await wait_for_event(events, trivy.PeerDisconnected)
+            assert isinstance(left, trivy.PeerDisconnected)
+            assert left.reason == "silent for 3 s"
+            assert 3 <= trio.current_time() - start <= 4
+            await raw.aclose()
+
+
+async def test_peers_that_answer_pings_are_never_reported(
+    bus: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    with trio.fail_after(TIMEOUT * 100):
+        async with (
+            trivy.open_ivy_bus("A", bus, drop_unresponsive=True) as a,
+            trivy.open_ivy_bus("B", bus, drop_unresponsive=True) as b,
+            a.events() as events,
+        ):
+            peer = await a.wait_for_peer("B")
+            session = a._peers.session_of(peer)
+            pings_before = session.conn._next_ping_id
+            await trio.sleep(600)  # ten idle minutes, virtual
+            assert session.conn._next_ping_id - pings_before >= 20  # heartbeats...
+            assert a.peers == [peer] and [p.name for p in b.peers] == ["A"]
+            seen = set()
+            with pytest.raises(trio.WouldBlock):
+                while True:
+                    seen.add(type(events.receive_nowait()))
+            assert seen <= {trivy.PeerConnected}  # ...all answered: nothing reported
+
+
+async def test_the_kernel_is_told_to_give_up_on_a_vanished_host(bus: str) -> None:
+    with trio.fail_after(10):
+        async with (
+            trivy.open_ivy_bus("A", bus, dead_host_timeout=20) as a,
+            trivy.open_ivy_bus("B", bus),
+        ):
+            session = a._peers.session_of(await a.wait_for_peer("B"))
+            sock = session.sock
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 20_000
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 10
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 5

@@ -1,0 +1,162 @@
+"""Whether a peer is still there: handshake deadline, heartbeat, kernel timers.
+
+Ivy agents announce themselves once: a connection that drops is never made
+again. So a dead peer must be noticed, and a live one never dropped
+lightly. Three watches, each for a different way of going away:
+
+- a connection that never completes its handshake is closed after
+  ``handshake_timeout``;
+- a peer's *host* that vanishes (cable out, power off: no FIN, no RST) is
+  noticed by the kernel: TCP keepalive probes an idle connection, and
+  ``TCP_USER_TIMEOUT`` ends one whose data (or probes) stay unacknowledged
+  for ``dead_host_timeout``;
+- a peer whose *process* is frozen or stuck still has its kernel
+  acknowledge everything: only the application can tell. A peer silent for
+  ``heartbeat_interval`` is sent a PING; one silent (no byte, no PONG) for
+  ``unresponsive_timeout`` is reported, and dropped if the options say so.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import struct
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import trio
+
+if sys.platform == "linux":
+    from fcntl import ioctl
+else:  # pragma: no cover
+    ioctl = None
+
+#: Linux's ioctl for the bytes of a TCP send queue not yet sent at all.
+SIOCOUTQNSD = 0x894B
+
+if TYPE_CHECKING:
+    from ._options import BusOptions
+    from ._peer import PeerSession
+
+__all__ = ["configure_keepalive", "wait_taking", "watch_session"]
+
+#: Keepalive probes start after this many idle seconds, one every
+#: KEEPALIVE_INTERVAL; the kernel gives up after ``dead_host_timeout``.
+KEEPALIVE_IDLE = 10
+KEEPALIVE_INTERVAL = 5
+
+
+def configure_keepalive(sock: socket.socket, dead_host_timeout: float) -> None:
+    """Have the kernel end the connection once the peer's host is gone.
+
+    Uses what the system has (Linux has all three options; others may lack
+    ``TCP_USER_TIMEOUT`` or the keepalive timers, and keep their defaults).
+    """
+    if math.isinf(dead_host_timeout):
+        return
+    seconds = max(1, math.ceil(dead_host_timeout))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    idle = min(KEEPALIVE_IDLE, seconds)
+    interval = min(KEEPALIVE_INTERVAL, seconds)
+    for name, value in (
+        ("TCP_KEEPIDLE", idle),
+        ("TCP_KEEPINTVL", interval),
+        ("TCP_KEEPCNT", max(1, (seconds - idle) // interval)),
+        ("TCP_USER_TIMEOUT", seconds * 1000),
+    ):
+        option = getattr(socket, name, None)
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
+def unsent(sock: socket.socket) -> int:
+    """Bytes in the kernel's send queue not yet sent; -1 if the system cannot tell.
+
+    It shrinks only when the peer's window opens, that is when the peer
+    reads (acknowledgements of bytes already sent do not count).
+    """
+    if ioctl is None:  # pragma: no cover
+        return -1
+    try:
+        raw = ioctl(sock.fileno(), SIOCOUTQNSD, b"\0\0\0\0")
+    except OSError:
+        return -1
+    queued: int = struct.unpack("i", raw)[0]
+    return queued
+
+
+async def wait_taking(
+    sock: socket.socket, stall_timeout: float, over_limit: Callable[[], bool]
+) -> bool:
+    """Wait until ``sock`` is writable; False once the peer stalls while ``over_limit()``.
+
+    The kernel reports a socket writable only once a good part of its send
+    buffer is free, which a peer that reads slowly may take long to allow:
+    so every ``stall_timeout`` the send queue is measured, and any byte the
+    peer made room for counts as progress. (Where the system cannot tell, a
+    ``stall_timeout`` without writability counts as a stall.)
+    """
+    queued = unsent(sock)
+    while True:
+        with trio.move_on_after(stall_timeout):
+            await trio.lowlevel.wait_writable(sock)
+            return True
+        now_queued = unsent(sock)
+        if over_limit() and not 0 <= now_queued < queued:
+            return False
+        queued = now_queued
+
+
+async def watch_session(session: PeerSession, options: BusOptions) -> None:
+    """The handshake deadline, then the heartbeat, for one session's life."""
+    with trio.move_on_after(options.handshake_timeout):
+        await session.became_ready.wait()
+    if not session.ready:
+        if not session.closing:
+            reason = f"no handshake within {options.handshake_timeout:g} s"
+            session.log.warning("%s: %s, disconnecting", session.peer, reason)
+            session.abort(reason)
+        return
+    if not math.isinf(options.heartbeat_interval):
+        await _heartbeat(session, options)
+
+
+async def _heartbeat(session: PeerSession, options: BusOptions) -> None:
+    """PING a silent peer; report (or drop) one that stays silent.
+
+    Silence is measured in whole heartbeats: the reader counts its reads,
+    and a heartbeat that finds the count unchanged while the reader was
+    waiting for the peer counts as silent. (A reader that is busy or
+    paused by our own backpressure is not waiting: its peer is not silent.)
+    """
+    interval = options.heartbeat_interval
+    conn = session.conn
+    heard = session.reads
+    silent_since = trio.current_time()
+    ping_id: int | None = None
+    unresponsive = False
+    while not session.closing:
+        await trio.sleep(interval)
+        now = trio.current_time()
+        if session.reads != heard or not session.waiting_for_peer:
+            heard = session.reads
+            silent_since = now
+            if unresponsive:
+                unresponsive = False
+                session.handler.session_responsive(session)
+            continue
+        silent = now - silent_since
+        if silent >= options.unresponsive_timeout and not unresponsive:
+            unresponsive = True
+            if options.drop_unresponsive:
+                reason = f"silent for {silent:.0f} s"
+                session.log.warning("%s: %s, disconnecting", session.peer, reason)
+                session.abort(reason)
+                return
+            session.log.warning("%s: silent for %.0f s", session.peer, silent)
+            session.handler.session_unresponsive(session, silent)
+        if ping_id is not None:
+            conn.forget_ping(ping_id)  # unanswered: at most one stays pending
+        ping_id = conn.send_ping()
+        session.flush_soon()
