@@ -7,6 +7,10 @@ nothing else can happen first.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import resource
 import socket
 
 import pytest
@@ -15,6 +19,8 @@ import trio.testing
 
 import trivy
 from trivy._leaving import flush_and_close
+from trivy._liveness import configure_keepalive
+from trivy._peers import MAX_PENDING_HANDSHAKES
 
 from .helpers import RawPeer, wait_for_event, wait_for_subscription
 
@@ -186,8 +192,9 @@ async def test_every_way_out_says_bye(bus: str, way_out: str) -> None:
 
 
 async def test_a_silent_peer_is_pinged_reported_and_welcomed_back(
-    bus: str, autojump_clock: trio.testing.MockClock
+    bus: str, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, "trivy")
     with trio.fail_after(TIMEOUT * 10):
         async with trivy.open_ivy_bus("A", bus) as a, a.events() as events:
             raw = await RawPeer.connect(a)
@@ -202,10 +209,15 @@ async def test_a_silent_peer_is_pinged_reported_and_welcomed_back(
             assert 30 <= silent.silent_for <= 40
             assert 30 <= trio.current_time() - start <= 40
             assert [p.name for p in a.peers] == ["FROZEN"]  # reported, not dropped
-            ping_id = ping.split(b" ")[1]
-            await raw.send(b"10 " + ping_id + b"\n")  # it thaws and answers
+            assert ping.startswith(b"9 ")
+            while True:  # it thaws, and answers the latest PING
+                ping = await raw.line_starting(b"9 ")
+                if silent.silent_for + 10 <= trio.current_time() - start:
+                    break
+            await raw.send(b"10 " + ping[2:].rstrip(b"\x02") + b"\n")
             back = await wait_for_event(events, trivy.PeerResponsive)
             assert back == trivy.PeerResponsive(silent.peer)
+            assert "PONG for no PING" not in caplog.text  # the PING it answered was ours
             await raw.aclose()
 
 
@@ -213,9 +225,12 @@ async def test_a_silent_peer_is_dropped_when_the_options_say_so(
     bus: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     with trio.fail_after(TIMEOUT * 10):
-        async with trivy.open_ivy_bus(
-            "A", bus, drop_unresponsive=True, heartbeat_interval=1, unresponsive_timeout=3
-        ) as a, a.events() as events:
+        options = {"drop_unresponsive": True, "heartbeat_interval": 1, "unresponsive_timeout": 3}
+        # (a short stop_timeout: the kernel's delayed ACKs come in real time)
+        async with (
+            trivy.open_ivy_bus("A", bus, stop_timeout=0.1, **options) as a,  # type: ignore[arg-type]
+            a.events() as events,
+        ):
             raw = await RawPeer.connect(a)
             await raw.handshake("FROZEN")
             await wait_for_event(events, trivy.PeerConnected)
@@ -261,3 +276,97 @@ async def test_the_kernel_is_told_to_give_up_on_a_vanished_host(bus: str) -> Non
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 20_000
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 10
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 5
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 2
+            # a long timeout stays within what the kernel takes (127 probes)
+            configure_keepalive(sock, 3600)
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 3_600_000
+            count = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT)
+            interval = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL)
+            assert count <= 127 and 10 + count * interval <= 3600
+
+
+async def test_connections_that_never_speak_cannot_lock_peers_out(bus: str) -> None:
+    with trio.fail_after(30):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            silent = [
+                await trio.open_tcp_stream("127.0.0.1", a.port)
+                for _ in range(MAX_PENDING_HANDSHAKES + 10)
+            ]
+            # the ten oldest were closed to make room...
+            for stream in silent[:10]:
+                assert await stream.receive_some(100) == b"6 %d\x02A\n5 0\x02\n" % a.port
+                assert await stream.receive_some(100) == b""
+            while sum(not s.ready for s in a._peers) > MAX_PENDING_HANDSHAKES:
+                await trio.testing.wait_all_tasks_blocked()
+            # ...and a real peer still gets in
+            async with trivy.open_ivy_bus("B", bus) as b:
+                await a.wait_for_peer("B")
+                await b.wait_for_peer("A")
+            for stream in silent:
+                await stream.aclose()
+
+
+async def test_out_of_file_descriptors_the_listener_backs_off_and_recovers(
+    bus: str, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, "trivy")
+    with trio.fail_after(600):
+        async with trivy.open_ivy_bus("A", bus) as a, a.events() as events:
+            clients = [socket.socket() for _ in range(12)]
+            for client in clients:
+                client.setblocking(False)
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            in_use = len(os.listdir("/proc/self/fd"))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 4, hard))
+            try:
+                for client in clients:  # the kernel queues them: no descriptor yet
+                    with contextlib.suppress(BlockingIOError):
+                        client.connect(("127.0.0.1", a.port))
+                # the last one is a real peer, behind eleven that never speak
+                legit = RawPeer(trio.SocketStream(trio.socket.from_stdlib_socket(clients[-1])))
+                await legit.handshake("LEGIT")
+                connected = await wait_for_event(events, trivy.PeerConnected)
+                assert isinstance(connected, trivy.PeerConnected)
+                assert connected.peer.name == "LEGIT"
+                # the silent ones were each closed after the handshake deadline
+                assert trio.current_time() >= 30
+                assert "accept failed: [Errno 24] Too many open files; retrying" in caplog.text
+            finally:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            for client in clients:
+                client.close()
+
+
+async def test_announces_of_agents_that_never_answer_are_bounded(
+    bus: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from trivy import protocol
+    from trivy._discovery import MAX_CONNECTING
+
+    address = protocol.parse_bus(bus)
+    deaf = []
+    for _ in range(MAX_CONNECTING + 6):
+        listener = socket.create_server(("127.0.0.1", 0), backlog=0)
+        # a full backlog: further SYNs are dropped, so connecting hangs
+        fillers = [socket.socket() for _ in range(2)]
+        for filler in fillers:
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(listener.getsockname())
+        deaf.append((listener, fillers))
+    with trio.fail_after(10):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            udp.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            for i, (listener, _) in enumerate(deaf):
+                port = listener.getsockname()[1]
+                datagram = protocol.encode_announce(port, f"deaf{i}", "DEAF")
+                udp.sendto(datagram, (address.networks[0], address.port))
+            udp.close()
+            while "connections pending" not in caplog.text:
+                await trio.testing.wait_all_tasks_blocked()
+            assert len(a._discovery._connecting) == MAX_CONNECTING
+    for listener, fillers in deaf:
+        listener.close()
+        for filler in fillers:
+            filler.close()

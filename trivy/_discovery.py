@@ -28,6 +28,14 @@ logger = logging.getLogger("trivy")
 
 #: Seconds allowed to connect to an announced agent.
 CONNECT_TIMEOUT = 5.0
+#: Announced agents we may be connecting to at once; announces beyond are
+#: ignored (a flood of announces naming ports that never answer would
+#: otherwise cost a socket and a task each).
+MAX_CONNECTING = 64
+#: After accept() fails for want of resources (file descriptors, memory),
+#: the listener waits this long before trying again (as trio's own
+#: listeners do), rather than spinning on an error it cannot clear.
+ACCEPT_RETRY_DELAY = 0.1
 #: Datagrams read in a row before the discovery task lets the others run.
 DATAGRAMS_PER_CHECKPOINT = 64
 #: Largest UDP announce we read.
@@ -132,8 +140,8 @@ class Discovery:
                 await trio.lowlevel.wait_readable(listener)
                 continue
             except OSError as exc:  # e.g. out of file descriptors: wait, retry
-                self._log.log(logging.ERROR, "accept failed: %s", exc)
-                await trio.sleep(0.1)
+                self._log.log(logging.ERROR, "accept failed: %s; retrying", exc)
+                await trio.sleep(ACCEPT_RETRY_DELAY)
                 continue
             nursery.start_soon(self._serve, sock, host, None, 0)
 
@@ -172,6 +180,11 @@ class Discovery:
             # (it is the first word of the agent name when the name has spaces).
             key = (host, announce.port)
             if key in self._connecting or self._is_connected(*key):
+                continue
+            if len(self._connecting) >= MAX_CONNECTING:
+                self._log.warning(
+                    "ignoring announce from %s: %d connections pending", host, MAX_CONNECTING
+                )
                 continue
             self._connecting.add(key)
             nursery.start_soon(self._connect, host, announce.port, announce.agent_id)

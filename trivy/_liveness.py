@@ -18,6 +18,7 @@ lightly. Three watches, each for a different way of going away:
 
 from __future__ import annotations
 
+import logging
 import math
 import socket
 import struct
@@ -41,10 +42,14 @@ if TYPE_CHECKING:
 
 __all__ = ["configure_keepalive", "wait_taking", "watch_session"]
 
+logger = logging.getLogger("trivy")
+
 #: Keepalive probes start after this many idle seconds, one every
 #: KEEPALIVE_INTERVAL; the kernel gives up after ``dead_host_timeout``.
 KEEPALIVE_IDLE = 10
 KEEPALIVE_INTERVAL = 5
+#: Longest dead_host_timeout applied (a day); longer ones are clamped.
+MAX_DEAD_HOST_TIMEOUT = 86_400
 
 
 def configure_keepalive(sock: socket.socket, dead_host_timeout: float) -> None:
@@ -55,19 +60,33 @@ def configure_keepalive(sock: socket.socket, dead_host_timeout: float) -> None:
     """
     if math.isinf(dead_host_timeout):
         return
-    seconds = max(1, math.ceil(dead_host_timeout))
+    seconds = max(1, min(math.ceil(dead_host_timeout), MAX_DEAD_HOST_TIMEOUT))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     idle = min(KEEPALIVE_IDLE, seconds)
-    interval = min(KEEPALIVE_INTERVAL, seconds)
+    # Linux takes at most 127 probes: longer timeouts probe less often.
+    interval = max(min(KEEPALIVE_INTERVAL, seconds), math.ceil((seconds - idle) / 127))
     for name, value in (
         ("TCP_KEEPIDLE", idle),
         ("TCP_KEEPINTVL", interval),
-        ("TCP_KEEPCNT", max(1, (seconds - idle) // interval)),
+        ("TCP_KEEPCNT", max(1, min(127, (seconds - idle) // interval))),
         ("TCP_USER_TIMEOUT", seconds * 1000),
     ):
         option = getattr(socket, name, None)
         if option is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, option, value)
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
+            except OSError as exc:  # a system that refuses it keeps its default
+                logger.debug("cannot set %s=%d: %s", name, value, exc)
+
+
+#: Linux's ioctl for the bytes of a TCP send queue not yet acknowledged
+#: (SIOCOUTQ, which shares its number with the terminal's TIOCOUTQ).
+SIOCOUTQ = 0x5411
+
+
+def unacknowledged(sock: socket.socket) -> int:
+    """Bytes we sent or queued that the peer has not acknowledged; -1 if unknown."""
+    return _queue_size(sock, SIOCOUTQ)
 
 
 def unsent(sock: socket.socket) -> int:
@@ -76,10 +95,14 @@ def unsent(sock: socket.socket) -> int:
     It shrinks only when the peer's window opens, that is when the peer
     reads (acknowledgements of bytes already sent do not count).
     """
+    return _queue_size(sock, SIOCOUTQNSD)
+
+
+def _queue_size(sock: socket.socket, request: int) -> int:
     if ioctl is None:  # pragma: no cover
         return -1
     try:
-        raw = ioctl(sock.fileno(), SIOCOUTQNSD, b"\0\0\0\0")
+        raw = ioctl(sock.fileno(), request, b"\0\0\0\0")
     except OSError:
         return -1
     queued: int = struct.unpack("i", raw)[0]
@@ -126,21 +149,25 @@ async def _heartbeat(session: PeerSession, options: BusOptions) -> None:
     """PING a silent peer; report (or drop) one that stays silent.
 
     Silence is measured in whole heartbeats: the reader counts its reads,
-    and a heartbeat that finds the count unchanged while the reader was
-    waiting for the peer counts as silent. (A reader that is busy or
-    paused by our own backpressure is not waiting: its peer is not silent.)
+    the writer the times a full peer made room again (it read: a busy peer
+    working through a backlog, whose PONG waits behind it, is alive), and a
+    heartbeat that finds both counts unchanged while the reader was waiting
+    for the peer counts as silent. (A reader that is busy or paused by our
+    own backpressure is not waiting: its peer is not silent.)
     """
     interval = options.heartbeat_interval
     conn = session.conn
-    heard = session.reads
+    heard = session.reads + session.drains
     silent_since = trio.current_time()
     ping_id: int | None = None
     unresponsive = False
-    while not session.closing:
+    while True:
         await trio.sleep(interval)
+        if session.closing:
+            return
         now = trio.current_time()
-        if session.reads != heard or not session.waiting_for_peer:
-            heard = session.reads
+        if session.reads + session.drains != heard or not session.waiting_for_peer:
+            heard = session.reads + session.drains
             silent_since = now
             if unresponsive:
                 unresponsive = False

@@ -122,9 +122,10 @@ class PeerSession:
         )
         self.ready = False
         self.became_ready = trio.Event()
-        #: Reads that returned data, and whether the reader now waits for
-        #: the peer: the heartbeat's measure of silence.
+        #: Reads, times a full peer made room again, and whether the reader
+        #: now waits for the peer: the heartbeat's measure of silence.
         self.reads = 0
+        self.drains = 0
         self.waiting_for_peer = False
         #: Why we ended the connection (reported in PeerDisconnected).
         self.end_reason = ""
@@ -289,6 +290,8 @@ class PeerSession:
                 self.end_reason = self.end_reason or f"connection lost: {exc}"
                 return
             self.reads += 1
+            if not data:
+                self.end_reason = self.end_reason or "connection closed by the peer"
             events = receive_data(data)
             if out and self.writer_idle:  # replies (PONG, ERROR) were queued
                 self.wake_writer()
@@ -346,6 +349,7 @@ class PeerSession:
                         self._stalled(len(out))
                         out.clear()
                         return
+                    self.drains += 1
                     continue
                 del out[:sent]
                 if not out:

@@ -15,6 +15,7 @@ import trio
 
 from ._errors import IvyIllegalStateError
 from ._events import Peer
+from ._logs import LogLimiter
 from ._peer import PeerSession
 
 __all__ = ["PeerSet", "duplicate_loser"]
@@ -26,6 +27,11 @@ logger = logging.getLogger("trivy")
 #: at once (resolved as ivy-c does). Such races take milliseconds; five
 #: seconds leaves room for a loaded machine.
 DUPLICATE_WINDOW = 5.0
+#: Connections, incoming and outgoing, that may wait for their handshake at
+#: once. Real peers handshake in milliseconds; beyond this, a new one closes
+#: the oldest waiting one, so connections that never speak (each a file
+#: descriptor for up to ``handshake_timeout``) cannot lock real peers out.
+MAX_PENDING_HANDSHAKES = 256
 
 
 def duplicate_loser(local_port: int, remote_port: int) -> int:
@@ -44,6 +50,7 @@ class PeerSet:
     def __init__(self) -> None:
         self._sessions: dict[PeerSession, None] = {}
         self._by_peer: dict[Peer, PeerSession] = {}
+        self._log = LogLimiter(logger)  # (a flood of connections is logged boundedly)
         #: Unparked whenever a peer becomes ready or goes away.
         self.changed = trio.lowlevel.ParkingLot()
 
@@ -68,6 +75,15 @@ class PeerSet:
                 logger.info("connected to ourselves through %s: closing", session.remote_address)
                 other.abort()
                 return False
+        pending = [s for s in self._sessions if not s.ready and not s.closing]
+        if len(pending) >= MAX_PENDING_HANDSHAKES:
+            oldest = pending[0]
+            self._log.warning(
+                "%d connections without a handshake: closing the oldest, %s",
+                len(pending),
+                oldest.peer,
+            )
+            oldest.abort("too many connections without a handshake")
         self._sessions[session] = None
         self._by_peer[session.peer] = session
         return True
