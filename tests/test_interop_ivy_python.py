@@ -800,3 +800,30 @@ async def test_trivy_connects_to_ivy_python_agents_sharing_first_word(
                 with trio.move_on_after(ANNOUNCED_PEER_TIMEOUT):
                     await bus.wait_for_peer("PY B")
                 assert [p.name for p in bus.peers] == ["PY A", "PY B"]
+
+
+async def test_ivy_python_answers_the_heartbeat_and_is_never_dropped(bus_port: int) -> None:
+    """With a fast heartbeat and ``drop_unresponsive`` on, an idle ivy-python
+    peer answers every PING and stays connected, unreported."""
+    options: dict[str, Any] = {
+        "heartbeat_interval": 0.25,
+        "unresponsive_timeout": 2.0,
+        "drop_unresponsive": True,
+    }
+    with trio.fail_after(TEST_TIMEOUT):
+        async with trivy_bus(bus_port, **options) as bus, ivy_python_peer(bus_port) as peer:
+            trivy_peer = await meet(bus, peer)
+            async with bus.events() as events:
+                session = bus._peers.session_of(trivy_peer)
+                first_ping = session.conn._next_ping_id
+                await trio.sleep(3)  # the time observed: twelve heartbeat intervals
+                assert session.conn._next_ping_id - first_ping >= 4  # PINGs went out
+                assert session.conn._pings_sent <= {session.conn._next_ping_id - 1}
+                assert bus.peers == [trivy_peer]
+                seen = []
+                while True:
+                    try:
+                        seen.append(events.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                assert not [e for e in seen if not isinstance(e, trivy.PeerConnected)]
