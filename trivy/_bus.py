@@ -74,12 +74,7 @@ class IvyBus:
             stop=self.stop,
         )
         self._discovery = Discovery(
-            self.bus_address,
-            host=options.host,
-            multicast_ttl=options.multicast_ttl,
-            multicast_interface=options.multicast_interface,
-            serve=self._serve,
-            is_connected=self._peers.is_connected,
+            options, serve=self._serve, is_connected=self._peers.is_connected
         )
         self._body_scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None

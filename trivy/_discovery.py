@@ -19,6 +19,7 @@ import trio
 from . import protocol
 from ._errors import IvyMalformedMessage
 from ._logs import LogLimiter
+from ._options import BusOptions, is_loopback
 from ._sockets import connect_tcp, open_discovery_socket, open_listener
 from .protocol import BusAddress
 
@@ -36,6 +37,9 @@ MAX_CONNECTING = 64
 #: the listener waits this long before trying again (as trio's own
 #: listeners do), rather than spinning on an error it cannot clear.
 ACCEPT_RETRY_DELAY = 0.1
+#: Distinct refused sources remembered (and logged once each); beyond, the
+#: rest are refused silently.
+MAX_REFUSED_LOGGED = 1024
 #: Datagrams read in a row before the discovery task lets the others run.
 DATAGRAMS_PER_CHECKPOINT = 64
 #: Largest UDP announce we read.
@@ -60,9 +64,9 @@ class Discovery:
     """The sockets by which peers find us and we find them.
 
     Args:
-      bus: the networks and UDP port to announce on and listen to.
-      host: the address the TCP listener binds to.
-      multicast_ttl, multicast_interface: for multicast buses.
+      options: the bus (networks and UDP port), the listener's address
+        (``host``; a loopback host keeps the UDP socket on loopback too),
+        multicast settings and the allowed peer networks.
       serve: runs each new connection (see :data:`ServeConnection`).
       is_connected: whether we already have a connection to the agent
         listening on ``(host, port)``.
@@ -70,18 +74,17 @@ class Discovery:
 
     def __init__(
         self,
-        bus: BusAddress,
+        options: BusOptions,
         *,
-        host: str,
-        multicast_ttl: int,
-        multicast_interface: str | None,
         serve: ServeConnection,
         is_connected: Callable[[str, int], bool],
     ) -> None:
-        self.bus = bus
-        self._host = host
-        self._multicast_ttl = multicast_ttl
-        self._multicast_interface = multicast_interface
+        self.bus: BusAddress = options.bus
+        self._host = options.host
+        self._multicast_ttl = options.multicast_ttl
+        self._multicast_interface = options.multicast_interface
+        self._allows = options.allows
+        self._refused: set[tuple[str, str]] = set()  # logged once each
         self._serve = serve
         self._is_connected = is_connected
         self._connecting: set[tuple[str, int]] = set()
@@ -102,8 +105,11 @@ class Discovery:
         self._listener = open_listener(self._host)
         self._port = self._listener.getsockname()[1]
         try:
+            # A loopback-only agent binds its UDP socket to the bus's loopback
+            # address too (it gets broadcasts there), not to every interface.
+            bind_to = self.bus.networks[0] if is_loopback(self._host) else ""
             self._udp = open_discovery_socket(
-                self.bus, self._multicast_ttl, self._multicast_interface
+                self.bus, self._multicast_ttl, self._multicast_interface, bind_to
             )
         except OSError as exc:
             self.close()
@@ -143,6 +149,10 @@ class Discovery:
                 self._log.log(logging.ERROR, "accept failed: %s; retrying", exc)
                 await trio.sleep(ACCEPT_RETRY_DELAY)
                 continue
+            if not self._allows(host):
+                sock.close()
+                self._refuse(host, "connection")
+                continue
             nursery.start_soon(self._serve, sock, host, None, 0)
 
     async def _listen_loop(self, udp: socket.socket, nursery: trio.Nursery) -> None:
@@ -159,6 +169,9 @@ class Discovery:
             except OSError as exc:
                 self._log.warning("UDP receive failed: %s", exc)
                 await trio.lowlevel.checkpoint()
+                continue
+            if not self._allows(host):
+                self._refuse(host, "announce")
                 continue
             try:
                 announce = protocol.decode_announce(data)
@@ -188,6 +201,12 @@ class Discovery:
                 continue
             self._connecting.add(key)
             nursery.start_soon(self._connect, host, announce.port, announce.agent_id)
+
+    def _refuse(self, host: str, what: str) -> None:
+        """Log a source outside ``allowed_networks`` once (and a bounded number)."""
+        if (what, host) not in self._refused and len(self._refused) < MAX_REFUSED_LOGGED:
+            self._refused.add((what, host))
+            self._log.warning("refusing %s from %s: not in allowed_networks", what, host)
 
     async def _connect(self, host: str, port: int, agent_id: str | None) -> None:
         sock = None

@@ -11,7 +11,7 @@ session then sends what it has, BYE last, under a shield and within
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
 import trio
@@ -61,6 +61,7 @@ async def open_ivy_bus(
     unresponsive_timeout: float = DEFAULT_UNRESPONSIVE_TIMEOUT,
     drop_unresponsive: bool = False,
     dead_host_timeout: float = DEFAULT_DEAD_HOST_TIMEOUT,
+    allowed_networks: Iterable[str] | str | None = None,
     max_regexp_length: int = MAX_REGEXP_LENGTH,
     max_peer_subscriptions: int = MAX_PEER_SUBSCRIPTIONS,
     max_peer_regexp_bytes: int = MAX_PEER_REGEXP_BYTES,
@@ -77,7 +78,7 @@ async def open_ivy_bus(
         send_buffer_limit, overflow, java_newlines, stop_timeout, leave_timeout,
         handshake_timeout, stall_timeout, heartbeat_interval,
         unresponsive_timeout, drop_unresponsive, dead_host_timeout,
-        max_regexp_length, max_peer_subscriptions, max_peer_regexp_bytes:
+        allowed_networks, max_regexp_length, max_peer_subscriptions, max_peer_regexp_bytes:
         see :class:`~trivy.BusOptions`.
 
     Raises:
@@ -104,6 +105,7 @@ async def open_ivy_bus(
         unresponsive_timeout=unresponsive_timeout,
         drop_unresponsive=drop_unresponsive,
         dead_host_timeout=dead_host_timeout,
+        allowed_networks=allowed_networks,  # the converter parses them
         max_regexp_length=max_regexp_length,
         max_peer_subscriptions=max_peer_subscriptions,
         max_peer_regexp_bytes=max_peer_regexp_bytes,

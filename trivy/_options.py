@@ -9,8 +9,9 @@ number.
 
 from __future__ import annotations
 
+import ipaddress
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import attrs
@@ -112,6 +113,25 @@ def _one_line(what: str, allow_empty: bool) -> _Validator:
     return check
 
 
+def _networks(value: Iterable[str] | None) -> tuple[ipaddress.IPv4Network, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = value.replace(",", " ").split()
+    try:
+        return tuple(ipaddress.IPv4Network(network, strict=False) for network in value)
+    except ValueError as exc:
+        raise ValueError(f"allowed_networks: {exc}") from None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (a name is not looked up: False)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _check_ttl(instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
     if not 0 <= value <= 255:
         raise ValueError(f"multicast_ttl must be within 0..255, not {value}")
@@ -186,6 +206,11 @@ class BusOptions:
         long is disconnected by the kernel (TCP keepalive and
         ``TCP_USER_TIMEOUT``, where the system has them; ``math.inf``: the
         system's defaults, about 15 minutes).
+      allowed_networks: the networks peers may be in (``"10.1.0.0/16"``, or
+        several, in a list or a comma-separated string); announces from
+        elsewhere are ignored and connections from elsewhere closed at once,
+        each source logged once. Empty (the default): any. Loopback is
+        always allowed.
       max_regexp_length, max_peer_subscriptions, max_peer_regexp_bytes:
         what one peer may subscribe with: the longest regexp (16 Ki
         characters), how many at once (10,000), how many characters in all
@@ -231,6 +256,9 @@ class BusOptions:
     dead_host_timeout: float = attrs.field(
         default=DEFAULT_DEAD_HOST_TIMEOUT, validator=_positive("dead_host_timeout")
     )
+    allowed_networks: tuple[ipaddress.IPv4Network, ...] = attrs.field(
+        default=(), converter=_networks
+    )
     max_regexp_length: int = attrs.field(
         default=MAX_REGEXP_LENGTH, validator=_not_negative("max_regexp_length")
     )
@@ -240,6 +268,25 @@ class BusOptions:
     max_peer_regexp_bytes: int = attrs.field(
         default=MAX_PEER_REGEXP_BYTES, validator=_not_negative("max_peer_regexp_bytes")
     )
+
+    def __attrs_post_init__(self) -> None:
+        if is_loopback(self.host):
+            networks = set(self.bus.networks)
+            if len(networks) != 1 or not is_loopback(next(iter(networks))):
+                raise ValueError(
+                    f"a loopback-only agent (host={self.host!r}) needs a bus of one "
+                    f"loopback network, such as 127:{self.bus.port}, not {self.bus}"
+                )
+
+    def allows(self, address: str) -> bool:
+        """Whether a peer at ``address`` may announce itself or connect."""
+        if not self.allowed_networks or is_loopback(address):
+            return True
+        try:
+            ip = ipaddress.IPv4Address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.allowed_networks)
 
     def new_connection(self) -> Connection:
         """The protocol state for a new peer, with these options' limits."""

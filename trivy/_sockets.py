@@ -36,11 +36,12 @@ def open_listener(host: str) -> socket.socket:
 
 
 def open_discovery_socket(
-    bus: BusAddress, multicast_ttl: int, multicast_interface: str | None
+    bus: BusAddress, multicast_ttl: int, multicast_interface: str | None, bind_to: str = ""
 ) -> socket.socket:
     """The UDP socket announces arrive on, shared by every agent of this host.
 
-    Bound to the bus port with SO_REUSEADDR/SO_REUSEPORT and SO_BROADCAST;
+    Bound to the bus port (on ``bind_to``: every interface by default) with
+    SO_REUSEADDR/SO_REUSEPORT and SO_BROADCAST;
     member of each multicast group of the bus, with multicast loopback on so
     agents of one host see each other.
     """
@@ -50,7 +51,7 @@ def open_discovery_socket(
         if hasattr(socket, "SO_REUSEPORT"):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        sock.bind(("", bus.port))
+        sock.bind((bind_to, bus.port))
         interface = socket.inet_aton(multicast_interface or "0.0.0.0")
         for network in bus.networks:
             if not is_multicast(network):

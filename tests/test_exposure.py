@@ -1,0 +1,61 @@
+"""What an agent exposes: a loopback-only agent, the allow-list's options.
+
+The allow-list refusing other networks is shown in a network namespace
+(tests/test_multicast.py), where other source addresses exist.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+import trio
+
+import trivy
+from trivy import protocol
+
+from .helpers import wait_for_subscription
+
+
+@pytest.mark.parametrize("loopback_first", [True, False])
+async def test_a_loopback_only_agent_listens_on_loopback_alone(
+    bus: str, loopback_first: bool
+) -> None:
+    port = protocol.parse_bus(bus).port
+    hosts = ["127.0.0.1", "0.0.0.0"] if loopback_first else ["0.0.0.0", "127.0.0.1"]
+    with trio.fail_after(10):
+        async with (
+            trivy.open_ivy_bus("FIRST", bus, host=hosts[0]) as first,
+            trivy.open_ivy_bus("SECOND", bus, host=hosts[1]) as second,
+        ):
+            local = first if loopback_first else second
+            assert local._discovery._listener is not None and local._discovery._udp is not None
+            assert local._discovery._listener.getsockname()[0] == "127.0.0.1"
+            assert local._discovery._udp.getsockname() == ("127.255.255.255", port)
+            # it still finds, and is found by, an agent listening everywhere
+            sub = first.subscribe("^(.*)")
+            await wait_for_subscription(second, "FIRST", "^(.*)")
+            assert await second.send("hello") == 1
+            assert (await sub.receive()).groups == ("hello",)
+
+
+def test_a_loopback_only_agent_needs_a_loopback_bus() -> None:
+    with pytest.raises(ValueError, match=r"loopback-only agent .* 127:2010, not"):
+        trivy.BusOptions(agent_name="A", bus="10.0.0:2010", host="127.0.0.1")
+    with pytest.raises(ValueError, match="loopback-only"):
+        trivy.BusOptions(agent_name="A", bus="127,10.0.0:2010", host="127.0.0.1")
+    assert trivy.BusOptions(agent_name="A", bus="127:2010", host="127.0.0.1")
+
+
+def test_allowed_networks_are_parsed_once() -> None:
+    options = trivy.BusOptions(agent_name="A", allowed_networks="10.1.0.0/16, 192.168.3.7")
+    assert options.allowed_networks == (
+        ipaddress.IPv4Network("10.1.0.0/16"),
+        ipaddress.IPv4Network("192.168.3.7/32"),
+    )
+    assert options.allows("10.1.200.3") and options.allows("192.168.3.7")
+    assert not options.allows("10.2.0.1") and not options.allows("192.168.3.8")
+    assert options.allows("127.0.0.1")  # this host's own agents
+    assert trivy.BusOptions(agent_name="A").allows("8.8.8.8")  # no list: anyone
+    with pytest.raises(ValueError, match="allowed_networks"):
+        trivy.BusOptions(agent_name="A", allowed_networks=["10.1.0.0/33"])
