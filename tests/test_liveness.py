@@ -12,6 +12,7 @@ import logging
 import os
 import resource
 import socket
+import time
 
 import pytest
 import trio
@@ -370,3 +371,27 @@ async def test_announces_of_agents_that_never_answer_are_bounded(
         listener.close()
         for filler in fillers:
             filler.close()
+
+
+async def test_our_own_frozen_loop_is_not_blamed_on_the_peers(bus: str) -> None:
+    fast = {"heartbeat_interval": 0.1, "unresponsive_timeout": 0.3, "drop_unresponsive": True}
+    with trio.fail_after(20):
+        async with (
+            trivy.open_ivy_bus("A", bus, **fast) as a,  # type: ignore[arg-type]
+            trivy.open_ivy_bus("B", bus) as b,
+            a.events() as events,
+        ):
+            peer = await a.wait_for_peer("B")
+            await b.wait_for_peer("A")
+            session = a._peers.session_of(peer)
+            pings = session.conn._next_ping_id
+            for _ in range(3):
+                time.sleep(1.0)  # noqa: ASYNC251 (the point: a callback blocking the loop)
+                await trio.sleep(0.5)  # five heartbeats after it
+            assert session.conn._next_ping_id > pings  # the heartbeat did run
+            assert a.peers == [peer]
+            seen = set()
+            with pytest.raises(trio.WouldBlock):
+                while True:
+                    seen.add(type(events.receive_nowait()))
+            assert trivy.PeerUnresponsive not in seen and trivy.PeerDisconnected not in seen

@@ -162,11 +162,16 @@ async def _heartbeat(session: PeerSession, options: BusOptions) -> None:
     ping_id: int | None = None
     unresponsive = False
     while True:
+        due = trio.current_time() + interval
         await trio.sleep(interval)
         if session.closing:
             return
         now = trio.current_time()
-        if session.reads + session.drains != heard or not session.waiting_for_peer:
+        # Woken a whole interval late: our own event loop was frozen (a
+        # blocking callback), and the reader has not yet read what the peer
+        # sent meanwhile. That silence is ours: start counting again.
+        frozen = now - due > interval
+        if frozen or session.reads + session.drains != heard or not session.waiting_for_peer:
             heard = session.reads + session.drains
             silent_since = now
             if unresponsive:
