@@ -395,3 +395,22 @@ async def test_our_own_frozen_loop_is_not_blamed_on_the_peers(bus: str) -> None:
                 while True:
                     seen.add(type(events.receive_nowait()))
             assert trivy.PeerUnresponsive not in seen and trivy.PeerDisconnected not in seen
+
+
+async def test_ctrl_c_in_a_peer_task_still_says_bye_to_every_peer(bus: str) -> None:
+    def interrupted(peer: trivy.Peer, *groups: str) -> None:
+        raise KeyboardInterrupt  # as if Ctrl-C landed while this peer's task ran
+
+    with trio.fail_after(10):
+        with pytest.raises(KeyboardInterrupt):
+            async with trivy.open_ivy_bus("A", bus) as a:
+                sub_id = a.bind(interrupted, "^boom$")
+                raws = [await RawPeer.connect(a) for _ in range(3)]
+                for number, raw in enumerate(raws):  # (each its own port: no duplicates)
+                    await raw.send(b"6 %d\x02RAW%d\n5 0\x02\n" % (1000 + number, number))
+                    await a.wait_for_peer(f"RAW{number}")
+                await raws[0].send(b"2 %d\x02\n" % sub_id)  # a MSG for our "^boom$"
+                await trio.sleep_forever()
+        for raw in raws:
+            assert await raw.line_starting(b"0 ") == b"0 0\x02"  # BYE
+            await raw.aclose()

@@ -39,6 +39,17 @@ if sys.version_info < (3, 11):  # pragma: no cover
 __all__ = ["open_ivy_bus", "run_bus"]
 
 
+def _interrupt_in(group: BaseExceptionGroup[BaseException]) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt of a group holding nothing else (Cancelled aside)."""
+    interrupts, others = group.split(KeyboardInterrupt)
+    if interrupts is None or (others is not None and others.split(trio.Cancelled)[1]):
+        return None
+    first: BaseException = interrupts
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first if isinstance(first, KeyboardInterrupt) else None
+
+
 @asynccontextmanager
 async def open_ivy_bus(
     agent_name: str,
@@ -137,9 +148,13 @@ async def run_bus(
                 ivy._say_bye()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        # Our tasks never raise: a group is the body's exception, wrapped.
+        # Our tasks never raise: a group is the body's exception, wrapped...
         if body_error is not None and group.exceptions == (body_error,):
             raise body_error from None
+        # ...or Ctrl-C, which trio raises in whichever task runs: one of ours.
+        interrupt = _interrupt_in(group)
+        if interrupt is not None:
+            raise interrupt from None
         raise
     finally:
         ivy._discovery.close()

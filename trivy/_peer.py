@@ -261,6 +261,12 @@ class PeerSession:
         except Exception:
             # One peer's connection must never take the bus down with it.
             logger.exception("%s: unexpected error, connection dropped", self.peer)
+        except BaseException:
+            # Cancelled from outside (the bus is leaving: this may run before
+            # the bus queued its BYEs), or KeyboardInterrupt landing in this
+            # task: either way we leave, and the peer is told.
+            self.conn.send_bye()
+            raise
         finally:
             if not self.closing:
                 self.close()
