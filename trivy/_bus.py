@@ -29,8 +29,8 @@ from ._events import BusEvent, DirectMessage, Peer
 from ._local import LocalSubscriptions
 from ._matching import MatchMode
 from ._options import BusOptions
-from ._peer import PeerSession, open_session
-from ._peers import PeerSet
+from ._peer import PeerSession
+from ._peers import PeerSet, open_session
 from ._routing import SENDS_PER_CHECKPOINT, Router
 from ._timers import Timer, TimerCallback
 from .protocol import BusAddress, MsgType

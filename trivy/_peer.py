@@ -31,7 +31,7 @@ from ._logs import LogLimiter
 from ._options import BusOptions
 from ._protocol_events import Event
 
-__all__ = ["PeerSession", "SessionHandler", "open_session"]
+__all__ = ["PeerSession", "SessionHandler"]
 
 logger = logging.getLogger("trivy")
 
@@ -378,27 +378,3 @@ class PeerSession:
         reason = f"took no byte for {seconds:g} s with {queued} bytes queued"
         self.log.warning("%s: %s, disconnecting", self.peer, reason)
         self.abort(reason)
-
-
-def open_session(
-    sock: socket.socket,
-    host: str,
-    options: BusOptions,
-    handler: SessionHandler,
-    agent_id: str | None = None,
-    announced_port: int = 0,
-) -> PeerSession | None:
-    """A session for a new connection, with the options' limits; None if it is gone."""
-    try:
-        return PeerSession(
-            sock,
-            host,
-            options.new_connection(),
-            handler,
-            options,
-            agent_id,
-            announced_port,
-        )
-    except OSError as exc:  # the peer left at once
-        logger.info("connection with %s lost at once: %s", host, exc)
-        return None

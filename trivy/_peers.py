@@ -9,6 +9,7 @@ does. Tasks waiting for a peer park on :attr:`PeerSet.changed`.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable, Iterator
 
 import trio
@@ -16,9 +17,10 @@ import trio
 from ._errors import IvyIllegalStateError
 from ._events import Peer
 from ._logs import LogLimiter
-from ._peer import PeerSession
+from ._options import BusOptions
+from ._peer import PeerSession, SessionHandler
 
-__all__ = ["PeerSet", "duplicate_loser"]
+__all__ = ["PeerSet", "duplicate_loser", "open_session"]
 
 logger = logging.getLogger("trivy")
 
@@ -170,3 +172,27 @@ class PeerSet:
                 loser.abort()
                 return loser is not session
         return True
+
+
+def open_session(
+    sock: socket.socket,
+    host: str,
+    options: BusOptions,
+    handler: SessionHandler,
+    agent_id: str | None = None,
+    announced_port: int = 0,
+) -> PeerSession | None:
+    """A session for a new connection, with the options' limits; None if it is gone."""
+    try:
+        return PeerSession(
+            sock,
+            host,
+            options.new_connection(),
+            handler,
+            options,
+            agent_id,
+            announced_port,
+        )
+    except OSError as exc:  # the peer left at once
+        logger.info("connection with %s lost at once: %s", host, exc)
+        return None
