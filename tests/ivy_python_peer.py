@@ -12,7 +12,7 @@ Commands are read from stdin, one JSON object per line, for example
 ========== ============================== =====================================
 cmd        fields                         answer (event)
 ========== ============================== =====================================
-bind       regexp                         ``bound`` id, regexp
+bind       regexp, [busy seconds]         ``bound`` id, regexp
 unbind     id                             ``unbound`` id, regexp
 send       text                           ``sent`` text, count (send_msg)
 direct     to, num_id, text               ``direct_sent`` to, ok
@@ -125,11 +125,17 @@ class Peer:
         emit("pong", sender=client.agent_name, delta=delta)
 
     # ------------------------------------------------------------- commands
-    def bind(self, regexp: str) -> int:
-        """Bind ``regexp``; each match is reported as a ``msg`` event."""
+    def bind(self, regexp: str, busy: float = 0.0) -> int:
+        """Bind ``regexp``; each match is reported as a ``msg`` event.
+
+        With ``busy``, the callback first blocks for that many seconds (the
+        thread serving the sender: it answers nothing meanwhile).
+        """
         holder: dict[str, int] = {}
 
         def on_msg(client: IvyClient, *groups: str) -> None:
+            if busy:
+                time.sleep(busy)
             with self._bind_lock:
                 binding_id = holder["id"]
             emit("msg", id=binding_id, groups=list(groups), sender=client.agent_name)
@@ -144,7 +150,7 @@ class Peer:
         cmd = command.get("cmd")
         server = self.server
         if cmd == "bind":
-            self.bind(command["regexp"])
+            self.bind(command["regexp"], float(command.get("busy", 0.0)))
         elif cmd == "unbind":
             regexp = server.unbind_msg(int(command["id"]))
             emit("unbound", id=int(command["id"]), regexp=regexp)

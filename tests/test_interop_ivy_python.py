@@ -827,3 +827,37 @@ async def test_ivy_python_answers_the_heartbeat_and_is_never_dropped(bus_port: i
                     except trio.WouldBlock:
                         break
                 assert not [e for e in seen if not isinstance(e, trivy.PeerConnected)]
+
+
+async def test_a_busy_ivy_python_peer_is_not_dropped(bus_port: int) -> None:
+    """ivy-python's callback blocks the thread serving trivy for 2 s: trivy's
+    PINGs go unanswered meanwhile, and yet, with ``drop_unresponsive`` on and
+    a 5 s ``unresponsive_timeout``, the peer is neither reported nor dropped."""
+    options: dict[str, Any] = {
+        "heartbeat_interval": 0.25,
+        "unresponsive_timeout": 5.0,
+        "drop_unresponsive": True,
+    }
+    with trio.fail_after(TEST_TIMEOUT):
+        async with trivy_bus(bus_port, **options) as bus, ivy_python_peer(bus_port) as peer:
+            trivy_peer = await meet(bus, peer)
+            await peer.request("bind", "bound", regexp="^work (.*)", busy=2.0)
+            await wait_until(bus, lambda: has_subscription(bus, "^work (.*)"))
+            async with bus.events() as events:
+                session = bus._peers.session_of(trivy_peer)
+                assert await bus.send("work hard") == 1
+                busy_since = trio.current_time()
+                await peer.expect("msg", groups=["hard"])  # two seconds later
+                assert trio.current_time() - busy_since >= 2.0
+                assert session.reads > 0 and session.conn._next_ping_id > 4  # PINGs went out
+                with trio.fail_after(5):
+                    assert await bus.ping(trivy_peer) > 0  # and it answers again
+                assert bus.peers == [trivy_peer]
+                seen = []
+                while True:
+                    try:
+                        seen.append(type(events.receive_nowait()))
+                    except trio.WouldBlock:
+                        break
+                assert trivy.PeerUnresponsive not in seen
+                assert trivy.PeerDisconnected not in seen
