@@ -16,8 +16,7 @@ import sys
 import trio
 
 import trivy
-
-from .helpers import RawPeer
+from trivy.testing import RawPeer
 
 ALLOWED, OTHER = "10.213.1.1", "10.213.2.1"
 

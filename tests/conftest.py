@@ -1,21 +1,22 @@
-"""Shared fixtures: every test gets its own Ivy bus port on loopback."""
+"""Shared fixtures: every test gets its own Ivy bus port on loopback.
+
+The project's tests use ``trivy.testing`` like any user's would; ``bus``
+is a short name for its ``ivy_bus_address`` fixture.
+"""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
+
+from trivy.testing import free_bus_address
 
 
 def free_udp_port() -> int:
     """A UDP port nobody uses now, so that runs never see each other's buses."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return int(free_bus_address().rsplit(":", 1)[1])
 
 
 @pytest.fixture
-def bus() -> str:
+def bus(ivy_bus_address: str) -> str:
     """A private loopback bus string, ``127.255.255.255:<free port>``."""
-    return f"127.255.255.255:{free_udp_port()}"
+    return ivy_bus_address

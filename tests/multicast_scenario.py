@@ -12,8 +12,7 @@ import sys
 import trio
 
 import trivy
-
-from .helpers import wait_for_subscription
+from trivy.testing import wait_for_subscription
 
 
 async def main(bus: str) -> None:

@@ -11,8 +11,7 @@ import trio
 import trio.testing
 
 import trivy
-
-from .helpers import RawPeer, wait_for_event, wait_for_subscription
+from trivy.testing import RawPeer, wait_for_event, wait_for_subscription
 
 TIMEOUT = 10
 

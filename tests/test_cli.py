@@ -2,7 +2,7 @@
 
 ``python -m trivy`` (and the ``trivy-probe`` console script) run in their own
 process, with pipes for stdin/stdout; the ivy-python agent is
-``tests/ivy_python_peer.py``, driven as in the interop tests. Every test has
+``trivy.testing.ivy_python_agent``, driven as in the interop tests. Every test has
 its own loopback bus. Synchronisation is on observed output lines and peer
 events, never on delays.
 """

@@ -3,7 +3,7 @@
 Plain synchronous tests, as a ported ivy-python agent would run: a compat
 IvyServer in this process (its bus in a background thread) and, for the
 interop tests, a real ivy-python 4.0 agent in its own process
-(``tests/ivy_python_peer.py``, driven through JSON lines). Every wait is on
+(``trivy.testing``'s ivy-python process, driven through JSON lines). Every wait is on
 an observed event with a timeout, never on a delay.
 """
 
@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,7 +38,7 @@ from trivy.compat.ivy import (
 
 from .conftest import free_udp_port
 
-PEER_SCRIPT = Path(__file__).with_name("ivy_python_peer.py")
+PEER_MODULE = "trivy.testing._ivy_python_process"
 PEER_NAME = "PYPEER"
 #: Upper bound of every single wait.
 TIMEOUT = 10.0
@@ -52,7 +51,7 @@ class PythonPeer:
 
     def __init__(self, port: int, name: str = PEER_NAME, *options: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, str(PEER_SCRIPT), "--bus", f"127:{port}", "--name", name, *options],
+            [sys.executable, "-m", PEER_MODULE, "--bus", f"127:{port}", "--name", name, *options],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

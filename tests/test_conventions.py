@@ -16,8 +16,7 @@ import trio
 import trio.testing
 
 import trivy
-
-from .helpers import wait_for_subscription
+from trivy.testing import wait_for_subscription
 
 TIMEOUT = 10
 TRIVY = Path(trivy.__file__).parent

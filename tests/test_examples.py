@@ -9,8 +9,7 @@ from pathlib import Path
 import trio
 
 import trivy
-
-from .helpers import wait_for_subscription
+from trivy.testing import wait_for_subscription
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 TIMEOUT = 15

@@ -13,8 +13,7 @@ import trio
 
 import trivy
 from trivy import protocol
-
-from .helpers import wait_for_subscription
+from trivy.testing import wait_for_subscription
 
 
 @pytest.mark.parametrize("loopback_first", [True, False])

@@ -22,8 +22,7 @@ import trivy
 from trivy._connection import MAX_LINE_LENGTH
 from trivy._peer import RECEIVE_SIZE
 from trivy._routing import MAX_TEXT
-
-from .helpers import RawPeer, wait_for_event, wait_for_subscription
+from trivy.testing import RawPeer, wait_for_event, wait_for_subscription
 
 TIMEOUT = 10
 

@@ -1,6 +1,6 @@
 """Interoperability with ivy-python 4.0, the reference Python implementation.
 
-Each test puts a trivy bus and an ivy-python agent (``tests/ivy_python_peer.py``,
+Each test puts a trivy bus and an ivy-python agent (``trivy.testing.ivy_python_agent``,
 run in its own process and driven through JSON lines on its stdin/stdout) on a
 private loopback bus, and checks what each side sees of the other: messages
 and their groups, send counts, direct messages, DIE, PING/PONG, names,
@@ -13,13 +13,9 @@ reports, and the bus events (or channels) on the trivy side.
 
 from __future__ import annotations
 
-import json
 import socket
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
-from pathlib import Path
+from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 import pytest
@@ -27,8 +23,8 @@ import trio
 
 import trivy
 from trivy._matching import MatchMode
+from trivy.testing import IvyPythonAgent, ivy_python_agent
 
-PEER_SCRIPT = Path(__file__).with_name("ivy_python_peer.py")
 PEER_NAME = "PYPEER"
 TRIVY_NAME = "TRIVY"
 #: Upper bound of every test; each one takes well under a second normally.
@@ -56,113 +52,21 @@ def trivy_bus(
     return trivy.open_ivy_bus(name, f"127:{port}", host="127.0.0.1", **options)
 
 
-class IvyPythonPeer:
-    """The ivy-python process: send it commands, wait for the events it reports.
-
-    Every event read is kept in :attr:`events`; :meth:`expect` hands each one
-    out at most once, so an event that arrived before it was asked for is
-    not lost.
-    """
-
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self.events: list[Event] = []
-        self.ready: Event = {}
-        self._handed_out: set[int] = set()
-        self._buffer = b""
-        self._eof = False
-
-    async def command(self, cmd: str, **fields: Any) -> None:
-        """Send one command line."""
-        assert self.process.stdin is not None
-        line = json.dumps({"cmd": cmd, **fields}) + "\n"
-        await self.process.stdin.send_all(line.encode())
-
-    async def request(self, cmd: str, answer: str, **fields: Any) -> Event:
-        """Send a command and wait for its answer event."""
-        await self.command(cmd, **fields)
-        return await self.expect(answer)
-
-    def seen(self, event: str, **fields: Any) -> list[Event]:
-        """Every event of that kind (and those field values) read so far."""
-        return [e for e in self.events if _matches(e, event, fields)]
-
-    async def expect(self, event: str, **fields: Any) -> Event:
-        """The next event of that kind (and field values) not handed out yet."""
-        while True:
-            for index, candidate in enumerate(self.events):
-                if index not in self._handed_out and _matches(candidate, event, fields):
-                    self._handed_out.add(index)
-                    return candidate
-            await self._read_more(event, fields)
-
-    async def _read_more(self, event: str, fields: dict[str, Any]) -> None:
-        if self._eof:
-            raise AssertionError(
-                f"ivy-python peer exited while we waited for {event} {fields}; "
-                f"it reported {self.events}"
-            )
-        assert self.process.stdout is not None
-        data = await self.process.stdout.receive_some(65536)
-        if not data:
-            self._eof = True
-            return
-        *lines, self._buffer = (self._buffer + data).split(b"\n")
-        self.events.extend(json.loads(line) for line in lines if line.strip())
-
-    async def terminate(self) -> None:
-        """Stop the process (asking first, killing if need be) and reap it."""
-        process = self.process
-        if process.returncode is None:
-            with trio.move_on_after(STOP_TIMEOUT):
-                with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                    await self.command("stop")
-                await process.wait()
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-        for stream in (process.stdin, process.stdout):
-            if stream is not None:
-                await stream.aclose()
+IvyPythonPeer = IvyPythonAgent
 
 
-def _matches(candidate: Event, event: str, fields: dict[str, Any]) -> bool:
-    return candidate.get("event") == event and all(
-        candidate.get(key) == value for key, value in fields.items()
-    )
-
-
-@asynccontextmanager
-async def ivy_python_peer(
+def ivy_python_peer(
     port: int,
     name: str = PEER_NAME,
     *,
     refuse_die: bool = False,
     bind: Iterable[str] = (),
     ready_message: str | None = None,
-) -> AsyncIterator[IvyPythonPeer]:
-    """Run an ivy-python agent on the bus until the block exits.
-
-    Returns once the agent reported ``ready``: its UDP announce went out and
-    came back, so agents started later find it too. Regexps in ``bind`` are
-    bound before it starts (they are in its handshake).
-    """
-    args = [sys.executable, str(PEER_SCRIPT), "--bus", f"127:{port}", "--name", name]
-    if refuse_die:
-        args.append("--refuse-die")
-    for regexp in bind:
-        args += ["--bind", regexp]
-    if ready_message is not None:
-        args += ["--ready-message", ready_message]
-    process = await trio.lowlevel.open_process(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    peer = IvyPythonPeer(process)
-    try:
-        peer.ready = await peer.expect("ready")
-        assert peer.ready["announced"], "ivy-python's announce never came back"
-        yield peer
-    finally:
-        with trio.CancelScope(shield=True):
-            await peer.terminate()
+) -> AbstractAsyncContextManager[IvyPythonAgent]:
+    """:func:`trivy.testing.ivy_python_agent` on the test's loopback bus."""
+    return ivy_python_agent(
+        f"127:{port}", name, refuse_die=refuse_die, bind=bind, ready_message=ready_message
+    )
 
 
 async def wait_until(bus: trivy.IvyBus, condition: Callable[[], bool]) -> None:

@@ -22,8 +22,7 @@ import trivy
 from trivy._leaving import flush_and_close
 from trivy._liveness import configure_keepalive
 from trivy._peers import MAX_PENDING_HANDSHAKES
-
-from .helpers import RawPeer, wait_for_event, wait_for_subscription
+from trivy.testing import RawPeer, wait_for_event, wait_for_subscription
 
 TIMEOUT = 60  # virtual seconds, where the clock is mocked
 

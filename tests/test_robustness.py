@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import trivy
+from trivy.testing import RawPeer, wait_for_event, wait_for_subscription
 
-from .helpers import RawPeer, wait_for_event, wait_for_subscription
 from .transcripts import PEER_NAMES, PEER_TCP, RECORDER_HANDSHAKE, RECORDER_TCP
 
 TIMEOUT = 10

@@ -6,8 +6,7 @@ import trio
 
 import trivy
 from trivy._connection import msg_head, msg_payload
-
-from .helpers import RawPeer
+from trivy.testing import RawPeer
 
 TIMEOUT = 10
 

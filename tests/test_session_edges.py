@@ -10,8 +10,7 @@ import trio.testing
 
 import trivy
 from trivy._matching import RegexpTable
-
-from .helpers import RawPeer, wait_for_event, wait_for_subscription
+from trivy.testing import RawPeer, wait_for_event, wait_for_subscription
 
 TIMEOUT = 10
 

@@ -118,8 +118,9 @@ class IvyBus:
 
         Bound the wait with ``trio.fail_after``. The peer is ready, but its
         subscriptions made after its handshake may still be on their way: a
-        text sent at once can reach none of them (wait for a
-        :class:`~trivy.SubscriptionAdded` event when that matters).
+        text sent at once can reach none of them: wait for a
+        :class:`~trivy.SubscriptionAdded` event, or in tests use
+        :func:`trivy.testing.wait_for_subscription`.
 
         Raises:
           IvyIllegalStateError: the bus is not running (or stops meanwhile).

@@ -30,8 +30,10 @@ def _not_negative(what: str) -> Callable[[Any, Any, float], None]:
 class Timer:
     """Calls a function every ``interval`` seconds, ``count`` times (0: forever).
 
-    Made by :meth:`trivy.IvyBus.start_timer`; it ends with the bus. Setting
-    :attr:`interval` takes effect at the next tick. An exception raised by
+    Made by :meth:`trivy.IvyBus.start_timer`; it ends with the bus. The
+    first tick comes one interval after the start, not at once (unlike
+    ``trivy.compat.ivy.IvyTimer``, which ticks at once, as ivy-python's
+    does). Setting :attr:`interval` takes effect at the next tick. An exception raised by
     the function is logged and the timer goes on.
 
     Attributes:

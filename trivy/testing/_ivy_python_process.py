@@ -1,9 +1,9 @@
-"""An ivy-python agent driven through stdin/stdout, for the interop tests.
+"""A real ivy-python agent driven through stdin/stdout (see :func:`trivy.testing.ivy_python_agent`).
 
 Run as a separate process (ivy-python is thread-based, trivy is trio-based:
 they must not share a process)::
 
-    python tests/ivy_python_peer.py --bus 127:PORT --name NAME \
+    python -m trivy.testing._ivy_python_process --bus 127:PORT --name NAME \
         [--refuse-die] [--bind REGEXP]... [--ready-message TEXT]
 
 Commands are read from stdin, one JSON object per line, for example
