@@ -383,3 +383,12 @@ async def test_probe_prints_any_bytes_escaped_even_on_a_strict_utf8_output() -> 
             await probe.close_stdin()
             assert await probe.finish() == 0
             assert not any("\x1b" in line for line in probe.lines)
+
+
+def test_version() -> None:
+    for flag in ("--version", "-V"):
+        result = subprocess.run(
+            [sys.executable, "-m", "trivy", flag], capture_output=True, text=True, timeout=30
+        )
+        assert result.returncode == 0
+        assert result.stdout.strip() == f"trivy {trivy.__version__}"

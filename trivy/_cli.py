@@ -62,6 +62,12 @@ def _add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("regexps", nargs="*", metavar="REGEXP", help="regexps to bind")
 
 
+def _version() -> str:
+    from . import __version__
+
+    return f"trivy {__version__}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``trivy`` argument parser, with its subcommands."""
     parser = argparse.ArgumentParser(
@@ -69,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Ivy bus tools built on trivy. Use `python -m trivy …`: the name `trivy`"
         " alone may run the unrelated container security scanner.",
     )
+    parser.add_argument("-V", "--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     probe = commands.add_parser(
