@@ -82,3 +82,59 @@ async def test_monitor_reports_joins_and_subscriptions(bus: str) -> None:
                 await _die(me, "Monitor", process)
             finally:
                 process.kill()
+
+
+async def test_telemetry_publisher_and_running_average(bus: str) -> None:
+    readings: dict[str, list[float]] = {"north": [], "south": []}
+    averages: list[tuple[str, float, int]] = []
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("Tester", bus) as me:
+            temps = me.subscribe(r"^TEMP (\w+) (\S+)$")
+            avgs = me.subscribe(r"^TEMP_AVG (\w+) (\S+) (\d+)$")
+            averager = await _start("telemetry.py", bus, "average")
+            publisher = await _start("telemetry.py", bus, "publish", "--interval", "0.05")
+            try:
+
+                async def collect_readings() -> None:
+                    async for match in temps:
+                        readings[match.groups[0]].append(float(match.groups[1]))
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(collect_readings)
+                    async for match in avgs:
+                        sensor, mean, count = match.groups
+                        averages.append((sensor, float(mean), int(count)))
+                        if sum(1 for s, _, n in averages if n >= 5) >= 2:
+                            break
+                    await _die(me, "Thermometer", publisher)
+                    nursery.cancel_scope.cancel()
+                await _die(me, "Averager", averager)
+            finally:
+                publisher.kill()
+                averager.kill()
+    # each average is the mean of the last `count` readings of its sensor
+    for sensor, mean, count in averages:
+        seen = readings[sensor]
+        windows = [seen[end - count : end] for end in range(count, len(seen) + 1)]
+        assert any(abs(sum(w) / count - mean) < 0.01 for w in windows), (sensor, mean, count)
+
+
+async def test_request_reply_over_direct_messages(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("Tester", bus) as me:
+            service = await _start("request_reply.py", bus, "serve")
+            try:
+                await me.wait_for_peer("Calculator")
+                questions = ["2 + 3", "10 / 4", "1 / 0"]
+                script = str(EXAMPLES / "request_reply.py")
+                client = await trio.run_process(
+                    [sys.executable, script, "ask", "--bus", bus, *questions], capture_stdout=True
+                )
+                assert client.stdout.decode().splitlines() == [
+                    "2 + 3 = 5",
+                    "10 / 4 = 2.5",
+                    "1 / 0 = error: float division by zero",
+                ]
+                await _die(me, "Calculator", service)
+            finally:
+                service.kill()
