@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from trivy.testing import free_bus_address
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -39,13 +40,6 @@ def _runnable_blocks() -> list[tuple[str, int, str]]:
 BLOCKS = _runnable_blocks()
 
 
-def _free_bus() -> str:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"127.255.255.255:{port}"
-
-
 def test_docs_build_without_warnings(tmp_path: Path) -> None:
     pytest.importorskip("sphinx")
     command = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html"]
@@ -63,11 +57,29 @@ def test_docs_have_runnable_examples() -> None:
     assert len(BLOCKS) >= 10, [(path, index) for path, index, _ in BLOCKS]
 
 
+#: Every fenced ``python`` block.
+PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+#: The first line of a complete program that runs until it is stopped (an
+#: agent): it cannot end by itself, so it is compiled, not run.
+RUNS_UNTIL_STOPPED = "# runs until stopped"
+
+
+def test_every_complete_program_is_run_or_marked() -> None:
+    """A block calling ``trio.run`` is runnable, or says why not (and compiles)."""
+    for path in [*sorted(DOCS.rglob("*.md")), ROOT / "README.md"]:
+        for code in PYTHON_BLOCK.findall(path.read_text(encoding="utf-8")):
+            if "trio.run(" not in code:
+                continue
+            first = code.split("\n", 1)[0]
+            assert first in ("# runnable", RUNS_UNTIL_STOPPED), (path.name, first)
+            compile(code, str(path), "exec")
+
+
 @pytest.mark.parametrize(
     "code", [code for _, _, code in BLOCKS], ids=[f"{path}[{index}]" for path, index, _ in BLOCKS]
 )
 def test_runnable_example(code: str) -> None:
-    env = {**os.environ, "IVYBUS": _free_bus()}
+    env = {**os.environ, "IVYBUS": free_bus_address()}
     result = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,
