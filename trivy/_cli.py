@@ -3,7 +3,8 @@
 ``python -m trivy probe [-b BUS] [-n NAME] [-s] [-r READY] [-R FILE] REGEXP…``
 joins the bus, prints what it receives and sends what is typed on stdin, as
 ivy-c's ``ivyprobe`` does. ``send``, ``who``, ``ping`` and ``die`` join the
-bus, do one thing and leave. This module is the front end (arguments, exit
+bus, do one thing and leave. ``daemon`` relays lines from TCP clients to
+the bus, as ivy-java's ``IvyDaemon``. This module is the front end (arguments, exit
 codes); the commands are in :mod:`trivy._probe` and :mod:`trivy._oneshots`.
 
 Exit codes: 0 success; 1 nobody received, agent not found or timed out;
@@ -21,6 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import trio
 
 from ._cli_common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, err, log_escaped
+from ._daemon import DEFAULT_DAEMON_PORT, run_daemon
 from ._oneshots import run_die, run_ping, run_send, run_who
 from ._probe import run_probe, terminal_restored
 
@@ -108,6 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=_positive_float, default=DEFAULT_WAIT, help="seconds to wait (5)"
     )
     die.add_argument("agent", metavar="NAME")
+
+    daemon = commands.add_parser(
+        "daemon", help="send every line TCP clients write (ivy-java's IvyDaemon)"
+    )
+    _add_common(daemon, "IvyDaemon")
+    daemon.add_argument(
+        "-p", "--port", type=int, default=DEFAULT_DAEMON_PORT, help="TCP port (3456; 0: any)"
+    )
+    daemon.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
+    )
+    daemon.add_argument("-q", "--quiet", action="store_true", help="print nothing per line")
     return parser
 
 
@@ -118,6 +132,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
     "who": run_who,
     "ping": run_ping,
     "die": run_die,
+    "daemon": run_daemon,
 }
 
 

@@ -1,0 +1,111 @@
+"""``trivy daemon``: the shell's way onto a bus, as ivy-java's ``IvyDaemon``.
+
+It joins the bus as one agent and listens on a TCP port (3456, on loopback,
+by default); every line a client writes is sent on the bus. So a script can
+say ``echo "hello" | nc -q 0 localhost 3456`` instead of starting an agent
+for each message. A client is anyone who reaches the port: it listens on
+loopback unless told otherwise, and what a client can cost is bounded (the
+number of clients, the length of a line; each line waits for the bus).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from functools import partial
+
+import trio
+
+from ._bus import IvyBus
+from ._cli_common import EXIT_OK, bus_options, err, join, out, printable
+from ._logs import LogLimiter
+from ._routing import MAX_TEXT
+
+__all__ = ["DEFAULT_DAEMON_PORT", "MAX_CLIENTS", "run_daemon", "serve_daemon"]
+
+logger = logging.getLogger("trivy")
+
+#: ivy-java's IvyDaemon port.
+DEFAULT_DAEMON_PORT = 3456
+#: Clients connected at once; one more is closed at once (each costs a task
+#: and a socket, for as long as it stays connected).
+MAX_CLIENTS = 64
+#: Bytes read from a client at a time.
+READ_SIZE = 65536
+
+
+async def serve_daemon(
+    bus: IvyBus,
+    port: int = DEFAULT_DAEMON_PORT,
+    host: str = "127.0.0.1",
+    *,
+    quiet: bool = False,
+    max_clients: int = MAX_CLIENTS,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Send every line clients write to ``host:port`` on ``bus``, until cancelled.
+
+    ``task_status.started(port)`` gives the port listened on (useful with
+    port 0). A line longer than a text may be (about 1 MiB) ends that
+    client's connection; an empty line is skipped.
+    """
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    log = LogLimiter(logger)
+    clients = 0
+
+    async def handle(stream: trio.SocketStream) -> None:
+        nonlocal clients
+        if clients >= max_clients:
+            log.warning("daemon: %d clients already, closing a new one", max_clients)
+            await stream.aclose()
+            return
+        clients += 1
+        try:
+            await _relay(stream, bus, quiet, log)
+        except trio.BrokenResourceError:
+            pass  # the client went away
+        finally:
+            clients -= 1
+            await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        actual = listeners[0].socket.getsockname()[1]
+        task_status.started(actual)
+        await trio.serve_listeners(handle, listeners, handler_nursery=nursery)
+
+
+async def _relay(stream: trio.SocketStream, bus: IvyBus, quiet: bool, log: LogLimiter) -> None:
+    pending = b""
+    while data := await stream.receive_some(READ_SIZE):
+        pending += data
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            await _send_line(bus, line, quiet, log)
+        if len(pending) > MAX_TEXT:
+            log.warning("daemon: a line over %d bytes: closing that client", MAX_TEXT)
+            return
+    await _send_line(bus, pending, quiet, log)  # a last line without newline (nc -q 0)
+
+
+async def _send_line(bus: IvyBus, line: bytes, quiet: bool, log: LogLimiter) -> None:
+    text = line.rstrip(b"\r").decode("utf-8", "surrogateescape")
+    if not text:
+        return
+    try:
+        count = await bus.send(text)
+    except ValueError as exc:  # not a text Ivy can carry
+        log.warning("daemon: line not sent: %s", exc)
+        return
+    if not quiet:
+        out(f"-> {printable(text)} ({count} sent)")
+
+
+async def run_daemon(args: argparse.Namespace) -> int:
+    """``trivy daemon``: join the bus, relay TCP lines to it until interrupted."""
+    options = bus_options(args.name, args.bus)
+    async with join(options) as bus, trio.open_nursery() as nursery:
+        serving = partial(serve_daemon, bus, args.port, args.host, quiet=args.quiet)
+        port = await nursery.start(serving)
+        if not args.quiet:
+            err(f"relaying lines from {args.host}:{port} to {bus.bus_address}")
+    return EXIT_OK
