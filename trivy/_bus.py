@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import trio
 
+from . import _self_delivery as self_delivery
 from ._callbacks import Callback
 from ._channels import DEFAULT_MAX_BYTES, Subscription
 from ._checkpoints import run_locals
@@ -80,6 +81,7 @@ class IvyBus:
         self._nursery: trio.Nursery | None = None
         self._running = False  # started and not stopping: read on every send
         self._run_locals = run_locals()  # for the cancel check of send()
+        self._to_self = self_delivery.install(self) if options.send_to_self else None
 
     def __repr__(self) -> str:
         return f"<IvyBus {self.agent_name!r} on {self.bus_address} port {self.port}>"
@@ -370,6 +372,8 @@ class IvyBus:
         """
         self._nursery = nursery
         self._running = True
+        if self._to_self is not None:
+            self._to_self.start(self.agent_name, self.port, self.agent_id)
         self._discovery.start(nursery, self.agent_id, self.agent_name)
         logger.info("%s joined %s (TCP port %d)", self.agent_name, self.bus_address, self.port)
 

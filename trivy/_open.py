@@ -64,6 +64,7 @@ async def open_ivy_bus(
     send_buffer_limit: int = DEFAULT_SEND_BUFFER_LIMIT,
     overflow: OverflowPolicy = "drop",
     java_newlines: bool = False,
+    send_to_self: bool = False,
     stop_timeout: float = DEFAULT_STOP_TIMEOUT,
     leave_timeout: float = DEFAULT_LEAVE_TIMEOUT,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
@@ -86,7 +87,7 @@ async def open_ivy_bus(
         an awaitable); returning False refuses to die. By default the bus
         stops.
       ready_message, host, multicast_ttl, multicast_interface, match_mode,
-        send_buffer_limit, overflow, java_newlines, stop_timeout, leave_timeout,
+        send_buffer_limit, overflow, java_newlines, send_to_self, stop_timeout, leave_timeout,
         handshake_timeout, stall_timeout, heartbeat_interval,
         unresponsive_timeout, drop_unresponsive, dead_host_timeout,
         allowed_networks, max_regexp_length, max_peer_subscriptions, max_peer_regexp_bytes:
@@ -108,6 +109,7 @@ async def open_ivy_bus(
         send_buffer_limit=send_buffer_limit,
         overflow=overflow,
         java_newlines=java_newlines,
+        send_to_self=send_to_self,
         stop_timeout=stop_timeout,
         leave_timeout=leave_timeout,
         handshake_timeout=handshake_timeout,

@@ -185,6 +185,9 @@ class BusOptions:
       overflow: what ``send_nowait`` does for a peer over the limit:
         ``"drop"`` its message, or ``"disconnect"`` it.
       java_newlines: carry ``\\n`` inside texts as ivy-java's ``\\x1a``.
+      send_to_self: our own texts also reach our own matching subscriptions
+        (ivy-java's ``sendToSelf``), in the order we send them; their
+        :class:`~trivy.Match` names us as the peer (our name, port, id).
       stop_timeout: on leaving, what is queued for a peer keeps being sent
         as long as the peer takes some of it within this many seconds (0:
         leave without waiting).
@@ -234,6 +237,7 @@ class BusOptions:
     )
     overflow: OverflowPolicy = attrs.field(default="drop", validator=_check_overflow)
     java_newlines: bool = False
+    send_to_self: bool = False
     stop_timeout: float = attrs.field(
         default=DEFAULT_STOP_TIMEOUT, validator=_not_negative("stop_timeout")
     )
