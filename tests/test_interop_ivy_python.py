@@ -765,3 +765,24 @@ async def test_a_busy_ivy_python_peer_is_not_dropped(bus_port: int) -> None:
                         break
                 assert trivy.PeerUnresponsive not in seen
                 assert trivy.PeerDisconnected not in seen
+
+
+async def test_message_classes_ignore_ivy_python_regexps_outside_them(bus_port: int) -> None:
+    """ivy-c's filter against a real peer: with classes TRACK and STATUS, its
+    ``^OTHER`` regexp is not used, its ``^TRA`` and unanchored ones are."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with (
+            trivy_bus(bus_port, message_classes=["TRACK", "STATUS"]) as bus,
+            ivy_python_peer(bus_port) as peer,
+        ):
+            await meet(bus, peer)
+            other = await ivy_binds(bus, peer, r"^OTHER (.*)")
+            prefix = await ivy_binds(bus, peer, r"^TRA(\w*) (.*)")
+            loose = await ivy_binds(bus, peer, r"(\d+)$")
+            assert await bus.send("OTHER thing") == 0  # its regexp cost nothing
+            assert await bus.send("TRACK 42") == 2
+            assert (await peer.expect("msg", id=prefix))["groups"] == ["CK", "42"]
+            assert (await peer.expect("msg", id=loose))["groups"] == ["42"]
+            assert await bus.send("OTHER 7") == 1  # the unanchored regexp only
+            assert (await peer.expect("msg", id=loose))["groups"] == ["7"]
+            assert peer.seen("msg", id=other) == []

@@ -29,6 +29,7 @@ from ._events import (
     SubscriptionChanged,
     SubscriptionRemoved,
 )
+from ._message_classes import MessageClasses
 from ._open import open_ivy_bus
 from ._options import BusOptions
 from ._timers import Timer
@@ -49,6 +50,7 @@ __all__ = [
     "IvyMalformedMessage",
     "IvyProtocolError",
     "Match",
+    "MessageClasses",
     "Peer",
     "PeerConnected",
     "PeerDisconnected",

@@ -65,6 +65,8 @@ class IvyBus:
         self._hub = EventHub()
         self._local = LocalSubscriptions(self._peers)
         self._router = Router(options, self._hub.emit_nowait)
+        #: ivy-c's message filter: our classes (see :class:`~trivy.BusOptions`).
+        self.message_classes = self._router.classes
         self._dispatcher = Dispatcher(
             local=self._local,
             peers=self._peers,

@@ -65,6 +65,7 @@ async def open_ivy_bus(
     overflow: OverflowPolicy = "drop",
     java_newlines: bool = False,
     send_to_self: bool = False,
+    message_classes: Iterable[str] | str | None = None,
     stop_timeout: float = DEFAULT_STOP_TIMEOUT,
     leave_timeout: float = DEFAULT_LEAVE_TIMEOUT,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
@@ -87,7 +88,8 @@ async def open_ivy_bus(
         an awaitable); returning False refuses to die. By default the bus
         stops.
       ready_message, host, multicast_ttl, multicast_interface, match_mode,
-        send_buffer_limit, overflow, java_newlines, send_to_self, stop_timeout, leave_timeout,
+        send_buffer_limit, overflow, java_newlines, send_to_self, message_classes,
+        stop_timeout, leave_timeout,
         handshake_timeout, stall_timeout, heartbeat_interval,
         unresponsive_timeout, drop_unresponsive, dead_host_timeout,
         allowed_networks, max_regexp_length, max_peer_subscriptions, max_peer_regexp_bytes:
@@ -110,6 +112,7 @@ async def open_ivy_bus(
         overflow=overflow,
         java_newlines=java_newlines,
         send_to_self=send_to_self,
+        message_classes=message_classes,  # the converter checks the words
         stop_timeout=stop_timeout,
         leave_timeout=leave_timeout,
         handshake_timeout=handshake_timeout,

@@ -19,6 +19,7 @@ import attrs
 from . import protocol
 from ._connection import Connection
 from ._matching import MATCH_MODES, MatchMode
+from ._message_classes import check_class
 from ._peer_regexps import (
     MAX_PEER_REGEXP_BYTES,
     MAX_PEER_SUBSCRIPTIONS,
@@ -124,6 +125,14 @@ def _networks(value: Iterable[str] | None) -> tuple[ipaddress.IPv4Network, ...]:
         raise ValueError(f"allowed_networks: {exc}") from None
 
 
+def _classes(value: Iterable[str] | str | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = value.replace(",", " ").split()
+    return tuple(dict.fromkeys(check_class(word) for word in value))
+
+
 def is_loopback(host: str) -> bool:
     """Whether ``host`` is a loopback address (a name is not looked up: False)."""
     try:
@@ -188,6 +197,9 @@ class BusOptions:
       send_to_self: our own texts also reach our own matching subscriptions
         (ivy-java's ``sendToSelf``), in the order we send them; their
         :class:`~trivy.Match` names us as the peer (our name, port, id).
+      message_classes: the first words of the texts we send (ivy-c's
+        message filter): peers' regexps that cannot match any of them are
+        not used (see ``bus.message_classes``). Empty: all are used.
       stop_timeout: on leaving, what is queued for a peer keeps being sent
         as long as the peer takes some of it within this many seconds (0:
         leave without waiting).
@@ -238,6 +250,7 @@ class BusOptions:
     overflow: OverflowPolicy = attrs.field(default="drop", validator=_check_overflow)
     java_newlines: bool = False
     send_to_self: bool = False
+    message_classes: tuple[str, ...] = attrs.field(default=(), converter=_classes)
     stop_timeout: float = attrs.field(
         default=DEFAULT_STOP_TIMEOUT, validator=_not_negative("stop_timeout")
     )

@@ -23,6 +23,7 @@ from ._connection import MAX_LINE_LENGTH, MSG_HEADS, msg_head
 from ._events import BusEvent, Congestion, SubscriptionRemoved
 from ._logs import LogLimiter, shorten
 from ._matching import RegexpEntry, RegexpTable
+from ._message_classes import MessageClasses
 from ._options import BusOptions
 from ._peer import PeerSession
 from ._regexp_guard import MATCH_TIMEOUT
@@ -79,6 +80,8 @@ class Router:
 
     def __init__(self, options: BusOptions, report: Callable[[BusEvent], None]) -> None:
         self.table: RegexpTable[PeerSession] = RegexpTable(options.match_mode)
+        #: Our message classes: peers' regexps outside them are not used.
+        self.classes = MessageClasses(options.message_classes)
         self._limit = options.send_buffer_limit
         self._overflow_disconnects = options.overflow == "disconnect"
         self._java_newlines = options.java_newlines
@@ -98,6 +101,9 @@ class Router:
           re.error, ValueError...: the regexp is refused (not compiled, not
             safe, or one guarded regexp too many for this peer).
         """
+        if not self.classes.admits(regexp):
+            logger.debug("%s: %r fits none of our message classes: not used", session.peer, regexp)
+            return
         entry = self.table.add(session, sub_id, regexp)
         if entry.guarded:
             if session.guarded >= MAX_GUARDED_PER_PEER:
