@@ -22,6 +22,7 @@ import pytest
 import trio
 
 import trivy
+from trivy.testing import wait_for_subscription
 
 from .conftest import free_udp_port
 from .test_interop_ivy_python import PEER_NAME, IvyPythonPeer, ivy_python_peer
@@ -154,7 +155,7 @@ async def test_probe_prints_matches_and_sends_stdin_lines() -> None:
             await probe.expect(f"{PEER_NAME} sent 'a' 'b'")
 
             await probe.send_line("hello world")
-            await probe.expect("-> Sent to 1 peers")
+            await probe.expect("-> Sent to 1 peer")
             assert (await peer.expect("msg"))["groups"] == ["world"]
             await probe.send_line("nobody wants this")
             await probe.expect("-> Sent to 0 peers")
@@ -182,9 +183,10 @@ async def test_probe_commands() -> None:
             await peer.expect("regexp", sender=PROBE_NAME, action="add", regexp="^foo (.*)")
             await peer.request("send", "sent", text="foo bar")
             await probe.expect(f"{PEER_NAME} sent 'bar'")
-            await probe.send_line(".showbind")
-            await probe.expect(r"id=0 '\^first'")
-            await probe.expect(rf"id={sub_id} '\^foo \(\.\*\)'")
+            await probe.send_line(".regexps")
+            await probe.expect("our subscriptions:")
+            await probe.expect(r"  id=0 '\^first'")
+            await probe.expect(rf"  id={sub_id} '\^foo \(\.\*\)'")
             await probe.send_line(f".unbind {sub_id}")
             await probe.expect(rf"-> unbound id={sub_id} '\^foo \(\.\*\)'")
             await peer.expect("regexp", sender=PROBE_NAME, action="remove", id=int(sub_id))
@@ -392,3 +394,169 @@ def test_version() -> None:
         )
         assert result.returncode == 0
         assert result.stdout.strip() == f"trivy {trivy.__version__}"
+
+
+# ------------------------------------------------- ivyprobe parity (both probes)
+
+
+async def test_probe_says_where_it_is_and_announces_peers_before_their_lines() -> None:
+    """``Broadcasting on BUS`` at start; with -s, a peer's ``connected`` line comes
+    before its subscriptions (which arrive during its handshake)."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with probe_with_peer("-s", bind=("^one", "^two")) as (probe, _peer, bus):
+            await probe.expect(rf"Broadcasting on 127\.255\.255\.255:{bus.split(':')[1]}")
+            await probe.expect(rf"{PEER_NAME} subscribed id=\d+ '\^two'")
+            lines = probe.lines
+            connected = lines.index(f"{PEER_NAME} connected from 127.0.0.1")
+            subscribed = [i for i, line in enumerate(lines) if " subscribed id=" in line]
+            assert subscribed and connected < min(subscribed), lines
+            assert lines.index(f"Broadcasting on 127.255.255.255:{bus.split(':')[1]}") == 0
+
+
+async def test_probe_regexps_remove_showbind_toggle_and_die_all() -> None:
+    """.regexps (ours, another's), .remove, .showbind on/off, .die-all-yes-i-am-sure."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with probe_with_peer("^mine", bind=("^theirs (.*)",)) as (probe, peer, _):
+            await probe.send_line(f".regexps {PEER_NAME}")
+            await probe.expect(f"{PEER_NAME} subscriptions:")
+            await probe.expect(r"  id=\d+ '\^theirs \(\.\*\)'")
+            await probe.send_line(".remove 0")
+            await probe.expect(r"-> unbound id=0 '\^mine'")
+            await peer.expect("regexp", sender=PROBE_NAME, action="remove", id=0)
+            await probe.send_line(".regexps")
+            await probe.expect("our subscriptions:")
+
+            await probe.send_line(".showbind")  # off by default: now on
+            await probe.expect("-> the other agents' subscription changes are shown")
+            await peer.command("bind", regexp="^shown")
+            bound = await peer.expect("bound", regexp="^shown")
+            await probe.expect(rf"{PEER_NAME} subscribed id={bound['id']} '\^shown'")
+            await probe.send_line(".showbind")
+            await probe.expect("-> the other agents' subscription changes are hidden")
+            await peer.command("bind", regexp="^hidden")
+            await peer.expect("bound", regexp="^hidden")
+            # a direct message after it, on the same connection: once the probe
+            # prints it, it has the subscription too
+            await peer.request("direct", "direct_sent", to=PROBE_NAME, num_id=1, text="sync")
+            await probe.expect(f"{PEER_NAME} sent a direct message, id=1: 'sync'")
+            await probe.send_line(f".regexps {PEER_NAME}")
+            await probe.expect(r"  id=\d+ '\^hidden'")
+            assert not any("'^hidden'" in line and "subscribed" in line for line in probe.lines)
+
+            await probe.send_line(".die-all-yes-i-am-sure")
+            await probe.expect("-> Asked 1 agents to die")
+            await peer.expect("die", sender=PROBE_NAME)
+            await probe.close_stdin()
+            assert await probe.finish() == 0
+
+
+async def test_probe_error_command_reaches_the_agent() -> None:
+    """.error NAME ID 'TEXT' sends an ERROR message (seen here by a trivy agent)."""
+    port = free_udp_port()
+    with trio.fail_after(TEST_TIMEOUT):
+        async with (
+            trivy.open_ivy_bus("TARGET", f"127:{port}") as target,
+            target.events() as events,
+            running("probe", "-b", f"127:{port}") as probe,
+        ):
+            await probe.expect(r"TARGET connected from 127\.0\.0\.1")
+            await probe.send_line(".error TARGET 42 'something broke'")
+            await probe.expect("-> Sent error message to TARGET")
+            while not isinstance(event := await events.receive(), trivy.ErrorReceived):
+                pass
+            assert (event.peer.name, event.num_id) == (PROBE_NAME, 42)
+            assert event.text == "something broke"
+            await probe.send_line(".error TARGET x 'no'")
+            await probe.expect(r"-> \.error: bad id 'x'")
+
+
+async def test_probe_long_options_file_classes_and_verbose(tmp_path: Path) -> None:
+    """--ivybus --name --ready --show-bindings, -f FILE, -c WORD,WORD, -v."""
+    regexps = tmp_path / "regexps"
+    regexps.write_text("^from file (.*)\n")
+    port = free_udp_port()
+    with trio.fail_after(TEST_TIMEOUT):
+        bind = ("^TRACK (.*)", "^OTHER (.*)")
+        async with (
+            ivy_python_peer(port, bind=bind) as peer,
+            running(
+                "probe",
+                "--ivybus",
+                f"127:{port}",
+                "--name",
+                "LONGPROBE",
+                "--ready",
+                "TRACK ready",
+                "--show-bindings",
+                "-f",
+                str(regexps),
+                "-c",
+                "TRACK,STATUS",
+                "-v",
+            ) as probe,
+        ):
+            await probe.expect(r"trivy: LONGPROBE joined .*")  # -v: the library's info log
+            await probe.expect(rf"{PEER_NAME} subscribed id=\d+ '\^TRACK \(\.\*\)'")
+            ready = await peer.expect("msg", sender="LONGPROBE")
+            assert ready["groups"] == ["ready"]  # the ready message
+            await peer.expect("regexp", sender="LONGPROBE", regexp="^from file (.*)")
+            await peer.request("send", "sent", text="from file ok")
+            await probe.expect(f"{PEER_NAME} sent 'ok'")
+            await probe.send_line("OTHER thing")  # ^OTHER fits no class: unused
+            await probe.expect("-> Sent to 0 peers")
+            await probe.send_line("TRACK 1")
+            await probe.expect("-> Sent to 1 peer")
+            await probe.close_stdin()
+            assert await probe.finish() == 0
+
+
+async def test_probe_version_and_its_own_usage_on_a_bad_option() -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        version = await run("probe", "-V")
+        assert version.returncode == 0
+        assert version.stdout.decode().strip() == f"trivy {trivy.__version__}"
+        bad = await run("probe", "--bogus")
+    assert bad.returncode == 2
+    stderr = bad.stderr.decode()
+    assert stderr.startswith("usage: python -m trivy probe ") and "--bogus" in stderr
+
+
+async def test_probe_output_never_sticks_to_the_prompt_on_a_terminal() -> None:
+    """On a terminal, a line arriving while the user types is printed above the
+    prompt, and the prompt comes back with what was typed."""
+    import pty
+
+    port = free_udp_port()
+    controller, terminal = pty.openpty()
+    with trio.fail_after(TEST_TIMEOUT):
+        async with trivy.open_ivy_bus("TALKER", f"127:{port}") as talker:
+            process = await trio.lowlevel.open_process(
+                [*TRIVY, "probe", "-b", f"127:{port}", "^said (.*)"],
+                stdin=terminal,
+                stdout=terminal,
+                stderr=terminal,
+            )
+            os.close(terminal)
+            seen = b""
+
+            async def read_until(wanted: bytes) -> None:
+                nonlocal seen
+                while wanted not in seen:
+                    seen += await trio.to_thread.run_sync(os.read, controller, 4096)
+
+            try:
+                await wait_for_subscription(talker, PROBE_NAME, "^said (.*)")
+                await read_until(b"> ")  # the prompt
+                os.write(controller, b"hel")  # typed, not yet entered
+                await read_until(b"hel")
+                await talker.send("said hi")
+                await read_until(b"TALKER sent 'hi'\r\n> hel")
+                assert b"\r\x1b[KTALKER sent 'hi'" in seen
+                os.write(controller, b"lo\r")
+                await read_until(b"-> Sent to 0 peers")
+                await read_until(b"-> Sent to 0 peers\r\n> ")  # reading again
+                os.write(controller, b"\x04")  # end of input
+                assert await process.wait() == 0
+            finally:
+                process.kill()
+                os.close(controller)

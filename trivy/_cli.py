@@ -29,6 +29,8 @@ from ._probe import run_probe, terminal_restored
 __all__ = ["build_parser", "main", "probe_main"]
 
 PROG = "python -m trivy"
+#: Each subcommand's parser, by name (filled by :func:`build_parser`).
+SUBPARSERS: dict[str, argparse.ArgumentParser] = {}
 #: Seconds the one-shots wait for an agent by default.
 DEFAULT_WAIT = 5.0
 
@@ -53,14 +55,39 @@ def _add_common(parser: argparse.ArgumentParser, default_name: str) -> None:
 
 
 def _add_probe_arguments(parser: argparse.ArgumentParser) -> None:
-    _add_common(parser, "TRIVYPROBE")
+    parser.add_argument(
+        "-b",
+        "--bus",
+        "--ivybus",
+        default=None,
+        help="NETWORKS:PORT (default: $IVYBUS, then 127:2010)",
+    )
+    parser.add_argument(
+        "-n", "--name", default="TRIVYPROBE", help="our agent name (default: TRIVYPROBE)"
+    )
     parser.add_argument(
         "-s", "--show-bindings", action="store_true", help="show peers' subscription changes"
     )
     parser.add_argument("-r", "--ready", default=None, help="ready message, sent to each peer")
     parser.add_argument(
-        "-R", "--regexp-file", default=None, metavar="FILE", help="bind one regexp per line of FILE"
+        "-R",
+        "-f",
+        "--regexp-file",
+        default=None,
+        metavar="FILE",
+        help="bind one regexp per line of FILE",
     )
+    parser.add_argument(
+        "-c",
+        "--classes",
+        default=None,
+        metavar="WORD,WORD",
+        help="the message classes we send: peers' regexps that fit none are ignored",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log more (-vv: debug)"
+    )
+    parser.add_argument("-V", "--version", action="version", version=_version())
     parser.add_argument("regexps", nargs="*", metavar="REGEXP", help="regexps to bind")
 
 
@@ -122,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
     )
     daemon.add_argument("-q", "--quiet", action="store_true", help="print nothing per line")
+    SUBPARSERS.clear()
+    SUBPARSERS.update(commands.choices)
     return parser
 
 
@@ -153,7 +182,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``trivy`` / ``python -m trivy``; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported with the usage of the subcommand, not the top-level one
+        SUBPARSERS[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     return _run(args)
 
 

@@ -3,74 +3,39 @@
 Joins the bus, prints the texts that match its regexps (as ivy-c's
 ``ivyprobe`` does: ``NAME sent 'g1' 'g2'``) and peers' comings and goings,
 and sends each line typed on stdin; lines starting with ``.`` are commands
-(``.help`` lists them). It leaves at end of input, on ``.quit`` or on SIGINT.
+(``.help`` lists them, :mod:`trivy._probe_commands` runs them). It leaves
+at end of input, on ``.quit`` or on SIGINT.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, ClassVar
+from collections.abc import Iterator
 
 import trio
 
-from ._bus import IvyBus
 from ._cli_common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     UsageError,
-    bus_options,
     check_regexp,
     join,
     out,
+    printable,
 )
-from ._events import (
-    BusEvent,
-    DirectMessage,
-    ErrorReceived,
-    Peer,
-    PeerConnected,
-    PeerDisconnected,
-    SubscriptionAdded,
-    SubscriptionChanged,
-    SubscriptionRemoved,
-)
+from ._events import Peer
+from ._options import BusOptions
+from ._probe_commands import Probe
 
-__all__ = ["Probe", "format_match", "run_probe", "terminal_restored", "unquote"]
+__all__ = ["run_probe", "terminal_restored"]
 
-#: Seconds ``.ping`` waits for a PONG.
-PING_TIMEOUT = 5.0
-
-PROBE_HELP = """\
-Commands (anything else is sent as a message):
-  .help                      this help
-  .quit                      leave the bus
-  .who                       list the agents on the bus
-  .where NAME                host:port of agent NAME
-  .bind 'RE'                 subscribe to RE
-  .unbind ID                 remove our subscription ID
-  .showbind                  list our subscriptions
-  .direct NAME ID 'TEXT'     send a direct message to NAME
-  .ping NAME                 round trip to NAME, in ms
-  .die NAME                  ask NAME to leave the bus
-  .dieall-yes-i-am-sure      ask every agent to leave the bus"""
-
-
-def format_match(peer: Peer, groups: Sequence[str]) -> str:
-    """ivy-c's ivyprobe line for a match: ``NAME sent 'g1' 'g2'``."""
-    return f"{peer.name} sent" + "".join(f" '{group}'" for group in groups)
-
-
-def unquote(text: str) -> str:
-    """Strip blanks, then one pair of surrounding single (or double) quotes."""
-    text = text.strip()
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        return text[1:-1]
-    return text
+#: What the prompt looks like on a terminal.
+PROMPT = "> "
 
 
 class _StdinReader:
@@ -82,6 +47,8 @@ class _StdinReader:
 
     def __init__(self) -> None:
         self.interactive = sys.stdin.isatty()
+        #: True while the prompt is on the screen, waiting for a line.
+        self.prompting = False
         self._buffer = b""
         self._eof = False
         if self.interactive:
@@ -90,10 +57,13 @@ class _StdinReader:
 
     def _read_line_blocking(self) -> str | None:
         if self.interactive:
+            self.prompting = True
             try:
-                return input("> ")
+                return input(PROMPT)
             except EOFError:
                 return None
+            finally:
+                self.prompting = False
         while b"\n" not in self._buffer and not self._eof:
             data = os.read(sys.stdin.fileno(), 65536)
             self._buffer += data
@@ -126,164 +96,29 @@ def terminal_restored() -> Iterator[None]:
                 termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-class Probe:
-    """The interactive probe: bindings that print, and stdin commands."""
+class _Printer:
+    """Prints a line; on a terminal, above the prompt and what is being typed.
 
-    def __init__(self, bus: IvyBus) -> None:
-        self.bus = bus
-        self.done = False
+    Without this, a line arriving while the user types would be glued to
+    the prompt (``> hellAGENT sent ...``).
+    """
 
-    def print_match(self, peer: Peer, *groups: str) -> None:
-        """The binding callback: ``NAME sent 'g1' 'g2'``."""
-        out(format_match(peer, groups))
+    def __init__(self, reader: _StdinReader) -> None:
+        self._reader = reader
+        self._readline = None
+        if reader.interactive:
+            with contextlib.suppress(ImportError):
+                import readline
 
-    def bind(self, regexp: str) -> int:
-        """Bind ``regexp`` to :meth:`print_match`; returns its id."""
-        return self.bus.bind(self.print_match, regexp)
+                self._readline = readline
 
-    async def show_events(self, events: trio.abc.ReceiveChannel[BusEvent], bindings: bool) -> None:
-        """Print connections, direct messages, errors and (with -s) subscriptions."""
-        async for event in events:
-            if isinstance(event, PeerConnected):
-                out(f"{event.peer.name} connected from {event.peer.host}")
-            elif isinstance(event, PeerDisconnected):
-                out(f"{event.peer.name} disconnected from {event.peer.host}")
-            elif isinstance(event, DirectMessage):
-                out(f"{event.peer.name} sent a direct message, id={event.num_id}: '{event.text}'")
-            elif isinstance(event, ErrorReceived):
-                out(f"{event.peer.name} sent an error, id={event.num_id}: '{event.text}'")
-            elif not bindings:
-                continue
-            elif isinstance(event, SubscriptionAdded):
-                out(f"{event.peer.name} subscribed id={event.subscription_id} '{event.regexp}'")
-            elif isinstance(event, SubscriptionChanged):
-                out(
-                    f"{event.peer.name} changed id={event.subscription_id}"
-                    f" '{event.old_regexp}' -> '{event.regexp}'"
-                )
-            elif isinstance(event, SubscriptionRemoved):
-                out(f"{event.peer.name} unsubscribed id={event.subscription_id} '{event.regexp}'")
-
-    def _peers(self, name: str) -> list[Peer]:
-        peers = self.bus.peers_named(name)
-        if not peers:
-            out(f"-> no agent named {name!r}")
-        return peers
-
-    async def command(self, line: str) -> None:
-        """Run one stdin line: a ``.command`` or a message to send."""
-        if not line.startswith("."):
-            if line:
-                count = await self.bus.send(line)
-                out(f"-> Sent to {count} peers")
+    def __call__(self, text: str) -> None:
+        if self._readline is None or not self._reader.prompting:
+            out(text)
             return
-        name, _, rest = line.partition(" ")
-        rest = rest.strip()
-        handler = self._COMMANDS.get(name)
-        if handler is None:
-            out(f"-> unknown command {name!r} (try .help)")
-            return
-        try:
-            await handler(self, rest)
-        except (ValueError, KeyError) as exc:
-            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-            out(f"-> {name}: {message}")
-
-    async def _help(self, rest: str) -> None:
-        for help_line in PROBE_HELP.splitlines():
-            out(help_line)
-
-    async def _quit(self, rest: str) -> None:
-        self.done = True
-
-    async def _who(self, rest: str) -> None:
-        out("Apps:" + "".join(f" {peer.name}" for peer in self.bus.peers))
-
-    async def _where(self, rest: str) -> None:
-        if not rest:
-            raise ValueError("usage: .where NAME")
-        for peer in self._peers(rest):
-            out(f"{peer.name} on {peer.host}:{peer.port}")
-
-    async def _bind(self, rest: str) -> None:
-        regexp = unquote(rest)
-        if not regexp:
-            raise ValueError("usage: .bind 'REGEXP'")
-        sub_id = self.bind(regexp)
-        out(f"-> bound id={sub_id} '{regexp}'")
-
-    async def _unbind(self, rest: str) -> None:
-        try:
-            sub_id = int(rest)
-        except ValueError:
-            raise ValueError("usage: .unbind ID") from None
-        regexp = self.bus.unbind(sub_id)
-        out(f"-> unbound id={sub_id} '{regexp}'")
-
-    async def _showbind(self, rest: str) -> None:
-        subscriptions = self.bus.subscriptions
-        if not subscriptions:
-            out("-> no subscriptions")
-        for sub_id, regexp in sorted(subscriptions.items()):
-            out(f"id={sub_id} '{regexp}'")
-
-    async def _direct(self, rest: str) -> None:
-        parts = rest.split(None, 2)
-        if len(parts) < 3:
-            raise ValueError("usage: .direct NAME ID 'TEXT'")
-        name, id_text, text = parts
-        try:
-            num_id = int(id_text)
-        except ValueError:
-            raise ValueError(f"bad id {id_text!r}") from None
-        text = unquote(text)
-        if "\n" in text:  # pragma: no cover - stdin lines have none
-            raise ValueError("a text cannot contain a newline")
-        for peer in self._peers(name):
-            self.bus.send_direct(peer, num_id, text)
-            out(f"-> Sent direct message to {peer.name}")
-
-    async def _ping(self, rest: str) -> None:
-        if not rest:
-            raise ValueError("usage: .ping NAME")
-        for peer in self._peers(rest):
-            try:
-                with trio.fail_after(PING_TIMEOUT):
-                    seconds = await self.bus.ping(peer)
-            except trio.TooSlowError:
-                out(f"-> {peer.name}: no answer within {PING_TIMEOUT:g} s")
-                continue
-            except Exception as exc:  # the peer left meanwhile
-                out(f"-> {peer.name}: {exc}")
-                continue
-            out(f"{peer.name} round trip {seconds * 1000:.3f} ms")
-
-    async def _die(self, rest: str) -> None:
-        if not rest:
-            raise ValueError("usage: .die NAME")
-        for peer in self._peers(rest):
-            self.bus.send_die(peer)
-            out(f"-> Asked {peer.name} to die")
-
-    async def _dieall(self, rest: str) -> None:
-        peers = self.bus.peers
-        for peer in peers:
-            self.bus.send_die(peer)
-        out(f"-> Asked {len(peers)} agents to die")
-
-    _COMMANDS: ClassVar[dict[str, Callable[[Probe, str], Any]]] = {
-        ".help": _help,
-        ".quit": _quit,
-        ".who": _who,
-        ".where": _where,
-        ".bind": _bind,
-        ".unbind": _unbind,
-        ".showbind": _showbind,
-        ".direct": _direct,
-        ".ping": _ping,
-        ".die": _die,
-        ".dieall-yes-i-am-sure": _dieall,
-    }
+        typed = self._readline.get_line_buffer()
+        sys.stdout.write(f"\r\x1b[K{printable(text)}\n{PROMPT}{typed}")
+        sys.stdout.flush()
 
 
 def _probe_regexps(args: argparse.Namespace) -> list[str]:
@@ -293,21 +128,38 @@ def _probe_regexps(args: argparse.Namespace) -> list[str]:
             with open(args.regexp_file, encoding="utf-8") as file:
                 regexps += [line.rstrip("\r\n") for line in file if line.strip()]
         except OSError as exc:
-            raise UsageError(f"cannot read -R {args.regexp_file!r}: {exc.strerror}") from None
+            raise UsageError(f"cannot read {args.regexp_file!r}: {exc.strerror}") from None
     for regexp in regexps:
         check_regexp(regexp)
     return regexps
 
 
+def _options(args: argparse.Namespace) -> BusOptions:
+    try:
+        return BusOptions(
+            agent_name=args.name,
+            bus=args.bus,
+            ready_message=args.ready,
+            message_classes=args.classes,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 async def run_probe(args: argparse.Namespace) -> int:
     """``trivy probe``: join, bind, print, read commands until EOF/.quit/SIGINT."""
     regexps = _probe_regexps(args)
-    options = bus_options(args.name, args.bus, args.ready)
+    options = _options(args)
+    if args.verbose:
+        logging.getLogger("trivy").setLevel(logging.DEBUG if args.verbose > 1 else logging.INFO)
+        for handler in logging.getLogger("trivy").handlers:
+            handler.setLevel(logging.NOTSET)
     interrupted = False
     reader = _StdinReader()
+    printer = _Printer(reader)
 
     def on_die(peer: Peer, num_id: int) -> None:
-        out(f"{peer.name} asked us to die")
+        printer(f"{peer.name} asked us to die")
 
     with trio.open_signal_receiver(signal.SIGINT) as signals:
         async with (
@@ -315,7 +167,8 @@ async def run_probe(args: argparse.Namespace) -> int:
             bus.events() as events,
             trio.open_nursery() as nursery,
         ):
-            probe = Probe(bus)
+            printer(f"Broadcasting on {bus.bus_address}")
+            probe = Probe(bus, printer, args.show_bindings)
             for regexp in regexps:
                 probe.bind(regexp)
 
@@ -326,7 +179,7 @@ async def run_probe(args: argparse.Namespace) -> int:
                     nursery.cancel_scope.cancel()
 
             nursery.start_soon(watch_signals)
-            nursery.start_soon(probe.show_events, events, args.show_bindings)
+            nursery.start_soon(probe.show_events, events)
             while not probe.done:
                 line = await reader.readline()
                 if line is None:

@@ -29,7 +29,7 @@ def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentP
 def help_text(command: str) -> str:
     """The help of ``python -m trivy [command]`` (or the probe's ``.help``)."""
     from trivy._cli import build_parser
-    from trivy._probe import PROBE_HELP
+    from trivy._probe_commands import PROBE_HELP
 
     if command == ".help":
         return PROBE_HELP
