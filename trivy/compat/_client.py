@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import socket
+import threading
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -27,6 +30,8 @@ class IvyClient:
     def __init__(self, server: IvyServer, peer: Peer) -> None:
         self._server = server
         self.peer = peer
+        self._pings_sent: collections.deque[int] = collections.deque()
+        self._ping_lock = threading.Lock()
 
     @property
     def agent_name(self) -> str:
@@ -92,7 +97,42 @@ class IvyClient:
 
     def send_ping(self) -> None:
         """PING the agent; its PONG calls the server's pong callback with the delay."""
+        with self._ping_lock:
+            self._pings_sent.append(time.perf_counter_ns())
         self._server._start_ping(self)
+
+    def get_next_ping_delta_ns(self) -> int | None:
+        """Nanoseconds since the oldest PING not yet accounted for (it is then
+        forgotten); None if there is none."""
+        with self._ping_lock:
+            if not self._pings_sent:
+                return None
+            return time.perf_counter_ns() - self._pings_sent.popleft()
+
+    def get_next_ping_delta(self) -> float | None:
+        """:meth:`get_next_ping_delta_ns`, in seconds."""
+        delta = self.get_next_ping_delta_ns()
+        return None if delta is None else delta / 1e9
+
+    def send_pong(self, num_id: int) -> None:
+        """Answer a PING (trivy's core already answers every PING itself)."""
+        self._send_raw(MsgType.PONG, num_id)
+
+    def send_new_subscription(self, idx: int, regexp: str) -> None:
+        """Send the agent an ADD_REGEXP (trivy sends ours itself: see ``bind_msg``)."""
+        self._send_raw(MsgType.ADD_REGEXP, idx, regexp)
+
+    def remove_subscription(self, idx: int) -> None:
+        """Send the agent a DEL_REGEXP (see :meth:`send_new_subscription`)."""
+        self._send_raw(MsgType.DEL_REGEXP, idx)
+
+    def start_init(self, agent_name: str) -> None:
+        """Part of ivy-python's handshake, which trivy's core runs itself: the
+        name comes from the agent's START_REGEXP. Kept so that calls and
+        overrides do not break; it does nothing."""
+
+    def end_init(self) -> None:
+        """See :meth:`start_init`: does nothing."""
 
     def wave_bye(self, num_id: int = 0) -> None:
         """Send BYE to the agent (it then closes the connection)."""

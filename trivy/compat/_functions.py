@@ -67,5 +67,16 @@ def UDP_init_and_listen(*args: Any, **kw: Any) -> None:
 class IvyHandler:
     """Not supported: ivy-python's per-connection thread; trivy uses a trio task."""
 
+    #: The server whose connection it would serve (never set: not constructible).
+    server: Any = None
+
     def __init__(self, *args: Any, **kw: Any) -> None:
         raise NotImplementedError("IvyHandler is internal to ivy-python; trivy has no equivalent")
+
+    def handle(self) -> None:
+        """Not supported (see the class)."""
+        raise NotImplementedError("trivy's sessions read the connections")
+
+    def process_ivymessage(self, msg: str, client: Any) -> bool:
+        """Not supported (see the class)."""
+        raise NotImplementedError("trivy's sessions parse the protocol")

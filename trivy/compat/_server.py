@@ -30,16 +30,13 @@ from .._open import run_bus
 from ._bridge import BusThread
 from ._client import IvyClient
 from ._constants import (
-    IVY_SHOULD_NOT_DIE,
     PING_TIMEOUT,
-    IvyApplicationConnected,
-    IvyApplicationDisconnected,
     IvyRegexpAdded,
     IvyRegexpRemoved,
-    error,
     void_function,
     warn,
 )
+from ._handlers import ServerHandlers
 
 
 @attrs.define(slots=True, eq=False)
@@ -48,10 +45,11 @@ class _Binding:
 
     callback: Callable[..., Any]
     regexp: str
+    sub_id: int  # its id for the application
     bus_id: int | None = None  # its id on the bus, while bound on a running one
 
 
-class IvyServer:
+class IvyServer(ServerHandlers):
     """An agent on an Ivy bus, with ivy-python's synchronous, thread-based API.
 
     Args:
@@ -105,6 +103,10 @@ class IvyServer:
         self._bindings: dict[int, _Binding] = {}
         self._next_id = itertools.count()
         self._clients: dict[Peer, IvyClient] = {}  # touched in the bus thread only
+        # read from any thread, under _lock: the clients by address, and
+        # each one's subscriptions (a copy of what the bus knows)
+        self._clients_by_address: dict[tuple[str, int], IvyClient] = {}
+        self._client_bindings: dict[IvyClient, dict[int, str]] = {}
 
     def __repr__(self) -> str:
         return f"<IvyServer {self.agent_name!r} port {self.port}>"
@@ -113,15 +115,9 @@ class IvyServer:
         client = self._clients.get(peer)
         if client is None:
             client = self._clients[peer] = IvyClient(self, peer)
+            with self._lock:
+                self._clients_by_address[(peer.host, peer.port)] = client
         return client
-
-    def _run_callback(self, callback: Callable[..., Any], what: str, *args: Any) -> Any:
-        # An application's exception is logged: it must not stop the bus.
-        try:
-            return callback(*args)
-        except Exception:
-            error("%s: exception raised", what, exc_info=True)
-            return None
 
     # ------------------------------------------------------------ lifecycle
     def start(self, ivybus: str | None = None) -> None:
@@ -160,6 +156,9 @@ class IvyServer:
             for binding in self._bindings.values():
                 binding.bus_id = None
         self._clients.clear()
+        with self._lock:
+            self._clients_by_address.clear()
+            self._client_bindings.clear()
         self.ivybus = None
 
     def stop(self) -> None:
@@ -179,46 +178,28 @@ class IvyServer:
 
     # -------------------------------------------------------------- events
     def _on_event(self, event: BusEvent) -> None:
+        # Every event goes through the overridable handle_* methods.
         if isinstance(event, PeerConnected):
-            self._run_callback(
-                self.app_callback,
-                "application callback (connection)",
-                self._client(event.peer),
-                IvyApplicationConnected,
-            )
+            self.handle_new_client(self._client(event.peer))
         elif isinstance(event, PeerDisconnected):
-            # Its last callback: the client is forgotten, a reconnection gets a new one.
-            client = self._client(event.peer)
-            del self._clients[event.peer]
-            self._run_callback(
-                self.app_callback,
-                "application callback (disconnection)",
-                client,
-                IvyApplicationDisconnected,
-            )
+            # Its last event: the client is forgotten, a reconnection gets a new one.
+            self._clients.pop(event.peer, None)
+            self.remove_client(event.peer.host, event.peer.port)
         elif isinstance(event, (SubscriptionAdded, SubscriptionChanged, SubscriptionRemoved)):
             # ivy-python has no "changed" event: a replaced regexp is reported as added.
-            added = not isinstance(event, SubscriptionRemoved)
-            self._run_callback(
-                self.regexp_change_callback,
-                f"regexp change callback ({'add' if added else 'remove'})",
-                self._client(event.peer),
-                IvyRegexpAdded if added else IvyRegexpRemoved,
-                event.subscription_id,
-                event.regexp,
-            )
+            client = self._client(event.peer)
+            if isinstance(event, SubscriptionRemoved):
+                self.remove_client_binding(client, event.subscription_id)
+                kind = IvyRegexpRemoved
+            else:
+                self.add_client_binding(client, event.subscription_id, event.regexp)
+                kind = IvyRegexpAdded
+            self.handle_regexp_change(client, kind, event.subscription_id, event.regexp)
         elif isinstance(event, DirectMessage):
-            self._run_callback(
-                self.direct_callback,
-                "direct message callback",
-                self._client(event.peer),
-                event.num_id,
-                event.text,
-            )
+            self.handle_direct_msg(self._client(event.peer), event.num_id, event.text)
 
     def _on_die(self, peer: Peer, num_id: int) -> bool | None:
-        answer = self._run_callback(self.die_callback, "die callback", self._client(peer), num_id)
-        return False if answer == IVY_SHOULD_NOT_DIE else None
+        return None if self.handle_die_message(num_id, self._client(peer)) else False
 
     def _start_ping(self, client: IvyClient) -> None:
         def start(bus: IvyBus) -> None:
@@ -235,14 +216,14 @@ class IvyServer:
         except (trio.TooSlowError, IvyIllegalStateError) as exc:
             warn("no PONG from %s: %s", client, exc)
             return
-        self._run_callback(self.pong_callback, "pong callback", client, delta)
+        self.handle_pong(client, delta)
 
     # ------------------------------------------------------ subscriptions
     def _bind_on_bus(self, bus: IvyBus, binding: _Binding) -> None:
-        callback = binding.callback
+        sub_id = binding.sub_id
 
         def deliver(peer: Peer, *groups: str) -> None:
-            callback(self._client(peer), *groups)
+            self.handle_msg(self._client(peer), sub_id, *groups)
 
         binding.bus_id = bus.bind(deliver, binding.regexp)
 
@@ -254,10 +235,9 @@ class IvyServer:
         Returns:
           the binding's id, for :meth:`unbind_msg`.
         """
-        binding = _Binding(on_msg_fct, regexp)
         with self._lock:
             sub_id = next(self._next_id)
-            self._bindings[sub_id] = binding
+            binding = self._bindings[sub_id] = _Binding(on_msg_fct, regexp, sub_id)
 
         def bind(bus: IvyBus) -> None:
             # The bus may have bound it already, as it opened.
@@ -374,10 +354,6 @@ class IvyServer:
     def get_client_with_name(self, name: str) -> list[IvyClient]:
         """The connected agents named ``name``."""
         return self._clients_where(lambda peer: peer.name == name)
-
-    def get_client_bindings(self, client: IvyClient) -> list[tuple[int, str]]:
-        """The subscriptions of ``client``: ``(id, regexp)`` pairs."""
-        return list(client.peer.subscriptions.items())
 
     def get_client(self, ip: str, port: int) -> IvyClient:
         """The connected agent at ``ip:port``.

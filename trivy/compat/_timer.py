@@ -109,6 +109,19 @@ class IvyTimer:
         except Exception:
             error("IvyTimer %s: callback raised", self.id, exc_info=True)
 
+    def run(self) -> None:
+        """Start the timer, then block until it has ended (ivy-python's timer
+        is a thread, and ``run`` its body; the ticks run in the bus thread).
+
+        Raises:
+          RuntimeError: called from a callback, where it would wait for ever.
+        """
+        if self.server._bridge.in_bus_thread():
+            raise RuntimeError("IvyTimer.run() would block the bus thread: use start()")
+        if not self._started:
+            self.start()
+        self._finished.wait()
+
     def is_alive(self) -> bool:
         """Whether the timer was started and has not ended."""
         return self._started and not self._finished.is_set()

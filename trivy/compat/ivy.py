@@ -62,6 +62,7 @@ from ._functions import (
     encode_message,
     is_multicast,
 )
+from ._handlers import ClientsBinding
 from ._server import IvyServer
 from ._timer import IvyTimer
 
@@ -85,6 +86,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "START_INIT",
     "START_REGEXP",
+    "ClientsBinding",
     "IvyApplicationConnected",
     "IvyApplicationDisconnected",
     "IvyClient",
