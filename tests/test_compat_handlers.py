@@ -4,7 +4,10 @@ handle_* methods that subclasses override (synchronous tests, real sockets)."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -251,3 +254,73 @@ def test_run_callback_serve_forever_clients_binding_and_timer_run(port: int, rec
     server.serve_forever()  # returns once the server stopped
     assert server.server_termination.is_set()
     stopper.join()
+
+
+def test_a_blocking_callback_stalls_neither_pings_nor_timers_nor_order(
+    port: int, rec: Recorder
+) -> None:
+    """Callbacks run on a thread of their own, in order: while one blocks, the
+    bus still answers PING, timers still tick, and later messages wait their
+    turn rather than being lost or reordered."""
+    release = threading.Event()
+    server = make_server(rec)
+
+    def blocking(agent: IvyClient) -> None:
+        rec.add("blocked")
+        release.wait(10)
+
+    server.bind_msg(blocking, "^block$")
+    server.bind_msg(lambda agent, n: rec.add("n", int(n)), r"^n (\d+)$")
+    server.start(f"127:{port}")
+    peer = PythonPeer(port, PEER_NAME)
+    try:
+        peer.expect("connected", name=server.agent_name)
+        ticks: list[int] = []
+        timer = IvyTimer(server, 0, 10, lambda t: (ticks.append(1), rec.add("tick", len(ticks))))
+        timer.start()
+        peer.command("send", text="block")
+        rec.wait_for(lambda i: i[0] == "blocked")
+        for n in range(5):
+            peer.command("send", text=f"n {n}")
+        peer.command("ping", to=server.agent_name)
+        assert peer.expect("pong")["sender"] == server.agent_name  # the bus answered
+        before = len(ticks)
+        rec.wait_for(lambda i: i[0] == "tick" and i[1] >= before + 5)  # the timer ticks on
+        assert rec.count(lambda i: i[0] == "n") == 0  # the messages wait their turn
+        release.set()
+        rec.wait_for(lambda i: i[0] == "n" and i[1] == 4)
+        with rec._cond:
+            order = [item[1] for item in rec.seen if item[0] == "n"]
+        assert order == [0, 1, 2, 3, 4]
+        timer.abort = True
+        timer.join(5)
+        assert not timer.is_alive()
+    finally:
+        release.set()
+        peer.close()
+        server.stop()
+
+
+def test_the_main_loop_survives_sigint_after_the_agent_stopped(tmp_path: Path) -> None:
+    """IvyMainLoop's SIGINT handler, once the agent already stopped (a DIE, an
+    IvyStop): nothing is raised, the program ends normally."""
+    script = tmp_path / "agent.py"
+    script.write_text(
+        "import os, signal, threading\n"
+        "from trivy.compat.std_api import IvyInit, IvyStart, IvyMainLoop, IvyStop\n"
+        "IvyInit('LOOP')\n"
+        f"IvyStart('127:{free_udp_port()}')\n"
+        "def later():\n"
+        "    IvyStop()\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "threading.Timer(0.2, later).start()\n"
+        "IvyMainLoop()\n"
+        "os.kill(os.getpid(), signal.SIGINT)  # again, after the loop\n"
+        "print('ended')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ended"
+    assert "Traceback" not in result.stderr

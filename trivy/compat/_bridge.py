@@ -29,8 +29,8 @@ class BusThread:
     """One trivy bus, run by ``trio.run`` in a background thread.
 
     Its owner is called back in the bus thread: ``on_open(bus)`` once the
-    bus is up, before it has accepted any peer; ``on_event(event)`` for each
-    bus event; ``on_close()`` once the bus has stopped, just before
+    bus is up, before it has accepted any peer; ``await on_event(event)``
+    for each bus event; ``on_close()`` once the bus has stopped, just before
     :attr:`stopped` is set.
 
     Attributes:
@@ -38,7 +38,7 @@ class BusThread:
     """
 
     on_open: Callable[[IvyBus], None]
-    on_event: Callable[[BusEvent], None]
+    on_event: Callable[[BusEvent], Awaitable[None]]
     on_close: Callable[[], None]
     stopped: threading.Event = attrs.field(factory=threading.Event)
     _thread: threading.Thread | None = attrs.field(default=None, init=False)
@@ -178,4 +178,4 @@ class BusThread:
     async def _dispatch(self, events: EventStream[BusEvent]) -> None:
         async with events:
             async for event in events:
-                self.on_event(event)
+                await self.on_event(event)

@@ -28,6 +28,7 @@ from .. import (
 from .._matching import MatchMode
 from .._open import run_bus
 from ._bridge import BusThread
+from ._callback_thread import CallbackThread
 from ._client import IvyClient
 from ._constants import (
     PING_TIMEOUT,
@@ -98,6 +99,7 @@ class IvyServer(ServerHandlers):
         self.port = 0
         self.agent_id = ""
         self._bridge = BusThread(self._bus_opened, self._on_event, self._bus_closed)
+        self._callbacks = CallbackThread(f"trivy-compat-callbacks-{agent_name}", usesDaemons)
         self.server_termination: threading.Event = self._bridge.stopped
         self._lock = threading.Lock()  # guards _bindings and _next_id
         self._bindings: dict[int, _Binding] = {}
@@ -141,7 +143,12 @@ class IvyServer(ServerHandlers):
         address = (",".join(options.bus.networks), options.bus.port)
         open_bus = functools.partial(run_bus, options, on_die=self._on_die)
         name = f"trivy-compat-{self.agent_name}"
-        self._bridge.start(open_bus, name=name, daemon=self.usesDaemons)
+        self._callbacks.start()
+        try:
+            self._bridge.start(open_bus, name=name, daemon=self.usesDaemons)
+        except BaseException:
+            self._callbacks.stop()
+            raise
         self.ivybus = address
 
     def _bus_opened(self, bus: IvyBus) -> None:
@@ -156,6 +163,7 @@ class IvyServer(ServerHandlers):
             for binding in self._bindings.values():
                 binding.bus_id = None
         self._clients.clear()
+        self._callbacks.stop()  # once it has run what is queued
         with self._lock:
             self._clients_by_address.clear()
             self._client_bindings.clear()
@@ -171,35 +179,40 @@ class IvyServer(ServerHandlers):
           IvyIllegalStateError: the server is not running.
         """
         self._bridge.stop()
+        self._callbacks.join()  # (not from a callback: it would wait for itself)
 
     def isAlive(self) -> bool:
         """Whether the server is running."""
         return self._bridge.is_alive()
 
     # -------------------------------------------------------------- events
-    def _on_event(self, event: BusEvent) -> None:
-        # Every event goes through the overridable handle_* methods.
+    async def _on_event(self, event: BusEvent) -> None:
+        # Every event goes through the overridable handle_* methods, which
+        # run on the callback thread, in order.
+        submit = self._callbacks.submit
         if isinstance(event, PeerConnected):
-            self.handle_new_client(self._client(event.peer))
+            await submit(self.handle_new_client, self._client(event.peer))
         elif isinstance(event, PeerDisconnected):
             # Its last event: the client is forgotten, a reconnection gets a new one.
             self._clients.pop(event.peer, None)
-            self.remove_client(event.peer.host, event.peer.port)
+            await submit(self.remove_client, event.peer.host, event.peer.port)
         elif isinstance(event, (SubscriptionAdded, SubscriptionChanged, SubscriptionRemoved)):
             # ivy-python has no "changed" event: a replaced regexp is reported as added.
-            client = self._client(event.peer)
+            client, sub_id = self._client(event.peer), event.subscription_id
             if isinstance(event, SubscriptionRemoved):
-                self.remove_client_binding(client, event.subscription_id)
+                await submit(self.remove_client_binding, client, sub_id)
                 kind = IvyRegexpRemoved
             else:
-                self.add_client_binding(client, event.subscription_id, event.regexp)
+                await submit(self.add_client_binding, client, sub_id, event.regexp)
                 kind = IvyRegexpAdded
-            self.handle_regexp_change(client, kind, event.subscription_id, event.regexp)
+            await submit(self.handle_regexp_change, client, kind, sub_id, event.regexp)
         elif isinstance(event, DirectMessage):
-            self.handle_direct_msg(self._client(event.peer), event.num_id, event.text)
+            client = self._client(event.peer)
+            await submit(self.handle_direct_msg, client, event.num_id, event.text)
 
-    def _on_die(self, peer: Peer, num_id: int) -> bool | None:
-        return None if self.handle_die_message(num_id, self._client(peer)) else False
+    async def _on_die(self, peer: Peer, num_id: int) -> bool | None:
+        dies = await self._callbacks.call(self.handle_die_message, num_id, self._client(peer))
+        return None if dies else False
 
     def _start_ping(self, client: IvyClient) -> None:
         def start(bus: IvyBus) -> None:
@@ -216,14 +229,14 @@ class IvyServer(ServerHandlers):
         except (trio.TooSlowError, IvyIllegalStateError) as exc:
             warn("no PONG from %s: %s", client, exc)
             return
-        self.handle_pong(client, delta)
+        await self._callbacks.submit(self.handle_pong, client, delta)
 
     # ------------------------------------------------------ subscriptions
     def _bind_on_bus(self, bus: IvyBus, binding: _Binding) -> None:
         sub_id = binding.sub_id
 
-        def deliver(peer: Peer, *groups: str) -> None:
-            self.handle_msg(self._client(peer), sub_id, *groups)
+        async def deliver(peer: Peer, *groups: str) -> None:
+            await self._callbacks.submit(self.handle_msg, self._client(peer), sub_id, *groups)
 
         binding.bus_id = bus.bind(deliver, binding.regexp)
 

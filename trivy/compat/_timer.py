@@ -9,6 +9,7 @@ from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from .. import IvyBus, IvyIllegalStateError, Timer
+from ._callback_thread import CallbackThread
 from ._constants import error, warn
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ class IvyTimer:
         self._started = False
         self._timer: Timer | None = None  # the trivy Timer, after the first tick
         self._finished = threading.Event()
+        self._thread: CallbackThread | None = None  # runs the callback
 
     @property
     def delay(self) -> float:
@@ -87,22 +89,32 @@ class IvyTimer:
             self._finished.set()
 
     async def _run(self, bus: IvyBus) -> None:
+        # The callback runs on a thread of the timer's own, as ivy-python's
+        # timers are threads: a slow one stalls neither the bus nor others.
+        thread = self._thread = CallbackThread(f"IvyTimer-{self.id}", self.daemon)
+        thread.start()
         try:
             if self._abort:
                 return
-            self._tick()
+            await self._tick()
             if self.nbticks == 1 or self._abort or not bus.running:
                 return
             count = self.nbticks - 1 if self.nbticks else 0
             self._timer = bus.start_timer(self._tick, self._delay / 1000.0, count=count)
             await self._timer.wait_finished()
         finally:
-            self._finished.set()
+            thread.stop(after=self._finished.set)  # ended once its last tick ran
 
-    def _tick(self) -> None:
+    async def _tick(self) -> None:
         if self._abort:
             if self._timer is not None:
                 self._timer.cancel()
+            return
+        assert self._thread is not None
+        await self._thread.submit(self._call)
+
+    def _call(self) -> None:
+        if self._abort:
             return
         try:
             self.callback(self)

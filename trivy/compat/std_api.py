@@ -13,6 +13,7 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
 
 from .ivy import (
@@ -100,8 +101,15 @@ def IvyStart(ivybus: str | None = None) -> None:
 def IvyMainLoop() -> None:
     """Wait until the agent stops (:func:`IvyStop`, a DIE, or SIGINT)."""
     server = _agent()
+
+    def on_sigint(*args: Any) -> None:
+        # (the agent may have stopped already: a DIE, IvyStop from a callback)
+        if server.isAlive():
+            with suppress(IvyIllegalStateError):
+                server.stop()
+
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, lambda *args: IvyStop())
+        signal.signal(signal.SIGINT, on_sigint)
     while not server.server_termination.wait(5):
         pass
 
