@@ -324,3 +324,47 @@ def test_the_main_loop_survives_sigint_after_the_agent_stopped(tmp_path: Path) -
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ended"
     assert "Traceback" not in result.stderr
+
+
+def test_connection_comes_before_its_messages_and_a_restart_is_clean(
+    port: int, rec: Recorder
+) -> None:
+    """A peer's ready message (its first text) reaches the callbacks after its
+    connection; stop() from a callback, then start() again: one callback thread."""
+    server = make_server(rec)
+    server.bind_msg(lambda agent, *groups: rec.add("msg", agent, *groups), "^(ready)$")
+    server.bind_msg(lambda agent: server.stop(), "^stop$")
+    server.start(f"127:{port}")
+    for _ in range(5):
+        peer = PythonPeer(port, PEER_NAME, "--ready-message", "ready")
+        try:
+            rec.wait_for(lambda i: i[0] == "msg")
+            with rec._cond:
+                kinds = [(item[0], item[2] if item[0] == "app" else None) for item in rec.seen]
+            assert kinds.index(("app", IvyApplicationConnected)) < kinds.index(("msg", None))
+            peer.command("send", text="stop")  # the callback stops the server
+            assert server.server_termination.wait(10)
+        finally:
+            peer.close()
+        with rec._cond:
+            rec.seen.clear()
+        server.start(f"127:{port}")
+    server.stop()
+    callback_threads = [t for t in threading.enumerate() if "callbacks-COMPAT" in t.name]
+    assert callback_threads == []
+
+
+def test_timer_callbacks_that_send_and_stop_do_not_hang(port: int, rec: Recorder) -> None:
+    server = make_server(rec)
+    server.start(f"127:{port}")
+    sent: list[int] = []
+    timer = IvyTimer(server, 3, 1, lambda t: sent.append(server.send_msg("tick")))
+    timer.start()
+    timer.join(10)
+    assert sent == [0, 0, 0] and not timer.is_alive()
+    assert server.get_clients() == []  # the bus answers
+    stopper = IvyTimer(server, 1, 1, lambda t: server.stop())
+    stopper.start()
+    assert server.server_termination.wait(10)
+    stopper.join(10)
+    assert not stopper.is_alive()

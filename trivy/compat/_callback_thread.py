@@ -7,10 +7,12 @@ callback that blocks stalls neither the bus (its PING answers, timers,
 other peers' traffic) nor the order in which the application sees events.
 The queue between them is bounded: when the application falls behind by
 that much, the bus waits for it (as ivy-python's socket threads would).
+Stopping never blocks: the thread runs what is queued, then ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
@@ -24,8 +26,20 @@ __all__ = ["MAX_PENDING_CALLBACKS", "CallbackThread"]
 
 #: Callbacks queued for the application before the bus waits for it.
 MAX_PENDING_CALLBACKS = 10_000
+#: How often a waiting thread looks whether it was told to stop (seconds).
+_POLL = 0.2
 
 _Job = tuple[Callable[..., Any], tuple[Any, ...], "list[Any] | None", "threading.Event | None"]
+
+
+class _Run:
+    """One life of the thread: its queue and whether it was told to stop."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[_Job] = queue.Queue(MAX_PENDING_CALLBACKS)
+        self.stopping = False
+        self.after: Callable[[], object] | None = None
+        self.thread: threading.Thread | None = None
 
 
 class CallbackThread:
@@ -34,54 +48,75 @@ class CallbackThread:
     def __init__(self, name: str, daemon: bool) -> None:
         self._name = name
         self._daemon = daemon
-        self._queue: queue.Queue[_Job | None] = queue.Queue(MAX_PENDING_CALLBACKS)
-        self._thread: threading.Thread | None = None
+        self._run = _Run()
 
     def start(self) -> None:
-        """Start the thread (a new one after a stop)."""
-        self._queue = queue.Queue(MAX_PENDING_CALLBACKS)
-        self._thread = threading.Thread(target=self._main, name=self._name, daemon=self._daemon)
-        self._thread.start()
+        """Start a thread (a new one, with a new queue, after a stop)."""
+        run = self._run = _Run()
+        run.thread = threading.Thread(
+            target=self._main, args=(run,), name=self._name, daemon=self._daemon
+        )
+        run.thread.start()
 
     def in_thread(self) -> bool:
         """Whether the caller is this thread (inside a callback)."""
-        thread = self._thread
+        thread = self._run.thread
         return thread is not None and thread.ident == threading.get_ident()
 
     async def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         """Queue ``fn(*args)``; waits (without blocking trio) while the queue is full."""
-        job: _Job = (fn, args, None, None)
+        run, job = self._run, (fn, args, None, None)
+        if run.stopping:
+            return
         try:
-            self._queue.put_nowait(job)
+            run.queue.put_nowait(job)
         except queue.Full:
-            await trio.to_thread.run_sync(self._queue.put, job, abandon_on_cancel=True)
+            await trio.to_thread.run_sync(_put, run, job, abandon_on_cancel=True)
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Queue ``fn(*args)`` and wait for its result (None if it raised)."""
+        """Queue ``fn(*args)`` and wait for its result (None if it raised or was dropped)."""
+        run, done = self._run, threading.Event()
         result: list[Any] = []
-        done = threading.Event()
         job: _Job = (fn, args, result, done)
         # (abandoned if the bus stops meanwhile: the callback may be what stops it)
-        await trio.to_thread.run_sync(self._queue.put, job, abandon_on_cancel=True)
+        if not await trio.to_thread.run_sync(_put, run, job, abandon_on_cancel=True):
+            return None
         await trio.to_thread.run_sync(done.wait, abandon_on_cancel=True)
         return result[0] if result else None
 
     def stop(self, after: Callable[[], object] | None = None) -> None:
-        """End the thread once it has run what is queued, then ``after()`` (see :meth:`join`)."""
-        if self._thread is not None:
+        """End the thread once it has run what is queued, then call ``after()``.
+
+        Never blocks: it only tells the thread.
+        """
+        run = self._run
+        run.after, run.stopping = after, True
+        if run.thread is None:
             if after is not None:
-                self._queue.put((after, (), None, None))
-            self._queue.put(None)
+                after()
+            return
+        with contextlib.suppress(queue.Full):  # (if full, the thread sees the flag later)
+            run.queue.put_nowait(_WAKE)
 
     def join(self) -> None:
         """Wait until the thread has ended (not from the thread itself)."""
-        thread = self._thread
+        thread = self._run.thread
         if thread is not None and not self.in_thread():
             thread.join()
 
-    def _main(self) -> None:
-        while (job := self._queue.get()) is not None:
-            fn, args, result, done = job
+    @staticmethod
+    def _main(run: _Run) -> None:
+        while True:
+            try:
+                fn, args, result, done = run.queue.get(timeout=_POLL)
+            except queue.Empty:
+                if run.stopping:
+                    break
+                continue
+            if fn is _wake:
+                if run.queue.empty():
+                    break
+                continue  # (jobs put after it still run)
             try:
                 value = fn(*args)
                 if result is not None:
@@ -91,3 +126,23 @@ class CallbackThread:
             finally:
                 if done is not None:
                     done.set()
+        if run.after is not None:
+            run.after()
+
+
+def _wake() -> None:
+    """A job that does nothing: it wakes the thread to see it is told to stop."""
+
+
+_WAKE: _Job = (_wake, (), None, None)
+
+
+def _put(run: _Run, job: _Job) -> bool:
+    """Put ``job`` once there is room; False if the thread was told to stop first."""
+    while not run.stopping:
+        try:
+            run.queue.put(job, timeout=_POLL)
+            return True
+        except queue.Full:
+            continue
+    return False

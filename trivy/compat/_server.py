@@ -105,6 +105,8 @@ class IvyServer(ServerHandlers):
         self._bindings: dict[int, _Binding] = {}
         self._next_id = itertools.count()
         self._clients: dict[Peer, IvyClient] = {}  # touched in the bus thread only
+        self._announced: set[Peer] = set()  # peers whose connection was handed on
+        self._announcing = trio.Event()  # (bus thread) set when one more is
         # read from any thread, under _lock: the clients by address, and
         # each one's subscriptions (a copy of what the bus knows)
         self._clients_by_address: dict[tuple[str, int], IvyClient] = {}
@@ -163,6 +165,8 @@ class IvyServer(ServerHandlers):
             for binding in self._bindings.values():
                 binding.bus_id = None
         self._clients.clear()
+        self._announced.clear()
+        self._announcing = trio.Event()
         self._callbacks.stop()  # once it has run what is queued
         with self._lock:
             self._clients_by_address.clear()
@@ -192,9 +196,13 @@ class IvyServer(ServerHandlers):
         submit = self._callbacks.submit
         if isinstance(event, PeerConnected):
             await submit(self.handle_new_client, self._client(event.peer))
+            self._announced.add(event.peer)
+            self._announcing.set()  # its messages may be delivered now
+            self._announcing = trio.Event()
         elif isinstance(event, PeerDisconnected):
             # Its last event: the client is forgotten, a reconnection gets a new one.
             self._clients.pop(event.peer, None)
+            self._announced.discard(event.peer)
             await submit(self.remove_client, event.peer.host, event.peer.port)
         elif isinstance(event, (SubscriptionAdded, SubscriptionChanged, SubscriptionRemoved)):
             # ivy-python has no "changed" event: a replaced regexp is reported as added.
@@ -236,6 +244,10 @@ class IvyServer(ServerHandlers):
         sub_id = binding.sub_id
 
         async def deliver(peer: Peer, *groups: str) -> None:
+            # Messages come straight from the peer's task, its connection
+            # through the event stream: let the connection go first.
+            while peer not in self._announced:
+                await self._announcing.wait()
             await self._callbacks.submit(self.handle_msg, self._client(peer), sub_id, *groups)
 
         binding.bus_id = bus.bind(deliver, binding.regexp)

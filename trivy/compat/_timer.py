@@ -111,7 +111,9 @@ class IvyTimer:
                 self._timer.cancel()
             return
         assert self._thread is not None
-        await self._thread.submit(self._call)
+        # Waits for the tick to be done: a slow callback makes the timer late,
+        # as ivy-python's, rather than queueing ticks.
+        await self._thread.call(self._call)
 
     def _call(self) -> None:
         if self._abort:
@@ -128,8 +130,9 @@ class IvyTimer:
         Raises:
           RuntimeError: called from a callback, where it would wait for ever.
         """
-        if self.server._bridge.in_bus_thread():
-            raise RuntimeError("IvyTimer.run() would block the bus thread: use start()")
+        own = self._thread is not None and self._thread.in_thread()
+        if own or self.server._callbacks.in_thread() or self.server._bridge.in_bus_thread():
+            raise RuntimeError("IvyTimer.run() would wait for itself here: use start()")
         if not self._started:
             self.start()
         self._finished.wait()
@@ -139,5 +142,11 @@ class IvyTimer:
         return self._started and not self._finished.is_set()
 
     def join(self, timeout: float | None = None) -> None:
-        """Wait until the timer has ended (or ``timeout`` seconds)."""
+        """Wait until the timer has ended (or ``timeout`` seconds).
+
+        Raises:
+          RuntimeError: called from the timer's own callback (it would wait for itself).
+        """
+        if self._thread is not None and self._thread.in_thread():
+            raise RuntimeError("a timer's callback cannot wait for its timer to end")
         self._finished.wait(timeout)
