@@ -69,3 +69,37 @@ async def test_off_by_default(bus: str) -> None:
             assert await a.send("hello") == 0
             with pytest.raises(trio.WouldBlock):
                 ours.receive_nowait()
+
+
+async def test_texts_sent_by_our_callbacks_keep_their_order_and_loops_end(bus: str) -> None:
+    seen: list[str] = []
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus, send_to_self=True) as a:
+
+            async def answer(peer: trivy.Peer, n: str) -> None:
+                if n == "1":
+                    await a.send("x 2")  # sent while "x 1" is being delivered
+
+            a.bind(answer, r"^x (\d)")
+            a.bind(lambda peer, n: seen.append(n), r"^x (\d)")
+            assert await a.send("x 1") == 2
+            assert seen == ["1", "2"]  # not ["2", "1"]
+
+            echoes: list[str] = []
+
+            async def echo(peer: trivy.Peer, text: str) -> None:
+                echoes.append(text)
+                await a.send(f"echo {text}")  # always matches itself again
+
+            a.bind(echo, r"^echo (e.*)")
+            await a.send("echo e")
+            assert 9_000 < len(echoes) <= 10_001  # bounded, not for ever
+            assert await a.send("") == 0
+
+
+async def test_java_newlines_are_matched_as_peers_match_them(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus, send_to_self=True, java_newlines=True) as a:
+            lines = a.subscribe(r"^a(.)b$")
+            assert await a.send("a\nb") == 1
+            assert (await lines.receive()).groups == ("\n",)
