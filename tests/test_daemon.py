@@ -56,14 +56,23 @@ async def test_clients_and_lines_are_bounded(bus: str) -> None:
             first, second = await _client(port), await _client(port)
             await first.send_all(b"one\n")
             assert (await sub.receive()).groups == ("one",)  # both are being served now
+            # one client too many: the one idle the longest (second) is closed
             third = await _client(port)
-            assert await third.receive_some(10) == b""  # one too many: closed at once
-            # a line longer than a text may be ends that client only
-            await second.send_all(b"x" * (MAX_TEXT + 10))
             assert await second.receive_some(10) == b""
+            await third.send_all(b"three\n")
+            assert (await sub.receive()).groups == ("three",)
+            # a line longer than a text may be ends that client only
+            await third.send_all(b"x" * (MAX_TEXT + 10))
+            assert await third.receive_some(10) == b""
             await first.send_all(b"two\n")
             assert (await sub.receive()).groups == ("two",)
-            for stream in (first, second, third):
+            # many short lines in one read
+            fourth = await _client(port)
+            await fourth.send_all(b"".join(b"n %d\n" % i for i in range(2000)))
+            assert [(await sub.receive()).groups for _ in range(2000)] == [
+                (f"n {i}",) for i in range(2000)
+            ]
+            for stream in (first, second, third, fourth):
                 await stream.aclose()
             nursery.cancel_scope.cancel()
 

@@ -47,25 +47,27 @@ async def serve_daemon(
 
     ``task_status.started(port)`` gives the port listened on (useful with
     port 0). A line longer than a text may be (about 1 MiB) ends that
-    client's connection; an empty line is skipped.
+    client's connection; an empty line is skipped. With ``max_clients``
+    connected, a new client closes the one that has been idle the longest
+    (idle clients cannot lock others out).
     """
     listeners = await trio.open_tcp_listeners(port, host=host)
     log = LogLimiter(logger)
-    clients = 0
+    clients: dict[trio.SocketStream, float] = {}  # → when it last sent something
 
     async def handle(stream: trio.SocketStream) -> None:
-        nonlocal clients
-        if clients >= max_clients:
-            log.warning("daemon: %d clients already, closing a new one", max_clients)
-            await stream.aclose()
-            return
-        clients += 1
+        if len(clients) >= max_clients:
+            idlest = min(clients, key=clients.__getitem__)
+            log.warning("daemon: %d clients, closing the one idle the longest", max_clients)
+            del clients[idlest]
+            await idlest.aclose()  # its relay ends (ClosedResourceError)
+        clients[stream] = trio.current_time()
         try:
-            await _relay(stream, bus, quiet, log)
-        except trio.BrokenResourceError:
-            pass  # the client went away
+            await _relay(stream, bus, quiet, log, clients)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client went away, or was closed for a newer one
         finally:
-            clients -= 1
+            clients.pop(stream, None)
             await stream.aclose()
 
     async with trio.open_nursery() as nursery:
@@ -74,17 +76,30 @@ async def serve_daemon(
         await trio.serve_listeners(handle, listeners, handler_nursery=nursery)
 
 
-async def _relay(stream: trio.SocketStream, bus: IvyBus, quiet: bool, log: LogLimiter) -> None:
-    pending = b""
+async def _relay(
+    stream: trio.SocketStream,
+    bus: IvyBus,
+    quiet: bool,
+    log: LogLimiter,
+    clients: dict[trio.SocketStream, float],
+) -> None:
+    pending = bytearray()
     while data := await stream.receive_some(READ_SIZE):
+        clients[stream] = trio.current_time()
+        # only the new bytes are searched for newlines: a client that
+        # trickles a long line byte by byte costs linear time, not quadratic
+        start, taken = len(pending), 0
         pending += data
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            await _send_line(bus, line, quiet, log)
+        newline = pending.find(b"\n", start)
+        while newline >= 0:
+            await _send_line(bus, bytes(pending[taken:newline]), quiet, log)
+            taken = newline + 1
+            newline = pending.find(b"\n", taken)
+        del pending[:taken]
         if len(pending) > MAX_TEXT:
             log.warning("daemon: a line over %d bytes: closing that client", MAX_TEXT)
             return
-    await _send_line(bus, pending, quiet, log)  # a last line without newline (nc -q 0)
+    await _send_line(bus, bytes(pending), quiet, log)  # a last line without newline (nc -q 0)
 
 
 async def _send_line(bus: IvyBus, line: bytes, quiet: bool, log: LogLimiter) -> None:
