@@ -25,6 +25,7 @@ from ._cli_common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, 
 from ._daemon import DEFAULT_DAEMON_PORT, run_daemon
 from ._oneshots import run_die, run_ping, run_send, run_who
 from ._probe import run_probe, terminal_restored
+from ._record_cli import add_record_arguments, add_replay_arguments, run_record, run_replay
 
 __all__ = ["build_parser", "main", "probe_main"]
 
@@ -149,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
     )
     daemon.add_argument("-q", "--quiet", action="store_true", help="print nothing per line")
+
+    recorder = commands.add_parser("record", help="record the bus to a file (JSON Lines)")
+    _add_common(recorder, "TRIVYRECORD")
+    add_record_arguments(recorder)
+    player = commands.add_parser("replay", help="play a recording onto the bus")
+    _add_common(player, "TRIVYREPLAY")
+    add_replay_arguments(player)
     SUBPARSERS.clear()
     SUBPARSERS.update(commands.choices)
     return parser
@@ -162,6 +170,8 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
     "ping": run_ping,
     "die": run_die,
     "daemon": run_daemon,
+    "record": run_record,
+    "replay": run_replay,
 }
 
 

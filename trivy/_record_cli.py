@@ -1,0 +1,158 @@
+"""``trivy record`` and ``trivy replay``: the command-line front of :mod:`trivy.recording`."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from functools import partial
+
+import trio
+
+from ._cli_common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, check_regexp, err
+from ._options import BusOptions
+from .recording import (
+    EVERYTHING,
+    RecordingError,
+    RecordingStats,
+    ReplayStats,
+    load_recording,
+    record,
+    replay,
+    select,
+)
+
+__all__ = ["add_record_arguments", "add_replay_arguments", "run_record", "run_replay"]
+
+#: Seconds between two progress lines on a terminal.
+PROGRESS_EVERY = 0.5
+
+
+def add_record_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE", help="where to write (.gz: compressed)")
+    parser.add_argument("regexps", nargs="*", metavar="REGEXP", help="what to record (all)")
+
+
+def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE", help="a recording made by trivy record")
+    parser.add_argument("--speed", type=float, default=1.0, help="how much faster (0: at once)")
+    parser.add_argument("--loop", action="store_true", help="play again until interrupted")
+    parser.add_argument("--from", dest="start", type=float, default=0.0, help="seconds in")
+    parser.add_argument("--to", dest="end", type=float, default=math.inf, help="seconds in")
+    parser.add_argument("--only", metavar="REGEXP", default=None, help="texts it finds only")
+    parser.add_argument(
+        "--agent", action="append", default=None, metavar="NAME", help="this sender's texts only"
+    )
+    parser.add_argument("--as", dest="as_agent", metavar="NAME", help="one agent plays them all")
+    parser.add_argument(
+        "--wait-for", action="append", default=[], metavar="NAME", help="wait for this agent"
+    )
+
+
+def _progress(text: str) -> None:
+    sys.stderr.write(f"\r\x1b[K{text}")
+    sys.stderr.flush()
+
+
+def _size(path: str) -> str:
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return "?"
+    return f"{size / 1024:.0f} KiB" if size < 1024 * 1024 else f"{size / 1024 / 1024:.1f} MiB"
+
+
+async def _interruptible(run: Callable[[], Awaitable[object]]) -> bool:
+    """Run until done or SIGINT; True if interrupted."""
+    interrupted = False
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                nonlocal interrupted
+                async for _ in signals:
+                    interrupted = True
+                    nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            await run()
+            nursery.cancel_scope.cancel()
+    return interrupted
+
+
+async def run_record(args: argparse.Namespace) -> int:
+    """``trivy record FILE``: until Ctrl-C or a DIE; the file is complete either way."""
+    for regexp in args.regexps:
+        check_regexp(regexp)
+    try:
+        BusOptions(agent_name=args.name, bus=args.bus)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    terminal = sys.stderr.isatty()
+    last = [0.0]
+
+    def on_record(stats: RecordingStats) -> None:
+        now = trio.current_time()
+        if terminal and now - last[0] >= PROGRESS_EVERY:
+            last[0] = now
+            rate = stats.messages / max(now - stats.started, 1e-9)
+            _progress(
+                f"{stats.messages} messages, {rate:.0f}/s, {len(stats.agents)} agents,"
+                f" {_size(args.file)}"
+            )
+
+    regexps = args.regexps or [EVERYTHING]
+    try:
+        interrupted = await _interruptible(
+            partial(record, args.file, args.bus, name=args.name, regexps=regexps,
+                    on_record=on_record)
+        )  # fmt: skip
+    except OSError as exc:
+        err(f"cannot record to {args.file!r}: {exc}")
+        return EXIT_FAILED
+    if terminal:
+        sys.stderr.write("\n")
+    return EXIT_INTERRUPTED if interrupted else EXIT_OK
+
+
+async def run_replay(args: argparse.Namespace) -> int:
+    """``trivy replay FILE``: play it onto the bus, then leave (or loop)."""
+    try:
+        _header, records = load_recording(args.file)
+        played = select(records, start=args.start, end=args.end, only=args.only, agents=args.agent)
+    except (RecordingError, OSError) as exc:
+        raise UsageError(f"{args.file}: {exc}") from None
+    except Exception as exc:  # a bad --only regexp
+        raise UsageError(str(exc)) from None
+    speed = math.inf if args.speed == 0 else args.speed
+    if not speed > 0:
+        raise UsageError(f"--speed must be positive (0: at once): {args.speed}")
+    terminal = sys.stderr.isatty()
+    result: list[ReplayStats] = []
+
+    def on_sent(stats: ReplayStats) -> None:
+        if terminal and stats.sent % 100 == 0:
+            _progress(f"{stats.sent} of {len(played)} messages")
+
+    async def play() -> None:
+        result.append(
+            await replay(
+                played,
+                args.bus,
+                speed=speed,
+                loop=args.loop,
+                as_agent=args.as_agent,
+                wait_for=args.wait_for,
+                on_sent=on_sent,
+            )
+        )
+
+    interrupted = await _interruptible(partial(play))
+    if terminal:
+        sys.stderr.write("\n")
+    if result:
+        err(f"replayed {result[0].sent} messages from {args.file}")
+    return EXIT_INTERRUPTED if interrupted else EXIT_OK
