@@ -19,7 +19,8 @@ Bytes that were not UTF-8 are kept as JSON's ``\\udcXX`` escapes.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 import attrs
@@ -32,6 +33,7 @@ __all__ = [
     "decode_records",
     "encode_header",
     "encode_record",
+    "json_string",
 ]
 
 #: The version this code writes and reads.
@@ -45,6 +47,10 @@ EVENTS: dict[str, tuple[str, ...]] = {
     "subscribed": ("id", "regexp"),
     "unsubscribed": ("id", "regexp"),
 }
+
+
+#: A string as JSON (quoted, escaped: the same as ``json.dumps`` writes it).
+json_string: Callable[[str], str] = encode_basestring_ascii
 
 
 class RecordingError(ValueError):

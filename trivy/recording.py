@@ -18,6 +18,7 @@ with the original timing (or faster)::
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import gzip
 import math
@@ -30,8 +31,9 @@ from typing import IO, Any, cast
 import attrs
 import trio
 
-from ._bus import IvyBus
+from ._channels import Subscription
 from ._events import (
+    Match,
     Peer,
     PeerConnected,
     PeerDisconnected,
@@ -47,6 +49,7 @@ from ._recording_format import (
     encode_header,
     encode_record,
 )
+from ._recording_format import json_string as _json_string
 
 __all__ = [
     "Record",
@@ -145,30 +148,82 @@ async def record(
             def now() -> float:
                 return trio.current_time() - stats.started
 
-            async with trio.open_nursery() as nursery:
-                for regexp in regexps:
-                    nursery.start_soon(_record_texts, ivy, regexp, write, now)
-                nursery.start_soon(_record_events, events, write, now)
-                task_status.started(stats)
-                await trio.sleep_forever()
+            subs = [ivy.subscribe(regexp) for regexp in regexps]
+            try:
+                async with trio.open_nursery() as nursery:
+                    lines = _TextLines(file, stats)
+                    for sub in subs:
+                        nursery.start_soon(_record_texts, sub, lines, now, on_record, stats)
+                    nursery.start_soon(_record_events, events, write, now)
+                    task_status.started(stats)
+                    await trio.sleep_forever()
+            finally:
+                # Leaving (Ctrl-C, a DIE): what was received is still written.
+                for sub in subs:
+                    _write_texts(_drain(sub), write, now)
+
+
+def _drain(sub: Subscription) -> list[Match]:
+    matches = []
+    with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+        while True:
+            matches.append(sub.receive_nowait())
+    return matches
+
+
+def _write_texts(
+    matches: Iterable[Match], write: Callable[[Record], None], now: Callable[[], float]
+) -> None:
+    for match in matches:
+        text = match.groups[0] if match.groups else ""
+        write(Record(now(), "msg", match.peer.name, match.peer.host, text=text))
+
+
+class _TextLines:
+    """``msg`` lines written fast: one time stamp per batch read, each
+    sender's part of the line encoded once (the same JSON as encode_record)."""
+
+    def __init__(self, file: IO[str], stats: RecordingStats) -> None:
+        self._file = file
+        self._stats = stats
+        self._prefixes: dict[Peer, str] = {}
+
+    def write(self, matches: Sequence[Match], t: float) -> None:
+        head = f'{{"t": {round(t, 6)}, "event": "msg", '
+        prefixes, lines = self._prefixes, []
+        for match in matches:
+            peer = match.peer
+            prefix = prefixes.get(peer)
+            if prefix is None:
+                if len(prefixes) > 10_000:
+                    prefixes.clear()  # (peers come and go)
+                agent, host = _json_string(peer.name), _json_string(peer.host)
+                prefix = prefixes[peer] = f'"agent": {agent}, "host": {host}, "text": '
+                self._stats.agents.add(peer.name)
+            text = match.groups[0] if match.groups else ""
+            lines.append(f"{head}{prefix}{_json_string(text)}}}\n")
+        self._file.write("".join(lines))
+        stats = self._stats
+        stats.messages += len(lines)
+        stats.changed.set()
+        stats.changed = trio.Event()
 
 
 async def _record_texts(
-    ivy: IvyBus, regexp: str, write: Callable[[Record], None], now: Callable[[], float]
+    sub: Subscription,
+    lines: _TextLines,
+    now: Callable[[], float],
+    on_record: Callable[[RecordingStats], None] | None,
+    stats: RecordingStats,
 ) -> None:
-    async with ivy.subscribe(regexp) as sub:
-        async for batch in _batches(sub):
-            for match in batch:
-                text = match.groups[0] if match.groups else ""
-                write(Record(now(), "msg", match.peer.name, match.peer.host, text=text))
-
-
-async def _batches(sub: Any) -> Any:
     while True:
         try:
-            yield await sub.receive_batch()
+            batch = await sub.receive_batch()
         except (trio.EndOfChannel, trio.ClosedResourceError):
             return
+        lines.write(batch, now())
+        if on_record is not None:
+            on_record(stats)
 
 
 async def _record_events(
