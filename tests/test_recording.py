@@ -7,6 +7,7 @@ import gzip
 import json
 import math
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -239,3 +240,43 @@ async def test_the_commands_record_and_replay(tmp_path: Path) -> None:
             check=False,
         )
         assert bad.returncode == 2 and b"none.jsonl" in bad.stderr
+
+
+async def test_nothing_received_is_lost_when_the_recording_ends(tmp_path: Path) -> None:
+    """Texts received but not yet written when the recording is stopped (here
+    by a DIE right behind them) are written all the same."""
+    path = tmp_path / "burst.jsonl"
+    bus = free_bus_address()
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("BURST", bus) as burst, trio.open_nursery() as nursery:
+            await nursery.start(functools.partial(record, path, bus))
+            peer = await wait_for_subscription(burst, "TRIVYRECORD", "^(.*)$")
+            for i in range(5000):
+                await burst.send(f"b {i}")
+            # the DIE comes after them: the recorder stops with matches still
+            # in its buffer, and writes them before closing the file
+            burst.send_die(peer)
+    _, records = load_recording(path)
+    assert [r.text for r in records if r.event == "msg"] == [f"b {i}" for i in range(5000)]
+
+
+async def test_ctrl_c_ends_a_compressed_recording_complete(tmp_path: Path) -> None:
+    path = tmp_path / "sigint.jsonl.gz"
+    bus = free_bus_address()
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("TALKER", bus) as talker:
+            recorder = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "trivy", "record", str(path), "-b", bus],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                peer = await wait_for_subscription(talker, "TRIVYRECORD", "^(.*)$")
+                assert await talker.send("before ctrl-c") == 1
+                await talker.ping(peer)
+                recorder.send_signal(signal.SIGINT)
+                assert await recorder.wait() == 130
+            finally:
+                recorder.kill()
+    _, records = load_recording(path)  # a valid gzip file, with its trailer
+    assert [r.text for r in records if r.event == "msg"] == ["before ctrl-c"]
