@@ -10,6 +10,8 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -199,25 +201,34 @@ async def test_replay_filters_one_agent_and_loop(tmp_path: Path) -> None:
         assert {name for _, name, _ in got} == {"PLAYER"}
 
 
+@asynccontextmanager
+async def _recorder_process(path: Path, bus: str) -> AsyncIterator[trio.Process]:
+    """``python -m trivy record PATH -b BUS``, killed at the end if still running."""
+    recorder = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "trivy", "record", str(path), "-b", bus],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield recorder
+    finally:
+        recorder.kill()
+
+
 async def test_the_commands_record_and_replay(tmp_path: Path) -> None:
     path = tmp_path / "cli.jsonl.gz"
     bus = free_bus_address()
     with trio.fail_after(TIMEOUT):
-        async with trivy.open_ivy_bus("TALKER", bus) as talker:
-            recorder = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "trivy", "record", str(path), "-b", bus],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-            try:
-                await wait_for_subscription(talker, "TRIVYRECORD", "^(.*)$")
-                for i in range(3):
-                    assert await talker.send(f"line {i}") == 1
-                    assert await talker.ping(talker.peer("TRIVYRECORD")) >= 0  # it has read it
-                talker.send_die(talker.peer("TRIVYRECORD"))  # ends the recording cleanly
-                assert await recorder.wait() == 0
-            finally:
-                recorder.kill()
+        async with (
+            trivy.open_ivy_bus("TALKER", bus) as talker,
+            _recorder_process(path, bus) as recorder,
+        ):
+            await wait_for_subscription(talker, "TRIVYRECORD", "^(.*)$")
+            for i in range(3):
+                assert await talker.send(f"line {i}") == 1
+                assert await talker.ping(talker.peer("TRIVYRECORD")) >= 0  # it has read it
+            talker.send_die(talker.peer("TRIVYRECORD"))  # ends the recording cleanly
+            assert await recorder.wait() == 0
         _, records = load_recording(path)
         assert [r.text for r in records if r.event == "msg"] == [f"line {i}" for i in range(3)]
 
@@ -264,19 +275,14 @@ async def test_ctrl_c_ends_a_compressed_recording_complete(tmp_path: Path) -> No
     path = tmp_path / "sigint.jsonl.gz"
     bus = free_bus_address()
     with trio.fail_after(TIMEOUT):
-        async with trivy.open_ivy_bus("TALKER", bus) as talker:
-            recorder = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "trivy", "record", str(path), "-b", bus],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            try:
-                peer = await wait_for_subscription(talker, "TRIVYRECORD", "^(.*)$")
-                assert await talker.send("before ctrl-c") == 1
-                await talker.ping(peer)
-                recorder.send_signal(signal.SIGINT)
-                assert await recorder.wait() == 130
-            finally:
-                recorder.kill()
+        async with (
+            trivy.open_ivy_bus("TALKER", bus) as talker,
+            _recorder_process(path, bus) as recorder,
+        ):
+            peer = await wait_for_subscription(talker, "TRIVYRECORD", "^(.*)$")
+            assert await talker.send("before ctrl-c") == 1
+            await talker.ping(peer)
+            recorder.send_signal(signal.SIGINT)
+            assert await recorder.wait() == 130
     _, records = load_recording(path)  # a valid gzip file, with its trailer
     assert [r.text for r in records if r.event == "msg"] == ["before ctrl-c"]
