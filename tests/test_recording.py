@@ -286,3 +286,77 @@ async def test_ctrl_c_ends_a_compressed_recording_complete(tmp_path: Path) -> No
             assert await recorder.wait() == 130
     _, records = load_recording(path)  # a valid gzip file, with its trailer
     assert [r.text for r in records if r.event == "msg"] == ["before ctrl-c"]
+
+
+async def test_regexps_select_texts_recorded_whole_and_once(tmp_path: Path) -> None:
+    path = tmp_path / "some.jsonl"
+    bus = free_bus_address()
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("SOURCE", bus) as source, trio.open_nursery() as nursery:
+            regexps = ["^(a.*)$", "^a", "^b"]  # overlapping, one without a group
+            stats = await nursery.start(functools.partial(record, path, bus, regexps=regexps))
+            peer = await wait_for_subscription(source, "TRIVYRECORD", "^(.*)$")
+            for text in ("abc", "xyz", "bcd"):
+                await source.send(text)
+            source.send_die(peer)
+    _, records = load_recording(path)
+    assert [r.text for r in records if r.event == "msg"] == ["abc", "bcd"]
+    assert stats.messages == 2
+
+
+async def test_replay_keeps_leading_silence_and_counts_texts_no_one_heard() -> None:
+    records = [Record(t, "msg", "LONELY", "h", text=text) for t, text in [(0.3, "a"), (0.4, "b")]]
+    with trio.fail_after(TIMEOUT):
+        start = trio.current_time()
+        stats = await replay(records, free_bus_address())  # nobody listens
+        assert trio.current_time() - start >= 0.4
+    assert (stats.sent, stats.unheard, stats.passes) == (2, 2, 1)
+    assert max(stats.lateness) < TOLERANCE
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (["-b", "127:notaport"], 2, "127:notaport"),
+        (["--only", "("], 2, "--only '('"),
+        (["--agent", "NOBODY"], 1, "nothing to replay"),
+        (["--speed", "-1"], 2, "--speed"),
+    ],
+)
+async def test_replay_command_errors(tmp_path: Path, args: list[str], code: int, says: str) -> None:
+    path = tmp_path / "one.jsonl"
+    _write(path, HEADER, encode_record(Record(0.0, "msg", "A", "h", text="x")))
+    done = await trio.run_process(
+        [sys.executable, "-m", "trivy", "replay", str(path), *args],
+        capture_stderr=True,
+        check=False,
+    )
+    assert done.returncode == code
+    assert says in done.stderr.decode() and b"Traceback" not in done.stderr
+
+
+FULL = Path("/dev/full")  # writes to it fail with "no space left on device"
+
+
+@pytest.mark.skipif(not FULL.exists(), reason="no /dev/full on this system")
+async def test_a_full_disk_ends_the_recording_with_an_error(tmp_path: Path) -> None:
+    full = FULL
+    bus = free_bus_address()
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("TALKER", bus) as talker:
+            process = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "trivy", "record", str(full), "-b", bus],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            try:
+                await wait_for_subscription(talker, "TRIVYRECORD", "^(.*)$")
+                with trio.move_on_after(10):  # (until it fails and leaves)
+                    while talker.peer("TRIVYRECORD") is not None:
+                        await talker.send("x" * 1000)
+                assert await process.wait() == 1
+                assert process.stderr is not None
+                stderr = await process.stderr.receive_some(65536)
+            finally:
+                process.kill()
+    assert b"cannot record to '/dev/full'" in stderr and b"Traceback" not in stderr

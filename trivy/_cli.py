@@ -155,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(recorder, "TRIVYRECORD")
     add_record_arguments(recorder)
     player = commands.add_parser("replay", help="play a recording onto the bus")
-    _add_common(player, "TRIVYREPLAY")
+    player.add_argument(
+        "-b", "--bus", default=None, help="NETWORKS:PORT (default: $IVYBUS, then 127:2010)"
+    )
     add_replay_arguments(player)
     SUBPARSERS.clear()
     SUBPARSERS.update(commands.choices)

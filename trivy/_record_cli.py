@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -15,7 +16,6 @@ import trio
 from ._cli_common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, check_regexp, err
 from ._options import BusOptions
 from .recording import (
-    EVERYTHING,
     RecordingError,
     RecordingStats,
     ReplayStats,
@@ -33,7 +33,9 @@ PROGRESS_EVERY = 0.5
 
 def add_record_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="where to write (.gz: compressed)")
-    parser.add_argument("regexps", nargs="*", metavar="REGEXP", help="what to record (all)")
+    parser.add_argument(
+        "regexps", nargs="*", metavar="REGEXP", help="record only texts one of these finds"
+    )
 
 
 def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,38 +106,69 @@ async def run_record(args: argparse.Namespace) -> int:
                 f" {_size(args.file)}"
             )
 
-    regexps = args.regexps or [EVERYTHING]
     try:
         interrupted = await _interruptible(
-            partial(record, args.file, args.bus, name=args.name, regexps=regexps,
+            partial(record, args.file, args.bus, name=args.name, regexps=args.regexps,
                     on_record=on_record)
         )  # fmt: skip
-    except OSError as exc:
-        err(f"cannot record to {args.file!r}: {exc}")
+    except Exception as exc:
+        failure = _os_error(exc)
+        if failure is None:
+            raise
+        if terminal:
+            sys.stderr.write("\n")
+        err(f"cannot record to {args.file!r}: {failure}")
         return EXIT_FAILED
     if terminal:
         sys.stderr.write("\n")
     return EXIT_INTERRUPTED if interrupted else EXIT_OK
 
 
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError in ``exc`` (maybe wrapped in exception groups by nurseries)."""
+    if isinstance(exc, OSError):
+        return exc
+    for inner in getattr(exc, "exceptions", ()):
+        found = _os_error(inner)
+        if found is not None:
+            return found
+    return None
+
+
 async def run_replay(args: argparse.Namespace) -> int:
     """``trivy replay FILE``: play it onto the bus, then leave (or loop)."""
     try:
-        _header, records = load_recording(args.file)
-        played = select(records, start=args.start, end=args.end, only=args.only, agents=args.agent)
-    except (RecordingError, OSError) as exc:
-        raise UsageError(f"{args.file}: {exc}") from None
-    except Exception as exc:  # a bad --only regexp
+        BusOptions(agent_name="TRIVYREPLAY", bus=args.bus)
+    except ValueError as exc:
         raise UsageError(str(exc)) from None
     speed = math.inf if args.speed == 0 else args.speed
     if not speed > 0:
         raise UsageError(f"--speed must be positive (0: at once): {args.speed}")
+    if args.only is not None:
+        try:
+            re.compile(args.only)
+        except re.error as exc:
+            raise UsageError(f"--only {args.only!r}: {exc}") from None
+    try:
+        _header, records = load_recording(args.file)
+    except (RecordingError, OSError) as exc:
+        raise UsageError(f"{args.file}: {exc}") from None
+    played = select(records, start=args.start, end=args.end, only=args.only, agents=args.agent)
+    if not played:
+        err(f"nothing to replay in {args.file} with these options")
+        return EXIT_FAILED
+    for name in {args.as_agent or r.agent for r in played}:
+        try:
+            BusOptions(agent_name=name)
+        except ValueError as exc:
+            raise UsageError(f"a recorded agent cannot be played: {exc}") from None
     terminal = sys.stderr.isatty()
     result: list[ReplayStats] = []
 
     def on_sent(stats: ReplayStats) -> None:
         if terminal and stats.sent % 100 == 0:
-            _progress(f"{stats.sent} of {len(played)} messages")
+            done = stats.sent - stats.passes * len(played)
+            _progress(f"pass {stats.passes + 1}: {done} of {len(played)} messages")
 
     async def play() -> None:
         result.append(
@@ -143,6 +176,7 @@ async def run_replay(args: argparse.Namespace) -> int:
                 played,
                 args.bus,
                 speed=speed,
+                origin=args.start,
                 loop=args.loop,
                 as_agent=args.as_agent,
                 wait_for=args.wait_for,
@@ -154,5 +188,7 @@ async def run_replay(args: argparse.Namespace) -> int:
     if terminal:
         sys.stderr.write("\n")
     if result:
-        err(f"replayed {result[0].sent} messages from {args.file}")
+        stats = result[0]
+        unheard = f" ({stats.unheard} reached no one)" if stats.unheard else ""
+        err(f"replayed {stats.sent} messages from {args.file}{unheard}")
     return EXIT_INTERRUPTED if interrupted else EXIT_OK

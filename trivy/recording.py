@@ -23,6 +23,7 @@ import datetime
 import gzip
 import math
 import re
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -85,7 +86,7 @@ def load_recording(path: str | Path) -> tuple[dict[str, Any], list[Record]]:
     with open_recording(path, "r") as file:
         try:
             items = list(decode_records(file))
-        except (EOFError, gzip.BadGzipFile) as exc:  # a cut .gz
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # a cut or damaged .gz
             raise RecordingError(f"the compressed file is damaged or truncated: {exc}") from None
     header = items[0]
     assert isinstance(header, dict)
@@ -113,85 +114,102 @@ async def record(
     bus: str | None = None,
     *,
     name: str = "TRIVYRECORD",
-    regexps: Sequence[str] = (EVERYTHING,),
+    regexps: Sequence[str] = (),
     on_record: Callable[[RecordingStats], None] | None = None,
     task_status: trio.TaskStatus[RecordingStats] = trio.TASK_STATUS_IGNORED,
     **options: Any,
 ) -> None:
     """Join ``bus`` as ``name`` and record it to ``path`` until cancelled (or a DIE).
 
-    Every text matching one of ``regexps`` (by default, every text) is
-    recorded with its sender, and so are agents joining and leaving and
-    their subscriptions. Nothing is dropped: if the file cannot keep up,
-    the senders wait (trivy's backpressure). Leaving, however it happens,
-    closes the file complete and valid. ``task_status.started`` gives the
-    :class:`RecordingStats`, once the agent is on the bus.
+    Every text an agent sends (only those that one of ``regexps`` finds,
+    if given) is recorded whole, once, with its sender; so are agents
+    joining and leaving, and their subscriptions. Nothing is dropped: if
+    the file cannot keep up, the senders wait (trivy's backpressure). The
+    writes are made from the trio loop, buffered and flushed every second:
+    a slow disk slows the program that records, not only its senders (the
+    ``trivy record`` command is a process of its own). Leaving by a DIE or a
+    cancellation writes what was received and closes the file complete;
+    an error writing it (disk full) ends the recording with that OSError.
+    ``task_status.started`` gives the :class:`RecordingStats` once the agent
+    is on the bus.
     """
+    keep = [re.compile(regexp).search for regexp in regexps]
     with open_recording(path, "w") as file:
         async with open_ivy_bus(name, bus, **options) as ivy, ivy.events(overflow="wait") as events:
             started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
             file.write(encode_header(str(ivy.bus_address), started))
             stats = RecordingStats(started=trio.current_time())
-
-            def write(record: Record) -> None:
-                file.write(encode_record(record))
-                stats.agents.add(record.agent)
-                if record.event == "msg":
-                    stats.messages += 1
-                else:
-                    stats.events += 1
-                stats.changed.set()
-                stats.changed = trio.Event()
-                if on_record is not None:
-                    on_record(stats)
-
-            def now() -> float:
-                return trio.current_time() - stats.started
-
-            subs = [ivy.subscribe(regexp) for regexp in regexps]
+            lines = _Lines(file, stats, keep, on_record)
+            sub = ivy.subscribe(EVERYTHING)  # one subscription: each text recorded once
             try:
                 async with trio.open_nursery() as nursery:
-                    lines = _TextLines(file, stats)
-                    for sub in subs:
-                        nursery.start_soon(_record_texts, sub, lines, now, on_record, stats)
-                    nursery.start_soon(_record_events, events, write, now)
+                    nursery.start_soon(_record_texts, sub, lines)
+                    nursery.start_soon(_record_events, events, lines)
                     task_status.started(stats)
                     await trio.sleep_forever()
             finally:
-                # Leaving (Ctrl-C, a DIE): what was received is still written.
-                for sub in subs:
-                    _write_texts(_drain(sub), write, now)
+                if not lines.failed:
+                    # Leaving (a DIE, Ctrl-C): what was received is still written.
+                    lines.events(_drain(events))
+                    lines.texts(_drain(sub))
 
 
-def _drain(sub: Subscription) -> list[Match]:
-    matches = []
+def _drain(channel: Any) -> list[Any]:
+    items = []
     with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
         while True:
-            matches.append(sub.receive_nowait())
-    return matches
+            items.append(channel.receive_nowait())
+    return items
 
 
-def _write_texts(
-    matches: Iterable[Match], write: Callable[[Record], None], now: Callable[[], float]
-) -> None:
-    for match in matches:
-        text = match.groups[0] if match.groups else ""
-        write(Record(now(), "msg", match.peer.name, match.peer.host, text=text))
+class _Lines:
+    """Writes the records: texts a batch at a time, with one time stamp per
+    batch and each sender's part of the line encoded once (the same JSON as
+    ``encode_record``); flushes every second; after an error, writes nothing."""
 
-
-class _TextLines:
-    """``msg`` lines written fast: one time stamp per batch read, each
-    sender's part of the line encoded once (the same JSON as encode_record)."""
-
-    def __init__(self, file: IO[str], stats: RecordingStats) -> None:
+    def __init__(
+        self,
+        file: IO[str],
+        stats: RecordingStats,
+        keep: Sequence[Callable[[str], Any]],
+        on_record: Callable[[RecordingStats], None] | None,
+    ) -> None:
         self._file = file
         self._stats = stats
+        self._keep = keep
+        self._on_record = on_record
         self._prefixes: dict[Peer, str] = {}
+        self._flushed = trio.current_time()
+        self.failed = False
 
-    def write(self, matches: Sequence[Match], t: float) -> None:
-        head = f'{{"t": {round(t, 6)}, "event": "msg", '
-        prefixes, lines = self._prefixes, []
+    def _now(self) -> float:
+        return trio.current_time() - self._stats.started
+
+    def _write(self, text: str, messages: int, events: int) -> None:
+        try:
+            self._file.write(text)
+            now = trio.current_time()
+            if now - self._flushed >= 1.0:
+                self._flushed = now
+                self._file.flush()
+        except OSError:
+            self.failed = True
+            raise
+        stats = self._stats
+        stats.messages += messages
+        stats.events += events
+        stats.changed.set()
+        stats.changed = trio.Event()
+        if self._on_record is not None:
+            self._on_record(stats)
+
+    def texts(self, matches: Sequence[Match]) -> None:
+        head = f'{{"t": {round(self._now(), 6)}, "event": "msg", '
+        prefixes, keep, lines = self._prefixes, self._keep, []
         for match in matches:
+            text = match.groups[0] if match.groups else ""
+            if keep and not any(find(text) for find in keep):
+                continue
             peer = match.peer
             prefix = prefixes.get(peer)
             if prefix is None:
@@ -200,54 +218,48 @@ class _TextLines:
                 agent, host = _json_string(peer.name), _json_string(peer.host)
                 prefix = prefixes[peer] = f'"agent": {agent}, "host": {host}, "text": '
                 self._stats.agents.add(peer.name)
-            text = match.groups[0] if match.groups else ""
             lines.append(f"{head}{prefix}{_json_string(text)}}}\n")
-        self._file.write("".join(lines))
-        stats = self._stats
-        stats.messages += len(lines)
-        stats.changed.set()
-        stats.changed = trio.Event()
+        if lines:
+            self._write("".join(lines), len(lines), 0)
+
+    def events(self, events: Iterable[Any]) -> None:
+        now, records = self._now(), []
+        for event in events:
+            peer: Peer = event.peer
+            if isinstance(event, PeerConnected | PeerDisconnected):
+                kind = "connected" if isinstance(event, PeerConnected) else "disconnected"
+                records.append(Record(now, kind, peer.name, peer.host))
+            elif isinstance(event, SubscriptionAdded | SubscriptionChanged | SubscriptionRemoved):
+                kind = "unsubscribed" if isinstance(event, SubscriptionRemoved) else "subscribed"
+                sub_id, regexp = event.subscription_id, event.regexp
+                records.append(Record(now, kind, peer.name, peer.host, id=sub_id, regexp=regexp))
+            self._stats.agents.add(peer.name)
+        if records:
+            self._write("".join(map(encode_record, records)), 0, len(records))
 
 
-async def _record_texts(
-    sub: Subscription,
-    lines: _TextLines,
-    now: Callable[[], float],
-    on_record: Callable[[RecordingStats], None] | None,
-    stats: RecordingStats,
-) -> None:
+async def _record_texts(sub: Subscription, lines: _Lines) -> None:
     while True:
         try:
             batch = await sub.receive_batch()
         except (trio.EndOfChannel, trio.ClosedResourceError):
             return
-        lines.write(batch, now())
-        if on_record is not None:
-            on_record(stats)
+        lines.texts(batch)
 
 
-async def _record_events(
-    events: Any, write: Callable[[Record], None], now: Callable[[], float]
-) -> None:
+async def _record_events(events: Any, lines: _Lines) -> None:
     async for event in events:
-        peer: Peer = event.peer
-        if isinstance(event, PeerConnected | PeerDisconnected):
-            kind = "connected" if isinstance(event, PeerConnected) else "disconnected"
-            write(Record(now(), kind, peer.name, peer.host))
-        elif isinstance(event, SubscriptionAdded | SubscriptionChanged | SubscriptionRemoved):
-            kind = "unsubscribed" if isinstance(event, SubscriptionRemoved) else "subscribed"
-            write(
-                Record(
-                    now(), kind, peer.name, peer.host, id=event.subscription_id, regexp=event.regexp
-                )
-            )
+        lines.events([event])
 
 
 @attrs.define
 class ReplayStats:
-    """What a replay did: texts sent, and how late each was (seconds)."""
+    """What a replay did: texts sent, how many reached no one, and how late
+    each text of the first pass was (seconds)."""
 
     sent: int = 0
+    unheard: int = 0
+    passes: int = 0
     lateness: list[float] = attrs.field(factory=list)
 
 
@@ -278,6 +290,7 @@ async def replay(
     bus: str | None = None,
     *,
     speed: float = 1.0,
+    origin: float = 0.0,
     loop: bool = False,
     as_agent: str | None = None,
     wait_for: Iterable[str] = (),
@@ -287,11 +300,17 @@ async def replay(
     """Play the ``msg`` records onto ``bus`` with their timing (``speed``: how
     much faster; ``math.inf``: as fast as possible).
 
-    Each recorded sender is played by an agent of its name, on the bus before
-    the first text (``as_agent``: one agent plays them all). Those agents
-    first wait for the agents named in ``wait_for``. Times are kept against
-    the start (no drift over long recordings). With ``loop``, it plays
-    again until cancelled.
+    A record at ``t`` is sent ``(t - origin) / speed`` seconds after the
+    start (``origin``: the recording's second the replay starts at, 0 by
+    default, so a silence before the first text is kept). Each recorded
+    sender is played by an agent of its name, on the bus before the first
+    text (``as_agent``: one agent plays them all). Those agents first wait
+    for the agents named in ``wait_for``: without it, agents already on the
+    bus may not have connected to them yet, and the first texts reach no
+    one (counted in :attr:`ReplayStats.unheard`). Times are kept against
+    the start, so errors do not add up; with ``loop``, it plays again
+    (each pass starting when the previous one's last text was due) until
+    cancelled.
     """
     if not speed > 0:
         raise ValueError(f"speed must be positive: {speed!r}")
@@ -307,19 +326,23 @@ async def replay(
         for peer_name in wait_for:
             for agent in agents.values():
                 await agent.wait_for_peer(peer_name)
-        origin = played[0].t
+        length = (played[-1].t - origin) / speed  # one pass, in seconds
+        begin = trio.current_time()
         while True:
-            begin = trio.current_time()
             for r in played:
                 due = begin + (r.t - origin) / speed
                 if due > trio.current_time():
                     await trio.sleep_until(due)
                 else:
                     await trio.lowlevel.checkpoint()
-                stats.lateness.append(trio.current_time() - due)
-                await agents[as_agent or r.agent].send(r.text)
+                if stats.passes == 0:
+                    stats.lateness.append(trio.current_time() - due)
+                if not await agents[as_agent or r.agent].send(r.text):
+                    stats.unheard += 1
                 stats.sent += 1
                 if on_sent is not None:
                     on_sent(stats)
+            stats.passes += 1
             if not loop:
                 return stats
+            begin += length if math.isfinite(length) else 0.0
