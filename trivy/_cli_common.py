@@ -8,9 +8,12 @@ none of them.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+
+import trio
 
 from ._bus import IvyBus
 from ._events import Peer
@@ -82,6 +85,27 @@ def log_escaped() -> None:
     library = logging.getLogger("trivy")
     library.addHandler(handler)
     library.propagate = False
+
+
+async def run_until_interrupted(run: Callable[[], Awaitable[object]]) -> bool:
+    """Run ``run()`` until it returns or SIGINT cancels it; True if interrupted.
+
+    A bus joined inside ``run`` still says BYE as the cancellation unwinds it.
+    """
+    interrupted = False
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                nonlocal interrupted
+                async for _ in signals:
+                    interrupted = True
+                    nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            await run()
+            nursery.cancel_scope.cancel()
+    return interrupted
 
 
 def out(text: str) -> None:

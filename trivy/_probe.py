@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import logging
 import os
-import signal
 import sys
 from collections.abc import Iterator
 
@@ -27,6 +26,7 @@ from ._cli_common import (
     join,
     out,
     printable,
+    run_until_interrupted,
 )
 from ._events import Peer
 from ._options import BusOptions
@@ -154,14 +154,13 @@ async def run_probe(args: argparse.Namespace) -> int:
         logging.getLogger("trivy").setLevel(logging.DEBUG if args.verbose > 1 else logging.INFO)
         for handler in logging.getLogger("trivy").handlers:
             handler.setLevel(logging.NOTSET)
-    interrupted = False
     reader = _StdinReader()
     printer = _Printer(reader)
 
     def on_die(peer: Peer, num_id: int) -> None:
         printer(f"{peer.name} asked us to die")
 
-    with trio.open_signal_receiver(signal.SIGINT) as signals:
+    async def session() -> None:
         async with (
             join(options, on_die=on_die) as bus,
             bus.events() as events,
@@ -171,14 +170,6 @@ async def run_probe(args: argparse.Namespace) -> int:
             probe = Probe(bus, printer, args.show_bindings)
             for regexp in regexps:
                 probe.bind(regexp)
-
-            async def watch_signals() -> None:
-                nonlocal interrupted
-                async for _ in signals:
-                    interrupted = True
-                    nursery.cancel_scope.cancel()
-
-            nursery.start_soon(watch_signals)
             nursery.start_soon(probe.show_events, events)
             while not probe.done:
                 line = await reader.readline()
@@ -186,4 +177,5 @@ async def run_probe(args: argparse.Namespace) -> int:
                     break
                 await probe.command(line.rstrip("\r"))
             nursery.cancel_scope.cancel()
-    return EXIT_INTERRUPTED if interrupted else EXIT_OK
+
+    return EXIT_INTERRUPTED if await run_until_interrupted(session) else EXIT_OK

@@ -6,14 +6,20 @@ import argparse
 import math
 import os
 import re
-import signal
 import sys
-from collections.abc import Awaitable, Callable
 from functools import partial
 
 import trio
 
-from ._cli_common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, check_regexp, err
+from ._cli_common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    UsageError,
+    check_regexp,
+    err,
+    run_until_interrupted,
+)
 from ._options import BusOptions
 from .recording import (
     RecordingError,
@@ -67,24 +73,6 @@ def _size(path: str) -> str:
     return f"{size / 1024:.0f} KiB" if size < 1024 * 1024 else f"{size / 1024 / 1024:.1f} MiB"
 
 
-async def _interruptible(run: Callable[[], Awaitable[object]]) -> bool:
-    """Run until done or SIGINT; True if interrupted."""
-    interrupted = False
-    with trio.open_signal_receiver(signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-
-            async def watch() -> None:
-                nonlocal interrupted
-                async for _ in signals:
-                    interrupted = True
-                    nursery.cancel_scope.cancel()
-
-            nursery.start_soon(watch)
-            await run()
-            nursery.cancel_scope.cancel()
-    return interrupted
-
-
 async def run_record(args: argparse.Namespace) -> int:
     """``trivy record FILE``: until Ctrl-C or a DIE; the file is complete either way."""
     for regexp in args.regexps:
@@ -107,7 +95,7 @@ async def run_record(args: argparse.Namespace) -> int:
             )
 
     try:
-        interrupted = await _interruptible(
+        interrupted = await run_until_interrupted(
             partial(record, args.file, args.bus, name=args.name, regexps=args.regexps,
                     on_record=on_record)
         )  # fmt: skip
@@ -184,7 +172,7 @@ async def run_replay(args: argparse.Namespace) -> int:
             )
         )
 
-    interrupted = await _interruptible(partial(play))
+    interrupted = await run_until_interrupted(partial(play))
     if terminal:
         sys.stderr.write("\n")
     if result:
