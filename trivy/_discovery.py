@@ -8,6 +8,7 @@ which runs the protocol on them.
 
 from __future__ import annotations
 
+import errno
 import logging
 import random
 import socket
@@ -33,10 +34,35 @@ CONNECT_TIMEOUT = 5.0
 #: ignored (a flood of announces naming ports that never answer would
 #: otherwise cost a socket and a task each).
 MAX_CONNECTING = 64
-#: After accept() fails for want of resources (file descriptors, memory),
-#: the listener waits this long before trying again (as trio's own
-#: listeners do), rather than spinning on an error it cannot clear.
+#: After accept() or recvfrom() fails for want of resources (file
+#: descriptors, memory), the socket waits this long before trying again (as
+#: trio's own listeners do), rather than spinning on an error it cannot clear.
 ACCEPT_RETRY_DELAY = 0.1
+
+
+def _errnos(*names: str) -> frozenset[int]:
+    """The errno values of these names that this platform defines."""
+    return frozenset(getattr(errno, name) for name in names if hasattr(errno, name))
+
+
+#: The system is out of something (trio's ACCEPT_CAPACITY_ERRNOS): it may
+#: free it, so these are retried after ACCEPT_RETRY_DELAY.
+RESOURCE_ERRNOS = _errnos("EMFILE", "ENFILE", "ENOMEM", "ENOBUFS")
+#: accept() failing for one connection only (reset or refused before we
+#: took it, a firewall): trio's SocketListener retries these at once.
+ACCEPT_IGNORABLE_ERRNOS = _errnos(
+    "EPERM", "ECONNABORTED", "EPROTO", "ENETDOWN", "ENOPROTOOPT", "EHOSTDOWN", "ENONET",
+    "EHOSTUNREACH", "EOPNOTSUPP", "ENETUNREACH", "ENOSR", "ESOCKTNOSUPPORT",
+    "EPROTONOSUPPORT", "ETIMEDOUT", "ECONNRESET",
+)  # fmt: skip
+#: recvfrom() reporting an ICMP error about a datagram we sent earlier (an
+#: announce to a port or network nobody answers on; Windows reports
+#: ECONNRESET, or EMSGSIZE for a datagram cut short), or a firewall:
+#: the next datagram is read at once.
+UDP_IGNORABLE_ERRNOS = _errnos(
+    "ECONNREFUSED", "ECONNRESET", "EHOSTUNREACH", "ENETUNREACH", "EHOSTDOWN", "ENETDOWN",
+    "ENONET", "ETIMEDOUT", "EPERM", "EMSGSIZE",
+)  # fmt: skip
 #: Distinct refused sources remembered (and logged once each); beyond, the
 #: rest are refused silently.
 MAX_REFUSED_LOGGED = 1024
@@ -139,15 +165,26 @@ class Discovery:
         self._listener = self._udp = None
 
     async def _accept_loop(self, listener: socket.socket, nursery: trio.Nursery) -> None:
+        """Accept connections until cancelled.
+
+        Errors are handled as trio's listeners do: one connection's failure
+        is skipped, a lack of resources waits and retries, and anything else
+        (the listener is broken: a bug) is raised.
+        """
         while True:
             try:
                 sock, (host, _port) = listener.accept()
             except BlockingIOError:
                 await trio.lowlevel.wait_readable(listener)
                 continue
-            except OSError as exc:  # e.g. out of file descriptors: wait, retry
-                self._log.log(logging.ERROR, "accept failed: %s; retrying", exc)
-                await trio.sleep(ACCEPT_RETRY_DELAY)
+            except OSError as exc:
+                if exc.errno in RESOURCE_ERRNOS:
+                    self._log.log(logging.ERROR, "accept failed: %s; retrying", exc)
+                    await trio.sleep(ACCEPT_RETRY_DELAY)
+                elif exc.errno in ACCEPT_IGNORABLE_ERRNOS:
+                    await trio.lowlevel.checkpoint()  # retried at once, but let others run
+                else:
+                    raise
                 continue
             if not self._allows(host):
                 sock.close()
@@ -156,6 +193,7 @@ class Discovery:
             nursery.start_soon(self._serve, sock, host, None, 0)
 
     async def _listen_loop(self, udp: socket.socket, nursery: trio.Nursery) -> None:
+        """Read announces until cancelled (errors as for accept: see :meth:`_accept_loop`)."""
         received = 0
         while True:
             received += 1
@@ -167,8 +205,11 @@ class Discovery:
                 await trio.lowlevel.wait_readable(udp)
                 continue
             except OSError as exc:
-                self._log.warning("UDP receive failed: %s", exc)
-                await trio.lowlevel.checkpoint()
+                if exc.errno in RESOURCE_ERRNOS:
+                    self._log.log(logging.ERROR, "UDP receive failed: %s; retrying", exc)
+                    await trio.sleep(ACCEPT_RETRY_DELAY)
+                elif exc.errno not in UDP_IGNORABLE_ERRNOS:
+                    raise
                 continue
             if not self._allows(host):
                 self._refuse(host, "announce")
