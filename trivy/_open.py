@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from types import TracebackType
 
 import trio
 
@@ -130,6 +131,23 @@ async def open_ivy_bus(
         yield ivy
 
 
+class _Outcome:
+    """Notes the exception leaving a ``with`` block, and lets it go on."""
+
+    error: BaseException | None = None
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.error = error
+
+
 @asynccontextmanager
 async def run_bus(
     options: BusOptions, *, on_die: DieCallback | None = None
@@ -137,29 +155,27 @@ async def run_bus(
     """:func:`open_ivy_bus` for options already checked (the CLI's and compat's way in)."""
     ivy = IvyBus(options, on_die=on_die)
     ivy._open()
-    body_error: BaseException | None = None
+    body = _Outcome()
     try:
         async with trio.open_nursery() as nursery:
             ivy._start(nursery)
             try:
-                with ivy._body_scope:
+                with body, ivy._body_scope:
                     yield ivy
-            except BaseException as exc:
-                body_error = exc
-                raise
             finally:
                 # BYE is queued to every peer; each session, cancelled, sends
                 # what it has under a shield, within leave_timeout.
                 ivy._say_bye()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        # Our tasks never raise: a group is the body's exception, wrapped...
-        if body_error is not None and group.exceptions == (body_error,):
-            raise body_error from None
+        # A group is the body's exception, wrapped...
+        if body.error is not None and group.exceptions == (body.error,):
+            raise body.error from None
         # ...or Ctrl-C, which trio raises in whichever task runs: one of ours.
         interrupt = _interrupt_in(group)
         if interrupt is not None:
             raise interrupt from None
+        # ...or a task's error: a broken socket (see Discovery), raised as it is.
         raise
     finally:
         ivy._discovery.close()

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import socket
 import struct
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 
 import trio
 
@@ -21,17 +22,26 @@ __all__ = ["connect_tcp", "open_discovery_socket", "open_listener"]
 LISTEN_BACKLOG = 128
 
 
+@contextmanager
+def _closed_unless_done(sock: socket.socket) -> Iterator[None]:
+    """Close ``sock`` if the block does not finish (an error, a cancellation)."""
+    done = False
+    try:
+        yield
+        done = True
+    finally:
+        if not done:
+            sock.close()
+
+
 def open_listener(host: str) -> socket.socket:
     """A non-blocking TCP listener on an ephemeral port of ``host``."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
+    with _closed_unless_done(sock):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, 0))
         sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
     return sock
 
 
@@ -46,7 +56,7 @@ def open_discovery_socket(
     agents of one host see each other.
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
+    with _closed_unless_done(sock):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if hasattr(socket, "SO_REUSEPORT"):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -64,9 +74,6 @@ def open_discovery_socket(
             if multicast_interface:
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, interface)
         sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
     return sock
 
 
@@ -79,7 +86,7 @@ async def connect_tcp(host: str, port: int) -> socket.socket:
       OSError: refused or unreachable.
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
+    with _closed_unless_done(sock):  # refused, or cancelled while waiting
         sock.setblocking(False)
         with suppress(BlockingIOError):
             sock.connect((host, port))
@@ -87,7 +94,4 @@ async def connect_tcp(host: str, port: int) -> socket.socket:
         error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if error:
             raise OSError(error, f"cannot connect to {host}:{port}")
-    except BaseException:
-        sock.close()
-        raise
     return sock

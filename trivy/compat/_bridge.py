@@ -99,7 +99,8 @@ class BusThread:
         The caller makes sure the bus is not running already.
 
         Raises:
-          Exception: whatever opening the bus raised, re-raised here.
+          Exception: whatever opening the bus raised, re-raised here (so are
+            KeyboardInterrupt and SystemExit).
         """
         if self._thread is not None:  # ended by a DIE, or by stop() from a callback
             self._thread.join()
@@ -146,19 +147,25 @@ class BusThread:
         self._ident = threading.get_ident()
         try:
             trio.run(self._serve, open_bus, ready)
-        except BaseException as exc:
+        except Exception as exc:
             if ready.is_set():
                 error("the Ivy bus thread crashed", exc_info=True)
             else:  # start() is waiting: it re-raises it
                 failure.append(exc)
+        except (KeyboardInterrupt, SystemExit) as exc:
+            if ready.is_set():
+                raise  # ends the thread, as in any thread (threading.excepthook)
+            failure.append(exc)  # start() is waiting: it raises it in its thread
         finally:
             self._bus = None
             self._token = None
             self._nursery = None
             self._ident = None
-            self.on_close()
-            self.stopped.set()
-            ready.set()
+            try:
+                self.on_close()
+            finally:  # start() and stop() must not wait for ever
+                self.stopped.set()
+                ready.set()
 
     async def _serve(self, open_bus: OpenBus, ready: threading.Event) -> None:
         async with open_bus() as bus:

@@ -146,11 +146,13 @@ class IvyServer(ServerHandlers):
         open_bus = functools.partial(run_bus, options, on_die=self._on_die)
         name = f"trivy-compat-{self.agent_name}"
         self._callbacks.start()
+        started = False
         try:
             self._bridge.start(open_bus, name=name, daemon=self.usesDaemons)
-        except BaseException:
-            self._callbacks.stop()
-            raise
+            started = True
+        finally:
+            if not started:  # the bus never came up: nothing will stop the callbacks
+                self._callbacks.stop()
         self.ivybus = address
 
     def _bus_opened(self, bus: IvyBus) -> None:
