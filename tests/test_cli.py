@@ -9,12 +9,14 @@ events, never on delays.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
@@ -560,3 +562,75 @@ async def test_probe_output_never_sticks_to_the_prompt_on_a_terminal() -> None:
             finally:
                 process.kill()
                 os.close(controller)
+
+
+# ------------------------------------------------------------ what failed
+
+
+@pytest.fixture
+def taken_bus() -> Iterator[str]:
+    """A bus whose UDP port another socket holds (without SO_REUSEPORT): joining fails."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
+        holder.bind(("0.0.0.0", 0))
+        yield f"127:{holder.getsockname()[1]}"
+
+
+def _recording(tmp_path: Path) -> str:
+    path = tmp_path / "one.jsonl"
+    path.write_text(
+        '{"trivy_recording": 1, "bus": "127:2010", "started": "2026-11-27T00:00:00+00:00"}\n'
+        '{"t": 0, "event": "msg", "agent": "A", "host": "h", "text": "x"}\n'
+    )
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["probe"], ["send", "x"], ["who"], ["daemon", "-p", "0"], ["record", "{tmp}/r.jsonl"],
+     ["replay", "{recording}"]],
+)  # fmt: skip
+async def test_a_bus_that_cannot_be_joined_is_said_in_one_line(
+    taken_bus: str, tmp_path: Path, command: list[str]
+) -> None:
+    args = [arg.format(tmp=tmp_path, recording=_recording(tmp_path)) for arg in command]
+    with trio.fail_after(TEST_TIMEOUT):
+        done = await run(*args, "-b", taken_bus)
+    port = taken_bus.split(":")[1]
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.decode().splitlines() == [
+        f"trivy: cannot join the bus: [Errno {errno.EADDRINUSE}] cannot use UDP port {port}:"
+        f" {os.strerror(errno.EADDRINUSE)}"
+    ]
+
+
+async def test_a_daemon_port_in_use_is_said_in_one_line() -> None:
+    with socket.socket() as holder, trio.fail_after(TEST_TIMEOUT):
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = await run("daemon", "-b", f"127:{free_udp_port()}", "-p", str(port))
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.decode().splitlines() == [
+        f"trivy: cannot listen on port {port}: [Errno {errno.EADDRINUSE}]"
+        f" {os.strerror(errno.EADDRINUSE)}"
+    ]
+
+
+async def test_a_file_record_cannot_create_is_said_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "no such directory" / "r.jsonl"
+    with trio.fail_after(TEST_TIMEOUT):
+        done = await run("record", str(path), "-b", f"127:{free_udp_port()}")
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.decode().splitlines() == [
+        f"trivy: cannot record to {str(path)!r}: {os.strerror(errno.ENOENT)}"
+    ]
+
+
+async def test_a_file_replay_cannot_read_is_a_usage_error_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "missing.jsonl"
+    with trio.fail_after(TEST_TIMEOUT):
+        done = await run("replay", str(path), "-b", f"127:{free_udp_port()}")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.decode().splitlines() == [
+        f"trivy: error: cannot read {str(path)!r}: {os.strerror(errno.ENOENT)}"
+    ]

@@ -7,8 +7,9 @@ bus, do one thing and leave. ``daemon`` relays lines from TCP clients to
 the bus, as ivy-java's ``IvyDaemon``. This module is the front end (arguments, exit
 codes); the commands are in :mod:`trivy._probe` and :mod:`trivy._oneshots`.
 
-Exit codes: 0 success; 1 nobody received, agent not found or timed out;
-2 usage error (bad argument, bad bus string, bad regexp); 130 interrupted.
+Exit codes: 0 success; 1 nobody received, agent not found, timed out, or
+the bus, a port or a file could not be had (one line says which); 2 usage
+error (bad argument, bad bus string, bad regexp); 130 interrupted.
 
 The name ``trivy`` is also that of a widely installed container security
 scanner: ``python -m trivy …`` (or ``trivy-probe``) is the unambiguous form.
@@ -21,7 +22,15 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
-from ._cli_common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, err, log_escaped
+from ._cli_common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    CommandFailed,
+    UsageError,
+    err,
+    log_escaped,
+)
 from ._daemon import DEFAULT_DAEMON_PORT, run_daemon
 from ._oneshots import run_die, run_ping, run_send, run_who
 from ._probe import run_probe, terminal_restored
@@ -182,14 +191,24 @@ def _run(args: argparse.Namespace) -> int:
     try:
         with terminal_restored():
             return trio.run(RUNNERS[args.command], args)
-    except UsageError as exc:
-        err(f"error: {exc}")
-        return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    except OSError as exc:
-        err(f"cannot join the bus: {exc}")
-        return EXIT_FAILED
+    except Exception as exc:
+        failure = _alone(exc)
+        if isinstance(failure, UsageError):
+            err(f"error: {failure}")
+            return EXIT_USAGE
+        if isinstance(failure, CommandFailed):
+            err(str(failure))
+            return EXIT_FAILED
+        raise  # a bug: its traceback
+
+
+def _alone(exc: BaseException) -> BaseException:
+    """``exc``, or the one exception inside it if it is an exception group
+    (a command's nursery wraps what its body raises)."""
+    inner: tuple[BaseException, ...] = getattr(exc, "exceptions", ())
+    return _alone(inner[0]) if len(inner) == 1 else exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:

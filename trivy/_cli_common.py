@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import trio
 
@@ -26,6 +26,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
+    "CommandFailed",
     "UsageError",
     "bus_options",
     "check_regexp",
@@ -46,6 +47,11 @@ EXIT_INTERRUPTED = 130
 
 class UsageError(Exception):
     """A bad command-line argument: one line, exit code 2."""
+
+
+class CommandFailed(Exception):
+    """What kept the command from doing its job (a port in use, a file that
+    cannot be written), said where it happened: one line, exit code 1."""
 
 
 def printable(text: str) -> str:
@@ -138,8 +144,21 @@ def bus_options(name: str, bus: str | None, ready_message: str | None = None) ->
         raise UsageError(str(exc)) from None
 
 
-def join(
+@asynccontextmanager
+async def join(
     options: BusOptions, on_die: Callable[[Peer, int], None] | None = None
-) -> AbstractAsyncContextManager[IvyBus]:
-    """Join the bus that ``options`` describe, for an ``async with`` block."""
-    return run_bus(options, on_die=on_die)
+) -> AsyncIterator[IvyBus]:
+    """Join the bus that ``options`` describe, for an ``async with`` block.
+
+    Raises:
+      CommandFailed: the bus's listener or UDP socket could not be opened.
+    """
+    joined = False
+    try:
+        async with run_bus(options, on_die=on_die) as bus:
+            joined = True
+            yield bus
+    except OSError as exc:
+        if joined:  # not ours to explain
+            raise
+        raise CommandFailed(f"cannot join the bus: {exc}") from None

@@ -17,7 +17,7 @@ from functools import partial
 import trio
 
 from ._bus import IvyBus
-from ._cli_common import EXIT_OK, bus_options, err, join, out, printable
+from ._cli_common import EXIT_OK, CommandFailed, bus_options, err, join, out, printable
 from ._logs import LogLimiter
 from ._routing import MAX_TEXT
 
@@ -116,11 +116,18 @@ async def _send_line(bus: IvyBus, line: bytes, quiet: bool, log: LogLimiter) -> 
 
 
 async def run_daemon(args: argparse.Namespace) -> int:
-    """``trivy daemon``: join the bus, relay TCP lines to it until interrupted."""
+    """``trivy daemon``: join the bus, relay TCP lines to it until interrupted.
+
+    Raises:
+      CommandFailed: the bus could not be joined, or the port listened on.
+    """
     options = bus_options(args.name, args.bus)
     async with join(options) as bus, trio.open_nursery() as nursery:
         serving = partial(serve_daemon, bus, args.port, args.host, quiet=args.quiet)
-        port = await nursery.start(serving)
+        try:
+            port = await nursery.start(serving)
+        except OSError as exc:  # our TCP port, not the bus's
+            raise CommandFailed(f"cannot listen on port {args.port}: {exc}") from None
         if not args.quiet:
             err(f"relaying lines from {args.host}:{port} to {bus.bus_address}")
     return EXIT_OK

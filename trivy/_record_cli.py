@@ -15,6 +15,7 @@ from ._cli_common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    CommandFailed,
     UsageError,
     check_regexp,
     err,
@@ -74,7 +75,11 @@ def _size(path: str) -> str:
 
 
 async def run_record(args: argparse.Namespace) -> int:
-    """``trivy record FILE``: until Ctrl-C or a DIE; the file is complete either way."""
+    """``trivy record FILE``: until Ctrl-C or a DIE; the file is complete either way.
+
+    Raises:
+      CommandFailed: the file could not be written, or the bus joined.
+    """
     for regexp in args.regexps:
         check_regexp(regexp)
     try:
@@ -105,8 +110,9 @@ async def run_record(args: argparse.Namespace) -> int:
             raise
         if terminal:
             sys.stderr.write("\n")
-        err(f"cannot record to {args.file!r}: {failure}")
-        return EXIT_FAILED
+        if failure.filename is None:  # record() names its file in its errors: the bus's
+            raise CommandFailed(f"cannot join the bus: {failure}") from None
+        raise CommandFailed(f"cannot record to {args.file!r}: {failure.strerror}") from None
     if terminal:
         sys.stderr.write("\n")
     return EXIT_INTERRUPTED if interrupted else EXIT_OK
@@ -124,7 +130,12 @@ def _os_error(exc: BaseException) -> OSError | None:
 
 
 async def run_replay(args: argparse.Namespace) -> int:
-    """``trivy replay FILE``: play it onto the bus, then leave (or loop)."""
+    """``trivy replay FILE``: play it onto the bus, then leave (or loop).
+
+    Raises:
+      UsageError: the file cannot be read, or is not a recording.
+      CommandFailed: the bus could not be joined.
+    """
     try:
         BusOptions(agent_name="TRIVYREPLAY", bus=args.bus)
     except ValueError as exc:
@@ -139,8 +150,10 @@ async def run_replay(args: argparse.Namespace) -> int:
             raise UsageError(f"--only {args.only!r}: {exc}") from None
     try:
         _header, records = load_recording(args.file)
-    except (RecordingError, OSError) as exc:
+    except RecordingError as exc:
         raise UsageError(f"{args.file}: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.file!r}: {exc.strerror}") from None
     played = select(records, start=args.start, end=args.end, only=args.only, agents=args.agent)
     if not played:
         err(f"nothing to replay in {args.file} with these options")
@@ -172,7 +185,13 @@ async def run_replay(args: argparse.Namespace) -> int:
             )
         )
 
-    interrupted = await run_until_interrupted(partial(play))
+    try:
+        interrupted = await run_until_interrupted(partial(play))
+    except Exception as exc:
+        failure = _os_error(exc)
+        if failure is None:
+            raise
+        raise CommandFailed(f"cannot join the bus: {failure}") from None  # replay opens no file
     if terminal:
         sys.stderr.write("\n")
     if result:

@@ -24,7 +24,7 @@ import gzip
 import math
 import re
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import IO, Any, cast
@@ -129,17 +129,18 @@ async def record(
     a slow disk slows the program that records, not only its senders (the
     ``trivy record`` command is a process of its own). Leaving by a DIE or a
     cancellation writes what was received and closes the file complete;
-    an error writing it (disk full) ends the recording with that OSError.
+    an error writing it (disk full) ends the recording with that OSError,
+    its ``filename`` set to ``path`` (an OSError without one is the bus's).
     ``task_status.started`` gives the :class:`RecordingStats` once the agent
     is on the bus.
     """
     keep = [re.compile(regexp).search for regexp in regexps]
-    with open_recording(path, "w") as file:
+    with _recording_file(path) as file:
         async with open_ivy_bus(name, bus, **options) as ivy, ivy.events(overflow="wait") as events:
             started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
             file.write(encode_header(str(ivy.bus_address), started))
             stats = RecordingStats(started=trio.current_time())
-            lines = _Lines(file, stats, keep, on_record)
+            lines = _Lines(file, str(path), stats, keep, on_record)
             sub = ivy.subscribe(EVERYTHING)  # one subscription: each text recorded once
             try:
                 async with trio.open_nursery() as nursery:
@@ -152,6 +153,22 @@ async def record(
                     # Leaving (a DIE, Ctrl-C): what was received is still written.
                     lines.events(_drain(events))
                     lines.texts(_drain(sub))
+
+
+@contextlib.contextmanager
+def _recording_file(path: str | Path) -> Iterator[IO[str]]:
+    """The file ``record`` writes, closed at the end; an error writing what
+    was still buffered names the file, as the other errors of the file do."""
+    file = open_recording(path, "w")
+    try:
+        yield file
+    finally:
+        try:
+            file.close()
+        except OSError as exc:
+            if exc.filename is None:
+                exc.filename = str(path)
+            raise
 
 
 def _drain(channel: Any) -> list[Any]:
@@ -170,11 +187,13 @@ class _Lines:
     def __init__(
         self,
         file: IO[str],
+        path: str,
         stats: RecordingStats,
         keep: Sequence[Callable[[str], Any]],
         on_record: Callable[[RecordingStats], None] | None,
     ) -> None:
         self._file = file
+        self._path = path
         self._stats = stats
         self._keep = keep
         self._on_record = on_record
@@ -192,8 +211,10 @@ class _Lines:
             if now - self._flushed >= 1.0:
                 self._flushed = now
                 self._file.flush()
-        except OSError:
+        except OSError as exc:
             self.failed = True
+            if exc.filename is None:  # named, as open() names it, so callers can tell
+                exc.filename = self._path
             raise
         stats = self._stats
         stats.messages += messages
