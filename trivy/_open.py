@@ -11,31 +11,22 @@ session then sends what it has, BYE last, under a shield and within
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import trio
 
 from ._bus import IvyBus
 from ._dispatch import DieCallback
-from ._matching import MatchMode
-from ._options import (
-    DEFAULT_DEAD_HOST_TIMEOUT,
-    DEFAULT_HANDSHAKE_TIMEOUT,
-    DEFAULT_HEARTBEAT_INTERVAL,
-    DEFAULT_LEAVE_TIMEOUT,
-    DEFAULT_SEND_BUFFER_LIMIT,
-    DEFAULT_STALL_TIMEOUT,
-    DEFAULT_STOP_TIMEOUT,
-    DEFAULT_UNRESPONSIVE_TIMEOUT,
-    BusOptions,
-    OverflowPolicy,
-)
-from ._peer_regexps import MAX_PEER_REGEXP_BYTES, MAX_PEER_SUBSCRIPTIONS, MAX_REGEXP_LENGTH
+from ._options import OPTION_NAMES, BusOptions, BusOptionsArgs
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["open_ivy_bus", "run_bus"]
 
@@ -51,35 +42,13 @@ def _interrupt_in(group: BaseExceptionGroup[BaseException]) -> KeyboardInterrupt
     return first if isinstance(first, KeyboardInterrupt) else None
 
 
-@asynccontextmanager
-async def open_ivy_bus(
+def open_ivy_bus(
     agent_name: str,
     bus: str | None = None,
     *,
-    ready_message: str | None = None,
     on_die: DieCallback | None = None,
-    host: str = "0.0.0.0",
-    multicast_ttl: int = 64,
-    multicast_interface: str | None = None,
-    match_mode: MatchMode = "search",
-    send_buffer_limit: int = DEFAULT_SEND_BUFFER_LIMIT,
-    overflow: OverflowPolicy = "drop",
-    java_newlines: bool = False,
-    send_to_self: bool = False,
-    message_classes: Iterable[str] | str | None = None,
-    stop_timeout: float = DEFAULT_STOP_TIMEOUT,
-    leave_timeout: float = DEFAULT_LEAVE_TIMEOUT,
-    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
-    stall_timeout: float = DEFAULT_STALL_TIMEOUT,
-    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
-    unresponsive_timeout: float = DEFAULT_UNRESPONSIVE_TIMEOUT,
-    drop_unresponsive: bool = False,
-    dead_host_timeout: float = DEFAULT_DEAD_HOST_TIMEOUT,
-    allowed_networks: Iterable[str] | str | None = None,
-    max_regexp_length: int = MAX_REGEXP_LENGTH,
-    max_peer_subscriptions: int = MAX_PEER_SUBSCRIPTIONS,
-    max_peer_regexp_bytes: int = MAX_PEER_REGEXP_BYTES,
-) -> AsyncIterator[IvyBus]:
+    **options: Unpack[BusOptionsArgs],
+) -> AbstractAsyncContextManager[IvyBus]:
     """Join an Ivy bus for the duration of an ``async with`` block.
 
     Args:
@@ -88,47 +57,23 @@ async def open_ivy_bus(
       on_die: ``on_die(peer, num_id)``, called on DIE (awaited if it returns
         an awaitable); returning False refuses to die. By default the bus
         stops.
-      ready_message, host, multicast_ttl, multicast_interface, match_mode,
-        send_buffer_limit, overflow, java_newlines, send_to_self, message_classes,
-        stop_timeout, leave_timeout,
-        handshake_timeout, stall_timeout, heartbeat_interval,
-        unresponsive_timeout, drop_unresponsive, dead_host_timeout,
-        allowed_networks, max_regexp_length, max_peer_subscriptions, max_peer_regexp_bytes:
-        see :class:`~trivy.BusOptions`.
+      **options: any other attribute of :class:`~trivy.BusOptions`, by
+        keyword (``host="127.0.0.1"``, ``send_to_self=True``): it lists them
+        all, with their defaults.
 
     Raises:
-      ValueError: a bad bus string, agent name or option.
+      TypeError: an unknown option (by the call itself).
+      ValueError: a bad bus string, agent name or option (by the call).
       OSError: the listener or the UDP port could not be opened (raised
-        as it is, before any task starts).
+        as it is, on entering the block, before any task starts).
     """
-    options = BusOptions(
-        agent_name=agent_name,
-        bus=bus,  # the converter resolves str | None
-        ready_message=ready_message,
-        host=host,
-        multicast_ttl=multicast_ttl,
-        multicast_interface=multicast_interface,
-        match_mode=match_mode,
-        send_buffer_limit=send_buffer_limit,
-        overflow=overflow,
-        java_newlines=java_newlines,
-        send_to_self=send_to_self,
-        message_classes=message_classes,  # the converter checks the words
-        stop_timeout=stop_timeout,
-        leave_timeout=leave_timeout,
-        handshake_timeout=handshake_timeout,
-        stall_timeout=stall_timeout,
-        heartbeat_interval=heartbeat_interval,
-        unresponsive_timeout=unresponsive_timeout,
-        drop_unresponsive=drop_unresponsive,
-        dead_host_timeout=dead_host_timeout,
-        allowed_networks=allowed_networks,  # the converter parses them
-        max_regexp_length=max_regexp_length,
-        max_peer_subscriptions=max_peer_subscriptions,
-        max_peer_regexp_bytes=max_peer_regexp_bytes,
-    )
-    async with run_bus(options, on_die=on_die) as ivy:
-        yield ivy
+    for name in options:
+        if name not in OPTION_NAMES:  # as Python says it of a real parameter
+            raise TypeError(f"open_ivy_bus() got an unexpected keyword argument {name!r}")
+    # The converters resolve the bus, check the message classes and parse
+    # the allowed networks.
+    checked = BusOptions(agent_name=agent_name, bus=bus, **options)
+    return run_bus(checked, on_die=on_die)
 
 
 class _Outcome:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Callable, Iterable
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import attrs
 
@@ -37,7 +37,9 @@ __all__ = [
     "DEFAULT_STALL_TIMEOUT",
     "DEFAULT_STOP_TIMEOUT",
     "DEFAULT_UNRESPONSIVE_TIMEOUT",
+    "OPTION_NAMES",
     "BusOptions",
+    "BusOptionsArgs",
     "OverflowPolicy",
     "resolve_bus",
 ]
@@ -114,7 +116,7 @@ def _one_line(what: str, allow_empty: bool) -> _Validator:
     return check
 
 
-def _networks(value: Iterable[str] | None) -> tuple[ipaddress.IPv4Network, ...]:
+def _networks(value: Iterable[str] | str | None) -> tuple[ipaddress.IPv4Network, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
@@ -311,3 +313,40 @@ class BusOptions:
             self.max_regexp_length, self.max_peer_subscriptions, self.max_peer_regexp_bytes
         )
         return Connection(java_newlines=self.java_newlines, regexps=regexps)
+
+
+class BusOptionsArgs(TypedDict, total=False):
+    """The options :func:`~trivy.open_ivy_bus` takes by keyword, for type checkers.
+
+    Every :class:`BusOptions` field but ``agent_name`` and ``bus`` (its
+    positional arguments), with the type ``BusOptions`` accepts (a
+    converter's input, where the field has one). The defaults, checks and
+    documentation are ``BusOptions``'s; a test keeps the two in step.
+    """
+
+    ready_message: str | None
+    host: str
+    multicast_ttl: int
+    multicast_interface: str | None
+    match_mode: MatchMode
+    send_buffer_limit: int
+    overflow: OverflowPolicy
+    java_newlines: bool
+    send_to_self: bool
+    message_classes: Iterable[str] | str | None
+    stop_timeout: float
+    leave_timeout: float
+    handshake_timeout: float
+    stall_timeout: float
+    heartbeat_interval: float
+    unresponsive_timeout: float
+    drop_unresponsive: bool
+    dead_host_timeout: float
+    allowed_networks: Iterable[str] | str | None
+    max_regexp_length: int
+    max_peer_subscriptions: int
+    max_peer_regexp_bytes: int
+
+
+#: The names :func:`~trivy.open_ivy_bus` accepts by keyword.
+OPTION_NAMES = frozenset(BusOptionsArgs.__annotations__)

@@ -27,7 +27,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import attrs
 import trio
@@ -43,6 +43,7 @@ from ._events import (
     SubscriptionRemoved,
 )
 from ._open import open_ivy_bus
+from ._options import BusOptionsArgs
 from ._recording_format import (
     Record,
     RecordingError,
@@ -51,6 +52,9 @@ from ._recording_format import (
     encode_record,
 )
 from ._recording_format import json_string as _json_string
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "Record",
@@ -117,7 +121,7 @@ async def record(
     regexps: Sequence[str] = (),
     on_record: Callable[[RecordingStats], None] | None = None,
     task_status: trio.TaskStatus[RecordingStats] = trio.TASK_STATUS_IGNORED,
-    **options: Any,
+    **options: Unpack[BusOptionsArgs],
 ) -> None:
     """Join ``bus`` as ``name`` and record it to ``path`` until cancelled (or a DIE).
 
@@ -316,7 +320,7 @@ async def replay(
     as_agent: str | None = None,
     wait_for: Iterable[str] = (),
     on_sent: Callable[[ReplayStats], None] | None = None,
-    **options: Any,
+    **options: Unpack[BusOptionsArgs],
 ) -> ReplayStats:
     """Play the ``msg`` records onto ``bus`` with their timing (``speed``: how
     much faster; ``math.inf``: as fast as possible).

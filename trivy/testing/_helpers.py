@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -11,6 +11,10 @@ from .._bus import IvyBus
 from .._event_streams import EventStream
 from .._events import BusEvent, Peer, SubscriptionAdded, SubscriptionChanged
 from .._open import open_ivy_bus
+from .._options import BusOptionsArgs
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "RawPeer",
@@ -38,7 +42,7 @@ async def serve_bus(
     bus: str | None = None,
     *,
     task_status: trio.TaskStatus[IvyBus] = trio.TASK_STATUS_IGNORED,
-    **options: Any,
+    **options: Unpack[BusOptionsArgs],
 ) -> None:
     """Run :func:`~trivy.open_ivy_bus` in a background task, until stopped.
 
