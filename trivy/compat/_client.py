@@ -7,13 +7,20 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .. import Peer
 from ..protocol import MsgType
+from ._bridge import BusThread
 
-if TYPE_CHECKING:
-    from ._server import IvyServer
+
+class ClientServer(Protocol):
+    """What an :class:`IvyClient` needs of its server (an ``IvyServer``)."""
+
+    @property
+    def _bridge(self) -> BusThread: ...
+
+    def _start_ping(self, client: IvyClient) -> None: ...
 
 
 class IvyClient:
@@ -27,7 +34,7 @@ class IvyClient:
       agent_id: its id when its announce told us (else None).
     """
 
-    def __init__(self, server: IvyServer, peer: Peer) -> None:
+    def __init__(self, server: ClientServer, peer: Peer) -> None:
         self._server = server
         self.peer = peer
         self._pings_sent: collections.deque[int] = collections.deque()

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import attrs
 
@@ -29,10 +29,14 @@ from ._constants import (
     error,
 )
 
-if TYPE_CHECKING:
-    from ._server import IvyServer
-
 __all__ = ["ClientsBinding", "ServerHandlers"]
+
+
+class Bound(Protocol):
+    """What :meth:`ServerHandlers.handle_msg` needs of one of our bindings."""
+
+    @property
+    def callback(self) -> Callable[..., Any]: ...
 
 
 @attrs.define(eq=False)
@@ -58,6 +62,7 @@ class ServerHandlers:
     pong_callback: Callable[..., Any]
     server_termination: threading.Event
     _lock: threading.Lock
+    _bindings: Mapping[int, Bound]  # our bind_msg bindings, by id (under _lock)
     _clients_by_address: dict[tuple[str, int], IvyClient]
     _client_bindings: dict[IvyClient, dict[int, str]]
 
@@ -154,9 +159,8 @@ class ServerHandlers:
     # ------------------------------------------------------------ messages
     def handle_msg(self, client: IvyClient, idx: int, *params: Any) -> None:
         """A message matched our binding ``idx``: call its function with the groups."""
-        server: IvyServer = self  # type: ignore[assignment]
         with self._lock:
-            binding = server._bindings.get(idx)
+            binding = self._bindings.get(idx)
         if binding is not None:
             self.run_callback(binding.callback, f"callback of binding {idx}", client, *params)
 
