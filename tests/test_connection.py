@@ -9,7 +9,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trivy import IvyIllegalStateError
-from trivy._connection import MAX_MALFORMED_STREAK, Connection, ConnectionState
+from trivy._connection import (
+    MAX_LINE_LENGTH,
+    MAX_MALFORMED_STREAK,
+    Connection,
+    ConnectionState,
+)
 from trivy._peer_regexps import PeerRegexps
 from trivy._peers import duplicate_loser
 from trivy._protocol_events import (
@@ -46,7 +51,7 @@ def test_msgs_come_as_plain_tuples_equal_to_text_received() -> None:
 def test_handshake_bytes() -> None:
     conn = Connection()
     conn.send_handshake(4000, "ME", [(0, "^a (.*)"), (3, "^b")])
-    assert conn.outgoing == b"6 4000\x02ME\n1 0\x02^a (.*)\n1 3\x02^b\n5 0\x02\n"
+    assert conn.data_to_send() == b"6 4000\x02ME\n1 0\x02^a (.*)\n1 3\x02^b\n5 0\x02\n"
 
 
 def test_ivy_c_transcript() -> None:
@@ -131,14 +136,14 @@ def test_recorder_lines() -> None:
     ]
     assert conn.subscriptions == {0: "^rec2 (.*)", 1: "(unclosed"}
     # the replies those lines call for, decided here: the PONG, the ERROR
-    assert bytes(conn.outgoing) == (
+    assert conn.data_to_send() == (
         b"10 5\x02\n3 3\x02bad format request expected 'type id ...'\n"
     )
     # the matcher could not compile one: ivy-c's answer, offset first
     rejected = conn.reject_regexp(1, "(unclosed", "missing ), unterminated subpattern", 0)
     assert rejected == RegexpRejected(1, "(unclosed", "missing ), unterminated subpattern", None)
     assert conn.subscriptions == {0: "^rec2 (.*)"}
-    assert bytes(conn.outgoing).endswith(
+    assert conn.data_to_send() == (
         b"3 0\x02Error compiling '(unclosed', missing ), unterminated subpattern\n"
     )
 
@@ -164,7 +169,7 @@ def test_a_peers_regexps_are_bounded_in_length_count_and_size() -> None:
         ("RegexpRejected", 5),
     ]
     assert conn.subscriptions == {1: "b" * 10, 2: "eeeee", 4: "f"}
-    errors = bytes(conn.outgoing).splitlines()
+    errors = conn.data_to_send().splitlines()
     assert errors == [
         b"3 0\x02Error compiling '" + b"a" * 11 + b"', regexp longer than 10 characters",
         b"3 0\x02Error compiling '" + b"d" * 10 + b"', regexps over 25 characters in all",
@@ -179,7 +184,8 @@ def test_every_byte_we_send_comes_from_the_connection() -> None:
     conn.send_handshake(1234, "ME", [])
     with pytest.raises(IvyIllegalStateError):
         conn.send_handshake(1234, "ME", [])  # once only
-    conn.outgoing.clear()
+    assert conn.bytes_queued == len(conn.data_to_send()) > 0
+    assert conn.bytes_queued == 0  # handed out: the buffer starts anew
     conn.send_subscription(4, "^a (.*)")
     conn.send_unsubscription(4)
     conn.send_msg(2, ["x", "two\nlines"])
@@ -188,13 +194,28 @@ def test_every_byte_we_send_comes_from_the_connection() -> None:
     conn.send_die()
     assert conn.send_ping() == 1
     conn.send_raw(99, 1, "raw")
+    assert conn.send_msg_payload(3, b"shared\x03\n") == conn.bytes_queued
     conn.send_bye()
-    assert bytes(conn.outgoing) == (
+    assert conn.data_to_send() == (
         b"1 4\x02^a (.*)\n4 4\x02\n2 2\x02x\x03two\x1alines\x03\n7 7\x02hi\x1athere\n"
-        b"3 1\x02oops\n8 0\x02\n9 1\x02\n99 1\x02raw\n0 0\x02\n"
+        b"3 1\x02oops\n8 0\x02\n9 1\x02\n99 1\x02raw\n2 3\x02shared\x03\n0 0\x02\n"
     )
     with pytest.raises(IvyIllegalStateError):
         conn.send_direct(1, "after BYE")
+    with pytest.raises(IvyIllegalStateError):  # the router's MSGs are checked too
+        conn.send_msg_payload(3, b"after BYE\x03\n")
+    assert not conn.data_to_send()
+
+
+def test_the_routers_msgs_are_checked_for_length() -> None:
+    conn = Connection()
+    with pytest.raises(IvyIllegalStateError):
+        conn.send_msg_payload(1, b"before our handshake\n")
+    conn.send_handshake(1, "ME", [])
+    conn.data_to_send()
+    with pytest.raises(ValueError, match="peers refuse"):
+        conn.send_msg_payload(1, b"x" * MAX_LINE_LENGTH + b"\n")
+    assert conn.bytes_queued == 0  # nothing of it was queued
 
 
 def test_pongs_are_matched_to_our_pings() -> None:
@@ -211,12 +232,11 @@ def test_replies_quote_a_short_prefix_and_stop_after_bye() -> None:
     conn = Connection()
     feed(conn, [b"6 1\x02A\n5 0\x02\n"])
     conn.receive_data(b"1 3\x02(" + b"x" * 10_000 + b"\n")
-    assert len(conn.outgoing) < 300  # the ERROR quotes the regexp's start only
-    conn.outgoing.clear()
+    assert len(conn.data_to_send()) < 300  # the ERROR quotes the regexp's start only
     conn.send_bye()
-    conn.outgoing.clear()
+    conn.data_to_send()
     conn.receive_data(b"9 1\x02\nnonsense\n")
-    assert not conn.outgoing  # no PONG, no ERROR after our BYE
+    assert not conn.data_to_send()  # no PONG, no ERROR after our BYE
 
 
 def test_start_regexp_must_come_first_and_once() -> None:

@@ -137,6 +137,7 @@ async def test_peer_subscriptions_is_a_read_only_view(bus: str) -> None:
 SANS_IO = (
     "protocol.py",
     "_connection.py",
+    "_msg_bytes.py",
     "_lines.py",
     "_peer_regexps.py",
     "_regexp_guard.py",
@@ -160,3 +161,43 @@ def test_the_sans_io_layer_imports_no_io(module: str) -> None:
             elif node.level == 1 and node.module:
                 assert f"{node.module}.py" in SANS_IO, f"{module} imports trivy.{node.module}"
     assert not imported & IO_MODULES
+
+
+def _private_trio_names(tree: ast.AST) -> list[str]:
+    """``trio._x`` in an import or an attribute chain rooted at ``trio``."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Attribute):
+            parts = [node.attr]
+            value = node.value
+            while isinstance(value, ast.Attribute):
+                parts.append(value.attr)
+                value = value.value
+            if not isinstance(value, ast.Name):
+                continue
+            names = [".".join([value.id, *reversed(parts)])]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "trio" and any(part.startswith("_") for part in parts[1:]):
+                found.append(name)
+    return found
+
+
+def test_no_module_uses_a_private_trio_name() -> None:
+    """trio's internals change between releases: only its public API is used."""
+    used = {
+        str(path.relative_to(TRIVY)): names
+        for path in sorted(TRIVY.rglob("*.py"))
+        if (names := _private_trio_names(ast.parse(path.read_text())))
+    }
+    assert used == {}
+    # the check itself sees both spellings
+    sample = "from trio._core._run import X\nimport trio\ntrio.lowlevel._x.y = 1\n"
+    found = _private_trio_names(ast.parse(sample))
+    assert {"trio._core._run.X", "trio.lowlevel._x.y"} <= set(found)

@@ -103,6 +103,8 @@ async def test_the_daemon_command_fed_by_a_plain_tcp_client(bus: str) -> None:
                         client.sendall(b"hello shell\n")
                         client.shutdown(socket.SHUT_WR)
                     report = await process.stdout.receive_some(1000)
+                    while report and not report.endswith(b"\n"):  # a line may come in parts
+                        report += await process.stdout.receive_some(1000)
                 match = await sub.receive()
                 assert match.groups == ("shell",) and match.peer.name == "IvyDaemon"
                 listener.send_die(match.peer)

@@ -19,8 +19,8 @@ import trio
 import trio.testing
 
 import trivy
-from trivy._leaving import flush_and_close
 from trivy._liveness import configure_keepalive
+from trivy._output import PeerOutput
 from trivy._peers import MAX_PENDING_HANDSHAKES
 from trivy.testing import RawPeer, wait_for_event, wait_for_subscription
 
@@ -126,6 +126,31 @@ async def _read_every(sock: socket.socket, every: float, got: list[int]) -> None
         await trio.sleep(every)
 
 
+class _Bytes:
+    """An output source of plain bytes (PeerOutput's side of a Connection)."""
+
+    def __init__(self, size: int) -> None:
+        self.data = bytearray(size)
+
+    @property
+    def bytes_queued(self) -> int:
+        return len(self.data)
+
+    def data_to_send(self) -> bytearray:
+        data, self.data = self.data, bytearray()
+        return data
+
+    def send_msg_payload(self, sub_id: int, payload: bytes) -> int:
+        raise AssertionError("no MSG here")
+
+
+async def flush_and_close(
+    sock: socket.socket, source: _Bytes, stop_timeout: float, leave_timeout: float
+) -> int:
+    """What a leaving session does with what it still has for the peer."""
+    return await PeerOutput(sock, source, 0, "PEER").leave(stop_timeout, leave_timeout)
+
+
 async def test_leaving_flushes_a_slow_peer_and_gives_up_on_a_stuck_one(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -133,14 +158,14 @@ async def test_leaving_flushes_a_slow_peer_and_gives_up_on_a_stuck_one(
     got = [0]
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_read_every, theirs, 0.04, got)  # slow, but progress
-        assert await flush_and_close(ours, bytearray(100_000), 0.5, 100, "SLOW") == 0
+        assert await flush_and_close(ours, _Bytes(100_000), 0.5, 100) == 0
     assert got == [100_000]  # everything, then EOF
 
     ours, theirs = _socket_pair()
     start = trio.current_time()
-    out = bytearray(1_000_000)
-    unsent = await flush_and_close(ours, out, 0.5, 100, "STUCK")
-    assert unsent > 900_000 and not out
+    out = _Bytes(1_000_000)
+    unsent = await flush_and_close(ours, out, 0.5, 100)
+    assert unsent > 900_000 and not out.data
     assert trio.current_time() - start == pytest.approx(0.5)  # one stop_timeout
     theirs.close()
 
@@ -154,7 +179,7 @@ async def test_leaving_never_takes_longer_than_leave_timeout(
         # a kilobyte every 0.5 s: progress within every stop_timeout (2 s)
         nursery.start_soon(_read_every, theirs, 0.5, got)
         start = trio.current_time()
-        unsent = await flush_and_close(ours, bytearray(10_000_000), 2.0, 10.0, "TRICKLE")
+        unsent = await flush_and_close(ours, _Bytes(10_000_000), 2.0, 10.0)
         assert trio.current_time() - start == pytest.approx(10.0)
         assert unsent > 0
     assert 0 < got[0] < 10_000_000
@@ -253,9 +278,9 @@ async def test_peers_that_answer_pings_are_never_reported(
         ):
             peer = await a.wait_for_peer("B")
             session = a._peers.session_of(peer)
-            pings_before = session.conn._next_ping_id
+            pings_before = session.pings.sent
             await trio.sleep(600)  # ten idle minutes, virtual
-            assert session.conn._next_ping_id - pings_before >= 20  # heartbeats...
+            assert session.pings.sent - pings_before >= 20  # heartbeats...
             assert a.peers == [peer] and [p.name for p in b.peers] == ["A"]
             seen = set()
             with pytest.raises(trio.WouldBlock):
@@ -271,7 +296,7 @@ async def test_the_kernel_is_told_to_give_up_on_a_vanished_host(bus: str) -> Non
             trivy.open_ivy_bus("B", bus),
         ):
             session = a._peers.session_of(await a.wait_for_peer("B"))
-            sock = session.sock
+            sock = session._sock  # (what the kernel was told is on the socket)
             assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 20_000
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 10
@@ -383,11 +408,11 @@ async def test_our_own_frozen_loop_is_not_blamed_on_the_peers(bus: str) -> None:
             peer = await a.wait_for_peer("B")
             await b.wait_for_peer("A")
             session = a._peers.session_of(peer)
-            pings = session.conn._next_ping_id
+            pings = session.pings.sent
             for _ in range(3):
                 time.sleep(1.0)  # noqa: ASYNC251 (the point: a callback blocking the loop)
                 await trio.sleep(0.5)  # five heartbeats after it
-            assert session.conn._next_ping_id > pings  # the heartbeat did run
+            assert session.pings.sent > pings  # the heartbeat did run
             assert a.peers == [peer]
             seen = set()
             with pytest.raises(trio.WouldBlock):

@@ -85,16 +85,104 @@ async def test_texts_sent_by_our_callbacks_keep_their_order_and_loops_end(bus: s
             assert await a.send("x 1") == 2
             assert seen == ["1", "2"]  # not ["2", "1"]
 
-            echoes: list[str] = []
+            assert await a.send("") == 0
+
+
+async def test_two_tasks_sending_to_a_slow_subscription_lose_nothing(bus: str) -> None:
+    """15,000 texts from each of two tasks, read slowly: all arrive, in each task's order."""
+    count = 15_000
+    with trio.fail_after(60):
+        async with trivy.open_ivy_bus("A", bus, send_to_self=True) as a:
+            texts = a.subscribe(r"^(\w) (\d+)$", max_buffer=100)
+
+            async def sender(name: str) -> None:
+                for i in range(count):
+                    assert await a.send(f"{name} {i}") == 1  # waits for room, never drops
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sender, "p")
+                nursery.start_soon(sender, "q")
+                seen: dict[str, list[int]] = {"p": [], "q": []}
+                async for match in texts:
+                    name, number = match.groups
+                    seen[name].append(int(number))
+                    if len(seen["p"]) + len(seen["q"]) == 2 * count:
+                        break
+                    if len(seen[name]) % 1000 == 0:
+                        await trio.sleep(0.001)  # a slow reader
+            assert seen == {"p": list(range(count)), "q": list(range(count))}
+
+
+async def test_a_callback_answering_itself_loops_fairly_with_its_sender_waiting(
+    bus: str,
+) -> None:
+    echoes = 0
+    most_queued = 0
+    enough = trio.Event()
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus, send_to_self=True) as a:
+            assert a._to_self is not None
+            queue = a._to_self._chained
 
             async def echo(peer: trivy.Peer, text: str) -> None:
-                echoes.append(text)
+                nonlocal echoes, most_queued
+                echoes += 1
+                most_queued = max(most_queued, len(queue))
+                if echoes == 20_000:
+                    enough.set()
                 await a.send(f"echo {text}")  # always matches itself again
 
-            a.bind(echo, r"^echo (e.*)")
-            await a.send("echo e")
-            assert 9_000 < len(echoes) <= 10_001  # bounded, not for ever
-            assert await a.send("") == 0
+            a.bind(echo, r"^echo (e)$")
+            ticks = 0
+            sent = False
+
+            async def send_once() -> None:
+                nonlocal sent
+                await a.send("echo e")
+                sent = True
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send_once)
+                while not enough.is_set():
+                    ticks += 1  # other tasks run meanwhile
+                    await trio.lowlevel.checkpoint()
+                nursery.cancel_scope.cancel()
+            assert not sent  # the first send waits while its answers go round
+            assert ticks > 100
+            assert most_queued <= 1
+
+
+async def test_callbacks_answering_themselves_twice_stay_bounded_with_an_error(bus: str) -> None:
+    from trivy._self_delivery import MAX_CHAINED
+
+    seen = 0
+    refused = 0
+    most_queued = 0
+    enough = trio.Event()
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus, send_to_self=True) as a:
+            assert a._to_self is not None
+            queue = a._to_self._chained
+
+            async def fork(peer: trivy.Peer) -> None:
+                nonlocal seen, refused, most_queued
+                seen += 1
+                most_queued = max(most_queued, len(queue))
+                if seen == 5000:
+                    enough.set()
+                for _ in range(2):
+                    try:
+                        await a.send("fork")
+                    except trivy.IvyIllegalStateError:
+                        refused += 1  # the queue is full: a task cannot wait for itself
+
+            a.bind(fork, r"^fork$")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(a.send, "fork")
+                await enough.wait()  # other tasks run meanwhile
+                nursery.cancel_scope.cancel()
+    assert most_queued <= MAX_CHAINED
+    assert refused > 0
 
 
 async def test_java_newlines_are_matched_as_peers_match_them(bus: str) -> None:

@@ -51,7 +51,7 @@ async def test_nothing_follows_our_bye_and_a_late_handshake_is_ignored(bus: str)
         async with trivy.open_ivy_bus("A", bus, ready_message="READY") as a, a.events() as events:
             raw = await RawPeer.connect(a)
             await raw.send(b"6 1234\x02RAW\n1 0\x02^(.*)\n")  # no END_REGEXP yet
-            while len(a._peers) != 1 or not next(iter(a._peers)).identified:
+            while len(a._peers) != 1 or next(iter(a._peers)).identified_at is None:
                 await trio.testing.wait_all_tasks_blocked()
             (session,) = list(a._peers)
             session.say_bye()  # what leaving does to each peer
@@ -59,7 +59,7 @@ async def test_nothing_follows_our_bye_and_a_late_handshake_is_ignored(bus: str)
             await raw.send(b"5 0\x02\n9 7\x02\nnonsense\n")  # handshake end, PING, junk
             await raw.stream.send_eof()
             assert await raw.line() == b""  # no ready message, no PONG, no ERROR
-            await session.flushed.wait()
+            await session.ended.wait()
             assert a.peers == []
             assert await a.send("anything") == 0
             seen = []

@@ -18,10 +18,8 @@ from collections.abc import Sequence
 
 import trio
 
-from . import _self_delivery as self_delivery
 from ._callbacks import Callback
 from ._channels import DEFAULT_MAX_BYTES, Subscription
-from ._checkpoints import run_locals
 from ._discovery import Discovery, new_agent_id
 from ._dispatch import DieCallback, Dispatcher
 from ._errors import IvyIllegalStateError
@@ -33,6 +31,7 @@ from ._options import BusOptions
 from ._peer import PeerSession
 from ._peers import PeerSet, open_session
 from ._routing import SENDS_PER_CHECKPOINT, Router
+from ._self_delivery import SelfDelivery
 from ._timers import Timer, TimerCallback
 from .protocol import BusAddress, MsgType
 
@@ -82,8 +81,11 @@ class IvyBus:
         self._body_scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
         self._running = False  # started and not stopping: read on every send
-        self._run_locals = run_locals()  # for the cancel check of send()
-        self._to_self = self_delivery.install(self) if options.send_to_self else None
+        self._to_self = (
+            SelfDelivery(self._local, options.match_mode, options.java_newlines)
+            if options.send_to_self
+            else None
+        )
 
     def __repr__(self) -> str:
         return f"<IvyBus {self.agent_name!r} on {self.bus_address} port {self.port}>"
@@ -129,7 +131,8 @@ class IvyBus:
         Raises:
           IvyIllegalStateError: the bus is not running (or stops meanwhile).
         """
-        return await self._peers.wait_ready(name, self._check_running)
+        self._check_running()
+        return await self._peers.wait_ready(name)
 
     # ------------------------------------------------------- our subscriptions
     def subscribe(
@@ -248,17 +251,14 @@ class IvyBus:
         """
         if not self._running:
             self._check_running()
-        try:
-            cancelled = self._run_locals["task"]._cancel_status.effectively_cancelled
-        except (KeyError, AttributeError):  # see _checkpoints
-            cancelled = True
-        if cancelled:  # a cancel point on every call, a cheap one
-            await trio.lowlevel.checkpoint_if_cancelled()
+        await trio.lowlevel.checkpoint_if_cancelled()
         router = self._router
-        count = router.route(text, None if to is None else self._session(to), True)
+        count = router.route(text, only=None if to is None else self._session(to), wait=True)
         router.sends_since_checkpoint += 1
         if router.congested or router.sends_since_checkpoint >= SENDS_PER_CHECKPOINT:
             await router.after_send()
+        if self._to_self is not None and to is None:
+            count += await self._to_self.deliver(text)
         return count
 
     def send_nowait(self, text: str, *, to: Peer | None = None) -> int:
@@ -272,7 +272,11 @@ class IvyBus:
           the number of MSGs queued.
         """
         self._check_running()
-        return self._router.route(text, None if to is None else self._session(to), False)
+        only = None if to is None else self._session(to)
+        count = self._router.route(text, only=only, wait=False)
+        if self._to_self is not None and to is None:
+            count += self._to_self.deliver_nowait(text)
+        return count
 
     def send_direct(self, peer: Peer, num_id: int, text: str) -> None:
         """Send a DIRECT_MSG to one peer.
@@ -281,9 +285,7 @@ class IvyBus:
           ValueError: the text contains a newline (and ``java_newlines`` is off).
           IvyIllegalStateError: the peer is not connected.
         """
-        session = self._session(peer)
-        session.conn.send_direct(num_id, text)
-        session.flush_soon()
+        self._session(peer).send_direct(num_id, text)
 
     def send_raw(
         self, peer: Peer, msg_type: MsgType | int, num_id: int, params: str | Sequence[str] = ""
@@ -298,9 +300,7 @@ class IvyBus:
           ValueError: a parameter contains a newline.
           IvyIllegalStateError: the peer is not connected.
         """
-        session = self._session(peer)
-        session.conn.send_raw(msg_type, num_id, params)
-        session.flush_soon()
+        self._session(peer).send_raw(msg_type, num_id, params)
 
     def send_error(self, peer: Peer, num_id: int, text: str) -> None:
         """Send an ERROR to one peer.
@@ -309,9 +309,7 @@ class IvyBus:
           ValueError: the text contains a newline.
           IvyIllegalStateError: the peer is not connected.
         """
-        session = self._session(peer)
-        session.conn.send_error(num_id, text)
-        session.flush_soon()
+        self._session(peer).send_error(num_id, text)
 
     def send_die(self, peer: Peer, num_id: int = 0) -> None:
         """Ask one peer to terminate (DIE).
@@ -319,9 +317,7 @@ class IvyBus:
         Raises:
           IvyIllegalStateError: the peer is not connected.
         """
-        session = self._session(peer)
-        session.conn.send_die(num_id)
-        session.flush_soon()
+        self._session(peer).send_die(num_id)
 
     async def ping(self, peer: Peer) -> float:
         """PING a peer and wait for its PONG (bound it with ``trio.fail_after``).
@@ -333,7 +329,7 @@ class IvyBus:
           IvyIllegalStateError: the peer is not (or no longer) connected.
         """
         try:
-            return await self._session(peer).ping()
+            return await self._session(peer).pings.ping()
         except ConnectionError as exc:
             raise IvyIllegalStateError(str(exc)) from None
 
@@ -375,7 +371,7 @@ class IvyBus:
         self._nursery = nursery
         self._running = True
         if self._to_self is not None:
-            self._to_self.start(self.agent_name, self.port, self.agent_id)
+            self._to_self.start(self.agent_name, self.port, self.agent_id, nursery)
         self._discovery.start(nursery, self.agent_id, self.agent_name)
         logger.info("%s joined %s (TCP port %d)", self.agent_name, self.bus_address, self.port)
 
@@ -385,7 +381,7 @@ class IvyBus:
         if session is None or not self._running or not self._peers.add(session):
             sock.close()  # gone at once, we are leaving, or it is ourselves
             return
-        session.conn.send_handshake(self.port, self.agent_name, self._local.items())
+        session.send_handshake(self.port, self.agent_name, self._local.items())
         await session.run()
 
     def _say_bye(self) -> None:
@@ -395,4 +391,4 @@ class IvyBus:
         self._hub.end_all()
         for session in self._peers:
             session.say_bye()
-        self._peers.changed.unpark_all()
+        self._peers.close()

@@ -2,16 +2,20 @@
 
 It holds for :meth:`~trivy.IvyBus.bind` callbacks, timers and ``on_die``
 alike, so a plain function, an ``async def`` and a lambda returning a
-coroutine all work the same way.
+coroutine all work the same way. Callbacks the bus runs for itself (a
+binding, a timer) never stop it: :func:`call_logged` logs what they raise.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["Callback", "call_user"]
+__all__ = ["Callback", "call_logged", "call_user"]
+
+logger = logging.getLogger("trivy")
 
 #: A user callback: sync, or returning an awaitable.
 Callback = Callable[..., "Awaitable[Any] | Any"]
@@ -23,3 +27,29 @@ async def call_user(callback: Callback, *args: Any) -> Any:
     if result is not None and inspect.isawaitable(result):
         result = await result
     return result
+
+
+def call_logged(callback: Callback, args: tuple[Any, ...], what: object) -> Awaitable[None] | None:
+    """Call ``callback(*args)`` for the bus: what it raises is logged, never raised.
+
+    Returns None once it is done, or, when it returned an awaitable, an
+    awaitable that finishes it (logging what that raises): the caller
+    awaits it, or runs it as a task. A plain function thus costs no
+    coroutine, which matters on the per-message path. ``what`` names the
+    callback's purpose in the log (a binding's regexp, "timer").
+    """
+    try:
+        result = callback(*args)
+    except Exception:
+        logger.exception("callback %r for %r raised", callback, what)
+        return None
+    if result is not None and inspect.isawaitable(result):
+        return _finish(result, callback, what)
+    return None
+
+
+async def _finish(result: Awaitable[Any], callback: Callback, what: object) -> None:
+    try:
+        await result
+    except Exception:
+        logger.exception("callback %r for %r raised", callback, what)

@@ -16,7 +16,6 @@ from typing import Generic, TypeVar
 
 import trio
 
-from ._checkpoints import run_locals
 from ._events import Match
 
 __all__ = ["BufferedReceiveChannel", "Subscription"]
@@ -59,7 +58,6 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
         self.max_buffer = max_buffer
         self.max_bytes = max_bytes
         self._buffer: deque[T] = deque()
-        self._run_locals = run_locals()  # for the cancel checks
         # The big items in the buffer, in order, with their sizes: only they
         # are counted, so small ones cost one comparison each.
         self._big: deque[tuple[T, int]] = deque()
@@ -163,12 +161,7 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
         to wait and once every ``ITEMS_PER_CHECKPOINT`` items otherwise, so a
         consumer that never waits still lets other tasks run.
         """
-        try:
-            cancelled = self._run_locals["task"]._cancel_status.effectively_cancelled
-        except (KeyError, AttributeError):  # see _checkpoints
-            cancelled = True
-        if cancelled:
-            await trio.lowlevel.checkpoint_if_cancelled()
+        await trio.lowlevel.checkpoint_if_cancelled()
         while True:
             if self._buffer and self._since_checkpoint < ITEMS_PER_CHECKPOINT:
                 self._since_checkpoint += 1
@@ -192,12 +185,9 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
 
     async def __anext__(self) -> T:
         # The common case inline (no nested receive() coroutine): an item is
-        # buffered, no checkpoint is due and no cancellation is pending.
-        try:
-            cancelled = self._run_locals["task"]._cancel_status.effectively_cancelled
-        except (KeyError, AttributeError):  # see _checkpoints
-            cancelled = True
-        if self._buffer and self._since_checkpoint < ITEMS_PER_CHECKPOINT and not cancelled:
+        # buffered and no checkpoint is due.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._buffer and self._since_checkpoint < ITEMS_PER_CHECKPOINT:
             self._since_checkpoint += 1
             item = self._buffer.popleft()
             if self._big and item is self._big[0][0]:

@@ -3,11 +3,13 @@
 A :class:`Connection` is fed the bytes that arrive from one peer
 (:meth:`Connection.receive_data`) and returns what they mean as events
 (:mod:`trivy._protocol_events`). Everything we send the peer is made by its
-``send_*`` methods, which append the bytes to :attr:`Connection.outgoing`;
-the replies a line calls for (PONG to a PING, ERROR to a malformed line or
-to a regexp that does not compile) are queued there by ``receive_data``
-itself. The I/O layer only writes ``outgoing`` to the socket and deletes
-what the kernel took. Nothing here imports trio, socket, os or time.
+``send_*`` methods, which check it (our handshake first, nothing after BYE,
+no line over the limit) and queue its bytes in a private buffer; the
+replies a line calls for (PONG to a PING, ERROR to a malformed line or to a
+regexp that does not compile) are queued there by ``receive_data`` itself.
+The I/O layer takes the queued bytes with :meth:`Connection.data_to_send`
+(as h2 hands them out) and writes them. Nothing here imports trio, socket,
+os or time.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from . import protocol
 from ._errors import IvyIllegalStateError, IvyMalformedMessage
 from ._lines import LineBuffer
+from ._msg_bytes import MAX_CACHED_HEAD, MSG_HEADS, msg_head, msg_payload
 from ._peer_regexps import PeerRegexps
 from ._protocol_events import (
     Bye,
@@ -63,35 +66,10 @@ BAD_FORMAT_ID = 3
 BAD_FORMAT = "bad format request expected 'type id ...'"
 ALREADY_CONNECTED = "Application already connected"
 
-#: ``b"2 <id>\\x02"`` by subscription id: the head of every MSG we send, made
-#: once per id. Our own ids are few; :func:`msg_head` caps the cache anyway,
-#: since ``send_raw`` takes any id.
-MSG_HEADS: dict[int, bytes] = {}
-_MAX_MSG_HEADS = 4096
 #: Distinct incoming MSG heads remembered per connection (a peer uses as many
 #: ids as we have subscriptions); only short ones, so junk costs nothing.
 _MAX_CACHED_IDS = 4096
-_MAX_CACHED_HEAD = 24
 _BYE = protocol.encode(MsgType.BYE, 0)
-
-
-def msg_head(sub_id: int) -> bytes:
-    """``b"2 <sub_id>\\x02"``, from :data:`MSG_HEADS` when it is there."""
-    head = MSG_HEADS.get(sub_id)
-    if head is None:
-        head = b"2 %d\x02" % sub_id
-        if len(MSG_HEADS) < _MAX_MSG_HEADS and len(head) <= _MAX_CACHED_HEAD:
-            MSG_HEADS[sub_id] = head  # peers choose the ids: only short ones
-    return head
-
-
-def msg_payload(groups: Sequence[str]) -> bytes:
-    """The bytes after a MSG's head: each group ended by ``\\x03``, then ``\\n``.
-
-    Made once per matching regexp and shared by every subscriber of it.
-    """
-    text = ARG_END.join(groups) + "\x03\n" if groups else "\n"
-    return text.encode("utf-8", "surrogateescape")
 
 
 class Connection:
@@ -109,8 +87,10 @@ class Connection:
       state: where the peer's side of the handshake stands.
       peer_name, peer_port: from its START_REGEXP (None before).
       subscriptions: the peer's regexps that compiled, by id, in order.
-      outgoing: bytes for the peer, oldest first. The I/O layer sends from
-        the front and deletes what was sent; nothing else removes bytes.
+      bytes_queued: bytes waiting in the buffer for :meth:`data_to_send`.
+      replies_queued: bytes of replies (PONG, ERROR) queued so far, in all:
+        the I/O layer pauses reading a peer whose lines make it answer
+        past its output limit.
     """
 
     def __init__(
@@ -125,10 +105,8 @@ class Connection:
         self.peer_port: int | None = None
         self._regexps = PeerRegexps() if regexps is None else regexps
         self.subscriptions: dict[int, str] = self._regexps.by_id
-        self.outgoing = bytearray()
+        self._outgoing = bytearray()
         self._java_newlines = java_newlines
-        #: Bytes of replies queued so far: the I/O layer pauses reading a
-        #: peer whose lines make it answer past its output limit.
         self.replies_queued = 0
         self._said_hello = False
         self._said_bye = False
@@ -139,16 +117,38 @@ class Connection:
         # "2 <id>" → id: parsing the same few ids again costs more than a look-up
         self._msg_ids: dict[str, int] = {}
 
-    # ------------------------------------------------------------- our side
-    def _queue(self, msg_type: int, num_id: int, params: str | Sequence[str] = "") -> None:
+    # ---------------------------------------------------------------- output
+    @property
+    def bytes_queued(self) -> int:
+        """Bytes queued for the peer that :meth:`data_to_send` has not handed out."""
+        return len(self._outgoing)
+
+    @property
+    def said_bye(self) -> bool:
+        """Whether our last line was queued (BYE, or a duplicate's ERROR)."""
+        return self._said_bye
+
+    def data_to_send(self) -> bytearray:
+        """Everything queued for the peer, oldest first; the buffer starts anew.
+
+        The caller owns what it gets (no copy is made): it writes it, and
+        keeps what the kernel did not take.
+        """
+        data, self._outgoing = self._outgoing, bytearray()
+        return data
+
+    def _check_open(self) -> None:
         if not self._said_hello or self._said_bye:
             state = "BYE was sent" if self._said_bye else "our handshake comes first"
             raise IvyIllegalStateError(f"cannot send on this connection: {state}")
+
+    def _queue(self, msg_type: int, num_id: int, params: str | Sequence[str] = "") -> None:
+        self._check_open()
         line = protocol.encode(msg_type, num_id, params)
         if len(line) > MAX_LINE_LENGTH + 1:
             size = len(line) - 1
             raise ValueError(f"a line of {size} bytes: peers refuse over {MAX_LINE_LENGTH}")
-        self.outgoing += line
+        self._outgoing += line
 
     def _text(self, text: str) -> str:
         if self._java_newlines:
@@ -180,12 +180,30 @@ class Connection:
         self._queue(MsgType.DEL_REGEXP, sub_id)
 
     def send_msg(self, sub_id: int, groups: Sequence[str]) -> None:
-        """One MSG for the peer's subscription ``sub_id``.
-
-        The bus's router writes MSGs with :func:`msg_head` and
-        :func:`msg_payload` directly, sharing one payload among subscribers.
-        """
+        """One MSG for the peer's subscription ``sub_id``."""
         self._queue(MsgType.MSG, sub_id, [self._text(g) for g in groups])
+
+    def send_msg_payload(self, sub_id: int, payload: bytes) -> int:
+        """One MSG made of :func:`msg_payload`'s bytes; returns :attr:`bytes_queued`.
+
+        The router's way: one text matching a regexp that many peers hold
+        is encoded once, and each of them gets the same payload. (Java
+        newlines were escaped in the text before it was matched.)
+
+        Raises:
+          IvyIllegalStateError: BYE was sent, or our handshake was not.
+          ValueError: the line would be over :data:`MAX_LINE_LENGTH`.
+        """
+        if self._said_bye or not self._said_hello:
+            self._check_open()
+        head = MSG_HEADS.get(sub_id) or msg_head(sub_id)
+        if len(payload) + len(head) > MAX_LINE_LENGTH + 1:
+            size = len(payload) + len(head) - 1
+            raise ValueError(f"a line of {size} bytes: peers refuse over {MAX_LINE_LENGTH}")
+        out = self._outgoing
+        out += head
+        out += payload
+        return len(out)
 
     def send_direct(self, num_id: int, text: str) -> None:
         """DIRECT_MSG."""
@@ -218,7 +236,7 @@ class Connection:
     def send_bye(self) -> None:
         """BYE: our last message; nothing can be sent after it."""
         if not self._said_bye:
-            self.outgoing += _BYE
+            self._outgoing += _BYE
             self._said_bye = True
 
     def reject_duplicate(self) -> None:
@@ -248,15 +266,15 @@ class Connection:
         if not self._said_bye:
             line = protocol.encode(msg_type, num_id, params)
             self.replies_queued += len(line)
-            self.outgoing += line
+            self._outgoing += line
 
     def receive_data(self, data: bytes) -> list[Event]:
         """Feed bytes received from the peer; get back what they mean.
 
         ``b""`` means the peer closed the stream: a :class:`Bye` event.
         A partial line is kept until its end arrives (ivy-c splits a MSG
-        across writes). Replies the lines call for are appended to
-        :attr:`outgoing`. After a :class:`Bye` or :class:`Closing` event,
+        across writes). Replies the lines call for are queued for
+        :meth:`data_to_send`. After a :class:`Bye` or :class:`Closing` event,
         the connection is closed and further data is ignored.
         """
         if self.state is ConnectionState.CLOSED:
@@ -279,7 +297,7 @@ class Connection:
                         sub_id = int(head[2:])
                     except ValueError:
                         sub_id = -1
-                    if len(ids) < _MAX_CACHED_IDS and len(head) <= _MAX_CACHED_HEAD:
+                    if len(ids) < _MAX_CACHED_IDS and len(head) <= MAX_CACHED_HEAD:
                         ids[head] = sub_id
                 if sep and sub_id >= 0:
                     self._malformed_streak = 0

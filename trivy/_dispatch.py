@@ -11,14 +11,14 @@ layer cannot know (a duplicate, the ready message) is sent from here.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from time import perf_counter
+from typing import Any
 
 import trio
 
-from ._callbacks import call_user
+from ._callbacks import call_logged, call_user
 from ._event_streams import EventHub
 from ._events import (
     DieReceived,
@@ -48,6 +48,7 @@ from ._protocol_events import (
     HandshakeDone,
     Malformed,
     PeerIdentified,
+    PingReceived,
     PongReceived,
     RegexpAdded,
     RegexpRejected,
@@ -67,6 +68,8 @@ COMPILE_SLICE = 0.02
 
 #: ``on_die(peer, num_id)``, sync or async; returning False refuses to die.
 DieCallback = Callable[[Peer, int], "Awaitable[bool | None] | bool | None"]
+#: Acts on one event of a session; False ends the connection.
+_Handler = Callable[[PeerSession, Any], Awaitable[bool]]
 
 
 class Dispatcher:
@@ -101,6 +104,22 @@ class Dispatcher:
         self._on_die = on_die
         self._stop = stop
         self._compile_time = 0.0  # seconds spent compiling since the last yield
+        self._handlers: dict[type[Event], _Handler] = {
+            RegexpAdded: self._regexp_added,
+            RegexpRemoved: self._regexp_removed,
+            RegexpRejected: self._regexp_rejected,
+            PeerIdentified: self._identified,
+            HandshakeDone: self._handshake_done,
+            PingReceived: self._ping,
+            PongReceived: self._pong,
+            DirectReceived: self._direct,
+            ErrorLine: self._error,
+            DieRequested: self._die_requested,
+            Malformed: self._malformed,
+            UnknownType: self._unknown,
+            Bye: self._bye,
+            Closing: self._closing,
+        }
 
     async def dispatch(self, session: PeerSession, events: list[Event]) -> bool:
         """Act on the events of one read; False when the connection must end.
@@ -110,13 +129,13 @@ class Dispatcher:
         """
         if session.closing:
             return True
-        local, peer = self._local, session.peer
+        local, peer, handlers = self._local, session.peer, self._handlers
         sub_id: int
         groups: tuple[str, ...]
         size: int
         for event in events:
             if type(event) is not tuple:
-                if not await self._handle(session, event):
+                if not await handlers[type(event)](session, event):
                     return False
                 continue
             # a MsgTuple; unpacked with no cast(), which is a call per MSG
@@ -127,12 +146,9 @@ class Dispatcher:
             # type() rather than isinstance: Subscription's ABC metaclass
             # makes isinstance a Python-level check, and this runs per MSG.
             if type(target) is Binding:
-                try:  # inline: a sync callback costs no coroutine
-                    result = target.callback(peer, *groups)
-                    if result is not None and inspect.isawaitable(result):
-                        await result
-                except Exception:
-                    logger.exception("callback %r for %r raised", target.callback, target.regexp)
+                pending = call_logged(target.callback, (peer, *groups), target.regexp)
+                if pending is not None:
+                    await pending
             else:
                 match = Match(peer, groups, sub_id)
                 if not target._put_nowait(match, size):  # type: ignore[union-attr]
@@ -158,86 +174,112 @@ class Dispatcher:
         """Report the peer speaking again."""
         self._hub.emit_nowait(PeerResponsive(session.peer))
 
-    async def _handle(self, session: PeerSession, event: Event) -> bool:
-        peer = session.peer
-        if isinstance(event, RegexpAdded):
-            if event.replaced is not None:
-                self._router.remove(session, event.sub_id, event.replaced)
-            started = perf_counter()
-            try:
-                self._router.add(session, event.sub_id, event.regexp)  # compiles it
-            except REGEXP_ERRORS as exc:  # the matcher's verdict, the protocol's answer
-                reason, offset = regexp_error(exc)
-                rejected: RegexpRejected | None = session.conn.reject_regexp(
-                    event.sub_id, event.regexp, reason, offset
-                )
-                session.flush_soon()
-            else:
-                rejected = None
-            self._compile_time += perf_counter() - started
-            if self._compile_time > COMPILE_SLICE:
-                # Many new regexps in one read: let the other tasks run
-                # between compiles rather than after all of them.
-                self._compile_time = 0.0
-                await trio.lowlevel.checkpoint()
-            if rejected is not None:
-                return await self._handle(session, rejected._replace(replaced=event.replaced))
-            if event.replaced is not None:
-                await self._hub.emit(
-                    SubscriptionChanged(peer, event.sub_id, event.regexp, event.replaced)
-                )
-            else:
-                await self._hub.emit(SubscriptionAdded(peer, event.sub_id, event.regexp))
-        elif isinstance(event, RegexpRemoved):
-            self._router.remove(session, event.sub_id, event.regexp)
-            await self._hub.emit(SubscriptionRemoved(peer, event.sub_id, event.regexp))
-        elif isinstance(event, RegexpRejected):
-            session.log.warning(
-                "%s sent a regexp that does not compile: %r: %s",
-                peer,
-                shorten(event.regexp),
-                shorten(event.reason),
+    # ------------------------------------------- one handler per kind of event
+    # Each returns False when the connection must end.
+
+    async def _regexp_added(self, session: PeerSession, event: RegexpAdded) -> bool:
+        if event.replaced is not None:
+            self._router.remove(session, event.sub_id, event.replaced)
+        started = perf_counter()
+        try:
+            self._router.add(session, event.sub_id, event.regexp)  # compiles it
+        except REGEXP_ERRORS as exc:  # the matcher's verdict, the protocol's answer
+            reason, offset = regexp_error(exc)
+            rejected: RegexpRejected | None = session.reject_regexp(
+                event.sub_id, event.regexp, reason, offset
             )
-            if event.replaced is not None:
-                self._router.remove(session, event.sub_id, event.replaced)
-                await self._hub.emit(SubscriptionRemoved(peer, event.sub_id, event.replaced))
-        elif isinstance(event, PeerIdentified):
-            peer.name, peer.port = event.name, event.port
-            return self._peers.resolve_duplicate(session)
-        elif isinstance(event, HandshakeDone):
-            self._peers.mark_ready(session)
-            logger.info("%s connected", peer)
-            if self._ready_message:
-                self._router.route(self._ready_message, session, False)
-            await self._hub.emit(PeerConnected(peer))
-        elif isinstance(event, PongReceived):
-            if event.expected:
-                session.pong(event.num_id)
-            else:
-                session.log.info("%s sent a PONG for no PING of ours (id %d)", peer, event.num_id)
-        elif isinstance(event, DirectReceived):
-            await self._hub.emit(DirectMessage(peer, event.num_id, event.text))
-        elif isinstance(event, ErrorLine):
-            text = shorten(event.text)
-            session.log.warning("%s sent an error (id %d): %s", peer, event.num_id, text)
-            await self._hub.emit(ErrorReceived(peer, event.num_id, event.text))
-        elif isinstance(event, DieRequested):
-            await self._die(peer, event.num_id)
-        elif isinstance(event, Malformed):
-            line = shorten(event.line)
-            session.log.warning("%s sent a malformed line (%s): %r", peer, event.reply, line)
-        elif isinstance(event, UnknownType):
-            kind, params = event.msg_type, shorten(event.params)
-            session.log.warning("%s sent a message of unknown type %d: %r", peer, kind, params)
-        elif isinstance(event, Bye):
-            session.log.info("%s said BYE", peer)
-            session.end_reason = session.end_reason or "BYE"
-            return False
-        elif isinstance(event, Closing):
-            session.log.warning("dropping %s: %s", peer, event.reason)
-            session.end_reason = session.end_reason or event.reason
-            return False
-        return True  # PingReceived: its PONG is queued already
+        else:
+            rejected = None
+        self._compile_time += perf_counter() - started
+        if self._compile_time > COMPILE_SLICE:
+            # Many new regexps in one read: let the other tasks run
+            # between compiles rather than after all of them.
+            self._compile_time = 0.0
+            await trio.lowlevel.checkpoint()
+        peer = session.peer
+        if rejected is not None:
+            return await self._regexp_rejected(session, rejected._replace(replaced=event.replaced))
+        if event.replaced is not None:
+            await self._hub.emit(
+                SubscriptionChanged(peer, event.sub_id, event.regexp, event.replaced)
+            )
+        else:
+            await self._hub.emit(SubscriptionAdded(peer, event.sub_id, event.regexp))
+        return True
+
+    async def _regexp_removed(self, session: PeerSession, event: RegexpRemoved) -> bool:
+        self._router.remove(session, event.sub_id, event.regexp)
+        await self._hub.emit(SubscriptionRemoved(session.peer, event.sub_id, event.regexp))
+        return True
+
+    async def _regexp_rejected(self, session: PeerSession, event: RegexpRejected) -> bool:
+        peer = session.peer
+        regexp, reason = shorten(event.regexp), shorten(event.reason)
+        session.log.warning("%s sent a regexp that does not compile: %r: %s", peer, regexp, reason)
+        if event.replaced is not None:
+            self._router.remove(session, event.sub_id, event.replaced)
+            await self._hub.emit(SubscriptionRemoved(peer, event.sub_id, event.replaced))
+        return True
+
+    async def _identified(self, session: PeerSession, event: PeerIdentified) -> bool:
+        session.identify(event.name, event.port)
+        return self._peers.resolve_duplicate(session)
+
+    async def _handshake_done(self, session: PeerSession, event: HandshakeDone) -> bool:
+        self._peers.mark_ready(session)
+        logger.info("%s connected", session.peer)
+        if self._ready_message:
+            self._router.route(self._ready_message, only=session, wait=False)
+        await self._hub.emit(PeerConnected(session.peer))
+        return True
+
+    async def _ping(self, session: PeerSession, event: PingReceived) -> bool:
+        return True  # its PONG is queued already
+
+    async def _pong(self, session: PeerSession, event: PongReceived) -> bool:
+        if event.expected:
+            session.pings.pong(event.num_id)
+        else:
+            session.log.info(
+                "%s sent a PONG for no PING of ours (id %d)", session.peer, event.num_id
+            )
+        return True
+
+    async def _direct(self, session: PeerSession, event: DirectReceived) -> bool:
+        await self._hub.emit(DirectMessage(session.peer, event.num_id, event.text))
+        return True
+
+    async def _error(self, session: PeerSession, event: ErrorLine) -> bool:
+        peer, text = session.peer, shorten(event.text)
+        session.log.warning("%s sent an error (id %d): %s", peer, event.num_id, text)
+        await self._hub.emit(ErrorReceived(peer, event.num_id, event.text))
+        return True
+
+    async def _die_requested(self, session: PeerSession, event: DieRequested) -> bool:
+        await self._die(session.peer, event.num_id)
+        return True
+
+    async def _malformed(self, session: PeerSession, event: Malformed) -> bool:
+        line = shorten(event.line)
+        session.log.warning("%s sent a malformed line (%s): %r", session.peer, event.reply, line)
+        return True
+
+    async def _unknown(self, session: PeerSession, event: UnknownType) -> bool:
+        kind, params = event.msg_type, shorten(event.params)
+        session.log.warning(
+            "%s sent a message of unknown type %d: %r", session.peer, kind, params
+        )
+        return True
+
+    async def _bye(self, session: PeerSession, event: Bye) -> bool:
+        session.log.info("%s said BYE", session.peer)
+        session.note_end("BYE")
+        return False
+
+    async def _closing(self, session: PeerSession, event: Closing) -> bool:
+        session.log.warning("dropping %s: %s", session.peer, event.reason)
+        session.note_end(event.reason)
+        return False
 
     async def _die(self, peer: Peer, num_id: int) -> None:
         refused = False

@@ -1,11 +1,10 @@
-"""The last bytes of a connection: what is queued (BYE last) goes out, boundedly.
+"""The end of a connection, once its last bytes were written: linger, then close.
 
 Whatever ends a session (the peer's BYE, a limit, our ``stop()``, a DIE,
-an outer cancellation of ``open_ivy_bus``), its tasks are cancelled and
-:func:`flush_and_close` runs under a shield: it writes the output itself,
-so the farewell never depends on a writer task that was already cancelled.
-A slow peer keeps getting bytes as long as it takes some every
-``stop_timeout``; no peer holds the exit past ``leave_timeout``.
+an outer cancellation of ``open_ivy_bus``), its output sends what is
+queued, BYE last (:meth:`~trivy._output.PeerOutput.leave`); then
+:func:`linger` waits until the peer has it all, and :func:`close_socket`
+closes without a reset.
 """
 
 from __future__ import annotations
@@ -16,9 +15,9 @@ from contextlib import suppress
 
 import trio
 
-from ._liveness import unacknowledged, wait_taking
+from ._liveness import unacknowledged
 
-__all__ = ["flush_and_close"]
+__all__ = ["close_socket", "linger"]
 
 logger = logging.getLogger("trivy")
 
@@ -28,53 +27,21 @@ LINGER_POLL = 0.05
 DISCARD_READS = 16
 
 
-def _always() -> bool:
-    return True
+def close_socket(sock: socket.socket) -> None:
+    """Shut down our side, discard what the peer still sends, and close.
 
-
-async def flush_and_close(
-    sock: socket.socket,
-    out: bytearray,
-    stop_timeout: float,
-    leave_timeout: float,
-    name: object,
-) -> int:
-    """Send ``out`` on ``sock``, then close it; returns the bytes left unsent.
-
-    Gives up when the peer takes no byte for ``stop_timeout`` seconds, and
-    in any case after ``leave_timeout``; cancellation from outside does not
-    shorten it (that is what bounds it). ``name`` names the peer in the log.
+    Unread data in the kernel would make ``close()`` answer with RST, which
+    can make the peer throw away our last bytes (BYE among them).
     """
-    deadline = trio.current_time() + leave_timeout
-    with trio.CancelScope(shield=True, deadline=deadline):
-        while out:
-            try:
-                sent = sock.send(out)
-            except BlockingIOError:
-                if await wait_taking(sock, stop_timeout, _always):
-                    continue
-                break
-            except OSError:
-                out.clear()
-                break
-            del out[:sent]
-    unsent = len(out)
-    if unsent:
-        logger.warning("%s: leaving with %d bytes unsent: the peer stopped reading", name, unsent)
-        out.clear()
-    if not unsent:  # (a peer that stopped taking will not take the rest)
-        with trio.CancelScope(shield=True, deadline=deadline):
-            await _linger(sock, stop_timeout)
     with suppress(OSError):
         sock.shutdown(socket.SHUT_WR)
-        for _ in range(DISCARD_READS):  # unread data would make close() send RST
+        for _ in range(DISCARD_READS):
             if not sock.recv(256 * 1024):
                 break
     sock.close()
-    return unsent
 
 
-async def _linger(sock: socket.socket, stop_timeout: float) -> None:
+async def linger(sock: socket.socket, stop_timeout: float) -> None:
     """Wait until the peer acknowledged everything, or closed, or stopped taking.
 
     Closing a socket while the kernel still holds bytes for the peer, if the

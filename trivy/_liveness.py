@@ -24,9 +24,12 @@ import socket
 import struct
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import trio
+
+from ._logs import LogLimiter
+from ._options import BusOptions
 
 if sys.platform == "linux":
     from fcntl import ioctl
@@ -36,11 +39,7 @@ else:  # pragma: no cover
 #: Linux's ioctl for the bytes of a TCP send queue not yet sent at all.
 SIOCOUTQNSD = 0x894B
 
-if TYPE_CHECKING:
-    from ._options import BusOptions
-    from ._peer import PeerSession
-
-__all__ = ["configure_keepalive", "wait_taking", "watch_session"]
+__all__ = ["Watched", "configure_keepalive", "wait_taking", "watch_session"]
 
 logger = logging.getLogger("trivy")
 
@@ -131,52 +130,87 @@ async def wait_taking(
         queued = now_queued
 
 
-async def watch_session(session: PeerSession, options: BusOptions) -> None:
-    """The handshake deadline, then the heartbeat, for one session's life."""
+class Watched(Protocol):
+    """What the watch needs of a peer's session (a :class:`~trivy._peer.PeerSession`)."""
+
+    log: LogLimiter
+
+    @property
+    def peer(self) -> object:
+        """Names the peer in the log."""
+
+    @property
+    def ready(self) -> bool:
+        """Whether the handshake is complete."""
+
+    @property
+    def activity(self) -> int:
+        """Grows whenever the peer is heard from (a read, room made in its buffer)."""
+
+    @property
+    def waiting_for_peer(self) -> bool:
+        """Whether the reader now waits for the peer's next bytes."""
+
+    async def wait_ready(self) -> None:
+        """Return once the handshake is complete."""
+
+    def abort(self, reason: str = "") -> None:
+        """End the connection."""
+
+    def send_heartbeat(self) -> None:
+        """PING the peer, forgetting the previous heartbeat's PING."""
+
+    def report_unresponsive(self, silent_for: float) -> None:
+        """Tell the bus the peer has been silent for ``silent_for`` seconds."""
+
+    def report_responsive(self) -> None:
+        """Tell the bus the peer reported unresponsive spoke again."""
+
+
+async def watch_session(session: Watched, options: BusOptions) -> None:
+    """The handshake deadline, then the heartbeat, for one session's life.
+
+    The session cancels it when it closes.
+    """
     with trio.move_on_after(options.handshake_timeout):
-        await session.became_ready.wait()
+        await session.wait_ready()
     if not session.ready:
-        if not session.closing:
-            reason = f"no handshake within {options.handshake_timeout:g} s"
-            session.log.warning("%s: %s, disconnecting", session.peer, reason)
-            session.abort(reason)
+        reason = f"no handshake within {options.handshake_timeout:g} s"
+        session.log.warning("%s: %s, disconnecting", session.peer, reason)
+        session.abort(reason)
         return
     if not math.isinf(options.heartbeat_interval):
         await _heartbeat(session, options)
 
 
-async def _heartbeat(session: PeerSession, options: BusOptions) -> None:
+async def _heartbeat(session: Watched, options: BusOptions) -> None:
     """PING a silent peer; report (or drop) one that stays silent.
 
-    Silence is measured in whole heartbeats: the reader counts its reads,
-    the writer the times a full peer made room again (it read: a busy peer
-    working through a backlog, whose PONG waits behind it, is alive), and a
-    heartbeat that finds both counts unchanged while the reader was waiting
-    for the peer counts as silent. (A reader that is busy or paused by our
-    own backpressure is not waiting: its peer is not silent.)
+    Silence is measured in whole heartbeats: the session's activity counts
+    its reads and the times a full peer made room again (it read: a busy
+    peer working through a backlog, whose PONG waits behind it, is alive),
+    and a heartbeat that finds the count unchanged while the reader was
+    waiting for the peer counts as silent. (A reader that is busy or paused
+    by our own backpressure is not waiting: its peer is not silent.)
     """
     interval = options.heartbeat_interval
-    conn = session.conn
-    heard = session.reads + session.drains
+    heard = session.activity
     silent_since = trio.current_time()
-    ping_id: int | None = None
     unresponsive = False
     while True:
         due = trio.current_time() + interval
         await trio.sleep(interval)
-        if session.closing:
-            return
         now = trio.current_time()
         # Woken a whole interval late: our own event loop was frozen (a
         # blocking callback), and the reader has not yet read what the peer
         # sent meanwhile. That silence is ours: start counting again.
         frozen = now - due > interval
-        if frozen or session.reads + session.drains != heard or not session.waiting_for_peer:
-            heard = session.reads + session.drains
+        if frozen or session.activity != heard or not session.waiting_for_peer:
+            heard = session.activity
             silent_since = now
             if unresponsive:
                 unresponsive = False
-                session.handler.session_responsive(session)
+                session.report_responsive()
             continue
         silent = now - silent_since
         if silent >= options.unresponsive_timeout and not unresponsive:
@@ -187,8 +221,5 @@ async def _heartbeat(session: PeerSession, options: BusOptions) -> None:
                 session.abort(reason)
                 return
             session.log.warning("%s: silent for %.0f s", session.peer, silent)
-            session.handler.session_unresponsive(session, silent)
-        if ping_id is not None:
-            conn.forget_ping(ping_id)  # unanswered: at most one stays pending
-        ping_id = conn.send_ping()
-        session.flush_soon()
+            session.report_unresponsive(silent)
+        session.send_heartbeat()

@@ -2,7 +2,7 @@
 
 Each subscription has an id peers use in their MSGs. Adding, changing or
 removing one sends ADD_REGEXP or DEL_REGEXP to every peer through its
-:class:`~trivy._connection.Connection`; a new peer gets them all in its
+:class:`~trivy._peer.PeerSession`; a new peer gets them all in its
 handshake (:meth:`LocalSubscriptions.items`).
 """
 
@@ -71,9 +71,7 @@ class LocalSubscriptions:
 
     def _announce(self, sub_id: int, regexp: str) -> None:
         for session in self._sessions:
-            if not session.closing:
-                session.conn.send_subscription(sub_id, regexp)
-                session.flush_soon()
+            session.send_subscription(sub_id, regexp)
 
     def subscribe(self, regexp: str, max_buffer: int, max_bytes: int) -> Subscription:
         """A new channel subscription (see :meth:`trivy.IvyBus.subscribe`)."""
@@ -123,9 +121,7 @@ class LocalSubscriptions:
         """Forget ``sub_id`` and tell the peers (unless we are leaving)."""
         if self.by_id.pop(sub_id, None) is not None and self.accepting:
             for session in self._sessions:
-                if not session.closing:
-                    session.conn.send_unsubscription(sub_id)
-                    session.flush_soon()
+                session.send_unsubscription(sub_id)
 
     def end_all(self) -> None:
         """We are leaving: every channel ends once drained; no DEL_REGEXP goes out."""

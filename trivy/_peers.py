@@ -3,14 +3,15 @@
 :class:`PeerSet` knows which sessions exist, finds the session of a
 :class:`~trivy.Peer`, tells discovery whether an address is already
 connected, and resolves duplicate connections to one agent the way ivy-c
-does. Tasks waiting for a peer park on :attr:`PeerSet.changed`.
+does. Tasks wait for a peer with :meth:`PeerSet.wait_ready`, until the set
+is closed (the bus leaving).
 """
 
 from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import trio
 
@@ -53,8 +54,8 @@ class PeerSet:
         self._sessions: dict[PeerSession, None] = {}
         self._by_peer: dict[Peer, PeerSession] = {}
         self._log = LogLimiter(logger)  # (a flood of connections is logged boundedly)
-        #: Unparked whenever a peer becomes ready or goes away.
-        self.changed = trio.lowlevel.ParkingLot()
+        self._changed = trio.lowlevel.ParkingLot()  # a peer became ready or went away
+        self._closed = False
 
     def __iter__(self) -> Iterator[PeerSession]:
         return iter(list(self._sessions))
@@ -92,35 +93,40 @@ class PeerSet:
 
     def remove(self, session: PeerSession) -> bool:
         """Forget a session; True if it was ready (its peer is now gone)."""
-        self._sessions.pop(session, None)
+        known = self._sessions.pop(session, False) is None
         self._by_peer.pop(session.peer, None)
-        was_ready, session.ready = session.ready, False
+        was_ready = known and session.ready
         if was_ready:
-            self.changed.unpark_all()
+            self._changed.unpark_all()
         return was_ready
 
     def mark_ready(self, session: PeerSession) -> None:
         """The session's handshake is complete."""
-        session.ready = True
-        session.became_ready.set()
-        self.changed.unpark_all()
+        session.mark_ready()
+        self._changed.unpark_all()
+
+    def close(self) -> None:
+        """The bus is leaving: every :meth:`wait_ready` raises, now and later."""
+        self._closed = True
+        self._changed.unpark_all()
 
     def ready_peers(self) -> list[Peer]:
         """The peers whose handshake is complete, in connection order."""
         return [session.peer for session in self._sessions if session.ready]
 
-    async def wait_ready(self, name: str | None, check: Callable[[], None]) -> Peer:
+    async def wait_ready(self, name: str | None) -> Peer:
         """The first ready peer named ``name`` (any if None), once there is one.
 
-        ``check()`` runs before each look, and may raise to end the wait.
+        Raises:
+          IvyIllegalStateError: the set is closed (or closes meanwhile).
         """
-        while True:
-            check()
+        while not self._closed:
             found = next((p for p in self.ready_peers() if name in (None, p.name)), None)
             if found is not None:
                 await trio.lowlevel.checkpoint()
                 return found
-            await self.changed.park()
+            await self._changed.park()
+        raise IvyIllegalStateError("the bus is not running")
 
     def session_of(self, peer: Peer) -> PeerSession:
         """The open session of ``peer``.
@@ -151,11 +157,11 @@ class PeerSet:
         Returns:
           False if ``session`` itself is the one closed.
         """
-        session.identified_at = now = trio.current_time()
+        now = trio.current_time()
         for other in self._sessions:
             if (
                 other is not session
-                and other.identified
+                and other.identified_at is not None
                 and not other.closing
                 and other.peer.host == session.peer.host
                 and other.peer.port == session.peer.port
@@ -164,12 +170,11 @@ class PeerSet:
                     loser = session
                     session.log.warning("%s: claimed by a second connection: refused", session.peer)
                 else:
-                    mine = duplicate_loser(session.local_port, session.remote_port)
-                    theirs = duplicate_loser(other.local_port, other.remote_port)
+                    mine = duplicate_loser(session.local_address[1], session.remote_address[1])
+                    theirs = duplicate_loser(other.local_address[1], other.remote_address[1])
                     loser = session if mine > theirs else other
                     logger.info("%s: duplicate connection, closing one", session.peer)
-                loser.conn.reject_duplicate()
-                loser.abort()
+                loser.reject_duplicate()
                 return loser is not session
         return True
 

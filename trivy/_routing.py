@@ -2,36 +2,32 @@
 
 The :class:`Router` keeps every regexp the peers subscribed with
 (:class:`~trivy._matching.RegexpTable`), finds which ones a text matches,
-and appends one MSG per matching subscription to that peer's output. The
-MSG bytes come from the protocol layer (:func:`~trivy._connection.msg_head`,
-:func:`~trivy._connection.msg_payload`): one payload per matching regexp,
-shared by all its subscribers. A peer whose output is over its limit either
-makes ``send`` wait (lossless) or, for ``send_nowait``, gets the overflow
-policy.
+and has each matching subscriber's :class:`~trivy._output.PeerOutput`
+queue one MSG: one payload per matching regexp
+(:func:`~trivy._connection.msg_payload`), shared by all its subscribers.
+A peer whose output is over its limit either makes ``send`` wait
+(lossless) or, for ``send_nowait``, gets the overflow policy.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from time import perf_counter
 
 import trio
 
 from . import protocol
-from ._connection import MAX_LINE_LENGTH, MSG_HEADS, msg_head
+from ._connection import MAX_LINE_LENGTH, msg_payload
 from ._events import BusEvent, Congestion, SubscriptionRemoved
 from ._logs import LogLimiter, shorten
 from ._matching import RegexpEntry, RegexpTable
 from ._message_classes import MessageClasses
 from ._options import BusOptions
+from ._output import QUEUED_OVER_LIMIT, REFUSED
 from ._peer import PeerSession
 from ._regexp_guard import MATCH_TIMEOUT
-from .protocol import ARG_END
 
-_join_groups = ARG_END.join
-
-__all__ = ["DIRECT_WRITE_INTERVAL", "MAX_TEXT", "SENDS_PER_CHECKPOINT", "Router"]
+__all__ = ["MAX_TEXT", "SENDS_PER_CHECKPOINT", "Router"]
 
 logger = logging.getLogger("trivy")
 
@@ -54,20 +50,11 @@ _MAX_PAYLOAD = MAX_TEXT + 2
 #: A text this long or shorter needs no length check: its MSG payload is at
 #: most (groups × 4 bytes × SHORT_TEXT), within the limit below 256 groups.
 SHORT_TEXT = 1024
-#: How far past its limit one waiting ``send`` may queue for a peer: a text
-#: that matches many of its subscriptions (10,000 ``(.*)`` once made one
-#: send queue 2 GB). Beyond, that peer's MSGs of this send are dropped and
-#: a Congestion event reports them.
-MAX_EXCESS = 16 * 1024 * 1024
 #: Regexps one peer may hold that need the guard (some texts matched by the
 #: timed engine): each may cost a send up to MATCH_TIMEOUT, once.
 MAX_GUARDED_PER_PEER = 8
 #: A peer whose regexps ran out of time this many times is disconnected.
 MAX_GUARD_STRIKES = 3
-#: A message to an idle peer is written at once, without the writer task,
-#: unless the last such write to it is more recent than this (seconds): then
-#: messages come in a burst and are better coalesced by the writer.
-DIRECT_WRITE_INTERVAL = 50e-6
 
 
 class Router:
@@ -82,8 +69,10 @@ class Router:
         self.table: RegexpTable[PeerSession] = RegexpTable(options.match_mode)
         #: Our message classes: peers' regexps outside them are not used.
         self.classes = MessageClasses(options.message_classes)
-        self._limit = options.send_buffer_limit
         self._overflow_disconnects = options.overflow == "disconnect"
+        # Per peer: its regexps that need the guard, and how many ran out of time.
+        self._guarded: dict[PeerSession, int] = {}
+        self._guard_strikes: dict[PeerSession, int] = {}
         self._java_newlines = options.java_newlines
         self._report = report
         self._log = LogLimiter(logger)
@@ -106,25 +95,28 @@ class Router:
             return
         entry = self.table.add(session, sub_id, regexp)
         if entry.guarded:
-            if session.guarded >= MAX_GUARDED_PER_PEER:
+            guarded = self._guarded.get(session, 0)
+            if guarded >= MAX_GUARDED_PER_PEER:
                 self.table.remove(session, sub_id, regexp)
                 raise ValueError(f"more than {MAX_GUARDED_PER_PEER} regexps that need the guard")
-            session.guarded += 1
+            self._guarded[session] = guarded + 1
 
     def remove(self, session: PeerSession, sub_id: int, regexp: str) -> None:
         """A peer unsubscribed."""
         entry = self.table.entry(regexp)
         if entry is not None and entry.guarded and (session, sub_id) in entry.subscribers:
-            session.guarded -= 1
+            self._guarded[session] -= 1
         self.table.remove(session, sub_id, regexp)
 
     def forget(self, session: PeerSession) -> None:
         """A peer left: drop all its subscriptions."""
-        for sub_id, regexp in session.conn.subscriptions.items():
+        for sub_id, regexp in session.peer.subscriptions.items():
             self.table.remove(session, sub_id, regexp)
+        self._guarded.pop(session, None)
+        self._guard_strikes.pop(session, None)
 
     # --------------------------------------------------------------- sending
-    def route(self, text: str, only: PeerSession | None, wait: bool) -> int:
+    def route(self, text: str, *, only: PeerSession | None = None, wait: bool) -> int:
         """Queue ``text`` as MSGs to every matching subscription; count them.
 
         With ``wait``, over-limit peers are written to anyway and collected
@@ -148,8 +140,6 @@ class Router:
         ):
             raise ValueError(f"a text over {MAX_TEXT} bytes: peers would refuse its MSG line")
         count = 0
-        limit = self._limit
-        heads = MSG_HEADS
         table = self.table
         single = table.single_length
         candidates = (
@@ -165,14 +155,7 @@ class Router:
                 continue
             if found is None:
                 continue
-            groups = found.groups("")  # a group that took no part: ""
-            # msg_payload(groups), inline: a call is a tenth of a send
-            # (test_routing checks the two agree).
-            payload = (
-                (_join_groups(groups) + "\x03\n").encode("utf-8", "surrogateescape")
-                if groups
-                else b"\n"
-            )
+            payload = msg_payload(found.groups(""))  # a group that took no part: ""
             # Groups that overlap can outgrow the text; not for a short text,
             # unless the regexp has hundreds of groups (see _matching).
             if long_text and len(payload) > _MAX_PAYLOAD:
@@ -185,26 +168,13 @@ class Router:
             for session, sub_id in entry.subscribers:
                 if only is not None and session is not only:
                     continue
-                out = session.out
-                if len(out) > limit:
-                    if not wait or len(out) > limit + MAX_EXCESS:
-                        # (a waiting send goes past the limit, but one text
-                        # matching a peer's many subscriptions stops here)
-                        self._overflow(session, len(payload) + 8)
-                        continue
-                    if session not in self.congested:
-                        self.congested.append(session)
-                head = heads.get(sub_id) or msg_head(sub_id)
+                status = session.output.queue_msg(sub_id, payload, wait)
+                if status is REFUSED:
+                    self._overflow(session, len(payload) + 8)
+                    continue
                 count += 1
-                if session.writer_idle and not out:
-                    now = perf_counter()
-                    if now - session.last_direct_write > DIRECT_WRITE_INTERVAL:
-                        session.send_now(head + payload, now)  # a lone message
-                        continue
-                out += head
-                out += payload
-                if session.writer_idle:
-                    session.wake_writer()
+                if status is QUEUED_OVER_LIMIT and session not in self.congested:
+                    self.congested.append(session)
         if too_slow is not None:
             self._disable_too_slow()
         if self._to_abort:
@@ -220,26 +190,24 @@ class Router:
         for entry in entries:
             for session, sub_id in list(entry.subscribers):
                 self.table.remove(session, sub_id, entry.regexp)  # its guard slot stays used
-                session.conn.reject_regexp(sub_id, entry.regexp, reason)
-                session.flush_soon()
+                session.reject_regexp(sub_id, entry.regexp, reason)
                 session.log.warning("%s: %r %s", session.peer, shorten(entry.regexp), reason)
                 self._report(SubscriptionRemoved(session.peer, sub_id, entry.regexp))
-                session.guard_strikes += 1
-                if session.guard_strikes == MAX_GUARD_STRIKES:
+                strikes = self._guard_strikes[session] = self._guard_strikes.get(session, 0) + 1
+                if strikes == MAX_GUARD_STRIKES:
                     session.log.warning("%s: too many slow regexps, disconnecting", session.peer)
                     session.abort()
 
     def _overflow(self, session: PeerSession, size: int) -> None:
-        session.dropped_bytes += size
-        if session.congested:
+        output = session.output
+        if not output.record_drop(size):
             return  # reported once per episode: until its buffer empties
-        session.congested = True
         if self._overflow_disconnects:
             session.log.warning("%s: output buffer full, disconnecting", session.peer)
             self._to_abort.append(session)  # after the route: aborting edits the table
         else:
             session.log.warning("%s: output buffer full, dropping messages", session.peer)
-        self._report(Congestion(session.peer, len(session.conn.outgoing), session.dropped_bytes))
+        self._report(Congestion(session.peer, output.size, output.dropped_bytes))
 
     async def after_send(self) -> None:
         """What a ``send`` does once :attr:`congested` or when a checkpoint is due.
@@ -251,9 +219,6 @@ class Router:
         """
         self.sends_since_checkpoint = 0
         congested, self.congested = self.congested, []
-        limit = self._limit
         for session in congested:
-            session.drained_below = limit
-            while len(session.conn.outgoing) > limit and not session.closing:
-                await session.drained.park()
+            await session.output.wait_for_room()
         await trio.lowlevel.checkpoint()

@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 import trio
 
-from ._callbacks import call_user
+from ._callbacks import call_logged
 
 __all__ = ["Timer"]
 
@@ -70,9 +70,8 @@ class Timer:
                 while self.count == 0 or self.ticks < self.count:
                     await trio.sleep(self.interval)
                     self.ticks += 1
-                    try:
-                        await call_user(self.fn)
-                    except Exception:
-                        logger.exception("timer callback %r raised", self.fn)
+                    pending = call_logged(self.fn, (), "a timer")
+                    if pending is not None:
+                        await pending
         finally:
             self._finished.set()

@@ -1,0 +1,41 @@
+"""The bytes of the MSGs we send, made once and shared.
+
+A text that matches a regexp many peers hold is encoded once: its payload
+(:func:`msg_payload`) goes to each of them after the head of their
+subscription (:func:`msg_head`), which is made once per id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .protocol import ARG_END
+
+__all__ = ["MAX_CACHED_HEAD", "MSG_HEADS", "msg_head", "msg_payload"]
+
+#: ``b"2 <id>\\x02"`` by subscription id: the head of every MSG we send, made
+#: once per id. Our own ids are few; :func:`msg_head` caps the cache anyway,
+#: since ``send_raw`` takes any id.
+MSG_HEADS: dict[int, bytes] = {}
+_MAX_MSG_HEADS = 4096
+#: Longest head (or incoming id) kept in a cache: peers choose the ids.
+MAX_CACHED_HEAD = 24
+
+
+def msg_head(sub_id: int) -> bytes:
+    """``b"2 <sub_id>\\x02"``, from :data:`MSG_HEADS` when it is there."""
+    head = MSG_HEADS.get(sub_id)
+    if head is None:
+        head = b"2 %d\x02" % sub_id
+        if len(MSG_HEADS) < _MAX_MSG_HEADS and len(head) <= MAX_CACHED_HEAD:
+            MSG_HEADS[sub_id] = head  # peers choose the ids: only short ones
+    return head
+
+
+def msg_payload(groups: Sequence[str]) -> bytes:
+    """The bytes after a MSG's head: each group ended by ``\\x03``, then ``\\n``.
+
+    Made once per matching regexp and shared by every subscriber of it.
+    """
+    text = ARG_END.join(groups) + "\x03\n" if groups else "\n"
+    return text.encode("utf-8", "surrogateescape")

@@ -1,0 +1,272 @@
+"""One peer's output: the bytes its connection queued, on their way to the socket.
+
+A :class:`PeerOutput` is the one writer of a peer's socket. It takes what
+the sans-IO connection queued (:meth:`OutputSource.data_to_send`), keeps
+what the kernel did not take yet, and counts both against the peer's
+limit. Three ways out, one loop (:meth:`PeerOutput._send_queued`):
+
+- a lone message to an idle peer is written at once by the caller's task
+  (:meth:`PeerOutput.queue_msg`), which saves a task switch per message;
+- otherwise the writer task (:meth:`PeerOutput.run_writer`) sends whatever
+  is queued, many messages per ``send`` call, and lets go of a peer that
+  takes no byte for ``stall_timeout`` while over its limit;
+- on leaving (:meth:`PeerOutput.leave`), the rest goes out under a shield,
+  as long as the peer keeps taking it, within ``leave_timeout``.
+
+Tasks that must not queue more for a full peer wait in
+:meth:`PeerOutput.wait_for_room`: a waiting ``send``, and the reader of a
+peer whose own lines made us answer past its limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from contextlib import suppress
+from time import perf_counter
+from typing import Protocol
+
+import trio
+
+from ._leaving import close_socket, linger
+from ._liveness import wait_taking
+
+__all__ = [
+    "DIRECT_WRITE_INTERVAL",
+    "MAX_EXCESS",
+    "QUEUED",
+    "QUEUED_OVER_LIMIT",
+    "REFUSED",
+    "OutputSource",
+    "PeerOutput",
+]
+
+logger = logging.getLogger("trivy")
+
+#: A message to an idle peer is written at once, without the writer task,
+#: unless the last such write to it is more recent than this (seconds): then
+#: messages come in a burst and are better coalesced by the writer.
+DIRECT_WRITE_INTERVAL = 50e-6
+#: How far past its limit one waiting ``send`` may queue for a peer: a text
+#: that matches many of its subscriptions (10,000 ``(.*)`` once made one
+#: send queue 2 GB). Beyond, that peer's MSGs of this send are refused.
+MAX_EXCESS = 16 * 1024 * 1024
+
+#: What :meth:`PeerOutput.queue_msg` did with a MSG.
+QUEUED = 0
+QUEUED_OVER_LIMIT = 1  # queued, and the sender should wait for room
+REFUSED = 2  # not queued: the peer is over its limit
+
+
+class OutputSource(Protocol):
+    """Where the bytes come from (a :class:`~trivy._connection.Connection`)."""
+
+    @property
+    def bytes_queued(self) -> int:
+        """Bytes not handed out yet."""
+
+    def data_to_send(self) -> bytearray:
+        """Hand out every queued byte."""
+
+    def send_msg_payload(self, sub_id: int, payload: bytes) -> int:
+        """Queue one MSG; returns :attr:`bytes_queued`."""
+
+
+def _always() -> bool:
+    return True
+
+
+class PeerOutput:
+    """The writer of one peer's socket (see the module docstring).
+
+    Args:
+      sock: the peer's non-blocking socket.
+      source: the connection whose queued bytes go out.
+      limit: bytes queued past which senders wait or are refused.
+      name: names the peer in the log.
+    """
+
+    def __init__(self, sock: socket.socket, source: OutputSource, limit: int, name: object) -> None:
+        self._sock = sock
+        self._source = source
+        self._limit = limit
+        self._name = name
+        #: Bytes taken from the source that the kernel did not take yet.
+        self._sending = bytearray()
+        self._writer_idle = False  # the writer waits for bytes (read per message)
+        self._wake_writer = trio.lowlevel.ParkingLot()
+        self._room = trio.lowlevel.ParkingLot()
+        self._open = True  # false once closed: nothing waits for room any more
+        self._last_direct_write = 0.0
+        self._congested = False
+        #: Bytes of MSGs refused since the peer was last under its limit...
+        self.dropped_bytes = 0
+        #: ...times the kernel's buffer was full, and times the peer then
+        #: made room again (the heartbeat's sign that a busy peer reads).
+        self.write_stalls = 0
+        self.drains = 0
+
+    @property
+    def size(self) -> int:
+        """Bytes queued for the peer and not yet taken by the kernel."""
+        return len(self._sending) + self._source.bytes_queued
+
+    def over_limit(self) -> bool:
+        """Whether more than ``limit`` bytes wait for the peer."""
+        return self.size > self._limit
+
+    # ------------------------------------------------------------ queueing
+    def queue_msg(self, sub_id: int, payload: bytes, may_exceed: bool) -> int:
+        """Queue one MSG (the router's per-subscriber path); say what was done.
+
+        Returns :data:`QUEUED`, :data:`QUEUED_OVER_LIMIT` (the peer was over
+        its limit and ``may_exceed``: the sender should :meth:`wait_for_room`)
+        or :data:`REFUSED` (over the limit and not ``may_exceed``, or over it
+        by :data:`MAX_EXCESS`).
+        """
+        queued = len(self._sending) + self._source.bytes_queued
+        if queued > self._limit:
+            if not may_exceed or queued > self._limit + MAX_EXCESS:
+                return REFUSED
+            self._source.send_msg_payload(sub_id, payload)
+            self.flush_soon()
+            return QUEUED_OVER_LIMIT
+        self._source.send_msg_payload(sub_id, payload)
+        if self._writer_idle:
+            now = perf_counter()
+            if not queued and now - self._last_direct_write > DIRECT_WRITE_INTERVAL:
+                self._write_now(now)  # a lone message to an idle peer
+            else:
+                self._wake()
+        return QUEUED
+
+    def flush_soon(self) -> None:
+        """Have the writer send what is queued."""
+        if self._writer_idle and self._source.bytes_queued:
+            self._wake()
+
+    def _wake(self) -> None:
+        self._writer_idle = False
+        self._wake_writer.unpark()
+
+    def _write_now(self, now: float) -> None:
+        """Write the queued bytes from the caller's task; the writer takes the rest."""
+        self._last_direct_write = now
+        data = self._sending = self._source.data_to_send()
+        try:
+            sent = self._sock.send(data)
+        except OSError:  # full, or broken: the writer task deals with it
+            sent = 0
+        del data[:sent]
+        if data:
+            self._wake()
+
+    def record_drop(self, size: int) -> bool:
+        """Count a refused MSG; True when it starts an episode of congestion.
+
+        An episode lasts until the output is empty again: it is reported once.
+        """
+        self.dropped_bytes += size
+        started, self._congested = not self._congested, True
+        return started
+
+    async def wait_for_room(self) -> None:
+        """Wait until at most ``limit`` bytes are queued, or the output is closed."""
+        while self._open and self.over_limit():
+            await self._room.park()
+
+    # ------------------------------------------------------------- writing
+    async def _send_queued(self, stall_timeout: float, judged: bool) -> bool:
+        """Send until nothing is queued (bytes queued meanwhile included).
+
+        Returns False when the peer takes no byte for ``stall_timeout``
+        seconds; while ``judged`` is False, only when it does so over its
+        limit (a peer under it may read at its own pace).
+
+        Raises:
+          OSError: the connection broke.
+        """
+        sock, source = self._sock, self._source
+        over_limit = _always if judged else self.over_limit
+        while True:
+            data = self._sending
+            if source.bytes_queued:
+                if data:
+                    data += source.data_to_send()
+                else:
+                    data = self._sending = source.data_to_send()
+            elif not data:
+                return True
+            try:
+                sent = sock.send(data)
+            except BlockingIOError:
+                self.write_stalls += 1
+                if not await wait_taking(sock, stall_timeout, over_limit):
+                    return False
+                self.drains += 1
+                continue
+            del data[:sent]
+            if not data and not source.bytes_queued:
+                self._congested = False
+            if self._room and not self.over_limit():
+                self._room.unpark_all()
+
+    async def run_writer(self, stall_timeout: float) -> str:
+        """The writer task: send what is queued, whenever there is some.
+
+        Returns why it stopped, when the peer stopped taking bytes while
+        over its limit or the connection broke (what is queued is then
+        dropped); runs until cancelled otherwise.
+        """
+        try:
+            while True:
+                if not await self._send_queued(stall_timeout, judged=False):
+                    queued = self.discard()
+                    return f"took no byte for {stall_timeout:g} s with {queued} bytes queued"
+                self._writer_idle = True
+                await self._wake_writer.park()
+        except OSError as exc:
+            self.discard()
+            return f"connection lost: {exc}"
+        finally:
+            self._writer_idle = False
+
+    def discard(self) -> int:
+        """Drop whatever is queued; returns how many bytes that was."""
+        queued = self.size
+        self._sending = bytearray()
+        self._source.data_to_send()
+        self._room.unpark_all()
+        return queued
+
+    def close(self) -> None:
+        """Stop the waits for room: the peer is leaving (its bytes may still go)."""
+        self._open = False
+        self._writer_idle = False  # no more direct writes
+        self._room.unpark_all()
+
+    async def leave(self, stop_timeout: float, leave_timeout: float) -> int:
+        """Send the rest (BYE last, when queued), then close the socket.
+
+        Goes on while the peer takes some bytes every ``stop_timeout``
+        seconds, never past ``leave_timeout``; cancellation from outside does
+        not shorten it (that is what bounds it). The writer task must be over.
+
+        Returns:
+          the bytes left unsent.
+        """
+        self.close()
+        deadline = trio.current_time() + leave_timeout
+        # (an OSError: the connection broke, nothing more will reach the peer)
+        with trio.CancelScope(shield=True, deadline=deadline), suppress(OSError):
+            await self._send_queued(stop_timeout, judged=True)
+        unsent = self.discard()
+        if unsent:
+            logger.warning(
+                "%s: leaving with %d bytes unsent: the peer stopped reading", self._name, unsent
+            )
+        else:  # (a peer that stopped taking will not take the rest)
+            with trio.CancelScope(shield=True, deadline=deadline):
+                await linger(self._sock, stop_timeout)
+        close_socket(self._sock)
+        return unsent
