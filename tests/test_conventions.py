@@ -16,13 +16,14 @@ import trio
 import trio.testing
 
 import trivy
+from trivy._routing import CANCEL_CHECK_EVERY
 from trivy.testing import wait_for_subscription
 
 TIMEOUT = 10
 TRIVY = Path(trivy.__file__).parent
 
 
-async def test_a_cancelled_send_loop_exits_at_the_next_call(bus: str) -> None:
+async def test_a_send_loop_cancelled_by_its_own_task_stops_within_16_calls(bus: str) -> None:
     with trio.fail_after(TIMEOUT):
         async with trivy.open_ivy_bus("A", bus) as a:
             sub = a.subscribe("^x")
@@ -36,26 +37,59 @@ async def test_a_cancelled_send_loop_exits_at_the_next_call(bus: str) -> None:
                         await b.send("x")
                         sent += 1
                 assert scope.cancelled_caught
-                assert sent == 10  # not up to 1023 sends later
+                assert 10 <= sent < 10 + CANCEL_CHECK_EVERY  # not up to 1023 sends later
+                # a call that raised Cancelled sent nothing
+                for _ in range(sent):
+                    await sub.receive()
+                with trio.move_on_after(0.2):
+                    await sub.receive()
+                    pytest.fail("a cancelled send was delivered")
+                # the first send after a send yielded checks at once
+                with trio.CancelScope() as scope:
+                    scope.cancel()
+                    await b.send("x")
+                assert scope.cancelled_caught
 
 
-async def test_receive_is_a_cancel_point_even_with_items_buffered(bus: str) -> None:
+async def test_a_deadline_stops_a_send_loop_at_its_next_checkpoint(bus: str) -> None:
     with trio.fail_after(TIMEOUT):
         async with trivy.open_ivy_bus("A", bus) as a:
             sub = a.subscribe("^x")
             async with trivy.open_ivy_bus("B", bus) as b:
                 await wait_for_subscription(b, "A", sub.regexp)
-                for _ in range(20):
+                with trio.move_on_after(0.05) as scope:
+                    while True:
+                        await b.send("x")  # never waits: the reader keeps up
+                assert scope.cancelled_caught
+
+
+async def test_a_consumer_cancelled_by_its_own_task_stops_within_16_items(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            sub = a.subscribe("^x")
+            async with trivy.open_ivy_bus("B", bus) as b:
+                await wait_for_subscription(b, "A", sub.regexp)
+                for _ in range(200):
                     await b.send("x")
-                await sub.receive()
-                while len(sub) < 19:
+                while len(sub) < 200:
                     await trio.testing.wait_all_tasks_blocked()
                 for receive in (sub.receive, sub.__anext__):
+                    before = len(sub)
+                    taken = 0
                     with trio.CancelScope() as scope:
-                        scope.cancel()
-                        await receive()
+                        while True:
+                            if taken == 3:
+                                scope.cancel()
+                            await receive()
+                            taken += 1
                     assert scope.cancelled_caught
-                assert len(sub) == 19  # nothing was taken by the cancelled calls
+                    assert 3 <= taken < 3 + CANCEL_CHECK_EVERY
+                    assert len(sub) == before - taken  # the cancelled call took nothing
+                # after a cancelled call, the next one checks again
+                with trio.CancelScope() as scope:
+                    scope.cancel()
+                    await sub.receive()
+                assert scope.cancelled_caught
 
 
 async def test_unbind_ends_a_subscription_with_end_of_channel(bus: str) -> None:

@@ -140,7 +140,7 @@ class _Bytes:
         data, self.data = self.data, bytearray()
         return data
 
-    def send_msg_payload(self, sub_id: int, payload: bytes) -> int:
+    def send_msg_payload(self, sub_id: int, payload: bytes) -> None:
         raise AssertionError("no MSG here")
 
 

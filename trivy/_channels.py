@@ -33,6 +33,10 @@ DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 #: enough to make the checkpoint's cost vanish, few enough that a busy
 #: consumer still lets other tasks run (and be cancelled) often.
 ITEMS_PER_CHECKPOINT = 64
+#: Between two checkpoints, every this many items taken a call checks for
+#: cancellation (a power of two; see :data:`trivy._routing.CANCEL_CHECK_EVERY`).
+CANCEL_CHECK_EVERY = 16
+_CANCEL_CHECK_MASK = CANCEL_CHECK_EVERY - 1
 
 
 class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
@@ -157,11 +161,14 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
     async def receive(self) -> T:
         """Wait for and return the next item.
 
-        A cancel point on every call. It yields to the scheduler when it has
-        to wait and once every ``ITEMS_PER_CHECKPOINT`` items otherwise, so a
-        consumer that never waits still lets other tasks run.
+        It yields to the scheduler when it has to wait and once every
+        ``ITEMS_PER_CHECKPOINT`` items otherwise, so a consumer that never
+        waits still lets other tasks run. A cancel point: the first call after
+        it yielded, and every ``CANCEL_CHECK_EVERY``-th, checks (the others
+        return a buffered item at once).
         """
-        await trio.lowlevel.checkpoint_if_cancelled()
+        if not self._since_checkpoint & _CANCEL_CHECK_MASK:
+            await trio.lowlevel.checkpoint_if_cancelled()
         while True:
             if self._buffer and self._since_checkpoint < ITEMS_PER_CHECKPOINT:
                 self._since_checkpoint += 1
@@ -186,7 +193,8 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
     async def __anext__(self) -> T:
         # The common case inline (no nested receive() coroutine): an item is
         # buffered and no checkpoint is due.
-        await trio.lowlevel.checkpoint_if_cancelled()
+        if not self._since_checkpoint & _CANCEL_CHECK_MASK:
+            await trio.lowlevel.checkpoint_if_cancelled()
         if self._buffer and self._since_checkpoint < ITEMS_PER_CHECKPOINT:
             self._since_checkpoint += 1
             item = self._buffer.popleft()

@@ -87,7 +87,8 @@ class Connection:
       state: where the peer's side of the handshake stands.
       peer_name, peer_port: from its START_REGEXP (None before).
       subscriptions: the peer's regexps that compiled, by id, in order.
-      bytes_queued: bytes waiting in the buffer for :meth:`data_to_send`.
+      bytes_queued: bytes waiting in the buffer for :meth:`data_to_send`
+        (read-only: a plain attribute, as it is read once per MSG routed).
       replies_queued: bytes of replies (PONG, ERROR) queued so far, in all:
         the I/O layer pauses reading a peer whose lines make it answer
         past its output limit.
@@ -106,10 +107,12 @@ class Connection:
         self._regexps = PeerRegexps() if regexps is None else regexps
         self.subscriptions: dict[int, str] = self._regexps.by_id
         self._outgoing = bytearray()
+        self.bytes_queued = 0
         self._java_newlines = java_newlines
         self.replies_queued = 0
         self._said_hello = False
         self._said_bye = False
+        self._open = False  # hello said, BYE not: what may be sent may be
         self._pings_sent: set[int] = set()
         self._next_ping_id = 1
         self._lines = LineBuffer(max_line_length)
@@ -118,16 +121,6 @@ class Connection:
         self._msg_ids: dict[str, int] = {}
 
     # ---------------------------------------------------------------- output
-    @property
-    def bytes_queued(self) -> int:
-        """Bytes queued for the peer that :meth:`data_to_send` has not handed out."""
-        return len(self._outgoing)
-
-    @property
-    def said_bye(self) -> bool:
-        """Whether our last line was queued (BYE, or a duplicate's ERROR)."""
-        return self._said_bye
-
     def data_to_send(self) -> bytearray:
         """Everything queued for the peer, oldest first; the buffer starts anew.
 
@@ -135,10 +128,11 @@ class Connection:
         keeps what the kernel did not take.
         """
         data, self._outgoing = self._outgoing, bytearray()
+        self.bytes_queued = 0
         return data
 
     def _check_open(self) -> None:
-        if not self._said_hello or self._said_bye:
+        if not self._open:
             state = "BYE was sent" if self._said_bye else "our handshake comes first"
             raise IvyIllegalStateError(f"cannot send on this connection: {state}")
 
@@ -149,6 +143,7 @@ class Connection:
             size = len(line) - 1
             raise ValueError(f"a line of {size} bytes: peers refuse over {MAX_LINE_LENGTH}")
         self._outgoing += line
+        self.bytes_queued += len(line)
 
     def _text(self, text: str) -> str:
         if self._java_newlines:
@@ -165,7 +160,7 @@ class Connection:
         """
         if self._said_hello:
             raise IvyIllegalStateError("the handshake was sent already")
-        self._said_hello = True
+        self._said_hello = self._open = True
         self._queue(MsgType.START_REGEXP, port, agent_name)
         for sub_id, regexp in subscriptions:
             self._queue(MsgType.ADD_REGEXP, sub_id, regexp)
@@ -183,8 +178,8 @@ class Connection:
         """One MSG for the peer's subscription ``sub_id``."""
         self._queue(MsgType.MSG, sub_id, [self._text(g) for g in groups])
 
-    def send_msg_payload(self, sub_id: int, payload: bytes) -> int:
-        """One MSG made of :func:`msg_payload`'s bytes; returns :attr:`bytes_queued`.
+    def send_msg_payload(self, sub_id: int, payload: bytes) -> None:
+        """One MSG made of :func:`msg_payload`'s bytes.
 
         The router's way: one text matching a regexp that many peers hold
         is encoded once, and each of them gets the same payload. (Java
@@ -194,16 +189,16 @@ class Connection:
           IvyIllegalStateError: BYE was sent, or our handshake was not.
           ValueError: the line would be over :data:`MAX_LINE_LENGTH`.
         """
-        if self._said_bye or not self._said_hello:
+        if not self._open:
             self._check_open()
         head = MSG_HEADS.get(sub_id) or msg_head(sub_id)
-        if len(payload) + len(head) > MAX_LINE_LENGTH + 1:
-            size = len(payload) + len(head) - 1
+        if len(head) + len(payload) > MAX_LINE_LENGTH + 1:  # (peers choose the ids)
+            size = len(head) + len(payload) - 1
             raise ValueError(f"a line of {size} bytes: peers refuse over {MAX_LINE_LENGTH}")
         out = self._outgoing
         out += head
         out += payload
-        return len(out)
+        self.bytes_queued = len(out)
 
     def send_direct(self, num_id: int, text: str) -> None:
         """DIRECT_MSG."""
@@ -237,12 +232,13 @@ class Connection:
         """BYE: our last message; nothing can be sent after it."""
         if not self._said_bye:
             self._outgoing += _BYE
-            self._said_bye = True
+            self.bytes_queued += len(_BYE)
+            self._said_bye, self._open = True, False
 
     def reject_duplicate(self) -> None:
         """Tell the peer this connection is a duplicate (ivy-c's words); nothing follows."""
         self._reply(MsgType.ERROR, 0, ALREADY_CONNECTED)
-        self._said_bye = True
+        self._said_bye, self._open = True, False
 
     def reject_regexp(
         self, sub_id: int, regexp: str, reason: str, offset: int = 0
@@ -266,6 +262,7 @@ class Connection:
         if not self._said_bye:
             line = protocol.encode(msg_type, num_id, params)
             self.replies_queued += len(line)
+            self.bytes_queued += len(line)
             self._outgoing += line
 
     def receive_data(self, data: bytes) -> list[Event]:

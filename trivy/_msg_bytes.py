@@ -13,6 +13,8 @@ from .protocol import ARG_END
 
 __all__ = ["MAX_CACHED_HEAD", "MSG_HEADS", "msg_head", "msg_payload"]
 
+_join = ARG_END.join
+
 #: ``b"2 <id>\\x02"`` by subscription id: the head of every MSG we send, made
 #: once per id. Our own ids are few; :func:`msg_head` caps the cache anyway,
 #: since ``send_raw`` takes any id.
@@ -37,5 +39,4 @@ def msg_payload(groups: Sequence[str]) -> bytes:
 
     Made once per matching regexp and shared by every subscriber of it.
     """
-    text = ARG_END.join(groups) + "\x03\n" if groups else "\n"
-    return text.encode("utf-8", "surrogateescape")
+    return _join((*groups, "\n")).encode("utf-8", "surrogateescape")

@@ -61,15 +61,14 @@ REFUSED = 2  # not queued: the peer is over its limit
 class OutputSource(Protocol):
     """Where the bytes come from (a :class:`~trivy._connection.Connection`)."""
 
-    @property
-    def bytes_queued(self) -> int:
-        """Bytes not handed out yet."""
+    #: Bytes not handed out yet.
+    bytes_queued: int
 
     def data_to_send(self) -> bytearray:
         """Hand out every queued byte."""
 
-    def send_msg_payload(self, sub_id: int, payload: bytes) -> int:
-        """Queue one MSG; returns :attr:`bytes_queued`."""
+    def send_msg_payload(self, sub_id: int, payload: bytes) -> None:
+        """Queue one MSG."""
 
 
 def _always() -> bool:
@@ -124,21 +123,25 @@ class PeerOutput:
         or :data:`REFUSED` (over the limit and not ``may_exceed``, or over it
         by :data:`MAX_EXCESS`).
         """
-        queued = len(self._sending) + self._source.bytes_queued
-        if queued > self._limit:
-            if not may_exceed or queued > self._limit + MAX_EXCESS:
-                return REFUSED
-            self._source.send_msg_payload(sub_id, payload)
-            self.flush_soon()
-            return QUEUED_OVER_LIMIT
-        self._source.send_msg_payload(sub_id, payload)
-        if self._writer_idle:
-            now = perf_counter()
-            if not queued and now - self._last_direct_write > DIRECT_WRITE_INTERVAL:
-                self._write_now(now)  # a lone message to an idle peer
-            else:
-                self._wake()
-        return QUEUED
+        source = self._source
+        queued = source.bytes_queued + len(self._sending)
+        if queued <= self._limit:
+            source.send_msg_payload(sub_id, payload)
+            if self._writer_idle:
+                self._queued_to_idle_writer(queued)
+            return QUEUED
+        if not may_exceed or queued > self._limit + MAX_EXCESS:
+            return REFUSED
+        source.send_msg_payload(sub_id, payload)
+        self.flush_soon()
+        return QUEUED_OVER_LIMIT
+
+    def _queued_to_idle_writer(self, queued_before: int) -> None:
+        now = perf_counter()
+        if not queued_before and now - self._last_direct_write > DIRECT_WRITE_INTERVAL:
+            self._write_now(now)  # a lone message to an idle peer
+        else:
+            self._wake()
 
     def flush_soon(self) -> None:
         """Have the writer send what is queued."""
