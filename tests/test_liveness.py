@@ -69,8 +69,10 @@ async def test_a_peer_that_stops_reading_is_dropped_after_the_stall_timeout(
                 for _ in range(COUNT):
                     await a.send(TEXT)
                 blocked = trio.current_time() - start
-            # the sends were held for the stall timeout, no longer
-            assert blocked == pytest.approx(5.0)
+            # the sends were held for the stall timeout, no longer: one more
+            # interval when a window update of the kernel's (real time) lands
+            # in the first one (virtual time, which the clock jumps through)
+            assert blocked in (pytest.approx(5.0), pytest.approx(10.0))
             assert got == [COUNT]  # lossless for the peer that reads
             left = await wait_for_event(events, trivy.PeerDisconnected)
             assert isinstance(left, trivy.PeerDisconnected)

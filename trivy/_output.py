@@ -88,6 +88,7 @@ class PeerOutput:
     def __init__(self, sock: socket.socket, source: OutputSource, limit: int, name: object) -> None:
         self._sock = sock
         self._source = source
+        self._queue_msg = source.send_msg_payload  # (bound once: called per MSG)
         self._limit = limit
         self._name = name
         #: Bytes taken from the source that the kernel did not take yet.
@@ -123,16 +124,15 @@ class PeerOutput:
         or :data:`REFUSED` (over the limit and not ``may_exceed``, or over it
         by :data:`MAX_EXCESS`).
         """
-        source = self._source
-        queued = source.bytes_queued + len(self._sending)
+        queued = self._source.bytes_queued + len(self._sending)
         if queued <= self._limit:
-            source.send_msg_payload(sub_id, payload)
+            self._queue_msg(sub_id, payload)
             if self._writer_idle:
                 self._queued_to_idle_writer(queued)
             return QUEUED
         if not may_exceed or queued > self._limit + MAX_EXCESS:
             return REFUSED
-        source.send_msg_payload(sub_id, payload)
+        self._queue_msg(sub_id, payload)
         self.flush_soon()
         return QUEUED_OVER_LIMIT
 

@@ -23,7 +23,7 @@ from ._logs import LogLimiter, shorten
 from ._matching import RegexpEntry, RegexpTable
 from ._message_classes import MessageClasses
 from ._options import BusOptions
-from ._output import QUEUED_OVER_LIMIT, REFUSED
+from ._output import REFUSED
 from ._peer import PeerSession
 from ._regexp_guard import MATCH_TIMEOUT
 
@@ -176,12 +176,13 @@ class Router:
                 if only is not None and session is not only:
                     continue
                 status = session.output.queue_msg(sub_id, payload, wait)
-                if status is REFUSED:
-                    self._overflow(session, len(payload) + 8)
-                    continue
+                if status:  # (QUEUED is 0: one test in the common case)
+                    if status == REFUSED:
+                        self._overflow(session, len(payload) + 8)
+                        continue
+                    if session not in self.congested:  # QUEUED_OVER_LIMIT
+                        self.congested.append(session)
                 count += 1
-                if status is QUEUED_OVER_LIMIT and session not in self.congested:
-                    self.congested.append(session)
         if too_slow is not None:
             self._disable_too_slow()
         if self._to_abort:
