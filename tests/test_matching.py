@@ -24,7 +24,7 @@ from trivy._matching import RegexpTable, literal_prefix
     ],
 )
 def test_literal_prefix(regexp: str, anchored: bool, prefix: str) -> None:
-    assert literal_prefix(regexp, anchored) == prefix
+    assert literal_prefix(regexp, anchored=anchored) == prefix
 
 
 def matching(table: RegexpTable[str], text: str) -> set[str]:

@@ -83,7 +83,7 @@ class IvyBus:
         self._nursery: trio.Nursery | None = None
         self._running = False  # started and not stopping: read on every send
         self._to_self = (
-            SelfDelivery(self._local, options.match_mode, options.java_newlines)
+            SelfDelivery(self._local, options.match_mode, java_newlines=options.java_newlines)
             if options.send_to_self
             else None
         )

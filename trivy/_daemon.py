@@ -92,17 +92,18 @@ async def _relay(
         pending += data
         newline = pending.find(b"\n", start)
         while newline >= 0:
-            await _send_line(bus, bytes(pending[taken:newline]), quiet, log)
+            await _send_line(bus, bytes(pending[taken:newline]), quiet=quiet, log=log)
             taken = newline + 1
             newline = pending.find(b"\n", taken)
         del pending[:taken]
         if len(pending) > MAX_TEXT:
             log.warning("daemon: a line over %d bytes: closing that client", MAX_TEXT)
             return
-    await _send_line(bus, bytes(pending), quiet, log)  # a last line without newline (nc -q 0)
+    # a last line without newline (nc -q 0)
+    await _send_line(bus, bytes(pending), quiet=quiet, log=log)
 
 
-async def _send_line(bus: IvyBus, line: bytes, quiet: bool, log: LogLimiter) -> None:
+async def _send_line(bus: IvyBus, line: bytes, *, quiet: bool, log: LogLimiter) -> None:
     text = line.rstrip(b"\r").decode("utf-8", "surrogateescape")
     if not text:
         return

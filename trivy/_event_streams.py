@@ -54,7 +54,7 @@ class EventStream(BufferedReceiveChannel[T], Generic[T]):
         self.overflow: StreamOverflow = overflow
         self.dropped = 0
 
-    def _offer(self, item: T, keep: bool, size: int = 0) -> None:
+    def _offer(self, item: T, *, keep: bool, size: int = 0) -> None:
         """Append without waiting; past the limit only if ``keep``, up to twice it."""
         if self._put_nowait(item, size):
             return
@@ -108,12 +108,12 @@ class EventHub:
                 if direct.overflow == "wait":
                     await direct._put(event, size)
                 else:
-                    direct._offer(event, keep, size)
+                    direct._offer(event, keep=keep, size=size)
         for stream in list(self._event_streams):
             if stream.overflow == "wait":
                 await stream._put(event, size)
             else:
-                stream._offer(event, keep, size)
+                stream._offer(event, keep=keep, size=size)
 
     def emit_nowait(self, event: BusEvent) -> None:
         """Give ``event`` to every stream now (from places that cannot wait)."""

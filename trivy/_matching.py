@@ -54,7 +54,7 @@ def compile_uncached(regexp: str) -> re.Pattern[str]:
     return pattern
 
 
-def literal_prefix(regexp: str, anchored: bool) -> str:
+def literal_prefix(regexp: str, *, anchored: bool) -> str:
     """The text every match of ``regexp`` starts with ("" if unknown).
 
     Args:

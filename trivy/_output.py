@@ -116,7 +116,7 @@ class PeerOutput:
         return self.size > self._limit
 
     # ------------------------------------------------------------ queueing
-    def queue_msg(self, sub_id: int, payload: bytes, may_exceed: bool) -> int:
+    def queue_msg(self, sub_id: int, payload: bytes, *, may_exceed: bool) -> int:
         """Queue one MSG (the router's per-subscriber path); say what was done.
 
         Returns :data:`QUEUED`, :data:`QUEUED_OVER_LIMIT` (the peer was over
@@ -179,7 +179,7 @@ class PeerOutput:
             await self._room.park()
 
     # ------------------------------------------------------------- writing
-    async def _send_queued(self, stall_timeout: float, judged: bool) -> bool:
+    async def _send_queued(self, stall_timeout: float, *, judged: bool) -> bool:
         """Send until nothing is queued (bytes queued meanwhile included).
 
         Returns False when the peer takes no byte for ``stall_timeout``

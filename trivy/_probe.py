@@ -167,7 +167,7 @@ async def run_probe(args: argparse.Namespace) -> int:
             trio.open_nursery() as nursery,
         ):
             printer(f"Broadcasting on {bus.bus_address}")
-            probe = Probe(bus, printer, args.show_bindings)
+            probe = Probe(bus, printer, show_bindings=args.show_bindings)
             for regexp in regexps:
                 probe.bind(regexp)
             nursery.start_soon(probe.show_events, events)

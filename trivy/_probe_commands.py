@@ -80,7 +80,7 @@ class Probe:
       show_bindings: print the other agents' subscription changes.
     """
 
-    def __init__(self, bus: IvyBus, out: Callable[[str], None], show_bindings: bool) -> None:
+    def __init__(self, bus: IvyBus, out: Callable[[str], None], *, show_bindings: bool) -> None:
         self.bus = bus
         self.out = out
         self.show_bindings = show_bindings

@@ -53,7 +53,7 @@ _ALWAYS_FAST = 1 << 62
 _REGEX_ONLY = re.compile(r"\[\[?:|\{\s*[eisd]\s*[<=]|[*+?}]\+")
 
 
-def _walk(items: Any, inside_repeat: bool) -> tuple[int, bool, int]:
+def _walk(items: Any, *, inside_repeat: bool) -> tuple[int, bool, int]:
     """(choice points, suspect, unrolled size) of a parsed (sub)pattern.
 
     A choice point is a repeat of variable length or an alternation: each
@@ -69,7 +69,8 @@ def _walk(items: Any, inside_repeat: bool) -> tuple[int, bool, int]:
             variable = high > low
             suspect = suspect or (inside_repeat and variable)
             choices += variable
-            inner_choices, inner_suspect, inner_size = _walk(sub, inside_repeat or high > 1)
+            repeated = inside_repeat or high > 1
+            inner_choices, inner_suspect, inner_size = _walk(sub, inside_repeat=repeated)
             choices += inner_choices
             suspect = suspect or inner_suspect
             size += inner_size * (low + 1 if high == _c.MAXREPEAT else high)
@@ -90,14 +91,14 @@ def _walk(items: Any, inside_repeat: bool) -> tuple[int, bool, int]:
             if op is _c.GROUPREF_EXISTS:
                 subpatterns = [s for s in av[1:] if s is not None]
         for sub in subpatterns:
-            inner_choices, inner_suspect, inner_size = _walk(sub, inside_repeat)
+            inner_choices, inner_suspect, inner_size = _walk(sub, inside_repeat=inside_repeat)
             choices += inner_choices
             suspect = suspect or inner_suspect
             size += inner_size
     return choices, suspect, size
 
 
-def safe_length(regexp: str, anchored: bool) -> int:
+def safe_length(regexp: str, *, anchored: bool) -> int:
     """The longest text ``re`` may search with ``regexp`` without a guard (0: none).
 
     With ``c`` choice points, ``re`` tries at most about ``n ** c``
@@ -115,7 +116,7 @@ def safe_length(regexp: str, anchored: bool) -> int:
         repeats that would unroll past :data:`MAX_UNROLLED`).
     """
     parsed = list(_parser.parse(regexp))
-    choices, suspect, size = _walk(parsed, False)
+    choices, suspect, size = _walk(parsed, inside_repeat=False)
     if size > MAX_UNROLLED:
         raise ValueError(f"regexp too big to match safely (counted repeats of {size})")
     if suspect:

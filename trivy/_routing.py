@@ -175,7 +175,7 @@ class Router:
             for session, sub_id in entry.subscribers:
                 if only is not None and session is not only:
                     continue
-                status = session.output.queue_msg(sub_id, payload, wait)
+                status = session.output.queue_msg(sub_id, payload, may_exceed=wait)
                 if status:  # (QUEUED is 0: one test in the common case)
                     if status == REFUSED:
                         self._overflow(session, len(payload) + 8)

@@ -67,7 +67,7 @@ class SelfDelivery:
     """
 
     def __init__(
-        self, local: LocalSubscriptions, match_mode: MatchMode, java_newlines: bool = False
+        self, local: LocalSubscriptions, match_mode: MatchMode, *, java_newlines: bool = False
     ) -> None:
         self._local = local
         self._mode = match_mode

@@ -325,7 +325,7 @@ def _magnitude_range(low: int, high: int) -> str:
     return "|".join(f"(?:{a})" for a in alternatives)
 
 
-def _interval_regexp(low_text: str, high_text: str, integers_only: bool) -> str:
+def _interval_regexp(low_text: str, high_text: str, *, integers_only: bool) -> str:
     # Decimal bounds are rounded inwards: the interval stays within them.
     low, high = math.ceil(float(low_text)), math.floor(float(high_text))
     if low > high:
@@ -363,5 +363,6 @@ def expand_intervals(regexp: str) -> str:
       ValueError: an interval whose min is above its max.
     """
     return _INTERVAL.sub(
-        lambda m: _interval_regexp(m.group(1), m.group(2), m.group(3) == "i"), regexp
+        lambda m: _interval_regexp(m.group(1), m.group(2), integers_only=m.group(3) == "i"),
+        regexp
     )

@@ -45,7 +45,7 @@ class _Run:
 class CallbackThread:
     """One thread running submitted calls in order (started and stopped by the server)."""
 
-    def __init__(self, name: str, daemon: bool) -> None:
+    def __init__(self, name: str, *, daemon: bool) -> None:
         self._name = name
         self._daemon = daemon
         self._run = _Run()

@@ -99,7 +99,7 @@ class IvyServer(ServerHandlers):
         self.port = 0
         self.agent_id = ""
         self._bridge = BusThread(self._bus_opened, self._on_event, self._bus_closed)
-        self._callbacks = CallbackThread(f"trivy-compat-callbacks-{agent_name}", usesDaemons)
+        self._callbacks = CallbackThread(f"trivy-compat-callbacks-{agent_name}", daemon=usesDaemons)
         self.server_termination: threading.Event = self._bridge.stopped
         self._lock = threading.Lock()  # guards _bindings and _next_id
         self._bindings: dict[int, _Binding] = {}

@@ -91,7 +91,7 @@ class IvyTimer:
     async def _run(self, bus: IvyBus) -> None:
         # The callback runs on a thread of the timer's own, as ivy-python's
         # timers are threads: a slow one stalls neither the bus nor others.
-        thread = self._thread = CallbackThread(f"IvyTimer-{self.id}", self.daemon)
+        thread = self._thread = CallbackThread(f"IvyTimer-{self.id}", daemon=self.daemon)
         thread.start()
         try:
             if self._abort:

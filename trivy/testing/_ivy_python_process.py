@@ -83,7 +83,7 @@ class PeerServer(IvyServer):
 class Peer:
     """The agent, its callbacks and the command interpreter."""
 
-    def __init__(self, name: str, refuse_die: bool, ready_message: str) -> None:
+    def __init__(self, name: str, *, refuse_die: bool, ready_message: str) -> None:
         self.refuse_die = refuse_die
         self.server = PeerServer(
             name,
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-message", default="", help="ivy-python ready_msg")
     args = parser.parse_args(argv)
 
-    peer = Peer(args.name, args.refuse_die, args.ready_message)
+    peer = Peer(args.name, refuse_die=args.refuse_die, ready_message=args.ready_message)
     for regexp in args.bind:
         peer.bind(regexp)
 
