@@ -199,6 +199,8 @@ class BusOptions:
       send_to_self: our own texts also reach our own matching subscriptions
         (ivy-java's ``sendToSelf``), in the order we send them; their
         :class:`~trivy.Match` names us as the peer (our name, port, id).
+        ``send`` waits for our own full subscriptions as for a slow peer,
+        and for the texts other tasks sent before it; nothing is dropped.
       message_classes: the first words of the texts we send (ivy-c's
         message filter): peers' regexps that cannot match any of them are
         not used (see ``bus.message_classes``). Empty: all are used.
