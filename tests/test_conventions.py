@@ -92,6 +92,45 @@ async def test_a_consumer_cancelled_by_its_own_task_stops_within_16_items(bus: s
                 assert scope.cancelled_caught
 
 
+async def test_a_cancel_made_while_a_consumer_waited_is_seen_at_its_next_call(
+    bus: str,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            sub = a.subscribe("^x")
+            taken = 0
+            scope = trio.CancelScope()
+
+            async def consume() -> None:
+                nonlocal taken
+                with scope:
+                    while True:
+                        await sub.receive()
+                        taken += 1
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(consume)
+                await trio.testing.wait_all_tasks_blocked()
+                peer = trivy.Peer("B", "127.0.0.1", 1)
+                for _ in range(40):  # what a peer's reader does, then a cancel
+                    sub._put_nowait(trivy.Match(peer, (), sub.id))
+                scope.cancel()
+            assert taken == 1  # the item it was woken for, then the cancel
+
+
+async def test_a_loop_of_failing_sends_still_sees_its_cancel(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            calls = 0
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                while calls < 100_000:
+                    calls += 1
+                    with pytest.raises(ValueError):
+                        await a.send("two\nlines")
+            assert scope.cancelled_caught and calls <= CANCEL_CHECK_EVERY
+
+
 async def test_unbind_ends_a_subscription_with_end_of_channel(bus: str) -> None:
     with trio.fail_after(TIMEOUT):
         async with trivy.open_ivy_bus("A", bus) as a:

@@ -660,3 +660,21 @@ async def _handshake_deadline(bus: str) -> None:
         assert len(a._peers) == 1
         for raw in (silent, half, good):
             await raw.aclose()
+
+
+async def test_a_huge_subscription_id_is_refused_and_long_texts_still_go_out(bus: str) -> None:
+    """A 40-digit id made the MSG of a long text too long: the send failed for everyone."""
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a, trivy.open_ivy_bus("B", bus) as b:
+            raw = await RawPeer.connect(a)
+            await raw.handshake("EVIL", b"1 " + b"9" * 40 + b"\x02^(.*)$\n1 7\x02^(.*)$\n")
+            error = await raw.line_starting(b"3 ")
+            assert b"subscription id out of range" in error
+            await wait_for_subscription(a, "EVIL", "^(.*)$")
+            assert a.peer("EVIL") is not None
+            assert list(a.peer("EVIL").subscriptions) == [7]  # type: ignore[union-attr]
+            theirs = b.subscribe("^(.*)$")
+            await wait_for_subscription(a, "B", "^(.*)$")
+            assert await a.send("y" * MAX_TEXT) == 2  # EVIL's id 7, and B
+            assert len((await theirs.receive()).groups[0]) == MAX_TEXT
+            await raw.aclose()

@@ -1,13 +1,8 @@
 """The facade: :class:`IvyBus` (:func:`~trivy.open_ivy_bus` runs it).
 
-A nursery owns everything the agent runs: the TCP listener task, the UDP
-discovery task, one task per peer (with its writer task) and the timers.
-Leaving the ``async with`` block, :meth:`IvyBus.stop` or an obeyed DIE sends
-BYE to every peer and cancels them all. This module only wires the parts
-together; each job has its own module: options (``_options``), our
-subscriptions (``_local``), routing our texts (``_routing``), one peer
-(``_peer``), the mesh (``_peers``), acting on peers' events (``_dispatch``),
-finding peers (``_discovery``).
+A nursery owns every task of the agent; leaving it says BYE to every peer.
+This module only wires the parts together, each in a module of its own
+(see docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -123,11 +118,10 @@ class IvyBus:
     async def wait_for_peer(self, name: str | None = None) -> Peer:
         """Wait until a peer named ``name`` (any peer if None) is ready.
 
-        Bound the wait with ``trio.fail_after``. The peer is ready, but its
-        subscriptions made after its handshake may still be on their way: a
-        text sent at once can reach none of them: wait for a
-        :class:`~trivy.SubscriptionAdded` event, or in tests use
-        :func:`trivy.testing.wait_for_subscription`.
+        Bound the wait with ``trio.fail_after``. Subscriptions the peer made
+        after its handshake may still be on their way: wait for a
+        :class:`~trivy.SubscriptionAdded` event (in tests,
+        :func:`trivy.testing.wait_for_subscription`).
 
         Raises:
           IvyIllegalStateError: the bus is not running (or stops meanwhile).
@@ -242,9 +236,10 @@ class IvyBus:
         (lossless backpressure). It yields to the scheduler only when it
         waits and once per 1024 calls, which is what lets many sends leave in
         one write. A cancel point in batches: the first call after it yielded
-        and every 16th call check for cancellation, so a loop of sends whose
-        own task cancels its scope stops within 16 calls (deadlines and other
-        tasks' cancellations reach it when it yields, as anywhere in trio).
+        and every 16th call check for cancellation, so a cancellation lands
+        within 16 calls; a call that raises ``Cancelled`` sent nothing. With
+        ``send_to_self``, our copy is queued with the peers' and delivered
+        by a task of the bus; ``send`` waits while 1000 of ours wait.
 
         Returns:
           the number of MSGs sent (0: nobody was interested).
@@ -256,14 +251,24 @@ class IvyBus:
         if not self._running:
             self._check_running()
         router = self._router
-        if not router.sends_since_checkpoint & _CANCEL_CHECK_MASK:
+        calls = router.sends_since_checkpoint
+        if calls >= SENDS_PER_CHECKPOINT:  # (cancel points before anything is sent)
+            router.sends_since_checkpoint = 0
+            await trio.lowlevel.checkpoint()  # let the other tasks run
+        elif not calls & _CANCEL_CHECK_MASK:
             await trio.lowlevel.checkpoint_if_cancelled()
-        count = router.route(text, only=None if to is None else self._session(to), wait=True)
+        to_self = self._to_self if to is None else None
+        if to_self is not None:  # (our own copy waits for room first, as all waits do)
+            await to_self.wait_for_room()
+            ours = to_self.matches(text)
         router.sends_since_checkpoint += 1
-        if router.congested or router.sends_since_checkpoint >= SENDS_PER_CHECKPOINT:
-            await router.after_send()
-        if self._to_self is not None and to is None:
-            count += await self._to_self.deliver(text)
+        count = router.route(text, only=None if to is None else self._session(to), wait=True)
+        if to_self is not None:  # queued as the peers' copies are: in the same order
+            to_self.put(ours)
+            count += len(ours)
+        if router.congested:
+            router.sends_since_checkpoint = 0
+            await router.wait_for_room()
         return count
 
     def send_nowait(self, text: str, *, to: Peer | None = None) -> int:
@@ -277,10 +282,9 @@ class IvyBus:
           the number of MSGs queued.
         """
         self._check_running()
-        only = None if to is None else self._session(to)
-        count = self._router.route(text, only=only, wait=False)
+        count = self._router.route(text, only=None if to is None else self._session(to), wait=False)
         if self._to_self is not None and to is None:
-            count += self._to_self.deliver_nowait(text)
+            count += self._to_self.queue_nowait(text)
         return count
 
     def send_direct(self, peer: Peer, num_id: int, text: str) -> None:
@@ -317,18 +321,11 @@ class IvyBus:
         self._session(peer).send_error(num_id, text)
 
     def send_die(self, peer: Peer, num_id: int = 0) -> None:
-        """Ask one peer to terminate (DIE).
-
-        Raises:
-          IvyIllegalStateError: the peer is not connected.
-        """
+        """Ask one peer to terminate (DIE); IvyIllegalStateError if it is not connected."""
         self._session(peer).send_die(num_id)
 
     async def ping(self, peer: Peer) -> float:
-        """PING a peer and wait for its PONG (bound it with ``trio.fail_after``).
-
-        Returns:
-          the round trip, in seconds.
+        """PING a peer, wait for its PONG (bound it with ``trio.fail_after``); the round trip in s.
 
         Raises:
           IvyIllegalStateError: the peer is not (or no longer) connected.

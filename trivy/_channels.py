@@ -173,7 +173,6 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
             if self._buffer and self._since_checkpoint < ITEMS_PER_CHECKPOINT:
                 self._since_checkpoint += 1
                 return self.receive_nowait()
-            self._since_checkpoint = 0
             if self._buffer or self._ended or self._closed:
                 await trio.lowlevel.checkpoint()
                 if not self._buffer and (self._ended or self._closed):
@@ -181,6 +180,9 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
                 # (empty but open: another consumer took the items; wait again)
             else:
                 await self._wait_for_item()
+            # The item taken next counts as 0: the call after it checks for a
+            # cancellation that came while we were not running.
+            self._since_checkpoint = -1
 
     async def _wait_for_item(self) -> None:
         self._consumers_waiting += 1  # the one who unparks us counts us off

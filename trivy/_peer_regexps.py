@@ -17,6 +17,7 @@ __all__ = [
     "MAX_PEER_REGEXP_BYTES",
     "MAX_PEER_SUBSCRIPTIONS",
     "MAX_REGEXP_LENGTH",
+    "MAX_SUBSCRIPTION_ID",
     "REGEXP_ERRORS",
     "PeerRegexps",
     "regexp_error",
@@ -33,6 +34,10 @@ MAX_PEER_SUBSCRIPTIONS = 10_000
 #: Characters of regexps one peer may hold in all: what its subscriptions
 #: cost us in memory, compiled, stays within a few megabytes.
 MAX_PEER_REGEXP_BYTES = 1024 * 1024
+#: Largest subscription id taken from a peer: ids are small counters in
+#: every implementation, and each of our MSGs to it carries the id, so a
+#: huge one would push a MSG of a long text over the line limit.
+MAX_SUBSCRIPTION_ID = 2**63 - 1
 #: What compiling a regexp may raise: not only ``re.error``;
 #: ``a{4294967296}`` overflows, 500 nested groups recurse too deep.
 REGEXP_ERRORS = (re.error, OverflowError, RecursionError, ValueError)
@@ -68,7 +73,9 @@ class PeerRegexps:
         """ADD_REGEXP: record it, or refuse it if it breaks a limit."""
         replaced = self.by_id.get(sub_id)
         total = self._total + len(regexp) - (0 if replaced is None else len(replaced))
-        if len(regexp) > self.max_length:
+        if not 0 <= sub_id <= MAX_SUBSCRIPTION_ID:
+            reason = f"subscription id out of range (0 to {MAX_SUBSCRIPTION_ID})"
+        elif len(regexp) > self.max_length:
             reason = f"regexp longer than {self.max_length} characters"
         elif replaced is None and len(self.by_id) >= self.max_count:
             reason = f"more than {self.max_count} subscriptions"

@@ -112,7 +112,7 @@ class PeerSet:
 
     def ready_peers(self) -> list[Peer]:
         """The peers whose handshake is complete, in connection order."""
-        return [session.peer for session in self._sessions if session.ready]
+        return [session.peer for session in self._sessions if session.ready and not session.closing]
 
     async def wait_ready(self, name: str | None) -> Peer:
         """The first ready peer named ``name`` (any if None), once there is one.

@@ -14,8 +14,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-import trio
-
 from . import protocol
 from ._connection import MAX_LINE_LENGTH, msg_payload
 from ._events import BusEvent, Congestion, SubscriptionRemoved
@@ -175,7 +173,11 @@ class Router:
             for session, sub_id in entry.subscribers:
                 if only is not None and session is not only:
                     continue
-                status = session.output.queue_msg(sub_id, payload, may_exceed=wait)
+                try:
+                    status = session.output.queue_msg(sub_id, payload, may_exceed=wait)
+                except ValueError as exc:  # (one peer's line: the others still get theirs)
+                    self._log.warning("%s: MSG not sent: %s", session.peer, exc)
+                    continue
                 if status:  # (QUEUED is 0: one test in the common case)
                     if status == REFUSED:
                         self._overflow(session, len(payload) + 8)
@@ -217,16 +219,12 @@ class Router:
             session.log.warning("%s: output buffer full, dropping messages", session.peer)
         self._report(Congestion(session.peer, output.size, output.dropped_bytes))
 
-    async def after_send(self) -> None:
-        """What a ``send`` does once :attr:`congested` or when a checkpoint is due.
+    async def wait_for_room(self) -> None:
+        """Wait until every peer that went over its limit is back under it (or gone).
 
-        Waits until every peer that went over its limit is back under it (or
-        gone), then yields to the scheduler. ``send`` calls it only then, and
-        counts its calls in :attr:`sends_since_checkpoint`: that keeps a
-        coroutine out of the per-message path.
+        ``send`` calls it only when :attr:`congested`, after routing: its text
+        is queued then, lossless, even if the wait is cancelled.
         """
-        self.sends_since_checkpoint = 0
         congested, self.congested = self.congested, []
         for session in congested:
             await session.output.wait_for_room()
-        await trio.lowlevel.checkpoint()

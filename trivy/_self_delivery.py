@@ -6,22 +6,24 @@ carries :attr:`SelfDelivery.peer`, our own :class:`~trivy.Peer`. The bus
 makes a :class:`SelfDelivery` only when asked, so a bus without it pays
 nothing. Our regexps are applied the way we apply peers' (``match_mode``).
 
-Order and backpressure, as a peer would give them:
+It works as a peer would, with a queue and a reader of its own:
 
-- one task delivers at a time (a :class:`trio.Lock`, which is fair): a
-  ``send`` waits for the texts sent before it, and for room in our full
-  subscriptions, as it waits for a peer that reads slowly; nothing is
-  dropped;
-- a text a callback sends while its own text is being delivered is
-  delivered after that one (the callback runs in the delivering task,
-  which cannot wait for itself): so every subscription sees our texts in
-  the order they were sent;
-- a callback that keeps answering itself loops like two agents answering
-  each other: the ``send`` that started it waits, and the loop yields to
-  the other tasks. Callbacks that answer themselves more than once per
-  text would queue without end: past :data:`MAX_CHAINED` queued texts,
-  their ``send`` raises :class:`~trivy.IvyIllegalStateError` (a task
-  cannot wait for itself); nothing queued is lost.
+- ``send`` queues the text (its matches, found at once) in one FIFO, at the
+  moment it routes the text to the peers, so our subscriptions see every
+  task's texts in the order the peers see them;
+- a task of the bus (:meth:`SelfDelivery.run`) delivers them one by one,
+  waiting for room in a full subscription and running bound callbacks, as
+  a peer's reader does;
+- while :data:`MAX_QUEUED` texts wait, ``send`` waits for room before it
+  sends anything (a slow peer makes it wait the same way), and
+  ``send_nowait`` drops our copy, logged, as it drops for a full peer.
+
+A callback runs in the delivery task, so its ``send`` cannot wait for that
+task: it queues, and raises :class:`~trivy.IvyIllegalStateError` when the
+queue is full (callbacks that answer themselves more than once per text
+would fill it without end). A callback answering itself once per text loops
+like two agents answering each other, the delivery task yielding to the
+others between texts.
 """
 
 from __future__ import annotations
@@ -43,22 +45,21 @@ from ._logs import LogLimiter
 from ._matching import MatchMode
 from .protocol import JAVA_NEWLINE_ESCAPE
 
-__all__ = ["MAX_CHAINED", "SelfDelivery"]
+__all__ = ["MAX_QUEUED", "SelfDelivery"]
 
 logger = logging.getLogger("trivy")
 
-#: Texts our callbacks sent to ourselves that may wait, queued, for the
-#: text being delivered; past it, such a send raises.
-MAX_CHAINED = 1000
-#: Chained texts delivered between two checkpoints of the delivering task.
-CHAINED_PER_CHECKPOINT = 64
+#: Texts to ourselves that may wait for the delivery task.
+MAX_QUEUED = 1000
+#: Texts delivered between two checkpoints of the delivery task.
+DELIVERED_PER_CHECKPOINT = 64
 
 _Find = Callable[[str], "re.Match[str] | None"]
 _Found = list[tuple[Any, Match]]
 
 
 class SelfDelivery:
-    """Matches our texts against our own subscriptions and delivers them.
+    """Matches our texts against our own subscriptions and delivers them in order.
 
     Args:
       local: our subscriptions.
@@ -72,23 +73,88 @@ class SelfDelivery:
         self._local = local
         self._mode = match_mode
         self._java_newlines = java_newlines
-        self._lock = trio.Lock()
-        self._holder: trio.lowlevel.Task | None = None  # the task delivering now
-        self._chained: collections.deque[_Found] = collections.deque()
+        self._queue: collections.deque[_Found] = collections.deque()
+        self._queued = trio.lowlevel.ParkingLot()  # the delivery task waits here
+        self._room = trio.lowlevel.ParkingLot()  # senders wait here
+        self._task: trio.lowlevel.Task | None = None
         self._compiled: dict[str, _Find] = {}
         self._log = LogLimiter(logger)
-        self._nursery: trio.Nursery | None = None
         #: Who our own deliveries say they come from (set when the bus starts).
         self.peer = Peer(name="", host="127.0.0.1", port=0)
 
     def start(self, name: str, port: int, agent_id: str, nursery: trio.Nursery) -> None:
-        """Name our own peer once the bus has its port and id; async callbacks
-        of :meth:`deliver_nowait` run as tasks of ``nursery``."""
+        """Name our own peer once the bus has its port and id; start delivering."""
         self.peer = Peer(
             name=name, host="127.0.0.1", port=port, agent_id=agent_id, subscriptions=_NONE
         )
-        self._nursery = nursery
+        nursery.start_soon(self.run)
 
+    # --------------------------------------------------------------- senders
+    async def wait_for_room(self) -> None:
+        """Wait while :data:`MAX_QUEUED` texts wait (not in the delivery task)."""
+        if self._task is trio.lowlevel.current_task():
+            return  # a callback: it cannot wait for itself (see queue)
+        while len(self._queue) >= MAX_QUEUED:
+            await self._room.park()
+
+    def matches(self, text: str) -> _Found:
+        """Our subscriptions ``text`` will reach, for :meth:`put` (after :meth:`wait_for_room`).
+
+        Raises:
+          IvyIllegalStateError: a callback of ours finds the queue full.
+        """
+        found = self._matches(text)
+        if found and len(self._queue) >= MAX_QUEUED:
+            raise IvyIllegalStateError(
+                f"{MAX_QUEUED} texts to ourselves wait for their delivery: "
+                "callbacks that answer themselves more than once?"
+            )
+        return found
+
+    def put(self, found: _Found) -> None:
+        """Queue what :meth:`matches` found (nothing happens for nothing)."""
+        if found:
+            self._queue.append(found)
+            if len(self._queue) == 1:
+                self._queued.unpark()
+
+    def queue_nowait(self, text: str) -> int:
+        """Queue ``text`` if there is room; count the subscriptions it will reach."""
+        found = self._matches(text)
+        if not found:
+            return 0
+        if len(self._queue) >= MAX_QUEUED:
+            self._log.warning("our text not delivered to ourselves: %d queued", MAX_QUEUED)
+            return 0
+        self.put(found)
+        return len(found)
+
+    # --------------------------------------------------------- the delivery
+    async def run(self) -> None:
+        """The delivery task: our texts to our subscriptions, one by one, in order."""
+        self._task = trio.lowlevel.current_task()
+        delivered = 0
+        while True:
+            while not self._queue:
+                await self._queued.park()
+            for target, match in self._queue[0]:
+                if type(target) is Binding:
+                    args = (match.peer, *match.groups)
+                    pending = call_logged(target.callback, args, target.regexp)
+                    if pending is not None:
+                        await pending
+                else:
+                    size = sum(map(len, match.groups))
+                    if not target._put_nowait(match, size):
+                        await target._put(match, size)
+            self._queue.popleft()
+            if len(self._queue) < MAX_QUEUED:
+                self._room.unpark()
+            delivered += 1
+            if delivered % DELIVERED_PER_CHECKPOINT == 0:
+                await trio.lowlevel.checkpoint()
+
+    # --------------------------------------------------------------- matching
     def _find(self, regexp: str) -> _Find:
         find = self._compiled.get(regexp)
         if find is None:
@@ -110,86 +176,6 @@ class SelfDelivery:
                     groups = tuple(g.replace(JAVA_NEWLINE_ESCAPE, "\n") for g in groups)
                 found.append((target, Match(self.peer, groups, sub_id)))
         return found
-
-    async def deliver(self, text: str) -> int:
-        """Deliver ``text`` to our matching subscriptions, waiting for room; count them.
-
-        Raises:
-          IvyIllegalStateError: a callback of ours, sending while its own
-            text is delivered, finds :data:`MAX_CHAINED` texts queued.
-        """
-        found = self._matches(text)
-        if not found:
-            return 0
-        if self._holder is trio.lowlevel.current_task():
-            # A callback of ours, running inside our own delivery: after it.
-            if len(self._chained) >= MAX_CHAINED:
-                raise IvyIllegalStateError(
-                    f"{MAX_CHAINED} texts to ourselves wait for the one being delivered: "
-                    "callbacks that answer themselves more than once?"
-                )
-            self._chained.append(found)
-            return len(found)
-        async with self._lock:
-            self._holder = trio.lowlevel.current_task()
-            # (texts a cancelled delivery left queued were sent before this one)
-            self._chained.append(found)
-            try:
-                delivered = 0
-                while self._chained:
-                    await self._deliver(self._chained.popleft())
-                    delivered += 1
-                    if delivered % CHAINED_PER_CHECKPOINT == 0:
-                        await trio.lowlevel.checkpoint()
-            finally:
-                self._holder = None
-        return len(found)
-
-    @staticmethod
-    async def _deliver(found: _Found) -> None:
-        for target, match in found:
-            if type(target) is Binding:
-                pending = call_logged(target.callback, (match.peer, *match.groups), target.regexp)
-                if pending is not None:
-                    await pending
-            else:
-                size = sum(map(len, match.groups))
-                if not target._put_nowait(match, size):
-                    await target._put(match, size)
-
-    def deliver_nowait(self, text: str) -> int:
-        """Deliver without waiting; counts the deliveries.
-
-        While a delivery is under way, the text is queued after it (or, past
-        :data:`MAX_CHAINED` queued texts, dropped and logged, as
-        ``send_nowait`` drops for a full peer). Otherwise a full subscription
-        misses it (logged), and an async callback runs as a task.
-        """
-        found = self._matches(text)
-        if not found:
-            return 0
-        if self._lock.locked():
-            if len(self._chained) >= MAX_CHAINED:
-                self._log.warning("our text not delivered to ourselves: %d queued", MAX_CHAINED)
-                return 0
-            self._chained.append(found)
-            return len(found)
-        delivered = 0
-        for target, match in found:
-            if type(target) is Binding:
-                delivered += 1
-                pending = call_logged(target.callback, (match.peer, *match.groups), target.regexp)
-                if pending is not None and self._nursery is not None:
-                    self._nursery.start_soon(_awaited, pending)
-            elif target._put_nowait(match, sum(map(len, match.groups))):
-                delivered += 1
-            else:
-                self._log.warning("our text not delivered to %r: buffer full", target.regexp)
-        return delivered
-
-
-async def _awaited(pending: Any) -> None:
-    await pending
 
 
 _NONE: MappingProxyType[int, str] = MappingProxyType({})
