@@ -95,6 +95,8 @@ class Router:
           re.error, ValueError...: the regexp is refused (not compiled, not
             safe, or one guarded regexp too many for this peer).
         """
+        if session.closing:
+            return  # (its last lines, read before it closed: nothing goes to it now)
         if not self.classes.admits(regexp):
             logger.debug("%s: %r fits none of our message classes: not used", session.peer, regexp)
             return
