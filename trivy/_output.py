@@ -260,16 +260,18 @@ class PeerOutput:
         """
         self.close()
         deadline = trio.current_time() + leave_timeout
-        # (an OSError: the connection broke, nothing more will reach the peer)
-        with trio.CancelScope(shield=True, deadline=deadline), suppress(OSError):
-            await self._send_queued(stop_timeout, judged=True)
-        unsent = self.discard()
-        if unsent:
-            logger.warning(
-                "%s: leaving with %d bytes unsent: the peer stopped reading", self._name, unsent
-            )
-        else:  # (a peer that stopped taking will not take the rest)
-            with trio.CancelScope(shield=True, deadline=deadline):
-                await linger(self._sock, stop_timeout)
-        close_socket(self._sock)
+        try:
+            # (an OSError: the connection broke, nothing more will reach the peer)
+            with trio.CancelScope(shield=True, deadline=deadline), suppress(OSError):
+                await self._send_queued(stop_timeout, judged=True)
+            unsent = self.discard()
+            if unsent:
+                logger.warning(
+                    "%s: leaving with %d bytes unsent: the peer stopped reading", self._name, unsent
+                )
+            else:  # (a peer that stopped taking will not take the rest)
+                with trio.CancelScope(shield=True, deadline=deadline):
+                    await linger(self._sock, stop_timeout)
+        finally:  # (even when Ctrl-C lands here: the descriptor is not left open)
+            close_socket(self._sock)
         return unsent

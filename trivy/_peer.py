@@ -298,9 +298,11 @@ class PeerSession:
         finally:
             self.close()
             self.pings.fail_all()
-            await self.output.leave(self._options.stop_timeout, self._options.leave_timeout)
-            self.ended.set()
-            self._handler.session_ended(self)
+            try:
+                await self.output.leave(self._options.stop_timeout, self._options.leave_timeout)
+            finally:  # (Ctrl-C may land in leave: the bus still forgets the peer)
+                self.ended.set()
+                self._handler.session_ended(self)
 
     async def _write(self) -> None:
         reason = await self.output.run_writer(self._options.stall_timeout)
