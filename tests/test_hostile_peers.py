@@ -678,3 +678,30 @@ async def test_a_huge_subscription_id_is_refused_and_long_texts_still_go_out(bus
             assert await a.send("y" * MAX_TEXT) == 2  # EVIL's id 7, and B
             assert len((await theirs.receive()).groups[0]) == MAX_TEXT
             await raw.aclose()
+
+
+async def test_a_callback_failing_on_every_message_logs_boundedly(
+    bus: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """MSGs without the group a callback needs: each one raised a logged traceback."""
+    count = 2000
+
+    def needs_a_value(peer: trivy.Peer, value: str) -> None:
+        pass  # called with no group: TypeError
+
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            got = a.subscribe("^end$")
+            a.bind(needs_a_value, "^x")
+            raw = await RawPeer.connect(a)
+            await raw.handshake("RAW")
+            await a.wait_for_peer("RAW")
+            bound = max(a.subscriptions)
+            with caplog.at_level(logging.ERROR, logger="trivy"):
+                await raw.send(b"2 %d\x02\n" % bound * count)
+                await raw.send(b"2 %d\x02\n" % got.id)
+                await got.receive()  # every MSG before it was handled
+            failures = [r for r in caplog.records if "raised" in r.getMessage()]
+            assert 1 <= len(failures) <= 25  # 20 at once, then one a second
+            assert sum(r.exc_info is not None for r in failures) == len(failures)
+            await raw.aclose()

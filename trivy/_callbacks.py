@@ -3,7 +3,10 @@
 It holds for :meth:`~trivy.IvyBus.bind` callbacks, timers and ``on_die``
 alike, so a plain function, an ``async def`` and a lambda returning a
 coroutine all work the same way. Callbacks the bus runs for itself (a
-binding, a timer) never stop it: :func:`call_logged` logs what they raise.
+binding, a timer) never stop it: :func:`call_logged` logs what they raise,
+20 tracebacks at once, then one a second with the count of the others (a
+callback that fails on every message a peer floods must not fill the disk,
+nor spend the event loop's time formatting tracebacks).
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ._logs import LogLimiter
+
 __all__ = ["Callback", "call_logged", "call_user"]
 
 logger = logging.getLogger("trivy")
+_failures = LogLimiter(logger)
 
 #: A user callback: sync, or returning an awaitable.
 Callback = Callable[..., "Awaitable[Any] | Any"]
@@ -41,7 +47,7 @@ def call_logged(callback: Callback, args: tuple[Any, ...], what: object) -> Awai
     try:
         result = callback(*args)
     except Exception:
-        logger.exception("callback %r for %r raised", callback, what)
+        _failures.exception("callback %r for %r raised", callback, what)
         return None
     if result is not None and inspect.isawaitable(result):
         return _finish(result, callback, what)
@@ -52,4 +58,4 @@ async def _finish(result: Awaitable[Any], callback: Callback, what: object) -> N
     try:
         await result
     except Exception:
-        logger.exception("callback %r for %r raised", callback, what)
+        _failures.exception("callback %r for %r raised", callback, what)

@@ -39,8 +39,12 @@ class LogLimiter:
         self._tokens = float(burst)
         self._last = monotonic()
 
-    def log(self, level: int, message: str, *args: object) -> None:
-        """Log unless this source used up its share; count what is held back."""
+    def log(self, level: int, message: str, *args: object, exc_info: bool = False) -> None:
+        """Log unless this source used up its share; count what is held back.
+
+        With ``exc_info``, the record carries the exception being handled
+        (its traceback is formatted only when the record passes).
+        """
         if not self.logger.isEnabledFor(level):
             return
         now = monotonic()
@@ -53,7 +57,11 @@ class LogLimiter:
         if self.suppressed:
             self.logger.log(level, "(%d more records like these were not logged)", self.suppressed)
             self.suppressed = 0
-        self.logger.log(level, message, *args)
+        self.logger.log(level, message, *args, exc_info=exc_info)
+
+    def exception(self, message: str, *args: object) -> None:
+        """:meth:`log` at ERROR, with the exception being handled."""
+        self.log(logging.ERROR, message, *args, exc_info=True)
 
     def warning(self, message: str, *args: object) -> None:
         """:meth:`log` at WARNING."""
