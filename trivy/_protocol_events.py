@@ -119,7 +119,7 @@ class DieRequested(NamedTuple):
 
 
 class PingReceived(NamedTuple):
-    """PING; its PONG (same id) is already queued in ``Connection.outgoing``."""
+    """PING; its PONG (same id) is already queued in the connection's output."""
 
     num_id: int
 
