@@ -126,7 +126,7 @@ async def test_a_peer_that_floods_pings_and_never_reads_costs_one_reads_replies(
                 assert await b.send("x") == 1
                 await sub.receive()
             # once the peer reads, reading it resumes: every PING is answered
-            await raw.send(b"9 3\x02\n")
+            await raw.send(b"\n9 3\x02\n")  # (the newline ends a line the timeout cut)
             pongs = 0
             while (line := await raw.line_starting(b"10 ")) != b"10 3\x02":
                 pongs += line == b"10 2\x02"
@@ -704,4 +704,44 @@ async def test_a_callback_failing_on_every_message_logs_boundedly(
             failures = [r for r in caplog.records if "raised" in r.getMessage()]
             assert 1 <= len(failures) <= 25  # 20 at once, then one a second
             assert sum(r.exc_info is not None for r in failures) == len(failures)
+            await raw.aclose()
+
+
+async def _heartbeat(stalls: list[float], interval: float = 0.005) -> None:
+    """Tick every ``interval``; record the longest time the loop kept us waiting."""
+    last = time.perf_counter()
+    while True:
+        await trio.sleep(interval)
+        now = time.perf_counter()
+        stalls.append(now - last - interval)
+        last = now
+
+
+async def test_a_msg_flood_to_a_sync_callback_does_not_stall_the_loop(bus: str) -> None:
+    """Tiny MSGs to a bound callback: 16 full reads were served between two yields."""
+    count = 2_000_000
+    got = 0
+    done = trio.Event()
+
+    def tally(peer: trivy.Peer, *groups: str) -> None:
+        nonlocal got
+        got += 1
+        if got == count:
+            done.set()
+
+    with trio.fail_after(120):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            a.bind(tally, "^x")
+            raw = await RawPeer.connect(a)
+            await raw.handshake("FLOOD")
+            await a.wait_for_peer("FLOOD")
+            stalls: list[float] = []
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_heartbeat, stalls)
+                nursery.start_soon(raw.send, b"2 0\x02\n" * count)
+                await done.wait()
+                nursery.cancel_scope.cancel()
+            worst = max(stalls)
+            print(f"longest loop stall: {worst * 1000:.1f} ms")
+            assert worst < 0.25
             await raw.aclose()

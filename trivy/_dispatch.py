@@ -36,7 +36,7 @@ from ._events import (
 )
 from ._local import Binding, LocalSubscriptions
 from ._logs import shorten
-from ._peer import PeerSession
+from ._peer import SERVE_SLICE, PeerSession
 from ._peer_regexps import REGEXP_ERRORS, regexp_error
 from ._peers import PeerSet
 from ._protocol_events import (
@@ -65,6 +65,9 @@ logger = logging.getLogger("trivy")
 #: Seconds of regexp compiling after which the dispatcher yields to the
 #: other tasks (a regexp compiles in 30 ms at most, within the length limit).
 COMPILE_SLICE = 0.02
+
+#: Events served between two looks at the clock (a power of two, less one).
+_EVENTS_PER_LOOK = 255
 
 #: ``on_die(peer, num_id)``, sync or async; returning False refuses to die.
 DieCallback = Callable[[Peer, int], "Awaitable[bool | None] | bool | None"]
@@ -133,7 +136,13 @@ class Dispatcher:
         sub_id: int
         groups: tuple[str, ...]
         size: int
+        served = 0
+        started = perf_counter()
         for event in events:
+            served += 1
+            if not served & _EVENTS_PER_LOOK and perf_counter() - started > SERVE_SLICE:
+                await trio.lowlevel.checkpoint()  # fair by time: sync callbacks included
+                started = perf_counter()
             if type(event) is not tuple:
                 if not await handlers[type(event)](session, event):
                     return False

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Iterable, Sequence
+from time import perf_counter
 from types import MappingProxyType
 from typing import Protocol
 
@@ -37,10 +38,13 @@ __all__ = ["PeerSession", "SessionHandler"]
 
 logger = logging.getLogger("trivy")
 
-#: Bytes asked of the kernel per read.
-RECEIVE_SIZE = 256 * 1024
-#: Reads served without waiting before the reader yields anyway.
-READS_PER_CHECKPOINT = 16
+#: Bytes asked of the kernel per read: parsing 64 KiB of the smallest MSGs
+#: (10,000 lines) takes a few ms, the longest the reader runs between two
+#: looks at the clock.
+RECEIVE_SIZE = 64 * 1024
+#: Seconds a reader serves its peer (reads, events, sync callbacks) before it
+#: yields to the other tasks, whatever the peer sends: fair by time.
+SERVE_SLICE = 0.002
 
 
 class SessionHandler(Protocol):
@@ -320,13 +324,13 @@ class PeerSession:
         conn, sock, dispatch = self._conn, self._sock, self._handler.dispatch
         receive_data, output = conn.receive_data, self.output
         limit = self._options.send_buffer_limit
-        reads = 0
+        since = perf_counter()  # when this reader last yielded
         while True:
             try:
                 data = sock.recv(RECEIVE_SIZE)
             except BlockingIOError:
-                reads = 0
                 await self._wait_readable()
+                since = perf_counter()
                 continue
             except OSError as exc:
                 logger.info("%s: connection lost: %s", self.peer, exc)
@@ -336,9 +340,11 @@ class PeerSession:
             if not data:
                 self.note_end("connection closed by the peer")
             events = receive_data(data)
-            output.flush_soon()  # replies (PONG, ERROR) may have been queued
             if not await dispatch(self, events) or not data:
                 return
+            # Replies (PONG, ERROR) go once the lines before them were acted
+            # on: a PONG tells the peer everything it sent before is handled.
+            output.flush_soon()
             if conn.replies_queued - self._replies_mark > limit:
                 # Its lines alone made us answer past its limit since we
                 # last had room: read no more of them until it takes what is
@@ -350,13 +356,11 @@ class PeerSession:
             if len(data) < RECEIVE_SIZE:
                 # The kernel had no more: wait rather than try a read that
                 # would fail (an exception and a syscall per wake-up).
-                reads = 0
                 await self._wait_readable()
-                continue
-            reads += 1
-            if reads >= READS_PER_CHECKPOINT:
-                reads = 0
+                since = perf_counter()
+            elif perf_counter() - since > SERVE_SLICE:
                 await trio.lowlevel.checkpoint()
+                since = perf_counter()
 
     async def _wait_readable(self) -> None:
         self._waiting_for_peer = True
