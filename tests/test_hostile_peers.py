@@ -745,3 +745,32 @@ async def test_a_msg_flood_to_a_sync_callback_does_not_stall_the_loop(bus: str) 
             print(f"longest loop stall: {worst * 1000:.1f} ms")
             assert worst < 0.25
             await raw.aclose()
+
+
+async def test_slow_sync_callbacks_do_not_stall_the_loop_past_the_slice(bus: str) -> None:
+    """200 MSGs in one read to a callback blocking 2 ms: served in one go before."""
+    count = 200
+    got = 0
+    done = trio.Event()
+
+    def slow(peer: trivy.Peer) -> None:
+        nonlocal got
+        time.sleep(0.002)  # (the point: a callback that blocks the loop)
+        got += 1
+        if got == count:
+            done.set()
+
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            a.bind(slow, "^x")
+            raw = await RawPeer.connect(a)
+            await raw.handshake("RAW")
+            await a.wait_for_peer("RAW")
+            stalls: list[float] = []
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_heartbeat, stalls)
+                nursery.start_soon(raw.send, b"2 0\x02\n" * count)
+                await done.wait()
+                nursery.cancel_scope.cancel()
+            assert max(stalls) < 0.1  # 16 callbacks at most between two yields
+            await raw.aclose()

@@ -66,8 +66,9 @@ logger = logging.getLogger("trivy")
 #: other tasks (a regexp compiles in 30 ms at most, within the length limit).
 COMPILE_SLICE = 0.02
 
-#: Events served between two looks at the clock (a power of two, less one).
-_EVENTS_PER_LOOK = 255
+#: Events served between two looks at the clock (a power of two, less one):
+#: a few, so that slow sync callbacks cannot hold the loop much past the slice.
+_EVENTS_PER_LOOK = 15
 
 #: ``on_die(peer, num_id)``, sync or async; returning False refuses to die.
 DieCallback = Callable[[Peer, int], "Awaitable[bool | None] | bool | None"]

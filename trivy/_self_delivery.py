@@ -23,7 +23,7 @@ task: it queues, and raises :class:`~trivy.IvyIllegalStateError` when the
 queue is full (callbacks that answer themselves more than once per text
 would fill it without end). A callback answering itself once per text loops
 like two agents answering each other, the delivery task yielding to the
-others between texts.
+others after every 2 ms of delivering.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import collections
 import logging
 import re
 from collections.abc import Callable
+from time import perf_counter
 from types import MappingProxyType
 from typing import Any
 
@@ -43,6 +44,7 @@ from ._events import Match, Peer
 from ._local import Binding, LocalSubscriptions
 from ._logs import LogLimiter
 from ._matching import MatchMode
+from ._peer import SERVE_SLICE
 from .protocol import JAVA_NEWLINE_ESCAPE
 
 __all__ = ["MAX_QUEUED", "SelfDelivery"]
@@ -51,8 +53,6 @@ logger = logging.getLogger("trivy")
 
 #: Texts to ourselves that may wait for the delivery task.
 MAX_QUEUED = 1000
-#: Texts delivered between two checkpoints of the delivery task.
-DELIVERED_PER_CHECKPOINT = 64
 
 _Find = Callable[[str], "re.Match[str] | None"]
 _Found = list[tuple[Any, Match]]
@@ -133,10 +133,11 @@ class SelfDelivery:
     async def run(self) -> None:
         """The delivery task: our texts to our subscriptions, one by one, in order."""
         self._task = trio.lowlevel.current_task()
-        delivered = 0
+        since = perf_counter()  # when it last yielded
         while True:
             while not self._queue:
                 await self._queued.park()
+                since = perf_counter()
             for target, match in self._queue[0]:
                 if type(target) is Binding:
                     args = (match.peer, *match.groups)
@@ -150,9 +151,9 @@ class SelfDelivery:
             self._queue.popleft()
             if len(self._queue) < MAX_QUEUED:
                 self._room.unpark()
-            delivered += 1
-            if delivered % DELIVERED_PER_CHECKPOINT == 0:
+            if perf_counter() - since > SERVE_SLICE:  # fair by time, sync callbacks too
                 await trio.lowlevel.checkpoint()
+                since = perf_counter()
 
     # --------------------------------------------------------------- matching
     def _find(self, regexp: str) -> _Find:
