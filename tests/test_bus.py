@@ -468,7 +468,6 @@ async def test_a_second_connection_to_a_peer_is_resolved_like_ivy_c(
                 assert a._nursery is not None
                 a._nursery.start_soon(a._serve, sock.dup(), "127.0.0.1", None, b.port)
 
-
             def resolutions() -> int:
                 return sum("duplicate connection" in r.getMessage() for r in caplog.records)
 

@@ -10,8 +10,12 @@ from hypothesis import strategies as st
 
 from trivy import IvyIllegalStateError
 from trivy._connection import (
+    MAX_EXCESS,
     MAX_LINE_LENGTH,
     MAX_MALFORMED_STREAK,
+    QUEUED,
+    QUEUED_OVER_LIMIT,
+    REFUSED,
     Connection,
     ConnectionState,
 )
@@ -136,9 +140,7 @@ def test_recorder_lines() -> None:
     ]
     assert conn.subscriptions == {0: "^rec2 (.*)", 1: "(unclosed"}
     # the replies those lines call for, decided here: the PONG, the ERROR
-    assert conn.data_to_send() == (
-        b"10 5\x02\n3 3\x02bad format request expected 'type id ...'\n"
-    )
+    assert conn.data_to_send() == (b"10 5\x02\n3 3\x02bad format request expected 'type id ...'\n")
     # the matcher could not compile one: ivy-c's answer, offset first
     rejected = conn.reject_regexp(1, "(unclosed", "missing ), unterminated subpattern", 0)
     assert rejected == RegexpRejected(1, "(unclosed", "missing ), unterminated subpattern", None)
@@ -218,6 +220,28 @@ def test_the_routers_msgs_are_checked_for_length() -> None:
     with pytest.raises(ValueError, match="peers refuse"):
         conn.send_msg_payload(1, b"x" * MAX_LINE_LENGTH + b"\n")
     assert conn.bytes_queued == 0  # nothing of it was queued
+
+
+def test_the_routers_msgs_are_counted_against_the_send_limit() -> None:
+    conn = Connection(send_limit=20)
+    conn.send_handshake(1, "ME", [])
+    conn.data_to_send()
+    woken: list[int] = []
+    assert conn.send_msg_payload(1, b"0123456789\x03\n") == QUEUED  # 4 + 12 bytes
+    conn.bytes_unsent = 10  # the I/O layer took them and wrote 7
+    conn.data_to_send()
+    conn.wake_output = woken.append  # the I/O layer waits for bytes
+    assert conn.send_msg_payload(1, b"0123456789\x03\n") == QUEUED  # 10 <= 20
+    assert woken == [10]  # told, with what was queued before
+    assert conn.send_msg_payload(1, b"x\x03\n") == REFUSED  # 26 > 20
+    assert conn.bytes_queued == 16  # the refused one left nothing
+    assert conn.send_msg_payload(1, b"x\x03\n", True) == QUEUED_OVER_LIMIT
+    assert woken == [10, 26]
+    conn.bytes_unsent = 20 + MAX_EXCESS  # a waiting sender may exceed, not for ever
+    assert conn.send_msg_payload(1, b"x\x03\n", True) == REFUSED
+    conn.bytes_unsent = 0
+    conn.data_to_send()
+    assert conn.send_msg_payload(1, b"x\x03\n") == QUEUED  # room again
 
 
 def test_pongs_are_matched_to_our_pings() -> None:

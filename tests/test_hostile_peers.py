@@ -619,7 +619,7 @@ async def test_one_send_cannot_queue_gigabytes_for_a_peer_of_many_subscriptions(
     bus: str,
 ) -> None:
     """10,000 ``(.*)`` and one 200 kB text queued 1.9 GB for one peer before."""
-    from trivy._output import MAX_EXCESS
+    from trivy._connection import MAX_EXCESS
 
     limit, text = 64 * 1024, "y" * 200_000
     with trio.fail_after(TIMEOUT):

@@ -133,6 +133,9 @@ class _Bytes:
 
     def __init__(self, size: int) -> None:
         self.data = bytearray(size)
+        self.bytes_unsent = 0
+        self.send_limit = 0
+        self.wake_output = None
 
     @property
     def bytes_queued(self) -> int:
@@ -142,15 +145,12 @@ class _Bytes:
         data, self.data = self.data, bytearray()
         return data
 
-    def send_msg_payload(self, sub_id: int, payload: bytes) -> None:
-        raise AssertionError("no MSG here")
-
 
 async def flush_and_close(
     sock: socket.socket, source: _Bytes, stop_timeout: float, leave_timeout: float
 ) -> int:
     """What a leaving session does with what it still has for the peer."""
-    return await PeerOutput(sock, source, 0, "PEER").leave(stop_timeout, leave_timeout)
+    return await PeerOutput(sock, source, "PEER").leave(stop_timeout, leave_timeout)
 
 
 async def test_leaving_flushes_a_slow_peer_and_gives_up_on_a_stuck_one(

@@ -54,8 +54,7 @@ def test_agents_find_each_other_by_multicast_in_a_private_namespace() -> None:
 )
 def test_allowed_networks_refuse_connections_and_announces_from_elsewhere() -> None:
     setup = (
-        "ip link set lo up && ip addr add 10.213.1.1/24 dev lo"
-        " && ip addr add 10.213.2.1/24 dev lo"
+        "ip link set lo up && ip addr add 10.213.1.1/24 dev lo && ip addr add 10.213.2.1/24 dev lo"
     )
     command = f'{setup} && exec "{sys.executable}" -m tests.allowlist_scenario {free_udp_port()}'
     result = subprocess.run(

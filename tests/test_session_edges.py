@@ -115,9 +115,10 @@ async def test_a_peer_refused_by_a_regexp_change_loses_the_old_regexp_too(bus: s
 async def test_the_disconnect_overflow_policy_drops_the_slow_peer_mid_route(bus: str) -> None:
     """Two subscriptions of one peer on one regexp: the first overflows, the route goes on."""
     with trio.fail_after(TIMEOUT):
-        async with trivy.open_ivy_bus(
-            "A", bus, send_buffer_limit=100, overflow="disconnect"
-        ) as a, a.events() as events:
+        async with (
+            trivy.open_ivy_bus("A", bus, send_buffer_limit=100, overflow="disconnect") as a,
+            a.events() as events,
+        ):
             raw = await RawPeer.connect(a)  # never reads: its output only grows
             await raw.handshake("RAW", b"1 0\x02^n (.*)\n1 1\x02^n (.*)\n")
             await wait_for_event(events, trivy.PeerConnected)

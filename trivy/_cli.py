@@ -94,9 +94,7 @@ def _add_probe_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="WORD,WORD",
         help="the message classes we send: peers' regexps that fit none are ignored",
     )
-    parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="log more (-vv: debug)"
-    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
     parser.add_argument("-V", "--version", action="version", version=_version())
     parser.add_argument("regexps", nargs="*", metavar="REGEXP", help="regexps to bind")
 

@@ -8,13 +8,17 @@ no line over the limit) and queue its bytes in a private buffer; the
 replies a line calls for (PONG to a PING, ERROR to a malformed line or to a
 regexp that does not compile) are queued there by ``receive_data`` itself.
 The I/O layer takes the queued bytes with :meth:`Connection.data_to_send`
-(as h2 hands them out) and writes them. Nothing here imports trio, socket,
-os or time.
+(as h2 hands them out) and writes them. Like h2, the connection also keeps
+the flow control of what it sends: the router's MSGs
+(:meth:`Connection.send_msg_payload`) are counted against the peer's limit,
+with the bytes the I/O layer took and has not written yet
+(:attr:`Connection.bytes_unsent`, which that layer keeps up to date).
+Nothing here imports trio, socket, os or time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from . import protocol
 from ._errors import IvyIllegalStateError, IvyMalformedMessage
@@ -41,9 +45,13 @@ from ._protocol_events import (
 from .protocol import ARG_END, ARG_START, MsgType
 
 __all__ = [
+    "MAX_EXCESS",
     "MAX_LINE_LENGTH",
     "MAX_MALFORMED_STREAK",
     "MSG_HEADS",
+    "QUEUED",
+    "QUEUED_OVER_LIMIT",
+    "REFUSED",
     "Connection",
     "ConnectionState",
     "msg_head",
@@ -69,7 +77,17 @@ ALREADY_CONNECTED = "Application already connected"
 #: Distinct incoming MSG heads remembered per connection (a peer uses as many
 #: ids as we have subscriptions); only short ones, so junk costs nothing.
 _MAX_CACHED_IDS = 4096
+#: How far past its limit one waiting ``send`` may queue for a peer: a text
+#: that matches many of its subscriptions (10,000 ``(.*)`` once made one
+#: send queue 2 GB). Beyond, that peer's MSGs of this send are refused.
+MAX_EXCESS = 16 * 1024 * 1024
+
+#: What :meth:`Connection.send_msg_payload` did with a MSG.
+QUEUED = 0
+QUEUED_OVER_LIMIT = 1  # queued, and the sender should wait for room
+REFUSED = 2  # not queued: the peer is over its limit
 _BYE = protocol.encode(MsgType.BYE, 0)
+_LONGEST_LINE = MAX_LINE_LENGTH + 1  # with its newline
 
 
 class Connection:
@@ -82,6 +100,8 @@ class Connection:
       regexps: the peer's subscriptions and their limits (default ones if
         None). Whether a regexp compiles is for the matcher to say
         (:meth:`reject_regexp`).
+      send_limit: bytes queued and unsent past which the router's MSGs
+        are refused, or queued only for a sender that will wait.
 
     Attributes:
       state: where the peer's side of the handshake stands.
@@ -89,6 +109,10 @@ class Connection:
       subscriptions: the peer's regexps that compiled, by id, in order.
       bytes_queued: bytes waiting in the buffer for :meth:`data_to_send`
         (read-only: a plain attribute, as it is read once per MSG routed).
+      bytes_unsent: bytes :meth:`data_to_send` handed out that the I/O
+        layer has not written yet (the I/O layer sets it).
+      wake_output: set by an I/O layer while it waits for bytes: called
+        with the bytes queued before, when a MSG is queued.
       replies_queued: bytes of replies (PONG, ERROR) queued so far, in all:
         the I/O layer pauses reading a peer whose lines make it answer
         past its output limit.
@@ -100,6 +124,7 @@ class Connection:
         max_line_length: int = MAX_LINE_LENGTH,
         java_newlines: bool = False,
         regexps: PeerRegexps | None = None,
+        send_limit: int = 2**62,
     ) -> None:
         self.state = ConnectionState.AWAITING_START
         self.peer_name: str | None = None
@@ -108,6 +133,9 @@ class Connection:
         self.subscriptions: dict[int, str] = self._regexps.by_id
         self._outgoing = bytearray()
         self.bytes_queued = 0
+        self.bytes_unsent = 0
+        self.send_limit = send_limit
+        self.wake_output: Callable[[int], None] | None = None
         self._java_newlines = java_newlines
         self.replies_queued = 0
         self._said_hello = False
@@ -178,27 +206,41 @@ class Connection:
         """One MSG for the peer's subscription ``sub_id``."""
         self._queue(MsgType.MSG, sub_id, [self._text(g) for g in groups])
 
-    def send_msg_payload(self, sub_id: int, payload: bytes) -> None:
-        """One MSG made of :func:`msg_payload`'s bytes.
+    def send_msg_payload(self, sub_id: int, payload: bytes, may_exceed: bool = False) -> int:
+        """One MSG made of :func:`msg_payload`'s bytes, if the peer has room.
 
         The router's way: one text matching a regexp that many peers hold
         is encoded once, and each of them gets the same payload. (Java
         newlines were escaped in the text before it was matched.)
 
+        Returns :data:`QUEUED`, :data:`QUEUED_OVER_LIMIT` (the peer was
+        over ``send_limit`` and ``may_exceed``: the sender should wait for
+        room) or :data:`REFUSED` (over the limit and not ``may_exceed``, or
+        over it by :data:`MAX_EXCESS`: nothing was queued).
+
         Raises:
           IvyIllegalStateError: BYE was sent, or our handshake was not.
           ValueError: the line would be over :data:`MAX_LINE_LENGTH`.
         """
+        before = self.bytes_queued
+        queued = before + self.bytes_unsent
+        limit = self.send_limit
+        if queued > limit and (not may_exceed or queued > limit + MAX_EXCESS):
+            return REFUSED
         if not self._open:
             self._check_open()
-        head = MSG_HEADS.get(sub_id) or msg_head(sub_id)
-        if len(head) + len(payload) > MAX_LINE_LENGTH + 1:  # (peers choose the ids)
-            size = len(head) + len(payload) - 1
-            raise ValueError(f"a line of {size} bytes: peers refuse over {MAX_LINE_LENGTH}")
         out = self._outgoing
-        out += head
+        out += MSG_HEADS.get(sub_id) or msg_head(sub_id)
         out += payload
-        self.bytes_queued = len(out)
+        after = self.bytes_queued = len(out)
+        if after - before > _LONGEST_LINE:  # (checked after: one test when fine)
+            del out[before:]
+            self.bytes_queued = before
+            size = after - before - 1
+            raise ValueError(f"a line of {size} bytes: peers refuse over {MAX_LINE_LENGTH}")
+        if self.wake_output is not None:
+            self.wake_output(queued)
+        return QUEUED if queued <= limit else QUEUED_OVER_LIMIT
 
     def send_direct(self, num_id: int, text: str) -> None:
         """DIRECT_MSG."""
@@ -387,4 +429,3 @@ class Connection:
         if isinstance(event, RegexpRejected):
             self._error_compiling(regexp, event.reason)
         return event
-

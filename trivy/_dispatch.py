@@ -276,9 +276,7 @@ class Dispatcher:
 
     async def _unknown(self, session: PeerSession, event: UnknownType) -> bool:
         kind, params = event.msg_type, shorten(event.params)
-        session.log.warning(
-            "%s sent a message of unknown type %d: %r", session.peer, kind, params
-        )
+        session.log.warning("%s sent a message of unknown type %d: %r", session.peer, kind, params)
         return True
 
     async def _bye(self, session: PeerSession, event: Bye) -> bool:

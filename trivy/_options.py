@@ -314,7 +314,11 @@ class BusOptions:
         regexps = PeerRegexps(
             self.max_regexp_length, self.max_peer_subscriptions, self.max_peer_regexp_bytes
         )
-        return Connection(java_newlines=self.java_newlines, regexps=regexps)
+        return Connection(
+            java_newlines=self.java_newlines,
+            regexps=regexps,
+            send_limit=self.send_buffer_limit,
+        )
 
 
 class BusOptionsArgs(TypedDict, total=False):

@@ -1,12 +1,15 @@
 """One peer's output: the bytes its connection queued, on their way to the socket.
 
 A :class:`PeerOutput` is the one writer of a peer's socket. It takes what
-the sans-IO connection queued (:meth:`OutputSource.data_to_send`), keeps
-what the kernel did not take yet, and counts both against the peer's
-limit. Three ways out, one loop (:meth:`PeerOutput._send_queued`):
+the sans-IO connection queued (:meth:`OutputSource.data_to_send`) and keeps
+what the kernel did not take yet, telling the connection how much that is
+(``bytes_unsent``): the connection counts both against the peer's limit
+when the router queues a MSG. Three ways out, one loop
+(:meth:`PeerOutput._send_queued`):
 
 - a lone message to an idle peer is written at once by the caller's task
-  (:meth:`PeerOutput.queue_msg`), which saves a task switch per message;
+  (the connection calls the output back when it queues a MSG while the
+  writer waits), which saves a task switch per message;
 - otherwise the writer task (:meth:`PeerOutput.run_writer`) sends whatever
   is queued, many messages per ``send`` call, and lets go of a peer that
   takes no byte for ``stall_timeout`` while over its limit;
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Callable
 from contextlib import suppress
 from time import perf_counter
 from typing import Protocol
@@ -31,15 +35,7 @@ import trio
 from ._leaving import close_socket, linger
 from ._liveness import wait_taking
 
-__all__ = [
-    "DIRECT_WRITE_INTERVAL",
-    "MAX_EXCESS",
-    "QUEUED",
-    "QUEUED_OVER_LIMIT",
-    "REFUSED",
-    "OutputSource",
-    "PeerOutput",
-]
+__all__ = ["DIRECT_WRITE_INTERVAL", "OutputSource", "PeerOutput"]
 
 logger = logging.getLogger("trivy")
 
@@ -47,28 +43,22 @@ logger = logging.getLogger("trivy")
 #: unless the last such write to it is more recent than this (seconds): then
 #: messages come in a burst and are better coalesced by the writer.
 DIRECT_WRITE_INTERVAL = 50e-6
-#: How far past its limit one waiting ``send`` may queue for a peer: a text
-#: that matches many of its subscriptions (10,000 ``(.*)`` once made one
-#: send queue 2 GB). Beyond, that peer's MSGs of this send are refused.
-MAX_EXCESS = 16 * 1024 * 1024
-
-#: What :meth:`PeerOutput.queue_msg` did with a MSG.
-QUEUED = 0
-QUEUED_OVER_LIMIT = 1  # queued, and the sender should wait for room
-REFUSED = 2  # not queued: the peer is over its limit
 
 
 class OutputSource(Protocol):
     """Where the bytes come from (a :class:`~trivy._connection.Connection`)."""
 
-    #: Bytes not handed out yet.
+    #: Bytes not handed out yet...
     bytes_queued: int
+    #: ...bytes handed out and not written yet (kept up to date here)...
+    bytes_unsent: int
+    #: ...and the limit on both.
+    send_limit: int
+    #: Called when a MSG is queued while the writer waits for bytes.
+    wake_output: Callable[[int], None] | None
 
     def data_to_send(self) -> bytearray:
         """Hand out every queued byte."""
-
-    def send_msg_payload(self, sub_id: int, payload: bytes) -> None:
-        """Queue one MSG."""
 
 
 def _always() -> bool:
@@ -80,20 +70,19 @@ class PeerOutput:
 
     Args:
       sock: the peer's non-blocking socket.
-      source: the connection whose queued bytes go out.
-      limit: bytes queued past which senders wait or are refused.
+      source: the connection whose queued bytes go out, and whose
+        ``send_limit`` bounds them.
       name: names the peer in the log.
     """
 
-    def __init__(self, sock: socket.socket, source: OutputSource, limit: int, name: object) -> None:
+    def __init__(self, sock: socket.socket, source: OutputSource, name: object) -> None:
         self._sock = sock
         self._source = source
-        self._queue_msg = source.send_msg_payload  # (bound once: called per MSG)
-        self._limit = limit
         self._name = name
-        #: Bytes taken from the source that the kernel did not take yet.
+        #: Bytes taken from the source that the kernel did not take yet
+        #: (``source.bytes_unsent`` says how many).
         self._sending = bytearray()
-        self._writer_idle = False  # the writer waits for bytes (read per message)
+        self._writer_idle = False  # the writer waits for bytes
         self._wake_writer = trio.lowlevel.ParkingLot()
         self._room = trio.lowlevel.ParkingLot()
         self._open = True  # false once closed: nothing waits for room any more
@@ -109,34 +98,16 @@ class PeerOutput:
     @property
     def size(self) -> int:
         """Bytes queued for the peer and not yet taken by the kernel."""
-        return len(self._sending) + self._source.bytes_queued
+        return self._source.bytes_unsent + self._source.bytes_queued
 
     def over_limit(self) -> bool:
-        """Whether more than ``limit`` bytes wait for the peer."""
-        return self.size > self._limit
+        """Whether more than the source's ``send_limit`` bytes wait for the peer."""
+        source = self._source
+        return source.bytes_unsent + source.bytes_queued > source.send_limit
 
     # ------------------------------------------------------------ queueing
-    def queue_msg(self, sub_id: int, payload: bytes, *, may_exceed: bool) -> int:
-        """Queue one MSG (the router's per-subscriber path); say what was done.
-
-        Returns :data:`QUEUED`, :data:`QUEUED_OVER_LIMIT` (the peer was over
-        its limit and ``may_exceed``: the sender should :meth:`wait_for_room`)
-        or :data:`REFUSED` (over the limit and not ``may_exceed``, or over it
-        by :data:`MAX_EXCESS`).
-        """
-        queued = self._source.bytes_queued + len(self._sending)
-        if queued <= self._limit:
-            self._queue_msg(sub_id, payload)
-            if self._writer_idle:
-                self._queued_to_idle_writer(queued)
-            return QUEUED
-        if not may_exceed or queued > self._limit + MAX_EXCESS:
-            return REFUSED
-        self._queue_msg(sub_id, payload)
-        self.flush_soon()
-        return QUEUED_OVER_LIMIT
-
     def _queued_to_idle_writer(self, queued_before: int) -> None:
+        """The connection queued a MSG while the writer waits for bytes."""
         now = perf_counter()
         if not queued_before and now - self._last_direct_write > DIRECT_WRITE_INTERVAL:
             self._write_now(now)  # a lone message to an idle peer
@@ -148,20 +119,27 @@ class PeerOutput:
         if self._writer_idle and self._source.bytes_queued:
             self._wake()
 
+    def _idle(self) -> None:
+        self._writer_idle = True
+        self._source.wake_output = self._queued_to_idle_writer
+
     def _wake(self) -> None:
         self._writer_idle = False
+        self._source.wake_output = None
         self._wake_writer.unpark()
 
     def _write_now(self, now: float) -> None:
         """Write the queued bytes from the caller's task; the writer takes the rest."""
         self._last_direct_write = now
-        data = self._sending = self._source.data_to_send()
+        source = self._source
+        data = self._sending = source.data_to_send()
         try:
             sent = self._sock.send(data)
         except OSError:  # full, or broken: the writer task deals with it
             sent = 0
         del data[:sent]
         if data:
+            source.bytes_unsent = len(data)
             self._wake()
 
     def record_drop(self, size: int) -> bool:
@@ -200,6 +178,7 @@ class PeerOutput:
                     data = self._sending = source.data_to_send()
             elif not data:
                 return True
+            source.bytes_unsent = len(data)
             try:
                 sent = sock.send(data)
             except BlockingIOError:
@@ -209,6 +188,7 @@ class PeerOutput:
                 self.drains += 1
                 continue
             del data[:sent]
+            source.bytes_unsent = len(data)
             if not data and not source.bytes_queued:
                 self._congested = False
             if self._room and not self.over_limit():
@@ -226,18 +206,20 @@ class PeerOutput:
                 if not await self._send_queued(stall_timeout, judged=False):
                     queued = self.discard()
                     return f"took no byte for {stall_timeout:g} s with {queued} bytes queued"
-                self._writer_idle = True
+                self._idle()
                 await self._wake_writer.park()
         except OSError as exc:
             self.discard()
             return f"connection lost: {exc}"
         finally:
             self._writer_idle = False
+            self._source.wake_output = None
 
     def discard(self) -> int:
         """Drop whatever is queued; returns how many bytes that was."""
         queued = self.size
         self._sending = bytearray()
+        self._source.bytes_unsent = 0
         self._source.data_to_send()
         self._room.unpark_all()
         return queued
@@ -246,6 +228,7 @@ class PeerOutput:
         """Stop the waits for room: the peer is leaving (its bytes may still go)."""
         self._open = False
         self._writer_idle = False  # no more direct writes
+        self._source.wake_output = None
         self._room.unpark_all()
 
     async def leave(self, stop_timeout: float, leave_timeout: float) -> int:

@@ -82,7 +82,10 @@ class PeerSession:
 
     Attributes:
       peer: who it is (its name and port once its START_REGEXP arrived).
-      output: the writer of its socket; the router queues MSGs there.
+      output: the writer of its socket.
+      queue_msg: queue one MSG if the peer has room: the connection's
+        :meth:`~trivy._connection.Connection.send_msg_payload`, the
+        router's one call per subscriber of a text.
       pings: our PINGs to it and their PONGs.
       local_address, remote_address: (address, port) of each end.
       log: this peer's share of the logs (rate-limited).
@@ -118,7 +121,8 @@ class PeerSession:
             agent_id=agent_id,
             subscriptions=MappingProxyType(conn.subscriptions),  # a live, read-only view
         )
-        self.output = PeerOutput(sock, conn, options.send_buffer_limit, self.peer)
+        self.output = PeerOutput(sock, conn, self.peer)
+        self.queue_msg = conn.send_msg_payload
         self._became_ready = trio.Event()
         self._identified_at: float | None = None
         self._closing = False

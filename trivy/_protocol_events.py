@@ -31,6 +31,7 @@ __all__ = [
     "UnknownType",
 ]
 
+
 class ConnectionState(enum.Enum):
     """Where the handshake with one peer stands."""
 

@@ -2,8 +2,9 @@
 
 The :class:`Router` keeps every regexp the peers subscribed with
 (:class:`~trivy._matching.RegexpTable`), finds which ones a text matches,
-and has each matching subscriber's :class:`~trivy._output.PeerOutput`
-queue one MSG: one payload per matching regexp
+and has each matching subscriber's connection queue one MSG
+(:meth:`~trivy._connection.Connection.send_msg_payload`, which says whether
+the peer had room): one payload per matching regexp
 (:func:`~trivy._connection.msg_payload`), shared by all its subscribers.
 A peer whose output is over its limit either makes ``send`` wait
 (lossless) or, for ``send_nowait``, gets the overflow policy.
@@ -15,13 +16,12 @@ import logging
 from collections.abc import Callable
 
 from . import protocol
-from ._connection import MAX_LINE_LENGTH, msg_payload
+from ._connection import MAX_LINE_LENGTH, REFUSED, msg_payload
 from ._events import BusEvent, Congestion, SubscriptionRemoved
 from ._logs import LogLimiter, shorten
 from ._matching import RegexpEntry, RegexpTable
 from ._message_classes import MessageClasses
 from ._options import BusOptions
-from ._output import REFUSED
 from ._peer import PeerSession
 from ._regexp_guard import MATCH_TIMEOUT
 
@@ -176,7 +176,7 @@ class Router:
                 if only is not None and session is not only:
                     continue
                 try:
-                    status = session.output.queue_msg(sub_id, payload, may_exceed=wait)
+                    status = session.queue_msg(sub_id, payload, wait)
                 except ValueError as exc:  # (one peer's line: the others still get theirs)
                     self._log.warning("%s: MSG not sent: %s", session.peer, exc)
                     continue

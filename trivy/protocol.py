@@ -363,6 +363,5 @@ def expand_intervals(regexp: str) -> str:
       ValueError: an interval whose min is above its max.
     """
     return _INTERVAL.sub(
-        lambda m: _interval_regexp(m.group(1), m.group(2), integers_only=m.group(3) == "i"),
-        regexp
+        lambda m: _interval_regexp(m.group(1), m.group(2), integers_only=m.group(3) == "i"), regexp
     )

@@ -142,9 +142,7 @@ class ServerHandlers:
         with self._lock:
             return list(self._client_bindings.get(client, {}).items())
 
-    def handle_regexp_change(
-        self, client: IvyClient, event: int, num_id: int, regexp: str
-    ) -> None:
+    def handle_regexp_change(self, client: IvyClient, event: int, num_id: int, regexp: str) -> None:
         """An agent added (or replaced) or removed a subscription."""
         added = event == IvyRegexpAdded
         self.run_callback(
