@@ -43,8 +43,9 @@ async def main(bus_port: int) -> None:
     logging.getLogger("trivy").addHandler(handler)
     result: dict[str, object] = {}
     with trio.fail_after(10):
+        # (a loopback bus listens on loopback alone by default: wider here)
         async with trivy.open_ivy_bus(
-            "A", f"127:{bus_port}", allowed_networks="10.213.1.0/24"
+            "A", f"127:{bus_port}", host="0.0.0.0", allowed_networks="10.213.1.0/24"
         ) as a:
             # a connection from elsewhere is closed before a byte is sent
             other = await connect_from(OTHER, a.port)

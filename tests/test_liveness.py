@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import resource
 import socket
@@ -21,6 +22,7 @@ import trio.testing
 import trivy
 from trivy._liveness import configure_keepalive
 from trivy._output import PeerOutput
+from trivy._patience import Patience
 from trivy._peers import MAX_PENDING_HANDSHAKES
 from trivy.testing import RawPeer, wait_for_event, wait_for_subscription
 
@@ -77,35 +79,76 @@ async def test_a_peer_that_stops_reading_is_dropped_after_the_stall_timeout(
             left = await wait_for_event(events, trivy.PeerDisconnected)
             assert isinstance(left, trivy.PeerDisconnected)
             assert left.peer.name == "STUCK"
-            assert left.reason.startswith("took no byte for 5 s with ")
+            # (the senders' patience runs out at the same time)
+            assert left.reason.startswith(
+                ("took no byte for 5 s with ", "kept our senders waiting 5 s")
+            )
             assert [p.name for p in a.peers] == ["GOOD"]
             await stuck.aclose()
 
 
-async def test_a_peer_that_reads_slowly_is_never_dropped(
+async def _read_slowly(raw: RawPeer, size: int, every: float, got: list[int]) -> None:
+    """Take ``size`` bytes every ``every`` seconds, until the end of the stream."""
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        while True:
+            wanted = size
+            while wanted > 0:
+                data = await raw.stream.receive_some(wanted)
+                if not data:
+                    return
+                got[0] += len(data)
+                wanted -= len(data)
+            await trio.sleep(every)
+
+
+async def test_a_peer_that_trickles_is_let_go_once_it_kept_senders_waiting_too_long(
     bus: str, autojump_clock: trio.testing.MockClock
 ) -> None:
-    count = 6000
-    received = 0
+    received = [0]
+    with trio.fail_after(TIMEOUT):
+        async with (
+            trivy.open_ivy_bus("A", bus, send_buffer_limit=1024 * 1024) as a,
+            a.events() as events,
+        ):
+            slow = await _small_window_peer(a, "TRICKLE", b"^(x*)$")
+            async with trio.open_nursery() as nursery:
+                # 64 KiB every 4 s: some bytes before every stall check
+                nursery.start_soon(_read_slowly, slow, 65536, 4.0, received)
+                start = trio.current_time()
+                for _ in range(COUNT):
+                    await a.send(TEXT)
+                blocked = trio.current_time() - start
+                left = await wait_for_event(events, trivy.PeerDisconnected)
+                await slow.aclose()
+            assert isinstance(left, trivy.PeerDisconnected)
+            assert left.reason.startswith("kept our senders waiting 5 s over its limit")
+            # no send waited past the patience of 5 s for it, though it did read
+            assert blocked == pytest.approx(5.0, abs=0.01)
+            assert received[0] > 0
 
-    async def read_slowly(raw: RawPeer) -> None:
-        nonlocal received
-        while received < count * (len(TEXT) + 6):
-            data = await raw.stream.receive_some(16384)
-            received += len(data)
-            await trio.sleep(1)  # 16 KiB a second: far slower than we send
 
+async def test_a_peer_that_is_behind_now_and_then_is_never_let_go(
+    bus: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    bursts, per_burst = 8, 4000
+    received = [0]
+    blocked = 0.0
     with trio.fail_after(10_000):
-        async with trivy.open_ivy_bus("A", bus, send_buffer_limit=1024 * 1024) as a:
+        async with trivy.open_ivy_bus("A", bus, send_buffer_limit=256 * 1024) as a:
             slow = await _small_window_peer(a, "SLOW", b"^(x*)$")
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(read_slowly, slow)
-                start = trio.current_time()
-                for _ in range(count):
-                    await a.send(TEXT)
-                assert trio.current_time() - start > 60  # it did hold the sends
-                assert [p.name for p in a.peers] == ["SLOW"]  # but was never dropped
-            assert received >= count * len(TEXT)
+                nursery.start_soon(_read_slowly, slow, 65536, 0.1, received)
+                for _ in range(bursts):
+                    start = trio.current_time()
+                    for _ in range(per_burst):
+                        await a.send(TEXT)
+                    blocked += trio.current_time() - start
+                    await trio.sleep(60)  # quiet: the waits are forgiven
+                assert [p.name for p in a.peers] == ["SLOW"]  # never let go
+                nursery.cancel_scope.cancel()
+            # the sends did wait, more than the patience in all
+            assert blocked > 2 * a.options.stall_timeout
+            assert received[0] >= bursts * per_burst * len(TEXT)
             await slow.aclose()
 
 
@@ -150,7 +193,7 @@ async def flush_and_close(
     sock: socket.socket, source: _Bytes, stop_timeout: float, leave_timeout: float
 ) -> int:
     """What a leaving session does with what it still has for the peer."""
-    return await PeerOutput(sock, source, "PEER").leave(stop_timeout, leave_timeout)
+    return await PeerOutput(sock, source, "PEER", 5.0).leave(stop_timeout, leave_timeout)
 
 
 async def test_leaving_flushes_a_slow_peer_and_gives_up_on_a_stuck_one(
@@ -368,8 +411,9 @@ async def test_announces_of_agents_that_never_answer_are_bounded(
     bus: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     from trivy import protocol
-    from trivy._discovery import MAX_CONNECTING
+    from trivy._connect_queue import MAX_CONNECTING
 
+    caplog.set_level(logging.INFO, logger="trivy")
     address = protocol.parse_bus(bus)
     deaf = []
     for _ in range(MAX_CONNECTING + 6):
@@ -392,7 +436,7 @@ async def test_announces_of_agents_that_never_answer_are_bounded(
             udp.close()
             while "connections pending" not in caplog.text:
                 await trio.testing.wait_all_tasks_blocked()
-            assert len(a._discovery._connecting) == MAX_CONNECTING
+            assert len(a._discovery._attempts) == MAX_CONNECTING
     for listener, fillers in deaf:
         listener.close()
         for filler in fillers:
@@ -440,3 +484,17 @@ async def test_ctrl_c_in_a_peer_task_still_says_bye_to_every_peer(bus: str) -> N
         for raw in raws:
             assert await raw.line_starting(b"0 ") == b"0 0\x02"  # BYE
             await raw.aclose()
+
+
+def test_patience_adds_up_the_waits_and_forgives_a_tenth_of_the_quiet() -> None:
+    patience = Patience(5.0)
+    patience.start_waiting(100.0)
+    assert patience.runs_out_at() == 105.0  # a first wait may last the budget
+    patience.stop_waiting(103.0)
+    assert patience.waited(103.0) == 3.0
+    assert patience.waited(113.0) == pytest.approx(2.0)  # 10 s quiet forgive 1 s
+    patience.start_waiting(113.0)
+    assert patience.runs_out_at() == pytest.approx(116.0)  # 3 s left, not 5
+    patience.stop_waiting(114.0)
+    assert patience.waited(200.0) == 0.0  # all forgiven, never below nothing
+    assert Patience(math.inf).runs_out_at() == math.inf

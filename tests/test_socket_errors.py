@@ -108,10 +108,8 @@ async def test_udp_backs_off_on_enobufs_skips_icmp_errors_and_raises_enotsock(
         _error(errno.ECONNREFUSED),
         _error(errno.ENOTSOCK),
     )
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            with pytest.raises(OSError) as raised:
-                await discovery._listen_loop(udp, nursery)  # type: ignore[arg-type]
+    with trio.fail_after(10), pytest.raises(OSError) as raised:
+        await discovery._listen_loop(udp)  # type: ignore[arg-type]
     assert raised.value.errno == errno.ENOTSOCK
     assert udp.calls == 4
     assert trio.current_time() == ACCEPT_RETRY_DELAY

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from . import protocol
+from ._connect_queue import Attempt, ConnectQueue
 from ._errors import IvyMalformedMessage
 from ._logs import LogLimiter
 from ._options import BusOptions, is_loopback
@@ -28,12 +29,10 @@ __all__ = ["CONNECT_TIMEOUT", "Discovery", "new_agent_id"]
 
 logger = logging.getLogger("trivy")
 
-#: Seconds allowed to connect to an announced agent.
-CONNECT_TIMEOUT = 5.0
-#: Announced agents we may be connecting to at once; announces beyond are
-#: ignored (a flood of announces naming ports that never answer would
-#: otherwise cost a socket and a task each).
-MAX_CONNECTING = 64
+#: Seconds allowed to connect to an announced agent: one lost SYN (resent
+#: after 1 s) and a slow network's round trip, not the system's minutes. An
+#: attempt holds a slot of the ConnectQueue meanwhile.
+CONNECT_TIMEOUT = 3.0
 #: After accept() or recvfrom() fails for want of resources (file
 #: descriptors, memory), the socket waits this long before trying again (as
 #: trio's own listeners do), rather than spinning on an error it cannot clear.
@@ -113,7 +112,8 @@ class Discovery:
         self._refused: set[tuple[str, str]] = set()  # logged once each
         self._serve = serve
         self._is_connected = is_connected
-        self._connecting: set[tuple[str, int]] = set()
+        self._attempts = ConnectQueue()
+        self._nursery: trio.Nursery | None = None
         #: Anyone who reaches the UDP port can make us log: rate-limited.
         self._log = LogLimiter(logger)
         self._listener: socket.socket | None = None
@@ -132,8 +132,11 @@ class Discovery:
         self._port = self._listener.getsockname()[1]
         try:
             # A loopback-only agent binds its UDP socket to the bus's loopback
-            # address too (it gets broadcasts there), not to every interface.
-            bind_to = self.bus.networks[0] if is_loopback(self._host) else ""
+            # address too (it gets broadcasts there), not to every interface;
+            # with several, to all (and allows loopback sources alone).
+            networks = set(self.bus.networks)
+            loopback_alone = is_loopback(self._host) and len(networks) == 1
+            bind_to = networks.pop() if loopback_alone else ""
             self._udp = open_discovery_socket(
                 self.bus, self._multicast_ttl, self._multicast_interface, bind_to
             )
@@ -148,8 +151,9 @@ class Discovery:
         """Start accepting and listening, then announce us (once)."""
         assert self._listener is not None and self._udp is not None, "open() first"
         self._agent_id = agent_id
+        self._nursery = nursery
         nursery.start_soon(self._accept_loop, self._listener, nursery)
-        nursery.start_soon(self._listen_loop, self._udp, nursery)
+        nursery.start_soon(self._listen_loop, self._udp)
         announce = protocol.encode_announce(self._port, agent_id, agent_name)
         for network in self.bus.networks:
             try:
@@ -192,7 +196,7 @@ class Discovery:
                 continue
             nursery.start_soon(self._serve, sock, host, None, 0)
 
-    async def _listen_loop(self, udp: socket.socket, nursery: trio.Nursery) -> None:
+    async def _listen_loop(self, udp: socket.socket) -> None:
         """Read announces until cancelled (errors as for accept: see :meth:`_accept_loop`)."""
         received = 0
         while True:
@@ -232,16 +236,27 @@ class Discovery:
                 continue  # our own announce came back
             # Known by address only: ivy-python's announced id is not unique
             # (it is the first word of the agent name when the name has spaces).
-            key = (host, announce.port)
-            if key in self._connecting or self._is_connected(*key):
+            if self._is_connected(host, announce.port):
                 continue
-            if len(self._connecting) >= MAX_CONNECTING:
-                self._log.warning(
-                    "ignoring announce from %s: %d connections pending", host, MAX_CONNECTING
-                )
-                continue
-            self._connecting.add(key)
-            nursery.start_soon(self._connect, host, announce.port, announce.agent_id)
+            self._offer(host, announce.port, announce.agent_id)
+
+    def _offer(self, host: str, port: int, agent_id: str | None) -> None:
+        """An announce: connect now, later (when a slot frees), or not at all."""
+        verdict = self._attempts.offer(host, port, agent_id, trio.current_time())
+        if verdict == "connect":
+            self._start((host, port, agent_id))
+        elif verdict == "queued":
+            self._log.info(
+                "announce of %s:%d waits: %d connections pending", host, port, len(self._attempts)
+            )
+        elif verdict == "full":
+            self._log.warning("ignoring announce of %s:%d: too many pending", host, port)
+        elif verdict == "hanging":
+            self._log.info("ignoring announce of %s:%d: it did not answer lately", host, port)
+
+    def _start(self, attempt: Attempt) -> None:
+        assert self._nursery is not None, "start() first"
+        self._nursery.start_soon(self._connect, *attempt)
 
     def _refuse(self, host: str, what: str) -> None:
         """Log a source outside ``allowed_networks`` once (and a bounded number)."""
@@ -251,16 +266,21 @@ class Discovery:
 
     async def _connect(self, host: str, port: int, agent_id: str | None) -> None:
         sock = None
+        timed_out = False
         try:
-            with trio.move_on_after(CONNECT_TIMEOUT):
-                sock = await connect_tcp(host, port)
+            if not self._is_connected(host, port):  # (it may have waited its turn)
+                with trio.move_on_after(CONNECT_TIMEOUT) as scope:
+                    sock = await connect_tcp(host, port)
+                timed_out = scope.cancelled_caught
         except OSError as exc:
             self._log.info("cannot connect to announced agent %s:%d: %s", host, port, exc)
             return
         finally:
             # (no checkpoint from here to the bus registering the peer)
-            self._connecting.discard((host, port))
-        if sock is None:
+            now = trio.current_time()
+            for attempt in self._attempts.done(host, port, timed_out=timed_out, now=now):
+                self._start(attempt)
+        if timed_out:
             self._log.info("cannot connect to announced agent %s:%d: timed out", host, port)
-            return
-        await self._serve(sock, host, agent_id, port)
+        if sock is not None:
+            await self._serve(sock, host, agent_id, port)

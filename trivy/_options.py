@@ -29,6 +29,7 @@ from ._peer_regexps import (
 from .protocol import BusAddress
 
 __all__ = [
+    "ANY_HOST",
     "DEFAULT_DEAD_HOST_TIMEOUT",
     "DEFAULT_HANDSHAKE_TIMEOUT",
     "DEFAULT_HEARTBEAT_INTERVAL",
@@ -37,6 +38,7 @@ __all__ = [
     "DEFAULT_STALL_TIMEOUT",
     "DEFAULT_STOP_TIMEOUT",
     "DEFAULT_UNRESPONSIVE_TIMEOUT",
+    "LOOPBACK_HOST",
     "OPTION_NAMES",
     "BusOptions",
     "BusOptionsArgs",
@@ -81,6 +83,10 @@ DEFAULT_HEARTBEAT_INTERVAL = 10.0
 #: the missing PONGs tell. Several heartbeats long, so a peer busy for a few
 #: seconds is never reported.
 DEFAULT_UNRESPONSIVE_TIMEOUT = 30.0
+#: Where an agent listens by default: on loopback alone when its bus's
+#: networks are all loopback, on every interface otherwise (see ``BusOptions.host``).
+LOOPBACK_HOST = "127.0.0.1"
+ANY_HOST = "0.0.0.0"
 #: Seconds a peer's host may acknowledge nothing we sent (data or keepalive
 #: probes) before the kernel ends the connection (``TCP_USER_TIMEOUT``):
 #: without it a vanished host is noticed after about 15 minutes.
@@ -135,6 +141,11 @@ def _classes(value: Iterable[str] | str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(check_class(word) for word in value))
 
 
+def _default_host(options: BusOptions) -> str:
+    """Loopback for a bus of loopback networks, every interface otherwise."""
+    return LOOPBACK_HOST if all(map(is_loopback, options.bus.networks)) else ANY_HOST
+
+
 def is_loopback(host: str) -> bool:
     """Whether ``host`` is a loopback address (a name is not looked up: False)."""
     try:
@@ -184,7 +195,12 @@ class BusOptions:
         None is resolved at once: None → ``$IVYBUS`` → ``"127:2010"``.
       ready_message: a text sent to each peer (through its subscriptions
         only) when its handshake completes.
-      host: the address the TCP listener binds to.
+      host: the address the TCP listener binds to. By default, the
+        loopback address when the bus's networks are all loopback (such as
+        ``127:2010``, the default bus: such a bus can only ever be found on
+        this machine), every interface (``"0.0.0.0"``) otherwise. Give
+        ``"0.0.0.0"`` to be reachable from elsewhere on a loopback bus
+        (by a peer told our port by other means).
       multicast_ttl: TTL of multicast announces (0 keeps them on this host).
       multicast_interface: IPv4 address of the interface for multicast
         (None: the system's choice).
@@ -213,7 +229,9 @@ class BusOptions:
         handshake before it is closed.
       stall_timeout: seconds a peer over ``send_buffer_limit`` may take no
         byte before it is disconnected, freeing the ``send`` calls waiting
-        for it (``math.inf``: wait for ever).
+        for it; also the seconds those calls may wait for one peer in all,
+        lately, whatever trickle it reads (0.1 s forgiven per second in
+        which nobody waits). ``math.inf``: wait for ever.
       heartbeat_interval: a peer silent for this long is sent a PING
         (``math.inf``: never).
       unresponsive_timeout: a peer silent (no byte, no PONG) for this long
@@ -244,7 +262,7 @@ class BusOptions:
     ready_message: str | None = attrs.field(
         default=None, validator=_one_line("the ready message", allow_empty=True)
     )
-    host: str = "0.0.0.0"
+    host: str = attrs.field(default=attrs.Factory(_default_host, takes_self=True))
     multicast_ttl: int = attrs.field(default=64, validator=_check_ttl)
     multicast_interface: str | None = None
     match_mode: MatchMode = attrs.field(default="search", validator=_check_mode)
@@ -291,17 +309,22 @@ class BusOptions:
     )
 
     def __attrs_post_init__(self) -> None:
-        if is_loopback(self.host):
-            networks = set(self.bus.networks)
-            if len(networks) != 1 or not is_loopback(next(iter(networks))):
-                raise ValueError(
-                    f"a loopback-only agent (host={self.host!r}) needs a bus of one "
-                    f"loopback network, such as 127:{self.bus.port}, not {self.bus}"
-                )
+        if is_loopback(self.host) and not all(map(is_loopback, self.bus.networks)):
+            raise ValueError(
+                f"a loopback-only agent (host={self.host!r}) needs a bus of loopback "
+                f"networks, such as 127:{self.bus.port}, not {self.bus}"
+            )
 
     def allows(self, address: str) -> bool:
-        """Whether a peer at ``address`` may announce itself or connect."""
-        if not self.allowed_networks or is_loopback(address):
+        """Whether a peer at ``address`` may announce itself or connect.
+
+        A loopback-only agent allows this machine's agents alone.
+        """
+        if is_loopback(address):
+            return True
+        if is_loopback(self.host):
+            return False
+        if not self.allowed_networks:
             return True
         try:
             ip = ipaddress.IPv4Address(address)

@@ -18,7 +18,9 @@ when the router queues a MSG. Three ways out, one loop
 
 Tasks that must not queue more for a full peer wait in
 :meth:`PeerOutput.wait_for_room`: a waiting ``send``, and the reader of a
-peer whose own lines made us answer past its limit.
+peer whose own lines made us answer past its limit. The time they wait is
+charged to the peer (:class:`~trivy._patience.Patience`): one that keeps
+them waiting too long in all, whatever trickle it reads, is let go.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import trio
 
 from ._leaving import close_socket, linger
 from ._liveness import wait_taking
+from ._patience import Patience
 
 __all__ = ["DIRECT_WRITE_INTERVAL", "OutputSource", "PeerOutput"]
 
@@ -73,9 +76,14 @@ class PeerOutput:
       source: the connection whose queued bytes go out, and whose
         ``send_limit`` bounds them.
       name: names the peer in the log.
+      patience: seconds the peer may keep tasks waiting for room, in all
+        lately (:class:`~trivy._patience.Patience`), before the writer lets
+        it go.
     """
 
-    def __init__(self, sock: socket.socket, source: OutputSource, name: object) -> None:
+    def __init__(
+        self, sock: socket.socket, source: OutputSource, name: object, patience: float
+    ) -> None:
         self._sock = sock
         self._source = source
         self._name = name
@@ -85,6 +93,10 @@ class PeerOutput:
         self._writer_idle = False  # the writer waits for bytes
         self._wake_writer = trio.lowlevel.ParkingLot()
         self._room = trio.lowlevel.ParkingLot()
+        self._waiting_for_room = 0  # tasks in wait_for_room
+        self._patience = Patience(patience)
+        self._out_of_patience = ""  # why the writer must let the peer go
+        self._writer_scope = trio.CancelScope()
         self._open = True  # false once closed: nothing waits for room any more
         self._last_direct_write = 0.0
         self._congested = False
@@ -152,9 +164,31 @@ class PeerOutput:
         return started
 
     async def wait_for_room(self) -> None:
-        """Wait until at most ``limit`` bytes are queued, or the output is closed."""
-        while self._open and self.over_limit():
-            await self._room.park()
+        """Wait until at most ``limit`` bytes are queued, or the output is closed.
+
+        The wait is charged to the peer: once it has kept tasks waiting for
+        its patience in all (lately), the writer lets it go and every wait
+        ends.
+        """
+        if not (self._open and self.over_limit()):
+            return
+        patience = self._patience
+        if not self._waiting_for_room:
+            patience.start_waiting(trio.current_time())
+        self._waiting_for_room += 1
+        try:
+            with trio.move_on_at(patience.runs_out_at()):
+                while self._open and self.over_limit():
+                    await self._room.park()
+                return
+            self._out_of_patience = (
+                f"kept our senders waiting {patience.budget:g} s over its limit, lately"
+            )
+            self._writer_scope.cancel()
+        finally:
+            self._waiting_for_room -= 1
+            if not self._waiting_for_room:
+                patience.stop_waiting(trio.current_time())
 
     # ------------------------------------------------------------- writing
     async def _send_queued(self, stall_timeout: float, *, judged: bool) -> bool:
@@ -198,16 +232,20 @@ class PeerOutput:
         """The writer task: send what is queued, whenever there is some.
 
         Returns why it stopped, when the peer stopped taking bytes while
-        over its limit or the connection broke (what is queued is then
-        dropped); runs until cancelled otherwise.
+        over its limit, kept tasks waiting for room too long (see
+        :meth:`wait_for_room`) or the connection broke (what is queued is
+        then dropped); runs until cancelled otherwise.
         """
         try:
-            while True:
-                if not await self._send_queued(stall_timeout, judged=False):
-                    queued = self.discard()
-                    return f"took no byte for {stall_timeout:g} s with {queued} bytes queued"
-                self._idle()
-                await self._wake_writer.park()
+            with self._writer_scope:
+                while True:
+                    if not await self._send_queued(stall_timeout, judged=False):
+                        queued = self.discard()
+                        return f"took no byte for {stall_timeout:g} s with {queued} bytes queued"
+                    self._idle()
+                    await self._wake_writer.park()
+            queued = self.discard()  # (only wait_for_room cancels the scope)
+            return f"{self._out_of_patience} ({queued} bytes queued)"
         except OSError as exc:
             self.discard()
             return f"connection lost: {exc}"

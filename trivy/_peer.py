@@ -121,7 +121,7 @@ class PeerSession:
             agent_id=agent_id,
             subscriptions=MappingProxyType(conn.subscriptions),  # a live, read-only view
         )
-        self.output = PeerOutput(sock, conn, self.peer)
+        self.output = PeerOutput(sock, conn, self.peer, options.stall_timeout)
         self.queue_msg = conn.send_msg_payload
         self._became_ready = trio.Event()
         self._identified_at: float | None = None

@@ -64,7 +64,8 @@ class IvyServer(ServerHandlers):
       usesDaemons: whether the bus thread is a daemon thread.
       match_mode: (trivy) how other agents' regexps are applied to our
         texts; ``"match"`` (at the start) is ivy-python's behaviour.
-      host: (trivy) the address the TCP listener binds to.
+      host: (trivy) the address the TCP listener binds to (None: as
+        :class:`trivy.BusOptions` chooses, loopback alone on a loopback bus).
 
     Attributes:
       server_termination: a :class:`threading.Event` set when the server
@@ -83,7 +84,7 @@ class IvyServer(ServerHandlers):
         usesDaemons: bool = False,
         *,
         match_mode: MatchMode = "match",
-        host: str = "0.0.0.0",
+        host: str | None = None,
     ) -> None:
         self.agent_name = agent_name
         self.ready_message = ready_msg
@@ -139,9 +140,10 @@ class IvyServer(ServerHandlers):
             agent_name=self.agent_name,
             bus=ivybus,
             ready_message=self.ready_message or None,
-            host=self.host,
             match_mode=self.match_mode,
         )
+        if self.host is not None:
+            options = attrs.evolve(options, host=self.host)
         address = (",".join(options.bus.networks), options.bus.port)
         open_bus = functools.partial(run_bus, options, on_die=self._on_die)
         name = f"trivy-compat-{self.agent_name}"

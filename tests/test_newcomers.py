@@ -1,0 +1,112 @@
+"""No newcomer shut out: announces of ports that never answer, and the queue.
+
+Timing is virtual (``autojump_clock``) over real loopback sockets: a
+connect to a listener whose accept queue is full hangs in the kernel, and
+the clock jumps to its timeout as soon as every task waits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+
+import trio
+import trio.testing
+
+import trivy
+from trivy import protocol
+from trivy._connect_queue import (
+    HANGING_PENALTY,
+    MAX_CONNECTING,
+    MAX_CONNECTING_PER_HOST,
+    MAX_WAITING_PER_HOST,
+    ConnectQueue,
+)
+from trivy._discovery import CONNECT_TIMEOUT
+
+
+@contextlib.contextmanager
+def _ports_that_never_answer(count: int) -> Iterator[list[int]]:
+    """Listeners whose accept queue is full: a SYN to them is dropped."""
+    sockets: list[socket.socket] = []
+    ports = []
+    try:
+        for _ in range(count):
+            listener = socket.create_server(("127.0.0.1", 0), backlog=0)
+            sockets.append(listener)
+            ports.append(listener.getsockname()[1])
+            for _ in range(3):
+                filler = socket.socket()
+                sockets.append(filler)
+                filler.setblocking(False)
+                filler.connect_ex(listener.getsockname())
+        yield ports
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+async def _announce_again_and_again(bus: str, ports: list[int], every: float) -> None:
+    address = protocol.parse_bus(bus)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        while True:
+            for port in ports:
+                datagram = protocol.encode_announce(port, f"deaf{port}", "DEAF")
+                udp.sendto(datagram, (address.networks[0], address.port))
+            await trio.sleep(every)
+
+
+async def test_announces_that_hang_every_slot_cannot_shut_out_a_newcomer(
+    bus: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    with _ports_that_never_answer(MAX_CONNECTING + 16) as ports, trio.fail_after(60):
+        async with trivy.open_ivy_bus("A", bus) as a, trio.open_nursery() as attack:
+            attack.start_soon(_announce_again_and_again, bus, ports, CONNECT_TIMEOUT)
+            while len(a._discovery._attempts) < MAX_CONNECTING:  # every slot hangs
+                await trio.testing.wait_all_tasks_blocked()
+            await trio.sleep(1.0)  # the newcomer comes in the middle of the flood
+            start = trio.current_time()
+            async with trivy.open_ivy_bus("NEWCOMER", bus):
+                # it announces once; A connects to it as soon as a slot frees
+                await a.wait_for_peer("NEWCOMER")
+                joined = trio.current_time() - start
+            # and again, long after: re-announcing the same ports wins nothing
+            await trio.sleep(3 * CONNECT_TIMEOUT)
+            start = trio.current_time()
+            async with trivy.open_ivy_bus("LATER", bus):
+                await a.wait_for_peer("LATER")
+                later = trio.current_time() - start
+            attack.cancel_scope.cancel()
+    assert joined <= CONNECT_TIMEOUT
+    assert later < 0.1  # the hanging ports are ignored: a slot was free
+
+
+def test_an_announce_that_finds_no_slot_waits_its_turn_by_host() -> None:
+    queue = ConnectQueue()
+    for port in range(MAX_CONNECTING_PER_HOST):
+        assert queue.offer("10.0.0.9", port, None, 0.0) == "connect"
+    assert queue.offer("10.0.0.9", 99, None, 0.0) == "queued"  # its host's cap
+    assert queue.offer("10.0.0.9", 99, None, 0.0) == "known"
+    assert queue.offer("10.0.0.7", 1, "new", 0.0) == "connect"  # another host: at once
+    for port in range(MAX_CONNECTING - MAX_CONNECTING_PER_HOST - 1):
+        assert queue.offer("127.0.0.1", port, None, 0.0) == "connect"  # no cap here
+    assert queue.offer("10.0.0.8", 5, "newer", 0.0) == "queued"  # every slot taken
+    # a slot frees: the hosts that wait take turns, oldest first
+    assert queue.done("127.0.0.1", 0, timed_out=True, now=1.0) == [("10.0.0.8", 5, "newer")]
+    assert queue.done("127.0.0.1", 1, timed_out=False, now=1.0) == []  # 10.0.0.9 at its cap
+    assert queue.done("10.0.0.9", 0, timed_out=True, now=1.0) == [("10.0.0.9", 99, None)]
+    # an address that timed out is ignored for a while, then tried again
+    assert queue.offer("127.0.0.1", 0, None, 2.0) == "hanging"
+    assert queue.offer("127.0.0.1", 0, None, 1.0 + HANGING_PENALTY) == "connect"
+
+
+def test_the_waiting_announces_are_bounded() -> None:
+    queue = ConnectQueue()
+    for port in range(MAX_CONNECTING):
+        assert queue.offer("127.0.0.1", port, None, 0.0) == "connect"
+    for port in range(MAX_WAITING_PER_HOST):
+        assert queue.offer("127.0.0.1", 1000 + port, None, 0.0) == "queued"
+    assert queue.offer("127.0.0.1", 5000, None, 0.0) == "full"
+    assert queue.offer("10.0.0.1", 1, None, 0.0) == "queued"  # another host still waits
