@@ -139,8 +139,11 @@ def test_recorder_lines() -> None:
         Malformed("this line is malformed", "bad format request expected 'type id ...'"),
     ]
     assert conn.subscriptions == {0: "^rec2 (.*)", 1: "(unclosed"}
-    # the replies those lines call for, decided here: the PONG, the ERROR
-    assert conn.data_to_send() == (b"10 5\x02\n3 3\x02bad format request expected 'type id ...'\n")
+    # the replies those lines call for, decided here: the ERROR; the PONG is
+    # sent by whoever acts on the events, after those before the PING
+    assert conn.data_to_send() == (b"3 3\x02bad format request expected 'type id ...'\n")
+    conn.send_pong(5)
+    assert conn.data_to_send() == b"10 5\x02\n"
     # the matcher could not compile one: ivy-c's answer, offset first
     rejected = conn.reject_regexp(1, "(unclosed", "missing ), unterminated subpattern", 0)
     assert rejected == RegexpRejected(1, "(unclosed", "missing ), unterminated subpattern", None)
@@ -262,6 +265,7 @@ def test_replies_quote_a_short_prefix_and_stop_after_bye() -> None:
     conn.send_bye()
     conn.data_to_send()
     conn.receive_data(b"9 1\x02\nnonsense\n")
+    conn.send_pong(1)
     assert not conn.data_to_send()  # no PONG, no ERROR after our BYE
 
 

@@ -214,6 +214,8 @@ SANS_IO = (
     "_lines.py",
     "_peer_regexps.py",
     "_regexp_guard.py",
+    "_regexp_cost.py",
+    "_regexp_chars.py",
     "_protocol_events.py",
     "_matching.py",
     "_errors.py",

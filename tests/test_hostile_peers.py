@@ -24,6 +24,8 @@ from trivy._peer import RECEIVE_SIZE
 from trivy._routing import MAX_TEXT
 from trivy.testing import RawPeer, wait_for_event, wait_for_subscription
 
+from .heartbeat import Heartbeat
+
 TIMEOUT = 10
 
 
@@ -258,24 +260,9 @@ async def test_a_spoofed_announce_of_our_own_port_never_makes_us_our_peer(
                 await sub.receive()
 
 
-class _Heartbeat:
-    """The longest the event loop went without running this task."""
-
-    def __init__(self) -> None:
-        self.longest = 0.0
-
-    async def run(self) -> None:
-        last = time.perf_counter()
-        while True:
-            await trio.sleep(0.002)
-            now = time.perf_counter()
-            self.longest = max(self.longest, now - last)
-            last = now
-
-
 async def test_huge_regexps_are_refused_without_compiling(bus: str) -> None:
     """40 ADD_REGEXP of 1 MiB: 35 s of CPU, the loop stalled up to 7 s before."""
-    heartbeat = _Heartbeat()
+    heartbeat = Heartbeat()
     with trio.fail_after(TIMEOUT):
         async with trivy.open_ivy_bus("A", bus) as a, trio.open_nursery() as nursery:
             nursery.start_soon(heartbeat.run)
@@ -298,7 +285,7 @@ async def test_huge_regexps_are_refused_without_compiling(bus: str) -> None:
 
 async def test_slow_compiles_in_one_read_let_the_loop_run_between_them(bus: str) -> None:
     """Regexps at the length limit that take long to compile, many in one read."""
-    heartbeat = _Heartbeat()
+    heartbeat = Heartbeat()
     words = b"|".join(b"word%d" % w for w in range(1650))  # 15 KiB of alternatives
     slow = [b"^(?:%s)%d" % (words, i) for i in range(15)]  # ~12 ms each to compile
     with trio.fail_after(TIMEOUT):

@@ -25,10 +25,17 @@ async def test_a_regexp_the_matcher_refuses_is_refused_and_the_peer_kept(
     """
     real_add = RegexpTable.add
 
-    def add(table: RegexpTable[object], subscriber: object, sub_id: int, regexp: str) -> object:
+    def add(
+        table: RegexpTable[object],
+        subscriber: object,
+        sub_id: int,
+        regexp: str,
+        *,
+        may_guard: bool = True,
+    ) -> object:
         if regexp == "^boom":
             raise RecursionError("maximum recursion depth exceeded")
-        return real_add(table, subscriber, sub_id, regexp)
+        return real_add(table, subscriber, sub_id, regexp, may_guard=may_guard)
 
     monkeypatch.setattr(RegexpTable, "add", add)
     with trio.fail_after(TIMEOUT):

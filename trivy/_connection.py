@@ -5,8 +5,9 @@ A :class:`Connection` is fed the bytes that arrive from one peer
 (:mod:`trivy._protocol_events`). Everything we send the peer is made by its
 ``send_*`` methods, which check it (our handshake first, nothing after BYE,
 no line over the limit) and queue its bytes in a private buffer; the
-replies a line calls for (PONG to a PING, ERROR to a malformed line or to a
-regexp that does not compile) are queued there by ``receive_data`` itself.
+ERROR to a malformed line is queued there by ``receive_data`` itself, the
+PONG to a PING by whoever acts on the events (:meth:`Connection.send_pong`),
+after those before it.
 The I/O layer takes the queued bytes with :meth:`Connection.data_to_send`
 (as h2 hands them out) and writes them. Like h2, the connection also keeps
 the flow control of what it sends: the router's MSGs
@@ -299,6 +300,15 @@ class Connection:
         self._reply(MsgType.ERROR, offset, f"Error compiling '{quoted}', {reason[:MAX_QUOTED]}")
 
     # ------------------------------------------------------------ their side
+    def send_pong(self, num_id: int) -> None:
+        """PONG to the peer's PING ``num_id`` (a reply: counted, and not after BYE).
+
+        Sent by whoever acts on the events, once it has acted on those before
+        the PING: a PONG tells the peer its lines before it were handled
+        (their ERRORs included).
+        """
+        self._reply(MsgType.PONG, num_id)
+
     def _reply(self, msg_type: int, num_id: int, params: str = "") -> None:
         # Replies stop with our BYE.
         if not self._said_bye:
@@ -408,8 +418,7 @@ class Connection:
                 return HandshakeDone()
             return None  # a repeated END_REGEXP changes nothing
         if msg_type == MsgType.PING:
-            self._reply(MsgType.PONG, num_id)
-            return PingReceived(num_id)
+            return PingReceived(num_id)  # answered once the lines before it are (send_pong)
         if msg_type == MsgType.PONG:
             expected = num_id in self._pings_sent
             self._pings_sent.discard(num_id)

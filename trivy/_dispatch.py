@@ -244,7 +244,8 @@ class Dispatcher:
         return True
 
     async def _ping(self, session: PeerSession, event: PingReceived) -> bool:
-        return True  # its PONG is queued already
+        session.answer_ping(event.num_id)  # after the lines before it: their ERRORs first
+        return True
 
     async def _pong(self, session: PeerSession, event: PongReceived) -> bool:
         if event.expected:

@@ -14,9 +14,16 @@ import warnings
 from collections.abc import Callable, Collection
 from typing import Any, Generic, Literal, TypeVar
 
-from ._regexp_guard import guarded_find, safe_length
+from ._regexp_guard import check_regexp, guarded_find
 
-__all__ = ["MATCH_MODES", "MatchMode", "RegexpEntry", "RegexpTable", "literal_prefix"]
+__all__ = [
+    "MATCH_MODES",
+    "MatchMode",
+    "NoMoreGuarded",
+    "RegexpEntry",
+    "RegexpTable",
+    "literal_prefix",
+]
 
 MatchMode = Literal["search", "match", "fullmatch"]
 MATCH_MODES = ("search", "match", "fullmatch")
@@ -33,6 +40,12 @@ MAX_TEXT_LENGTH = 1024 * 1024
 MANY_GROUPS = 200
 #: Bytes of groups a checked match may carry (the MSG line limit).
 MAX_GROUPS_TEXT = MAX_TEXT_LENGTH - 1024
+
+
+class NoMoreGuarded(ValueError):
+    """The regexp needs the guard, and its subscriber may have no more such."""
+
+
 _GROUP_END = "\x03"
 _SPECIAL = frozenset(".^$*+?{}[]\\|()")
 _QUANTIFIERS = frozenset("*+?{")
@@ -102,12 +115,16 @@ class RegexpEntry(Generic[SubscriberT]):
         "subscribers",
     )
 
-    def __init__(self, regexp: str, mode: MatchMode) -> None:
+    def __init__(self, regexp: str, mode: MatchMode, *, may_guard: bool = True) -> None:
+        # (bounded before it compiles: some regexps take seconds to compile)
+        safe_length = check_regexp(regexp, anchored=mode != "search", longest=MAX_TEXT_LENGTH)
+        if safe_length < MAX_TEXT_LENGTH and not may_guard:
+            raise NoMoreGuarded(regexp)
         pattern = compile_uncached(regexp)
         self.regexp = regexp
         self.mode = mode
         self._re_find: Callable[[str], re.Match[str] | None] = getattr(pattern, mode)
-        self.safe_length = safe_length(regexp, anchored=mode != "search")
+        self.safe_length = safe_length
         # The common case costs nothing: re's method itself, no length test.
         if pattern.groups >= MANY_GROUPS:
             self.safe_length = 0  # see _find_checked
@@ -160,7 +177,9 @@ class RegexpTable(Generic[SubscriberT]):
     def __len__(self) -> int:
         return len(self._entries)
 
-    def add(self, subscriber: SubscriberT, sub_id: int, regexp: str) -> RegexpEntry[SubscriberT]:
+    def add(
+        self, subscriber: SubscriberT, sub_id: int, regexp: str, *, may_guard: bool = True
+    ) -> RegexpEntry[SubscriberT]:
         """Record that ``subscriber`` subscribed with ``regexp`` under ``sub_id``.
 
         Returns:
@@ -168,13 +187,15 @@ class RegexpTable(Generic[SubscriberT]):
 
         Raises:
           re.error: the regexp does not compile (nothing is recorded).
-          ValueError: it cannot be matched safely (see :mod:`trivy._regexp_guard`).
+          ValueError: it cannot be matched safely (see :mod:`trivy._regexp_guard`),
+            or it needs the guard and not ``may_guard`` (then nothing compiled
+            it: refusing costs only its parse).
         """
         entry = self._entries.get(regexp)
         if entry is None:
             with warnings.catch_warnings():  # a peer's regexp is no warning of ours
                 warnings.simplefilter("ignore")
-                entry = RegexpEntry[SubscriberT](regexp, self.mode)
+                entry = RegexpEntry[SubscriberT](regexp, self.mode, may_guard=may_guard)
             self._entries[regexp] = entry
             if entry.prefix:
                 by_prefix = self._by_prefix.setdefault(len(entry.prefix), {})

@@ -233,6 +233,10 @@ class PeerSession:
         self.output.flush_soon()
         return rejected
 
+    def answer_ping(self, num_id: int) -> None:
+        """PONG to the peer's PING (the reader flushes replies after its events)."""
+        self._conn.send_pong(num_id)
+
     def reject_duplicate(self) -> None:
         """Tell the peer this connection is a duplicate, and end it."""
         self._conn.reject_duplicate()

@@ -120,7 +120,7 @@ class DieRequested(NamedTuple):
 
 
 class PingReceived(NamedTuple):
-    """PING; its PONG (same id) is already queued in the connection's output."""
+    """PING: answer with :meth:`~trivy._connection.Connection.send_pong` (same id)."""
 
     num_id: int
 

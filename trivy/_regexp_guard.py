@@ -3,18 +3,23 @@
 Every agent runs its peers' regexps on its own texts, and Python's ``re``
 backtracks: ``^(a+)+$`` takes hours on 41 characters. Running every search
 under a timeout would cost seven times a plain search, so the guard acts at
-subscription time instead. :func:`safe_length` reads the regexp's structure:
+subscription time instead. :func:`check_regexp` parses the regexp (cheap,
+linear) and, before anything compiles it:
 
-- a repeat that contains a variable repeat, an alternation or a
-  backreference can backtrack exponentially: no text is safe for ``re``;
-- otherwise a search costs at most about ``n ** (k + 1)`` steps for a text
-  of ``n`` characters, ``k`` being the count of long repeats (``n ** k``
-  when anchored at the start), so texts up to the length that keeps this
-  under :data:`SAFE_STEPS` stay on ``re``'s fast path.
+- refuses one whose compiling would cost more than
+  :data:`~trivy._regexp_cost.MAX_COMPILE_STEPS` (character classes over
+  much of Unicode) or whose counted repeats the guarded engine would
+  unroll past :data:`MAX_UNROLLED`;
+- bounds the steps of one search on a text of ``n`` characters
+  (:class:`~trivy._regexp_cost.SearchCost`) and returns the longest text
+  that keeps it under :data:`SAFE_STEPS`, or under
+  :data:`SAFE_STEPS_PER_CHAR` a character: such texts stay on ``re``'s fast
+  path.
 
-Longer texts, and every text for a suspect regexp, are matched by the
-``regex`` package (the same syntax and groups) under :data:`MATCH_TIMEOUT`;
-a regexp that runs out of time is disabled (its peer gets an ERROR).
+Longer texts, and every text for a regexp whose bound explodes, are
+matched by the ``regex`` package (the same syntax and groups) under
+:data:`MATCH_TIMEOUT`; a regexp that runs out of time is disabled (its
+peer gets an ERROR).
 """
 
 from __future__ import annotations
@@ -26,7 +31,16 @@ from typing import Any
 
 import regex  # type: ignore[import-untyped]
 
-__all__ = ["MATCH_TIMEOUT", "SAFE_STEPS", "GuardTimeout", "guarded_find", "safe_length"]
+from ._regexp_cost import MAX_COMPILE_STEPS, SearchCost, compile_steps
+
+__all__ = [
+    "MATCH_TIMEOUT",
+    "SAFE_STEPS",
+    "SAFE_STEPS_PER_CHAR",
+    "GuardTimeout",
+    "check_regexp",
+    "guarded_find",
+]
 
 try:  # the parser behind re.compile
     from re import _constants as _c  # type: ignore[attr-defined]
@@ -35,97 +49,83 @@ except ImportError:  # pragma: no cover - Python 3.10
     import sre_constants as _c
     import sre_parse as _parser
 
-#: Backtracking steps a plain ``re`` search may take at worst: about 10 ms.
-SAFE_STEPS = 10_000_000
+#: Steps a plain ``re`` search may take at worst (the cost model's bound):
+#: 20 ms at most (a step costs 1 to 4 ns: tests/test_regexp_cost.py).
+SAFE_STEPS = 5_000_000
+#: ...or this many per character of the text: a long text costs a linear
+#: search anyway, and a regexp within this makes it at most 64 times that.
+SAFE_STEPS_PER_CHAR = 64
 #: Seconds a guarded search may take before its regexp is disabled. A send
 #: runs every matching regexp; one slow regexp costs it this much, once.
 MATCH_TIMEOUT = 0.02
 #: Largest pattern once its counted repeats are unrolled: ``regex`` builds
-#: that much when it compiles, ``(?:a{3000}){3000}`` took it 4 s and 2 GB.
-MAX_UNROLLED = 100_000
+#: that much when it compiles (``(?:a{3000}){3000}`` took it 4 s and 2 GB;
+#: 100,000 takes it 35 ms, this about 10 ms).
+MAX_UNROLLED = 30_000
 #: What a guarded search raises when it runs out of time.
 GuardTimeout = TimeoutError
 
 _REPEATS = {_c.MAX_REPEAT, _c.MIN_REPEAT, getattr(_c, "POSSESSIVE_REPEAT", _c.MAX_REPEAT)}
-_ALWAYS_FAST = 1 << 62
 #: Syntax that ``regex`` reads otherwise than ``re``: POSIX classes, fuzzy
 #: constraints, possessive repeats.
 _REGEX_ONLY = re.compile(r"\[\[?:|\{\s*[eisd]\s*[<=]|[*+?}]\+")
 
 
-def _walk(items: Any, *, inside_repeat: bool) -> tuple[int, bool, int]:
-    """(choice points, suspect, unrolled size) of a parsed (sub)pattern.
-
-    A choice point is a repeat of variable length or an alternation: each
-    multiplies the ways ``re`` may try to match. Suspect: a choice point
-    inside a repeat, or a backreference. The unrolled size is what an engine
-    that expands counted repeats (``regex`` does) would build.
-    """
-    choices, suspect, size = 0, False, 0
+def _unrolled_size(items: Any) -> int:
+    """What an engine that expands counted repeats (``regex`` does) would build."""
+    size = 0
     for op, av in items:
-        subpatterns: list[Any] = []
         if op in _REPEATS:
             low, high, sub = av
-            variable = high > low
-            suspect = suspect or (inside_repeat and variable)
-            choices += variable
-            repeated = inside_repeat or high > 1
-            inner_choices, inner_suspect, inner_size = _walk(sub, inside_repeat=repeated)
-            choices += inner_choices
-            suspect = suspect or inner_suspect
-            size += inner_size * (low + 1 if high == _c.MAXREPEAT else high)
+            size += _unrolled_size(sub) * (low + 1 if high == _c.MAXREPEAT else high)
             continue
         size += 1
         if op is _c.SUBPATTERN:
-            subpatterns = [av[3]]
+            size += _unrolled_size(av[3])
         elif op is _c.BRANCH:
-            choices += 1
-            suspect = suspect or inside_repeat  # alternatives that may overlap, repeated
-            subpatterns = list(av[1])
+            size += sum(_unrolled_size(sub) for sub in av[1])
         elif op in (_c.ASSERT, _c.ASSERT_NOT):
-            subpatterns = [av[1]]
+            size += _unrolled_size(av[1])
         elif op is getattr(_c, "ATOMIC_GROUP", None):
-            subpatterns = [av]
-        elif op in (_c.GROUPREF, _c.GROUPREF_EXISTS):
-            suspect = True  # backreferences: no simple bound
-            if op is _c.GROUPREF_EXISTS:
-                subpatterns = [s for s in av[1:] if s is not None]
-        for sub in subpatterns:
-            inner_choices, inner_suspect, inner_size = _walk(sub, inside_repeat=inside_repeat)
-            choices += inner_choices
-            suspect = suspect or inner_suspect
-            size += inner_size
-    return choices, suspect, size
+            size += _unrolled_size(av)
+        elif op is _c.GROUPREF_EXISTS:
+            size += sum(_unrolled_size(sub) for sub in av[1:] if sub is not None)
+    return size
 
 
-def safe_length(regexp: str, *, anchored: bool) -> int:
-    """The longest text ``re`` may search with ``regexp`` without a guard (0: none).
-
-    With ``c`` choice points, ``re`` tries at most about ``n ** c``
-    combinations on a text of ``n`` characters (times ``n`` start positions
-    when the search is not anchored): texts up to the ``n`` that keeps this
-    under :data:`SAFE_STEPS` are safe.
+def check_regexp(regexp: str, *, anchored: bool, longest: int) -> int:
+    """Refuse what would cost too much to compile; the longest text ``re`` may search.
 
     Args:
-      regexp: a regexp that ``re`` compiles.
+      regexp: a peer's regexp, not compiled yet.
       anchored: whether matching starts at the beginning of the text anyway
         (``match``/``fullmatch`` modes).
+      longest: the longest text there is.
+
+    Returns:
+      the longest text (up to ``longest``) whose search by ``re`` stays
+      within :data:`SAFE_STEPS` steps, or :data:`SAFE_STEPS_PER_CHAR` a
+      character; 0 when even the empty text does not.
 
     Raises:
-      ValueError: the regexp is too big to be matched safely (counted
-        repeats that would unroll past :data:`MAX_UNROLLED`).
+      re.error: it does not parse.
+      ValueError: it would cost too much to compile (classes over much of
+        Unicode), or it needs the guarded engine and is too big for it
+        (counted repeats that would unroll past :data:`MAX_UNROLLED`).
     """
-    parsed = list(_parser.parse(regexp))
-    choices, suspect, size = _walk(parsed, inside_repeat=False)
-    if size > MAX_UNROLLED:
-        raise ValueError(f"regexp too big to match safely (counted repeats of {size})")
-    if suspect:
-        return 0
-    anchored = anchored or (bool(parsed) and parsed[0] == (_c.AT, _c.AT_BEGINNING))
-    power = choices + (0 if anchored else 1)
-    if power == 0:
-        return _ALWAYS_FAST
-    return int(SAFE_STEPS ** (1 / power))
+    parsed = _parser.parse(regexp)
+    compiling = compile_steps(parsed)
+    if compiling > MAX_COMPILE_STEPS:
+        raise ValueError(
+            f"regexp too costly to compile (character classes of {compiling} code points)"
+        )
+    cost = SearchCost(parsed, anchored=anchored)
+    safe_length = cost.longest_within(SAFE_STEPS, SAFE_STEPS_PER_CHAR, longest)
+    if safe_length < longest:  # the guarded engine will compile it, unrolled
+        size = _unrolled_size(parsed)
+        if size > MAX_UNROLLED:
+            raise ValueError(f"regexp too big to match safely (counted repeats of {size})")
+    return safe_length
 
 
 def guarded_find(regexp: str, mode: str) -> Callable[[str], Any]:

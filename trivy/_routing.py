@@ -19,7 +19,7 @@ from . import protocol
 from ._connection import MAX_LINE_LENGTH, REFUSED, msg_payload
 from ._events import BusEvent, Congestion, SubscriptionRemoved
 from ._logs import LogLimiter, shorten
-from ._matching import RegexpEntry, RegexpTable
+from ._matching import NoMoreGuarded, RegexpEntry, RegexpTable
 from ._message_classes import MessageClasses
 from ._options import BusOptions
 from ._peer import PeerSession
@@ -100,12 +100,18 @@ class Router:
         if not self.classes.admits(regexp):
             logger.debug("%s: %r fits none of our message classes: not used", session.peer, regexp)
             return
-        entry = self.table.add(session, sub_id, regexp)
+        guarded = self._guarded.get(session, 0)
+        too_many = f"more than {MAX_GUARDED_PER_PEER} regexps that need the guard"
+        try:  # (a peer at its cap: refused before anything compiles it)
+            entry = self.table.add(
+                session, sub_id, regexp, may_guard=guarded < MAX_GUARDED_PER_PEER
+            )
+        except NoMoreGuarded:
+            raise ValueError(too_many) from None
         if entry.guarded:
-            guarded = self._guarded.get(session, 0)
-            if guarded >= MAX_GUARDED_PER_PEER:
+            if guarded >= MAX_GUARDED_PER_PEER:  # (an entry another peer made)
                 self.table.remove(session, sub_id, regexp)
-                raise ValueError(f"more than {MAX_GUARDED_PER_PEER} regexps that need the guard")
+                raise ValueError(too_many)
             self._guarded[session] = guarded + 1
 
     def remove(self, session: PeerSession, sub_id: int, regexp: str) -> None:

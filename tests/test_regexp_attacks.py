@@ -1,0 +1,90 @@
+"""A peer's regexps cannot stall the agent: the red team's four, from a raw socket.
+
+Each test runs a heartbeat task in the attacked agent and asserts the
+longest the event loop went without it (under 250 ms: coarse on purpose,
+for CI), with a legitimate peer that still gets its message.
+"""
+
+from __future__ import annotations
+
+import time
+
+import trio
+import trio.testing
+
+import trivy
+from trivy.testing import RawPeer, wait_for_subscription
+
+from .heartbeat import Heartbeat
+
+TIMEOUT = 20
+STALL = 0.25
+
+
+async def _pong(raw: RawPeer, ping_id: int) -> None:
+    await raw.send(b"9 %d\x02\n" % ping_id)
+    assert await raw.line_starting(b"10 %d\x02" % ping_id) == b"10 %d\x02" % ping_id
+
+
+async def _attack(bus: str, regexps: list[bytes], texts: list[str]) -> tuple[float, list[bytes]]:
+    """Subscribe ``regexps`` from a raw peer, send ``texts``; (loop stall, ERRORs)."""
+    heartbeat = Heartbeat()
+    with trio.fail_after(TIMEOUT):
+        async with (
+            trivy.open_ivy_bus("A", bus) as a,
+            trivy.open_ivy_bus("GOOD", bus) as good,
+            trio.open_nursery() as nursery,
+        ):
+            sub = good.subscribe("^ok (.*)")
+            await wait_for_subscription(a, "GOOD", sub.regexp)
+            raw = await RawPeer.connect(a)
+            await raw.handshake("RAW")
+            await _pong(raw, 1)
+            nursery.start_soon(heartbeat.run)
+            await trio.testing.wait_all_tasks_blocked()
+            adds = b"".join(b"1 %d\x02%s\n" % (i, regexp) for i, regexp in enumerate(regexps))
+            await raw.send(adds + b"9 2\x02\n")
+            errors = []  # (our ERRORs to its regexps come before the PONG)
+            while (line := await raw.line()) != b"10 2\x02":
+                if line.startswith(b"3 "):
+                    errors.append(line)
+            for text in texts:
+                await a.send(text)
+            assert await a.send("ok still here") == 1  # the legitimate peer is served
+            assert (await sub.receive()).groups == ("still here",)
+            await _pong(raw, 3)  # it is still connected
+            nursery.cancel_scope.cancel()
+            await raw.aclose()
+    return heartbeat.longest, errors
+
+
+async def test_a_regexp_that_would_compile_for_seconds_is_refused_at_once(bus: str) -> None:
+    """(?i) and 3,200 classes covering the BMP in 16,004 characters: compiled 21-26 s."""
+    regexp = ("(?i)" + "[\u0000-\uffff]" * 3200).encode()
+    started = time.perf_counter()
+    stall, errors = await _attack(bus, [regexp] * 3, ["hello"])
+    assert time.perf_counter() - started < 5
+    assert len(errors) == 3
+    assert all(b"too costly to compile" in error for error in errors)
+    assert stall < STALL, stall
+
+
+async def test_nested_fixed_repeats_around_lookaheads_are_bounded(bus: str) -> None:
+    """2,000 of them made every send of a 100-character text take 14 s."""
+    shape = b"(?:(?=(?:(?=(?:(?=.{16}).){16}).){16}).){16}(?!)z%d"
+    stall, errors = await _attack(bus, [shape % i for i in range(2000)], ["a" * 100] * 3)
+    assert stall < STALL, stall
+    assert errors  # most refused: a peer holds 8 regexps that need the guard
+
+
+async def test_a_long_fixed_repeat_after_a_variable_one_is_guarded(bus: str) -> None:
+    """8 such regexps and a 3,162-character text: each send took 8.4-9.7 s."""
+    regexps = [b".*.{1054}(?!)z%d" % i for i in range(8)]
+    stall, _errors = await _attack(bus, regexps, ["a" * 3162] * 3)
+    assert stall < STALL, stall
+
+
+async def test_a_fixed_repeat_of_a_fixed_repeat_on_a_long_text_is_guarded(bus: str) -> None:
+    """``(?:.{999}){100}(?!)`` and a 200 KB text: each send took 4-7 s."""
+    stall, _errors = await _attack(bus, [b"(?:.{999}){100}(?!)"], ["a" * 200_000] * 3)
+    assert stall < STALL, stall

@@ -1,0 +1,289 @@
+"""What a peer's regexp may cost us: compiling it, and one search, as bounds.
+
+Every agent runs its peers' regexps on its own texts with Python's ``re``,
+a backtracking engine. This module reads a parsed regexp and bounds, from
+its structure alone:
+
+- **the work of one search** on a text of ``n`` characters
+  (:meth:`SearchCost.steps`), in engine steps (one step: one character
+  or position tested, about a nanosecond). Each part of the pattern is
+  described by its *ways* (how many different ways it can match at one
+  place: the engine may try what follows it once per way) and its *cost*
+  (the steps to try all of them). A sequence multiplies ways and charges
+  each part once per way of what precedes it; an alternation adds; a
+  repeat of ``m`` iterations (at most ``n + 1``: each one that consumes
+  takes a character) raises its body's ways to the ``m``-th power, fixed
+  or variable; a lookaround costs its body's whole exploration and has a
+  single way; a backreference costs ``n``; a class costs its items. A
+  search tries ``n + 1`` start positions unless anchored. The bound is
+  worst case over texts, and monotone in ``n``.
+- **the work of compiling it** (:func:`compile_steps`): ``re``'s compiler
+  walks every code point of every range of a character class (a full
+  Unicode range takes it ~2 ms, three times that under ``(?i)``), which
+  3,200 such classes in one regexp turned into 20 s, and builds a table of
+  the whole BMP for a class past Latin-1 or any range under ``(?i)``
+  (~100 us each). The rest of compiling is linear in the regexp's length,
+  which its own limit bounds.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from ._regexp_chars import CharSet, char_set
+
+__all__ = ["MAX_COMPILE_STEPS", "SearchCost", "compile_steps"]
+
+try:  # the parser behind re.compile
+    from re import _constants as _c  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - Python 3.10
+    import sre_constants as _c
+
+#: Code points ``re``'s compiler may walk for one regexp's classes: about
+#: 20 ms of compiling (three full Unicode ranges under ``(?i)``).
+MAX_COMPILE_STEPS = 250_000
+#: ...counted this many times under IGNORECASE (each one case-folded)...
+_FOLDED_WEIGHT = 3
+#: ...plus this much for a class that needs a table of the whole BMP (a
+#: range past Latin-1, or any range when case is ignored: some letters fold
+#: past it): about 100 us each, whatever the range.
+_BIG_CLASS = 3000
+_BMP = 0x10000
+
+_REPEATS = {_c.MAX_REPEAT, _c.MIN_REPEAT}
+_POSSESSIVE = getattr(_c, "POSSESSIVE_REPEAT", None)
+_ATOMIC = getattr(_c, "ATOMIC_GROUP", None)
+_ONE_STEP = {_c.LITERAL, _c.NOT_LITERAL, _c.ANY, _c.AT, _c.CATEGORY}
+
+
+def compile_steps(parsed: Any) -> int:
+    """Code points ``re``'s compiler walks for the classes of ``parsed``.
+
+    ``parsed`` is what ``re._parser.parse`` returned. Each range of a class
+    is walked up to the end of the BMP, three times over when case is
+    ignored.
+    """
+    ignore_case = bool(parsed.state.flags & re.IGNORECASE)
+    return _compile_steps(parsed, ignore_case)
+
+
+def _compile_steps(items: Any, ignore_case: bool) -> int:
+    steps = 0
+    for op, av in items:
+        if op is _c.IN:
+            ranges = [item[1] for item in av if item[0] is _c.RANGE]
+            width = sum(min(high, _BMP - 1) - low + 1 for low, high in ranges if low < _BMP)
+            steps += len(av) + width * (_FOLDED_WEIGHT if ignore_case else 1)
+            if ranges and (ignore_case or max(high for _low, high in ranges) > 0xFF):
+                steps += _BIG_CLASS
+        elif op is _c.SUBPATTERN:
+            _group, add_flags, del_flags, sub = av
+            scoped = (ignore_case or bool(add_flags & re.IGNORECASE)) and not (
+                del_flags & re.IGNORECASE
+            )
+            steps += _compile_steps(sub, scoped)
+        else:
+            steps += sum(_compile_steps(sub, ignore_case) for sub in _children(op, av))
+    return steps
+
+
+def _children(op: Any, av: Any) -> list[Any]:
+    """The subpatterns inside one parsed item (other than a group's)."""
+    if op in _REPEATS or op is _POSSESSIVE:
+        return [av[2]]
+    if op is _c.BRANCH:
+        return list(av[1])
+    if op in (_c.ASSERT, _c.ASSERT_NOT):
+        return [av[1]]
+    if op is _ATOMIC:
+        return [av]
+    if op is _c.GROUPREF_EXISTS:
+        return [sub for sub in av[1:] if sub is not None]
+    if op is _c.SUBPATTERN:
+        return [av[3]]
+    return []
+
+
+class SearchCost:
+    """The bound on one search's steps for a regexp (see the module docstring).
+
+    Args:
+      parsed: what ``re._parser.parse`` returned for the regexp.
+      anchored: whether a search starts at the beginning only (``match``
+        or ``fullmatch``, or a leading ``^``).
+    """
+
+    def __init__(self, parsed: Any, *, anchored: bool) -> None:
+        self._parsed = parsed
+        self._flags: int = parsed.state.flags
+        self._anchored = anchored or (len(parsed) > 0 and parsed[0] == (_c.AT, _c.AT_BEGINNING))
+
+    def steps(self, n: int) -> float:
+        """The most steps one search on a text of ``n`` characters may take (inf: overflow)."""
+        _ways, cost, _tail = _sequence(self._parsed, n, self._flags)
+        positions = 1 if self._anchored else n + 1
+        return positions * (cost + _POSITION)
+
+    def longest_within(self, budget: float, per_char: float, longest: int) -> int:
+        """The longest text (up to ``longest``) whose search is within bounds.
+
+        A search of ``n`` characters is within bounds when it takes at most
+        ``budget`` steps, or ``per_char`` steps a character: a linear cost
+        is the price of a long text, whatever the regexp.
+        """
+        if self._within(longest, budget, per_char):  # (the common case: one evaluation)
+            return longest
+        low, high = -1, longest  # within at low (or low < 0), over at high
+        while high - low > 1:
+            middle = (low + high) // 2
+            if self._within(middle, budget, per_char):
+                low = middle
+            else:
+                high = middle
+        return max(low, 0)
+
+    def _within(self, n: int, budget: float, per_char: float) -> bool:
+        return self.steps(n) <= max(budget, per_char * n)
+
+
+#: (ways, cost, tail): how many ways an item can match at one place, the
+#: steps to try them all, and, when all its ways come from a final repeat of
+#: one character, that character's set (else None).
+_Bound = tuple[float, float, "CharSet | None"]
+#: Steps a way spends on the next item's first character when it fails there.
+_FIRST_TEST = 2.0
+#: What the engine's bookkeeping costs, in steps: a capturing group (its two
+#: marks), a lookaround or atomic group (a nested match), an iteration of a
+#: repeat of more than one character (its counter and marks), a start
+#: position of a search. Measured: tests/test_regexp_cost.py.
+_MARKS = 4.0
+_NESTED = 10.0
+_ITERATION = 6.0
+_POSITION = 4.0
+_ONE_CHAR = {_c.LITERAL, _c.NOT_LITERAL, _c.ANY, _c.IN}
+
+
+def _sequence(items: Any, n: int, flags: int) -> _Bound:
+    """The bound of matching ``items`` one after the other at one place.
+
+    Each item is tried once per way of what precedes it; but after a repeat
+    of characters disjoint from an item's first character, only one of the
+    repeat's ways gets past that character (the way that ended where the
+    repeat's characters did), so the rest cost a failed first test each.
+    """
+    ways, cost = 1.0, 0.0
+    before = 1.0  # the ways of what precedes the previous item
+    tail: CharSet | None = None
+    for op, av in items:
+        if tail is None and op in _ONE_STEP:  # (the common case, kept short)
+            cost += ways
+            before = ways
+            continue
+        item_ways, item_cost, item_tail = _item(op, av, n, flags)
+        first = _first(op, av, flags) if tail is not None else None
+        if first is not None and tail is not None and tail.disjoint(first):
+            cost += ways * _FIRST_TEST + before * item_cost
+            ways = before
+        elif item_cost:  # (inf ways times nothing is nothing, not NaN)
+            cost += ways * item_cost
+        before = ways
+        ways *= item_ways
+        tail = item_tail
+    return ways, cost, (tail if before <= 1.0 else None)
+
+
+def _item(op: Any, av: Any, n: int, flags: int) -> _Bound:
+    if op in _ONE_STEP:
+        return 1.0, 1.0, None
+    if op is _c.IN:
+        return 1.0, float(len(av)), None
+    if op is _c.SUBPATTERN:
+        ways, cost, tail = _sequence(av[3], n, _scoped(flags, av))
+        return ways, cost + (_MARKS if av[0] is not None else 0.0), tail
+    if op is _c.BRANCH:
+        ways, cost = 0.0, 1.0
+        for alternative in av[1]:
+            alternative_ways, alternative_cost, _tail = _sequence(alternative, n, flags)
+            ways += alternative_ways
+            cost += alternative_cost
+        return ways, cost, None
+    if op in _REPEATS or op is _POSSESSIVE:
+        low, high, body = av
+        body_ways, body_cost, _tail = _sequence(body, n, flags)
+        # each iteration that consumes takes a character; empty ones go on
+        # to a counted repeat's count (an open one stops at the first)
+        if body.getwidth()[0] > 0 or high == _c.MAXREPEAT:
+            high = min(high, n + 1)
+        if len(body) != 1 or body[0][0] not in _ONE_CHAR:  # (one character: a fast loop)
+            body_cost += _ITERATION
+        ways, cost = _repeat(low, high, body_ways, body_cost)
+        if op is _POSSESSIVE:
+            return 1.0, cost, None
+        tail = None
+        if len(body) == 1 and high > low:
+            body_op, body_av = body[0]
+            tail = char_set(body_op, body_av, flags)
+        return ways, cost, tail
+    if op in (_c.ASSERT, _c.ASSERT_NOT):  # explored in full, one way
+        return 1.0, _NESTED + _sequence(av[1], n, flags)[1], None
+    if op is _ATOMIC:
+        return 1.0, _NESTED + _sequence(av, n, flags)[1], None
+    if op is _c.GROUPREF:
+        return 1.0, float(n + 1), None
+    if op is _c.GROUPREF_EXISTS:
+        ways, cost = 0.0, 1.0
+        for branch in av[1:]:
+            branch_ways, branch_cost, _tail = (
+                _sequence(branch, n, flags) if branch is not None else (1.0, 0.0, None)
+            )
+            ways += branch_ways
+            cost += branch_cost
+        return ways, cost, None
+    return 1.0, 1.0, None  # (anything else tests one position)
+
+
+def _first(op: Any, av: Any, flags: int) -> CharSet | None:
+    """The set the first character an item consumes is in (None: not known, or none)."""
+    if op is _c.SUBPATTERN:
+        sub = av[3]
+        if not len(sub):
+            return None
+        first_op, first_av = sub[0]
+        return _first(first_op, first_av, _scoped(flags, av))
+    if op in _REPEATS or op is _POSSESSIVE:
+        low, _high, body = av
+        if low < 1 or not len(body):
+            return None
+        first_op, first_av = body[0]
+        return _first(first_op, first_av, flags)
+    return char_set(op, av, flags)
+
+
+def _scoped(flags: int, group: Any) -> int:
+    """The flags inside a group: ``(?i:...)`` adds, ``(?-i:...)`` removes."""
+    _number, add_flags, del_flags, _sub = group
+    scoped: int = (flags | add_flags) & ~del_flags
+    return scoped
+
+
+def _repeat(low: int, high: int, body_ways: float, body_cost: float) -> tuple[float, float]:
+    """(ways, cost) of ``low`` to ``high`` (tried at most) iterations of a body."""
+    tried = high
+    first = min(low, tried)
+    if body_ways <= 1.0:
+        return float(tried - first + 1), tried * body_cost + 1.0
+    # every way of j iterations tries the body once more: sum of ways**j, j < tried
+    cost = body_cost * _geometric(body_ways, 0, tried - 1) + 1.0
+    return _geometric(body_ways, first, tried), cost
+
+
+def _geometric(ratio: float, first: int, last: int) -> float:
+    """ratio**first + ... + ratio**last (0 when last < first), inf past a float."""
+    if last < first:
+        return 0.0
+    try:
+        return (ratio ** (last + 1) - ratio**first) / (ratio - 1.0)
+    except OverflowError:
+        return math.inf
