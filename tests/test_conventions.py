@@ -210,6 +210,7 @@ async def test_peer_subscriptions_is_a_read_only_view(bus: str) -> None:
 SANS_IO = (
     "protocol.py",
     "_connection.py",
+    "_send_buffer.py",
     "_msg_bytes.py",
     "_lines.py",
     "_peer_regexps.py",
@@ -276,3 +277,16 @@ def test_no_module_uses_a_private_trio_name() -> None:
     sample = "from trio._core._run import X\nimport trio\ntrio.lowlevel._x.y = 1\n"
     found = _private_trio_names(ast.parse(sample))
     assert {"trio._core._run.X", "trio.lowlevel._x.y"} <= set(found)
+
+
+#: Small modules with one job (the anchors: h11, wsproto, trio).
+MAX_MODULE_LINES = 400
+
+
+def test_no_module_is_over_400_lines() -> None:
+    long = {
+        str(path.relative_to(TRIVY)): lines
+        for path in TRIVY.rglob("*.py")
+        if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
+    assert long == {}

@@ -4,22 +4,18 @@ A :class:`Connection` is fed the bytes that arrive from one peer
 (:meth:`Connection.receive_data`) and returns what they mean as events
 (:mod:`trivy._protocol_events`). Everything we send the peer is made by its
 ``send_*`` methods, which check it (our handshake first, nothing after BYE,
-no line over the limit) and queue its bytes in a private buffer; the
-ERROR to a malformed line is queued there by ``receive_data`` itself, the
-PONG to a PING by whoever acts on the events (:meth:`Connection.send_pong`),
-after those before it.
-The I/O layer takes the queued bytes with :meth:`Connection.data_to_send`
-(as h2 hands them out) and writes them. Like h2, the connection also keeps
-the flow control of what it sends: the router's MSGs
-(:meth:`Connection.send_msg_payload`) are counted against the peer's limit,
-with the bytes the I/O layer took and has not written yet
-(:attr:`Connection.bytes_unsent`, which that layer keeps up to date).
-Nothing here imports trio, socket, os or time.
+no line over the limit) and queue its bytes in a private buffer (its
+:class:`~trivy._send_buffer.SendBuffer`, which also keeps the flow control
+of the router's MSGs, as h2 does); the ERROR to a malformed line is queued
+there by ``receive_data`` itself, the PONG to a PING by whoever acts on the
+events (:meth:`Connection.send_pong`), after those before it. The I/O layer
+takes the queued bytes with :meth:`Connection.data_to_send` (as h2 hands
+them out) and writes them. Nothing here imports trio, socket, os or time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from . import protocol
 from ._errors import IvyIllegalStateError, IvyMalformedMessage
@@ -43,6 +39,14 @@ from ._protocol_events import (
     RegexpRejected,
     UnknownType,
 )
+from ._send_buffer import (
+    MAX_EXCESS,
+    MAX_LINE_LENGTH,
+    QUEUED,
+    QUEUED_OVER_LIMIT,
+    REFUSED,
+    SendBuffer,
+)
 from .protocol import ARG_END, ARG_START, MsgType
 
 __all__ = [
@@ -59,10 +63,6 @@ __all__ = [
     "msg_payload",
 ]
 
-#: Longest line accepted from a peer. Ivy messages are short text (ivy-c
-#: starts its buffer at 4 KiB and grows it); 1 MiB leaves room for any real
-#: message while bounding what one peer can make us hold in memory.
-MAX_LINE_LENGTH = 1024 * 1024
 #: Malformed lines in a row after which a peer is taken as garbage and
 #: dropped. ivy-java sends a two-line malformed ERROR now and then, so a
 #: few must be tolerated; a hundred in a row is no Ivy peer.
@@ -78,20 +78,10 @@ ALREADY_CONNECTED = "Application already connected"
 #: Distinct incoming MSG heads remembered per connection (a peer uses as many
 #: ids as we have subscriptions); only short ones, so junk costs nothing.
 _MAX_CACHED_IDS = 4096
-#: How far past its limit one waiting ``send`` may queue for a peer: a text
-#: that matches many of its subscriptions (10,000 ``(.*)`` once made one
-#: send queue 2 GB). Beyond, that peer's MSGs of this send are refused.
-MAX_EXCESS = 16 * 1024 * 1024
-
-#: What :meth:`Connection.send_msg_payload` did with a MSG.
-QUEUED = 0
-QUEUED_OVER_LIMIT = 1  # queued, and the sender should wait for room
-REFUSED = 2  # not queued: the peer is over its limit
 _BYE = protocol.encode(MsgType.BYE, 0)
-_LONGEST_LINE = MAX_LINE_LENGTH + 1  # with its newline
 
 
-class Connection:
+class Connection(SendBuffer):
     """The protocol state of one peer connection, both ways.
 
     Args:
@@ -108,15 +98,9 @@ class Connection:
       state: where the peer's side of the handshake stands.
       peer_name, peer_port: from its START_REGEXP (None before).
       subscriptions: the peer's regexps that compiled, by id, in order.
-      bytes_queued: bytes waiting in the buffer for :meth:`data_to_send`
-        (read-only: a plain attribute, as it is read once per MSG routed).
-      bytes_unsent: bytes :meth:`data_to_send` handed out that the I/O
-        layer has not written yet (the I/O layer sets it).
-      wake_output: set by an I/O layer while it waits for bytes: called
-        with the bytes queued before, when a MSG is queued.
-      replies_queued: bytes of replies (PONG, ERROR) queued so far, in all:
-        the I/O layer pauses reading a peer whose lines make it answer
-        past its output limit.
+
+    What it sends, its checks and flow control are its
+    :class:`~trivy._send_buffer.SendBuffer`'s.
     """
 
     def __init__(
@@ -132,16 +116,9 @@ class Connection:
         self.peer_port: int | None = None
         self._regexps = PeerRegexps() if regexps is None else regexps
         self.subscriptions: dict[int, str] = self._regexps.by_id
-        self._outgoing = bytearray()
-        self.bytes_queued = 0
-        self.bytes_unsent = 0
-        self.send_limit = send_limit
-        self.wake_output: Callable[[int], None] | None = None
+        super().__init__(send_limit)
         self._java_newlines = java_newlines
-        self.replies_queued = 0
         self._said_hello = False
-        self._said_bye = False
-        self._open = False  # hello said, BYE not: what may be sent may be
         self._pings_sent: set[int] = set()
         self._next_ping_id = 1
         self._lines = LineBuffer(max_line_length)
@@ -150,30 +127,6 @@ class Connection:
         self._msg_ids: dict[str, int] = {}
 
     # ---------------------------------------------------------------- output
-    def data_to_send(self) -> bytearray:
-        """Everything queued for the peer, oldest first; the buffer starts anew.
-
-        The caller owns what it gets (no copy is made): it writes it, and
-        keeps what the kernel did not take.
-        """
-        data, self._outgoing = self._outgoing, bytearray()
-        self.bytes_queued = 0
-        return data
-
-    def _check_open(self) -> None:
-        if not self._open:
-            state = "BYE was sent" if self._said_bye else "our handshake comes first"
-            raise IvyIllegalStateError(f"cannot send on this connection: {state}")
-
-    def _queue(self, msg_type: int, num_id: int, params: str | Sequence[str] = "") -> None:
-        self._check_open()
-        line = protocol.encode(msg_type, num_id, params)
-        if len(line) > MAX_LINE_LENGTH + 1:
-            size = len(line) - 1
-            raise ValueError(f"a line of {size} bytes: peers refuse over {MAX_LINE_LENGTH}")
-        self._outgoing += line
-        self.bytes_queued += len(line)
-
     def _text(self, text: str) -> str:
         if self._java_newlines:
             return text.replace("\n", protocol.JAVA_NEWLINE_ESCAPE)
@@ -206,42 +159,6 @@ class Connection:
     def send_msg(self, sub_id: int, groups: Sequence[str]) -> None:
         """One MSG for the peer's subscription ``sub_id``."""
         self._queue(MsgType.MSG, sub_id, [self._text(g) for g in groups])
-
-    def send_msg_payload(self, sub_id: int, payload: bytes, may_exceed: bool = False) -> int:
-        """One MSG made of :func:`msg_payload`'s bytes, if the peer has room.
-
-        The router's way: one text matching a regexp that many peers hold
-        is encoded once, and each of them gets the same payload. (Java
-        newlines were escaped in the text before it was matched.)
-
-        Returns :data:`QUEUED`, :data:`QUEUED_OVER_LIMIT` (the peer was
-        over ``send_limit`` and ``may_exceed``: the sender should wait for
-        room) or :data:`REFUSED` (over the limit and not ``may_exceed``, or
-        over it by :data:`MAX_EXCESS`: nothing was queued).
-
-        Raises:
-          IvyIllegalStateError: BYE was sent, or our handshake was not.
-          ValueError: the line would be over :data:`MAX_LINE_LENGTH`.
-        """
-        before = self.bytes_queued
-        queued = before + self.bytes_unsent
-        limit = self.send_limit
-        if queued > limit and (not may_exceed or queued > limit + MAX_EXCESS):
-            return REFUSED
-        if not self._open:
-            self._check_open()
-        out = self._outgoing
-        out += MSG_HEADS.get(sub_id) or msg_head(sub_id)
-        out += payload
-        after = self.bytes_queued = len(out)
-        if after - before > _LONGEST_LINE:  # (checked after: one test when fine)
-            del out[before:]
-            self.bytes_queued = before
-            size = after - before - 1
-            raise ValueError(f"a line of {size} bytes: peers refuse over {MAX_LINE_LENGTH}")
-        if self.wake_output is not None:
-            self.wake_output(queued)
-        return QUEUED if queued <= limit else QUEUED_OVER_LIMIT
 
     def send_direct(self, num_id: int, text: str) -> None:
         """DIRECT_MSG."""
@@ -308,14 +225,6 @@ class Connection:
         (their ERRORs included).
         """
         self._reply(MsgType.PONG, num_id)
-
-    def _reply(self, msg_type: int, num_id: int, params: str = "") -> None:
-        # Replies stop with our BYE.
-        if not self._said_bye:
-            line = protocol.encode(msg_type, num_id, params)
-            self.replies_queued += len(line)
-            self.bytes_queued += len(line)
-            self._outgoing += line
 
     def receive_data(self, data: bytes) -> list[Event]:
         """Feed bytes received from the peer; get back what they mean.
