@@ -20,6 +20,7 @@ import trio
 from . import protocol
 from ._connect_queue import Attempt, ConnectQueue
 from ._errors import IvyMalformedMessage
+from ._fairness import TimeSlice
 from ._logs import LogLimiter
 from ._options import BusOptions, is_loopback
 from ._sockets import connect_tcp, open_discovery_socket, open_listener
@@ -65,8 +66,9 @@ UDP_IGNORABLE_ERRNOS = _errnos(
 #: Distinct refused sources remembered (and logged once each); beyond, the
 #: rest are refused silently.
 MAX_REFUSED_LOGGED = 1024
-#: Datagrams read in a row before the discovery task lets the others run.
-DATAGRAMS_PER_CHECKPOINT = 64
+#: Connections accepted before the accept loop lets the others run (each
+#: starts a session, whose first steps run in the same scheduler pass).
+ACCEPTS_PER_SLICE = 16
 #: Largest UDP announce we read.
 ANNOUNCE_SIZE = 1024
 
@@ -175,11 +177,16 @@ class Discovery:
         is skipped, a lack of resources waits and retries, and anything else
         (the listener is broken: a bug) is raised.
         """
+        # a connection flood must not hold the loop, nor start more sessions
+        # at once than a slice of their work
+        time_slice = TimeSlice(most=ACCEPTS_PER_SLICE)
         while True:
+            await time_slice.share()
             try:
                 sock, (host, _port) = listener.accept()
             except BlockingIOError:
                 await trio.lowlevel.wait_readable(listener)
+                time_slice.restart()
                 continue
             except OSError as exc:
                 if exc.errno in RESOURCE_ERRNOS:
@@ -198,15 +205,14 @@ class Discovery:
 
     async def _listen_loop(self, udp: socket.socket) -> None:
         """Read announces until cancelled (errors as for accept: see :meth:`_accept_loop`)."""
-        received = 0
+        time_slice = TimeSlice()  # a UDP flood must not hold the loop
         while True:
-            received += 1
-            if received % DATAGRAMS_PER_CHECKPOINT == 0:
-                await trio.lowlevel.checkpoint()  # a UDP flood must not hold the loop
+            await time_slice.share()
             try:
                 data, (host, _port) = udp.recvfrom(ANNOUNCE_SIZE)
             except BlockingIOError:
                 await trio.lowlevel.wait_readable(udp)
+                time_slice.restart()
                 continue
             except OSError as exc:
                 if exc.errno in RESOURCE_ERRNOS:

@@ -34,9 +34,10 @@ from ._events import (
     SubscriptionChanged,
     SubscriptionRemoved,
 )
+from ._fairness import SERVE_SLICE
 from ._local import Binding, LocalSubscriptions
 from ._logs import shorten
-from ._peer import SERVE_SLICE, PeerSession
+from ._peer import PeerSession
 from ._peer_regexps import REGEXP_ERRORS, regexp_error
 from ._peers import PeerSet
 from ._protocol_events import (

@@ -36,11 +36,13 @@ import trio
 
 from ._leaving import close_socket, linger
 from ._liveness import wait_taking
+from ._logs import LogLimiter
 from ._patience import Patience
 
 __all__ = ["DIRECT_WRITE_INTERVAL", "OutputSource", "PeerOutput"]
 
 logger = logging.getLogger("trivy")
+_log = LogLimiter(logger)
 
 #: A message to an idle peer is written at once, without the writer task,
 #: unless the last such write to it is more recent than this (seconds): then
@@ -286,8 +288,8 @@ class PeerOutput:
             with trio.CancelScope(shield=True, deadline=deadline), suppress(OSError):
                 await self._send_queued(stop_timeout, judged=True)
             unsent = self.discard()
-            if unsent:
-                logger.warning(
+            if unsent:  # (a flood of connections that never read: rate-limited)
+                _log.warning(
                     "%s: leaving with %d bytes unsent: the peer stopped reading", self._name, unsent
                 )
             else:  # (a peer that stopped taking will not take the rest)

@@ -27,6 +27,7 @@ import trio
 
 from ._connection import Connection
 from ._events import Peer
+from ._fairness import SERVE_SLICE
 from ._liveness import configure_keepalive, watch_session
 from ._logs import LogLimiter
 from ._options import BusOptions
@@ -42,9 +43,6 @@ logger = logging.getLogger("trivy")
 #: (10,000 lines) takes a few ms, the longest the reader runs between two
 #: looks at the clock.
 RECEIVE_SIZE = 64 * 1024
-#: Seconds a reader serves its peer (reads, events, sync callbacks) before it
-#: yields to the other tasks, whatever the peer sends: fair by time.
-SERVE_SLICE = 0.002
 
 
 class SessionHandler(Protocol):

@@ -41,10 +41,10 @@ import trio
 from ._callbacks import call_logged
 from ._errors import IvyIllegalStateError
 from ._events import Match, Peer
+from ._fairness import SERVE_SLICE
 from ._local import Binding, LocalSubscriptions
 from ._logs import LogLimiter
 from ._matching import MatchMode
-from ._peer import SERVE_SLICE
 from .protocol import JAVA_NEWLINE_ESCAPE
 
 __all__ = ["MAX_QUEUED", "SelfDelivery"]
