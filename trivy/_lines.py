@@ -14,7 +14,7 @@ __all__ = ["LineBuffer"]
 _decode_utf8 = codecs.utf_8_decode
 
 
-def _first_long_line(data: bytes, end: int, limit: int) -> int:
+def _first_long_line(data: bytes | bytearray, end: int, limit: int) -> int:
     """Where the first line of ``data[: end + 1]`` longer than ``limit`` starts, or -1."""
     start = 0
     while start <= end:
@@ -34,11 +34,11 @@ class LineBuffer:
 
     def __init__(self, max_line_length: int) -> None:
         self.max_line_length = max_line_length
-        # The start of the unfinished line, as the pieces that brought it
-        # (joined once, when its end comes: no quadratic copying for a peer
-        # that dribbles a long line).
-        self._partial: list[bytes] = []
-        self._partial_size = 0
+        # The start of the unfinished line, in one growing buffer: it costs
+        # about its bytes however it came (a list of the pieces cost ~225
+        # bytes of memory per byte dribbled one at a time), and grows
+        # geometrically (no quadratic copying for a long line in pieces).
+        self._partial = bytearray()
 
     def feed(self, data: bytes) -> tuple[list[str], bool]:
         """Add bytes; returns the lines they complete, and whether one was too long.
@@ -49,19 +49,16 @@ class LineBuffer:
         """
         end = data.rfind(b"\n")
         if end < 0:
-            self._partial.append(data)
-            self._partial_size += len(data)
+            self._partial += data
             return [], self._overflowed()
+        whole: bytes | bytearray = data
         if self._partial:
-            end += self._partial_size
-            data = b"".join([*self._partial, data])
-            self._partial.clear()
-        rest = data[end + 1 :]
-        self._partial_size = len(rest)
-        if rest:
-            self._partial.append(rest)
+            end += len(self._partial)
+            whole = self._partial
+            whole += data
+        self._partial = bytearray(memoryview(whole)[end + 1 :])
         limit = self.max_line_length
-        long_line = _first_long_line(data, end, limit) if end > limit else -1
+        long_line = _first_long_line(whole, end, limit) if end > limit else -1
         if long_line >= 0:
             self.clear()
             if long_line == 0:
@@ -69,16 +66,15 @@ class LineBuffer:
             end = long_line - 1  # the lines before it
         # One decode for every complete line: "\n" never falls inside a
         # UTF-8 sequence, so decoding up to it is exact.
-        text = _decode_utf8(memoryview(data)[:end], "surrogateescape", True)[0]
+        text = _decode_utf8(memoryview(whole)[:end], "surrogateescape", True)[0]
         return text.split("\n"), long_line >= 0 or self._overflowed()
 
     def _overflowed(self) -> bool:
-        if self._partial_size > self.max_line_length:
+        if len(self._partial) > self.max_line_length:
             self.clear()
             return True
         return False
 
     def clear(self) -> None:
         """Forget the unfinished line."""
-        self._partial.clear()
-        self._partial_size = 0
+        self._partial = bytearray()
