@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import trio
+import trio.testing
 
 import trivy
 from trivy._daemon import serve_daemon
@@ -111,3 +112,39 @@ async def test_the_daemon_command_fed_by_a_plain_tcp_client(bus: str) -> None:
                 assert await process.wait() == 0
             finally:
                 process.kill()
+
+
+async def test_a_flood_of_silent_connections_cannot_push_out_a_client_that_sends(
+    bus: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """100 idle connections a second closed the sending client after 2 s."""
+    lines = 20
+    with trio.fail_after(60):
+        async with (
+            trivy.open_ivy_bus("LISTENER", bus) as listener,
+            trivy.open_ivy_bus("IvyDaemon", bus) as daemon_bus,
+            trio.open_nursery() as nursery,
+        ):
+            sub = listener.subscribe("^(line .*)")
+            await wait_for_subscription(daemon_bus, "LISTENER", "^(line .*)")
+            serving = functools.partial(serve_daemon, daemon_bus, 0, quiet=True, max_clients=8)
+            port = await nursery.start(serving)
+            silent: list[trio.SocketStream] = []
+
+            async def flood() -> None:
+                while True:
+                    silent.append(await _client(port))
+                    await trio.sleep(0.01)
+
+            legit = await _client(port)
+            await legit.send_all(b"line 0\n")
+            assert (await sub.receive()).groups == ("line 0",)
+            nursery.start_soon(flood)
+            for i in range(1, lines):
+                await trio.sleep(0.5)  # far idler than the flood's newest
+                await legit.send_all(b"line %d\n" % i)
+                assert (await sub.receive()).groups == (f"line {i}",)
+            assert len(silent) > 500  # the flood went on all along
+            nursery.cancel_scope.cancel()
+        for stream in (legit, *silent):
+            await stream.aclose()

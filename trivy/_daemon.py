@@ -48,20 +48,24 @@ async def serve_daemon(
     ``task_status.started(port)`` gives the port listened on (useful with
     port 0). A line longer than a text may be (about 1 MiB) ends that
     client's connection; an empty line is skipped. With ``max_clients``
-    connected, a new client closes the one that has been idle the longest
-    (idle clients cannot lock others out).
+    connected, a new client closes the oldest one that has sent nothing
+    yet, or, when all have, the one idle the longest: idle clients cannot
+    lock others out, and a flood of connections that never speak cannot
+    push out a client that sends.
     """
     listeners = await trio.open_tcp_listeners(port, host=host)
     log = LogLimiter(logger)
-    clients: dict[trio.SocketStream, float] = {}  # → when it last sent something
+    # → (whether it sent something, when it last did or connected)
+    clients: dict[trio.SocketStream, tuple[bool, float]] = {}
 
     async def handle(stream: trio.SocketStream) -> None:
         if len(clients) >= max_clients:
-            idlest = min(clients, key=clients.__getitem__)
-            log.warning("daemon: %d clients, closing the one idle the longest", max_clients)
+            idlest = min(clients, key=clients.__getitem__)  # silent ones first
+            what = "idle the longest" if clients[idlest][0] else "silent the longest"
+            log.warning("daemon: %d clients, closing the one %s", max_clients, what)
             del clients[idlest]
             await idlest.aclose()  # its relay ends (ClosedResourceError)
-        clients[stream] = trio.current_time()
+        clients[stream] = (False, trio.current_time())
         try:
             await _relay(stream, bus, quiet, log, clients)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -81,11 +85,11 @@ async def _relay(
     bus: IvyBus,
     quiet: bool,
     log: LogLimiter,
-    clients: dict[trio.SocketStream, float],
+    clients: dict[trio.SocketStream, tuple[bool, float]],
 ) -> None:
     pending = bytearray()
     while data := await stream.receive_some(READ_SIZE):
-        clients[stream] = trio.current_time()
+        clients[stream] = (True, trio.current_time())
         # only the new bytes are searched for newlines: a client that
         # trickles a long line byte by byte costs linear time, not quadratic
         start, taken = len(pending), 0
