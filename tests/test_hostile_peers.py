@@ -229,6 +229,34 @@ async def test_what_a_peer_makes_us_log_is_bounded(bus: str) -> None:
     assert handler.records < 100
 
 
+async def test_what_a_peer_makes_us_log_is_bounded_across_reconnects(bus: str) -> None:
+    """Reconnecting after every 20 ERROR lines: 41,000-54,000 records in 10 s."""
+    from trivy._logs import SOURCE_BURST, SOURCE_INTERVAL
+
+    handler = _CountingHandler()
+    logging.getLogger("trivy").addHandler(handler)
+    cycles = 300
+    try:
+        with trio.fail_after(TIMEOUT * 3):
+            async with trivy.open_ivy_bus("A", bus) as a:
+                started = time.perf_counter()
+                for _ in range(cycles):
+                    raw = await RawPeer.connect(a)
+                    await raw.handshake("RECONNECTS")
+                    await raw.send(b"junk\n" * 20)
+                    await _pong(raw, 1)  # all 20 were handled
+                    await raw.aclose()
+                elapsed = time.perf_counter() - started
+    finally:
+        logging.getLogger("trivy").removeHandler(handler)
+    # one host's budget, whatever the connections: not 20 a connection
+    assert handler.records <= SOURCE_BURST + elapsed / SOURCE_INTERVAL + 20, (
+        handler.records,
+        elapsed,
+    )
+    assert handler.records < cycles * 20 / 4
+
+
 async def test_a_spoofed_announce_of_our_own_port_never_makes_us_our_peer(
     bus: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -21,6 +21,7 @@ from ._errors import IvyIllegalStateError
 from ._event_streams import EventHub, EventStream, StreamOverflow
 from ._events import BusEvent, DirectMessage, Peer
 from ._local import LocalSubscriptions
+from ._logs import SourceLogs
 from ._matching import MatchMode
 from ._options import BusOptions
 from ._peer import PeerSession
@@ -57,6 +58,8 @@ class IvyBus:
         self.agent_id = ""
         self.port = 0
         self._peers = PeerSet()
+        #: Log budgets by source host, across reconnects.
+        self._source_logs = SourceLogs(logger)
         self._hub = EventHub()
         self._local = LocalSubscriptions(self._peers)
         self._router = Router(options, self._hub.emit_nowait)
@@ -379,7 +382,8 @@ class IvyBus:
 
     async def _serve(self, sock: socket.socket, host: str, agent_id: str | None, port: int) -> None:
         """Run one new connection (discovery calls it) until it ends."""
-        session = open_session(sock, host, self.options, self._dispatcher, agent_id, port)
+        log = self._source_logs.for_connection(host)
+        session = open_session(sock, host, self.options, self._dispatcher, agent_id, port, log)
         if session is None or not self._running or not self._peers.add(session):
             sock.close()  # gone at once, we are leaving, or it is ourselves
             return

@@ -77,6 +77,8 @@ class PeerSession:
         own lines may no longer add replies; ``stall_timeout``, liveness).
       agent_id, announced_port: from the peer's UDP announce, when we
         connected because of one.
+      log: this connection's share of the logs (its source host's budget
+        within: :class:`~trivy._logs.SourceLogs`); its own if None.
 
     Attributes:
       peer: who it is (its name and port once its START_REGEXP arrived).
@@ -101,6 +103,7 @@ class PeerSession:
         options: BusOptions,
         agent_id: str | None = None,
         announced_port: int = 0,
+        log: LogLimiter | None = None,
     ) -> None:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -111,7 +114,7 @@ class PeerSession:
         self._conn = conn
         self._handler = handler
         self._options = options
-        self.log = LogLimiter(logger)
+        self.log = LogLimiter(logger) if log is None else log
         self.peer = Peer(
             name="",
             host=host,

@@ -186,6 +186,7 @@ def open_session(
     handler: SessionHandler,
     agent_id: str | None = None,
     announced_port: int = 0,
+    log: LogLimiter | None = None,
 ) -> PeerSession | None:
     """A session for a new connection, with the options' limits; None if it is gone."""
     try:
@@ -197,6 +198,7 @@ def open_session(
             options,
             agent_id,
             announced_port,
+            log,
         )
     except OSError as exc:  # the peer left at once
         logger.info("connection with %s lost at once: %s", host, exc)
