@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from trivy import IvyIllegalStateError
 from trivy._connection import (
+    GROUP_COST,
     MAX_EXCESS,
     MAX_LINE_LENGTH,
     MAX_MALFORMED_STREAK,
@@ -49,7 +50,8 @@ def test_msgs_come_as_plain_tuples_equal_to_text_received() -> None:
     conn = Connection()
     events = conn.receive_data(b"6 1\x02A\n5 0\x02\n2 3\x02x\x03y\x03\n2 4\x02\n")
     msgs = [e for e in events if type(e) is tuple]
-    assert msgs == [TextReceived(3, ("x", "y"), 4), TextReceived(4, (), 0)]  # size: x^Cy^C
+    # size: x^Cy^C, and what two string objects cost
+    assert msgs == [TextReceived(3, ("x", "y"), 4 + 2 * GROUP_COST), TextReceived(4, (), 0)]
 
 
 def test_handshake_bytes() -> None:

@@ -793,3 +793,24 @@ async def test_slow_sync_callbacks_do_not_stall_the_loop_past_the_slice(bus: str
                 nursery.cancel_scope.cancel()
             assert max(stalls) < 0.1  # 16 callbacks at most between two yields
             await raw.aclose()
+
+
+async def test_unread_matches_of_many_tiny_groups_count_their_objects(bus: str) -> None:
+    """1 MiB MSGs of 349,524 two-character groups: +415 MB held for a 16 Mi count."""
+    groups = 349_524
+    line = b"2 %d\x02" + b"ab\x03" * groups + b"\n"
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            sub = a.subscribe("^(.*)$")
+            raw = await RawPeer.connect(a)
+            await raw.handshake("RAW")
+            await _pong(raw, 1)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(raw.send, (line % sub.id) * 12)
+                await trio.testing.wait_all_tasks_blocked(0.05)  # the bus stopped reading
+                # each counts its groups' objects: over the 16 Mi bound alone
+                assert len(sub) == 1
+                assert sub._big_bytes >= groups * 64
+                for _ in range(12):  # reading resumes as we consume: nothing lost
+                    assert len((await sub.receive()).groups) == groups
+            await raw.aclose()

@@ -144,9 +144,9 @@ class IvyBus:
 
         ADD_REGEXP goes to every peer now; closing the subscription (leaving
         its ``async with`` block) sends DEL_REGEXP. While ``max_buffer``
-        matches wait unread, or big ones (over 4 Ki characters) of
-        ``max_buffer_bytes`` characters in all, reading from the sending
-        peer pauses.
+        matches wait unread, or big ones (over 4 Ki) of ``max_buffer_bytes``
+        in all (characters, and 64 a group), reading from the sending peer
+        pauses.
 
         Raises:
           ValueError: the regexp does not compile or contains a newline.

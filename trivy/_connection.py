@@ -50,6 +50,7 @@ from ._send_buffer import (
 from .protocol import ARG_END, ARG_START, MsgType
 
 __all__ = [
+    "GROUP_COST",
     "MAX_EXCESS",
     "MAX_LINE_LENGTH",
     "MAX_MALFORMED_STREAK",
@@ -75,6 +76,10 @@ BAD_FORMAT_ID = 3
 BAD_FORMAT = "bad format request expected 'type id ...'"
 ALREADY_CONNECTED = "Application already connected"
 
+#: What a group of a MSG costs in memory besides its characters: the string
+#: object and its slot in the tuple. A MSG's size counts it, so 349,524
+#: two-character groups are 23 MB, not 1 MiB.
+GROUP_COST = 64
 #: Distinct incoming MSG heads remembered per connection (a peer uses as many
 #: ids as we have subscriptions); only short ones, so junk costs nothing.
 _MAX_CACHED_IDS = 4096
@@ -266,7 +271,7 @@ class Connection(SendBuffer):
                     parts = params.split(ARG_END)
                     if not parts[-1]:  # after the final ETX, or no params at all
                         parts.pop()
-                    append((sub_id, tuple(parts), len(params)))
+                    append((sub_id, tuple(parts), len(params) + GROUP_COST * len(parts)))
                     continue
             event = self._line_event(line)
             if event is not None:
@@ -316,7 +321,8 @@ class Connection(SendBuffer):
         if self._java_newlines and msg_type in (MsgType.MSG, MsgType.DIRECT_MSG):
             params = params.replace(protocol.JAVA_NEWLINE_ESCAPE, "\n")
         if msg_type == MsgType.MSG:
-            return (num_id, protocol.split_msg_params(params), len(params))
+            groups = protocol.split_msg_params(params)
+            return (num_id, groups, len(params) + GROUP_COST * len(groups))
         if msg_type == MsgType.ADD_REGEXP:
             return self._regexp_added(num_id, params[:-1] if params.endswith(ARG_END) else params)
         if msg_type == MsgType.DEL_REGEXP:

@@ -86,8 +86,9 @@ class TextReceived(NamedTuple):
     :meth:`Connection.receive_data` hands MSGs out as plain
     ``(sub_id, groups, size)`` tuples, equal to this named tuple but cheaper
     to make (one is made per message): tell them apart from the other
-    events with ``type(event) is tuple``. ``size`` is the characters of the
-    groups with their separators: what buffering the match costs.
+    events with ``type(event) is tuple``. ``size`` is what buffering the
+    match costs: the characters of the groups with their separators, and
+    :data:`~trivy._connection.GROUP_COST` per group.
     """
 
     sub_id: int
