@@ -206,12 +206,16 @@ class _CountingHandler(logging.Handler):
 
 
 async def test_what_a_peer_makes_us_log_is_bounded(bus: str) -> None:
-    """A 1 MiB name, then junk: 315 MB written to stderr before."""
+    """A 1 MiB name, then junk: 315 MB written to stderr before.
+
+    (A name that long is refused by default: allowed here, to show that
+    what is logged of one is short.)
+    """
     handler = _CountingHandler()
     logging.getLogger("trivy").addHandler(handler)
     try:
         with trio.fail_after(TIMEOUT):
-            async with trivy.open_ivy_bus("A", bus) as a:
+            async with trivy.open_ivy_bus("A", bus, max_name_length=MAX_LINE_LENGTH) as a:
                 raw = await RawPeer.connect(a)
                 name = b"N" * (MAX_LINE_LENGTH - 20)
                 await raw.send(b"6 1234\x02" + name + b"\n5 0\x02\n")
@@ -814,3 +818,26 @@ async def test_unread_matches_of_many_tiny_groups_count_their_objects(bus: str) 
                 for _ in range(12):  # reading resumes as we consume: nothing lost
                     assert len((await sub.receive()).groups) == groups
             await raw.aclose()
+
+
+async def test_peers_are_bounded_in_number_and_in_their_names(bus: str) -> None:
+    """300 peers with a 1 MiB agent name each held +337 MB; nothing limited them."""
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus, max_peers=3) as a:
+            long_name = await RawPeer.connect(a)
+            await long_name.send(b"6 1\x02" + b"N" * 1025 + b"\n")
+            error = await long_name.line_starting(b"3 ")
+            assert error == b"3 0\x02agent name over 1024 characters"
+            assert await long_name.stream.receive_some(10) == b""  # and closed
+            while len(a._peers):  # (a connection counts until it is gone)
+                await trio.testing.wait_all_tasks_blocked()
+            raws = [await RawPeer.connect(a) for _ in range(5)]
+            for i, raw in enumerate(raws[:3]):  # (three ports: three agents, no duplicates)
+                await raw.send(b"6 %d\x02P%d\n5 0\x02\n" % (2000 + i, i))
+            # the fourth and fifth are closed at once, before a byte is sent
+            assert [await raw.stream.receive_some(10) for raw in raws[3:]] == [b"", b""]
+            while len(a.peers) < 3:
+                await trio.testing.wait_all_tasks_blocked()
+            assert sorted(p.name for p in a.peers) == ["P0", "P1", "P2"]
+            for raw in (long_name, *raws):
+                await raw.aclose()

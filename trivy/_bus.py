@@ -57,7 +57,7 @@ class IvyBus:
         self.bus_address: BusAddress = options.bus
         self.agent_id = ""
         self.port = 0
-        self._peers = PeerSet()
+        self._peers = PeerSet(options.max_peers)
         #: Log budgets by source host, across reconnects.
         self._source_logs = SourceLogs(logger)
         self._hub = EventHub()
@@ -385,7 +385,7 @@ class IvyBus:
         log = self._source_logs.for_connection(host)
         session = open_session(sock, host, self.options, self._dispatcher, agent_id, port, log)
         if session is None or not self._running or not self._peers.add(session):
-            sock.close()  # gone at once, we are leaving, or it is ourselves
+            sock.close()  # gone at once, we are leaving, ourselves, or one too many
             return
         session.send_handshake(self.port, self.agent_name, self._local.items())
         await session.run()

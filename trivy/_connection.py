@@ -54,6 +54,7 @@ __all__ = [
     "MAX_EXCESS",
     "MAX_LINE_LENGTH",
     "MAX_MALFORMED_STREAK",
+    "MAX_NAME_LENGTH",
     "MSG_HEADS",
     "QUEUED",
     "QUEUED_OVER_LIMIT",
@@ -64,6 +65,9 @@ __all__ = [
     "msg_payload",
 ]
 
+#: The longest agent name a peer may give, in characters: names are a few
+#: words; each is kept for as long as the peer is connected.
+MAX_NAME_LENGTH = 1024
 #: Malformed lines in a row after which a peer is taken as garbage and
 #: dropped. ivy-java sends a two-line malformed ERROR now and then, so a
 #: few must be tolerated; a hundred in a row is no Ivy peer.
@@ -98,6 +102,8 @@ class Connection(SendBuffer):
         (:meth:`reject_regexp`).
       send_limit: bytes queued and unsent past which the router's MSGs
         are refused, or queued only for a sender that will wait.
+      max_name_length: the longest agent name the peer may give (longer:
+        ERROR, and the connection closes).
 
     Attributes:
       state: where the peer's side of the handshake stands.
@@ -115,6 +121,7 @@ class Connection(SendBuffer):
         java_newlines: bool = False,
         regexps: PeerRegexps | None = None,
         send_limit: int = 2**62,
+        max_name_length: int = MAX_NAME_LENGTH,
     ) -> None:
         self.state = ConnectionState.AWAITING_START
         self.peer_name: str | None = None
@@ -123,6 +130,7 @@ class Connection(SendBuffer):
         self.subscriptions: dict[int, str] = self._regexps.by_id
         super().__init__(send_limit)
         self._java_newlines = java_newlines
+        self._max_name_length = max_name_length
         self._said_hello = False
         self._pings_sent: set[int] = set()
         self._next_ping_id = 1
@@ -310,8 +318,11 @@ class Connection(SendBuffer):
         msg_type, num_id, params = msg
         if self.state is ConnectionState.AWAITING_START:
             if msg_type == MsgType.START_REGEXP:
+                name = params.rstrip(ARG_END)
+                if len(name) > self._max_name_length:
+                    return self._closing(f"agent name over {self._max_name_length} characters")
                 self.state = ConnectionState.RECEIVING_SUBSCRIPTIONS
-                self.peer_name, self.peer_port = params.rstrip(ARG_END), num_id
+                self.peer_name, self.peer_port = name, num_id
                 return PeerIdentified(self.peer_name, num_id)
             if msg_type not in (MsgType.BYE, MsgType.PING, MsgType.ERROR):
                 return self._malformed(line, "expected START_REGEXP first")

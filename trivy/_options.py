@@ -17,7 +17,7 @@ from typing import Any, Literal, TypedDict
 import attrs
 
 from . import protocol
-from ._connection import Connection
+from ._connection import MAX_NAME_LENGTH, Connection
 from ._matching import MATCH_MODES, MatchMode
 from ._message_classes import check_class
 from ._peer_regexps import (
@@ -39,6 +39,7 @@ __all__ = [
     "DEFAULT_STOP_TIMEOUT",
     "DEFAULT_UNRESPONSIVE_TIMEOUT",
     "LOOPBACK_HOST",
+    "MAX_PEERS",
     "OPTION_NAMES",
     "BusOptions",
     "BusOptionsArgs",
@@ -83,6 +84,9 @@ DEFAULT_HEARTBEAT_INTERVAL = 10.0
 #: the missing PONGs tell. Several heartbeats long, so a peer busy for a few
 #: seconds is never reported.
 DEFAULT_UNRESPONSIVE_TIMEOUT = 30.0
+#: Peers connected at once: an Ivy bus has tens of agents; each peer holds
+#: a socket, three tasks and its subscriptions.
+MAX_PEERS = 1000
 #: Where an agent listens by default: on loopback alone when its bus's
 #: networks are all loopback, on every interface otherwise (see ``BusOptions.host``).
 LOOPBACK_HOST = "127.0.0.1"
@@ -252,6 +256,9 @@ class BusOptions:
         what one peer may subscribe with: the longest regexp (16 Ki
         characters), how many at once (10,000), how many characters in all
         (1 Mi). A regexp over a limit gets an ERROR, and is not used.
+      max_name_length: the longest agent name a peer may give (1 Ki
+        characters; longer: ERROR, and its connection closes).
+      max_peers: connections at once (1,000); one more is closed at once.
 
     Raises:
       ValueError: a bad value; the message names it.
@@ -307,6 +314,10 @@ class BusOptions:
     max_peer_regexp_bytes: int = attrs.field(
         default=MAX_PEER_REGEXP_BYTES, validator=_not_negative("max_peer_regexp_bytes")
     )
+    max_name_length: int = attrs.field(
+        default=MAX_NAME_LENGTH, validator=_positive("max_name_length")
+    )
+    max_peers: int = attrs.field(default=MAX_PEERS, validator=_positive("max_peers"))
 
     def __attrs_post_init__(self) -> None:
         if is_loopback(self.host) and not all(map(is_loopback, self.bus.networks)):
@@ -341,6 +352,7 @@ class BusOptions:
             java_newlines=self.java_newlines,
             regexps=regexps,
             send_limit=self.send_buffer_limit,
+            max_name_length=self.max_name_length,
         )
 
 
@@ -375,6 +387,8 @@ class BusOptionsArgs(TypedDict, total=False):
     max_regexp_length: int
     max_peer_subscriptions: int
     max_peer_regexp_bytes: int
+    max_name_length: int
+    max_peers: int
 
 
 #: The names :func:`~trivy.open_ivy_bus` accepts by keyword.

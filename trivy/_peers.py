@@ -18,7 +18,7 @@ import trio
 from ._errors import IvyIllegalStateError
 from ._events import Peer
 from ._logs import LogLimiter
-from ._options import BusOptions
+from ._options import MAX_PEERS, BusOptions
 from ._peer import PeerSession, SessionHandler
 
 __all__ = ["PeerSet", "duplicate_loser", "open_session"]
@@ -48,9 +48,10 @@ def duplicate_loser(local_port: int, remote_port: int) -> int:
 
 
 class PeerSet:
-    """The sessions of one agent, in connection order."""
+    """The sessions of one agent, in connection order, ``max_peers`` at most."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_peers: int = MAX_PEERS) -> None:
+        self._max_peers = max_peers
         self._sessions: dict[PeerSession, None] = {}
         self._by_peer: dict[Peer, PeerSession] = {}
         self._log = LogLimiter(logger)  # (a flood of connections is logged boundedly)
@@ -64,7 +65,8 @@ class PeerSet:
         return len(self._sessions)
 
     def add(self, session: PeerSession) -> bool:
-        """Register a new session; False (and nothing registered) if it is ourselves.
+        """Register a new session; False (and nothing registered) if it is ourselves,
+        or one too many.
 
         An announce naming our own port, from any address of this host, makes
         us connect to our own listener: then both ends of that connection are
@@ -78,6 +80,11 @@ class PeerSet:
                 logger.info("connected to ourselves through %s: closing", session.remote_address)
                 other.abort()
                 return False
+        if len(self._sessions) >= self._max_peers:
+            self._log.warning(
+                "%d connections: closing a new one, from %s", len(self._sessions), session.peer.host
+            )
+            return False
         pending = [s for s in self._sessions if not s.ready and not s.closing]
         if len(pending) >= MAX_PENDING_HANDSHAKES:
             oldest = pending[0]
