@@ -23,6 +23,7 @@ from ._cli_common import (
 )
 from ._options import BusOptions
 from .recording import (
+    MAX_AGENTS,
     RecordingError,
     RecordingStats,
     ReplayStats,
@@ -30,6 +31,7 @@ from .recording import (
     record,
     replay,
     select,
+    too_many_senders,
 )
 
 __all__ = ["add_record_arguments", "add_replay_arguments", "run_record", "run_replay"]
@@ -56,6 +58,13 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
         "--agent", action="append", default=None, metavar="NAME", help="this sender's texts only"
     )
     parser.add_argument("--as", dest="as_agent", metavar="NAME", help="one agent plays them all")
+    parser.add_argument(
+        "--max-agents",
+        type=int,
+        default=MAX_AGENTS,
+        metavar="N",
+        help=f"senders played by agents of their own, at most ({MAX_AGENTS})",
+    )
     parser.add_argument(
         "--wait-for", action="append", default=[], metavar="NAME", help="wait for this agent"
     )
@@ -158,7 +167,12 @@ async def run_replay(args: argparse.Namespace) -> int:
     if not played:
         err(f"nothing to replay in {args.file} with these options")
         return EXIT_FAILED
-    for name in {args.as_agent or r.agent for r in played}:
+    if args.max_agents < 1:
+        raise UsageError(f"--max-agents must be at least 1: {args.max_agents}")
+    senders = {args.as_agent or r.agent for r in played}
+    if len(senders) > args.max_agents:
+        raise UsageError(f"{args.file}: {too_many_senders(len(senders), args.max_agents)}")
+    for name in senders:
         try:
             BusOptions(agent_name=name)
         except ValueError as exc:
@@ -182,6 +196,7 @@ async def run_replay(args: argparse.Namespace) -> int:
                 as_agent=args.as_agent,
                 wait_for=args.wait_for,
                 on_sent=on_sent,
+                max_agents=args.max_agents,
             )
         )
 

@@ -14,6 +14,11 @@ after it is one record::
 ``subscribed`` and ``unsubscribed`` (with the subscription's ``id`` and
 ``regexp``; a changed regexp is ``subscribed`` again with the same id).
 Bytes that were not UTF-8 are kept as JSON's ``\\udcXX`` escapes.
+
+A recording is read as untrusted input (anyone may hand one over): a line
+is read up to :data:`MAX_RECORD_LINE` characters and no further, and every
+field is checked against what the protocol carries (finite times, ids in
+range, texts that fit a MSG and hold no newline, names of one line).
 """
 
 from __future__ import annotations
@@ -28,8 +33,10 @@ import attrs
 __all__ = [
     "EVENTS",
     "FORMAT_VERSION",
+    "MAX_RECORD_LINE",
     "Record",
     "RecordingError",
+    "bounded_lines",
     "decode_records",
     "encode_header",
     "encode_record",
@@ -48,6 +55,20 @@ EVENTS: dict[str, tuple[str, ...]] = {
     "unsubscribed": ("id", "regexp"),
 }
 
+
+#: The longest line read, in characters: a record of the longest text a MSG
+#: carries (1 MiB), every character escaped as JSON's ``\\uXXXX`` at worst.
+MAX_RECORD_LINE = 6 * 1024 * 1024 + 4096
+#: The longest time a record may give (seconds: about 30 years).
+MAX_TIME = 1e9
+#: The largest subscription id (the protocol's, see ``_peer_regexps``).
+MAX_ID = 2**63 - 1
+#: Longest agent name, host and regexp a record may give.
+MAX_NAME = 1024
+MAX_HOST = 256
+MAX_REGEXP = 16 * 1024
+#: Longest text, in UTF-8 bytes: what one MSG line carries (a 1 MiB line).
+MAX_TEXT = 1024 * 1024 - 24
 
 #: A string as JSON (quoted, escaped: the same as ``json.dumps`` writes it).
 json_string: Callable[[str], str] = encode_basestring_ascii
@@ -88,6 +109,21 @@ def encode_record(record: Record) -> str:
     return json.dumps(fields) + "\n"
 
 
+def bounded_lines(file: Any) -> Iterator[str]:
+    """The lines of a text file, each read up to :data:`MAX_RECORD_LINE` characters.
+
+    Raises:
+      RecordingError: a longer line (a file of one endless line, or a
+        decompression bomb, is refused after that many characters).
+    """
+    number = 0
+    while line := file.readline(MAX_RECORD_LINE + 1):
+        number += 1
+        if len(line) > MAX_RECORD_LINE:
+            raise RecordingError(f"line {number}: over {MAX_RECORD_LINE} characters")
+        yield line
+
+
 def decode_records(lines: Iterable[str]) -> Iterator[dict[str, Any] | Record]:
     """The header (a dict), then each record, from a recording's lines.
 
@@ -111,7 +147,7 @@ def decode_records(lines: Iterable[str]) -> Iterator[dict[str, Any] | Record]:
 def _header(line: str) -> dict[str, Any]:
     try:
         header = json.loads(line)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # (not JSON, nested too deep, a huge number)
         header = None
     if not isinstance(header, dict) or "trivy_recording" not in header:
         raise RecordingError("line 1: not a trivy recording (no header)")
@@ -129,6 +165,8 @@ def _record(number: int, line: str) -> Record:
     except json.JSONDecodeError as exc:
         truncated = " (truncated?)" if not line.endswith("\n") else ""
         raise RecordingError(f"line {number}: not JSON{truncated}: {exc.msg}") from None
+    except (ValueError, RecursionError) as exc:  # a number of 5,000 digits, nesting
+        raise RecordingError(f"line {number}: not a record: {type(exc).__name__}") from None
     if not isinstance(fields, dict):
         raise RecordingError(f"line {number}: not a record")
     event = fields.get("event")
@@ -140,10 +178,29 @@ def _record(number: int, line: str) -> Record:
         extra = {name: fields[name] for name in EVENTS[event]}
     except (KeyError, TypeError, ValueError) as exc:
         raise RecordingError(f"line {number}: a {event} record without a valid {exc}") from None
-    if not (isinstance(agent, str) and isinstance(host, str)) or not t >= 0:
+    if not (isinstance(agent, str) and isinstance(host, str)) or not 0 <= t <= MAX_TIME:
         raise RecordingError(f"line {number}: bad agent, host or time")
     if not all(isinstance(extra.get(k, ""), str) for k in ("text", "regexp")) or not isinstance(
         extra.get("id", 0), int
     ):
         raise RecordingError(f"line {number}: bad field types in a {event} record")
+    problem = _beyond_the_protocol(agent, host, extra)
+    if problem:
+        raise RecordingError(f"line {number}: {problem}")
     return Record(t=t, event=event, agent=agent, host=host, **extra)
+
+
+def _beyond_the_protocol(agent: str, host: str, extra: dict[str, Any]) -> str:
+    """What in a record's fields the protocol cannot carry ("" if nothing)."""
+    text, regexp, sub_id = extra.get("text", ""), extra.get("regexp", ""), extra.get("id", 0)
+    if not agent or len(agent) > MAX_NAME or "\n" in agent or len(host) > MAX_HOST:
+        return "an agent name or host no agent could have"
+    if not 0 <= sub_id <= MAX_ID:
+        return f"a subscription id out of range: {str(sub_id)[:20]}"
+    if "\n" in text or "\n" in regexp:
+        return "a text or regexp with a newline, which no Ivy line carries"
+    if len(regexp) > MAX_REGEXP or (
+        len(text) > MAX_TEXT // 4 and len(text.encode("utf-8", "surrogateescape")) > MAX_TEXT
+    ):
+        return "a text or regexp longer than a MSG line carries"
+    return ""

@@ -47,6 +47,7 @@ from ._options import BusOptionsArgs
 from ._recording_format import (
     Record,
     RecordingError,
+    bounded_lines,
     decode_records,
     encode_header,
     encode_record,
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 __all__ = [
+    "MAX_AGENTS",
     "Record",
     "RecordingError",
     "RecordingStats",
@@ -65,10 +67,19 @@ __all__ = [
     "open_recording",
     "record",
     "replay",
+    "too_many_senders",
 ]
 
 #: What the recorder subscribes to by default: every text.
 EVERYTHING = "^(.*)$"
+#: Senders a replay plays, each by an agent of its own (a socket, tasks and
+#: a connection to every peer each): more need ``as_agent``.
+MAX_AGENTS = 64
+
+
+def too_many_senders(count: int, most: int) -> str:
+    """Why a replay of ``count`` senders is refused."""
+    return f"{count} senders, more than {most} agents: play them all as one (--as NAME)"
 
 
 def open_recording(path: str | Path, mode: str) -> IO[str]:
@@ -89,7 +100,7 @@ def load_recording(path: str | Path) -> tuple[dict[str, Any], list[Record]]:
     """
     with open_recording(path, "r") as file:
         try:
-            items = list(decode_records(file))
+            items = list(decode_records(bounded_lines(file)))
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # a cut or damaged .gz
             raise RecordingError(f"the compressed file is damaged or truncated: {exc}") from None
     header = items[0]
@@ -320,6 +331,7 @@ async def replay(
     as_agent: str | None = None,
     wait_for: Iterable[str] = (),
     on_sent: Callable[[ReplayStats], None] | None = None,
+    max_agents: int = MAX_AGENTS,
     **options: Unpack[BusOptionsArgs],
 ) -> ReplayStats:
     """Play the ``msg`` records onto ``bus`` with their timing (``speed``: how
@@ -335,7 +347,8 @@ async def replay(
     one (counted in :attr:`ReplayStats.unheard`). Times are kept against
     the start, so errors do not add up; with ``loop``, it plays again
     (each pass starting when the previous one's last text was due) until
-    cancelled.
+    cancelled. Each sender is an agent of its own: more than ``max_agents``
+    of them is a ``ValueError`` (play them all ``as_agent``).
     """
     if not speed > 0:
         raise ValueError(f"speed must be positive: {speed!r}")
@@ -344,6 +357,8 @@ async def replay(
     if not played:
         return stats
     names = sorted({as_agent or r.agent for r in played})
+    if len(names) > max_agents:
+        raise ValueError(too_many_senders(len(names), max_agents))
     async with AsyncExitStack() as stack:
         agents = {
             n: await stack.enter_async_context(open_ivy_bus(n, bus, **options)) for n in names

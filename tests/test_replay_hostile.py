@@ -1,0 +1,89 @@
+"""``trivy replay`` reads a recording as untrusted input: one line, exit 2.
+
+Each hostile file makes the command say what is wrong in one line on
+stderr and exit with 2 (a bad input), with no traceback and bounded memory.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import resource
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import trio
+
+from .conftest import free_udp_port
+
+HEADER = json.dumps({"trivy_recording": 1, "bus": "127:2010", "started": "now"}) + "\n"
+
+
+def _msg(t: object = 0.0, text: object = "x", agent: str = "A") -> str:
+    return json.dumps({"t": t, "event": "msg", "agent": agent, "host": "h", "text": text}) + "\n"
+
+
+def _gzip_bomb(path: Path) -> None:
+    """200 MB of one endless line, in a 200 KB file."""
+    with gzip.open(path, "wt", encoding="utf-8") as file:
+        file.write(HEADER)
+        chunk = "0" * (1024 * 1024)
+        for _ in range(200):
+            file.write(chunk)
+
+
+def _plain(*lines: str) -> Callable[[Path], None]:
+    def write(path: Path) -> None:
+        path.write_text(HEADER + "".join(lines), encoding="utf-8")
+
+    return write
+
+
+HOSTILE = {
+    "gzip-bomb.jsonl.gz": (_gzip_bomb, "over 6295552 characters"),
+    "deep.jsonl": (_plain("[" * 100_000 + "]" * 100_000 + "\n"), "not a record"),
+    "big-id.jsonl": (
+        _plain(
+            '{"t": 0, "event": "subscribed", "agent": "A", "host": "h", "id": '
+            + "9" * 5000
+            + ', "regexp": "x"}\n'
+        ),
+        "not a record",
+    ),
+    "far-time.jsonl": (
+        _plain('{"t": 1e400, "event": "msg", "agent": "A", "host": "h", "text": "x"}\n'),
+        "bad agent, host or time",
+    ),
+    "nan-time.jsonl": (
+        _plain('{"t": NaN, "event": "msg", "agent": "A", "host": "h", "text": "x"}\n'),
+        "bad agent, host or time",
+    ),
+    "newline.jsonl": (_plain(_msg(text="two\nlines")), "with a newline"),
+    "huge-text.jsonl": (_plain(_msg(text="x" * (1024 * 1024 + 10))), "longer than a MSG"),
+    "senders.jsonl": (
+        _plain(*(_msg(agent=f"A{i}") for i in range(3000))),
+        "3000 senders, more than 64 agents",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+async def test_a_hostile_recording_is_one_line_and_exit_2(tmp_path: Path, name: str) -> None:
+    write, message = HOSTILE[name]
+    path = tmp_path / name
+    write(path)
+    with trio.fail_after(30):
+        done = await trio.run_process(
+            [sys.executable, "-m", "trivy", "replay", str(path), "-b", f"127:{free_udp_port()}"],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    stderr = done.stderr.decode()
+    assert done.returncode == 2, stderr
+    assert "Traceback" not in stderr
+    assert len(stderr.splitlines()) == 1 and message in stderr, stderr
+    # what the command held at most: far from the 4.1 GB the bomb cost
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 400 * 1024
