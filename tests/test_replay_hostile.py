@@ -64,7 +64,7 @@ HOSTILE = {
     "huge-text.jsonl": (_plain(_msg(text="x" * (1024 * 1024 + 10))), "longer than a MSG"),
     "senders.jsonl": (
         _plain(*(_msg(agent=f"A{i}") for i in range(3000))),
-        "3000 senders, more than 64 agents",
+        "more than 64 senders",
     ),
 }
 
@@ -87,3 +87,26 @@ async def test_a_hostile_recording_is_one_line_and_exit_2(tmp_path: Path, name: 
     assert len(stderr.splitlines()) == 1 and message in stderr, stderr
     # what the command held at most: far from the 4.1 GB the bomb cost
     assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 400 * 1024
+
+
+def test_a_long_recording_is_streamed_not_held(tmp_path: Path) -> None:
+    """40 million records were loaded whole before playing (their memory)."""
+    import tracemalloc
+
+    from trivy._playlist import FilePlaylist, selector
+
+    path = tmp_path / "long.jsonl"
+    count = 200_000
+    with path.open("w", encoding="utf-8") as file:
+        file.write(HEADER)
+        file.writelines(_msg(t=i / 1000, text=f"TRACK {i} " + "x" * 60) for i in range(count))
+    tracemalloc.start()
+    try:
+        playlist = FilePlaylist(path, selector(only="^TRACK"), most_senders=64)
+        played = sum(1 for _ in playlist)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert playlist.count == played == count
+    assert playlist.senders == {"A"} and playlist.last_t == (count - 1) / 1000
+    assert peak < path.stat().st_size / 4, (peak, path.stat().st_size)  # ~20 MB of file

@@ -22,15 +22,15 @@ from ._cli_common import (
     run_until_interrupted,
 )
 from ._options import BusOptions
+from ._playlist import selector
 from .recording import (
     MAX_AGENTS,
+    FilePlaylist,
     RecordingError,
     RecordingStats,
     ReplayStats,
-    load_recording,
     record,
     replay,
-    select,
     too_many_senders,
 )
 
@@ -157,21 +157,21 @@ async def run_replay(args: argparse.Namespace) -> int:
             re.compile(args.only)
         except re.error as exc:
             raise UsageError(f"--only {args.only!r}: {exc}") from None
-    try:
-        _header, records = load_recording(args.file)
+    if args.max_agents < 1:
+        raise UsageError(f"--max-agents must be at least 1: {args.max_agents}")
+    selected = selector(start=args.start, end=args.end, only=args.only, agents=args.agent)
+    try:  # (checked whole, streamed: the file is never held in memory)
+        played = FilePlaylist(args.file, selected, args.max_agents)
     except RecordingError as exc:
         raise UsageError(f"{args.file}: {exc}") from None
     except OSError as exc:
         raise UsageError(f"cannot read {args.file!r}: {exc.strerror}") from None
-    played = select(records, start=args.start, end=args.end, only=args.only, agents=args.agent)
-    if not played:
+    if not played.count:
         err(f"nothing to replay in {args.file} with these options")
         return EXIT_FAILED
-    if args.max_agents < 1:
-        raise UsageError(f"--max-agents must be at least 1: {args.max_agents}")
-    senders = {args.as_agent or r.agent for r in played}
+    senders = {args.as_agent} if args.as_agent else played.senders
     if len(senders) > args.max_agents:
-        raise UsageError(f"{args.file}: {too_many_senders(len(senders), args.max_agents)}")
+        raise UsageError(f"{args.file}: {too_many_senders(args.max_agents)}")
     for name in senders:
         try:
             BusOptions(agent_name=name)
@@ -182,8 +182,8 @@ async def run_replay(args: argparse.Namespace) -> int:
 
     def on_sent(stats: ReplayStats) -> None:
         if terminal and stats.sent % 100 == 0:
-            done = stats.sent - stats.passes * len(played)
-            _progress(f"pass {stats.passes + 1}: {done} of {len(played)} messages")
+            done = stats.sent - stats.passes * played.count
+            _progress(f"pass {stats.passes + 1}: {done} of {played.count} messages")
 
     async def play() -> None:
         result.append(
@@ -202,6 +202,8 @@ async def run_replay(args: argparse.Namespace) -> int:
 
     try:
         interrupted = await run_until_interrupted(partial(play))
+    except RecordingError as exc:  # (the file changed under a later pass)
+        raise CommandFailed(f"{args.file}: {exc}") from None
     except Exception as exc:
         failure = _os_error(exc)
         if failure is None:

@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import gzip
 import math
 import re
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -44,14 +42,8 @@ from ._events import (
 )
 from ._open import open_ivy_bus
 from ._options import BusOptionsArgs
-from ._recording_format import (
-    Record,
-    RecordingError,
-    bounded_lines,
-    decode_records,
-    encode_header,
-    encode_record,
-)
+from ._playlist import FilePlaylist, ListPlaylist, open_recording, read_records, selector
+from ._recording_format import Record, RecordingError, encode_header, encode_record
 from ._recording_format import json_string as _json_string
 
 if TYPE_CHECKING:
@@ -59,6 +51,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_AGENTS",
+    "FilePlaylist",
+    "ListPlaylist",
     "Record",
     "RecordingError",
     "RecordingStats",
@@ -77,32 +71,25 @@ EVERYTHING = "^(.*)$"
 MAX_AGENTS = 64
 
 
-def too_many_senders(count: int, most: int) -> str:
-    """Why a replay of ``count`` senders is refused."""
-    return f"{count} senders, more than {most} agents: play them all as one (--as NAME)"
-
-
-def open_recording(path: str | Path, mode: str) -> IO[str]:
-    """A recording file opened for text (``"w"`` or ``"r"``); gzip when it ends with ``.gz``."""
-    if str(path).endswith(".gz"):
-        opened = gzip.open(path, mode + "t", encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
-        return cast(IO[str], opened)
-    return open(path, mode, encoding="utf-8", errors="surrogateescape")
+def too_many_senders(most: int) -> str:
+    """Why a replay of more than ``most`` senders is refused."""
+    return (
+        f"more than {most} senders, each an agent of its own: play them all as one"
+        " (--as NAME), or allow more (--max-agents)"
+    )
 
 
 def load_recording(path: str | Path) -> tuple[dict[str, Any], list[Record]]:
-    """The header and records of a recording file.
+    """The header and records of a recording file, in memory.
+
+    (``trivy replay`` streams the file instead: :class:`FilePlaylist`.)
 
     Raises:
       RecordingError: not a recording, an unknown version, or a corrupt or
         truncated line (named by its number).
       OSError: the file cannot be read.
     """
-    with open_recording(path, "r") as file:
-        try:
-            items = list(decode_records(bounded_lines(file)))
-        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # a cut or damaged .gz
-            raise RecordingError(f"the compressed file is damaged or truncated: {exc}") from None
+    items = list(read_records(path))
     header = items[0]
     assert isinstance(header, dict)
     return header, [item for item in items[1:] if isinstance(item, Record)]
@@ -309,20 +296,11 @@ def select(
 ) -> list[Record]:
     """The ``msg`` records to replay: within ``[start, end]`` seconds of the
     recording, whose text ``only`` finds (a regexp), from ``agents`` (names)."""
-    wanted = None if agents is None else set(agents)
-    find = None if only is None else re.compile(only).search
-    return [
-        r
-        for r in records
-        if r.event == "msg"
-        and start <= r.t <= end
-        and (wanted is None or r.agent in wanted)
-        and (find is None or find(r.text))
-    ]
+    return list(filter(selector(start=start, end=end, only=only, agents=agents), records))
 
 
 async def replay(
-    records: Sequence[Record],
+    records: Iterable[Record] | FilePlaylist | ListPlaylist,
     bus: str | None = None,
     *,
     speed: float = 1.0,
@@ -336,6 +314,9 @@ async def replay(
 ) -> ReplayStats:
     """Play the ``msg`` records onto ``bus`` with their timing (``speed``: how
     much faster; ``math.inf``: as fast as possible).
+
+    ``records``: a list, or a :class:`FilePlaylist` (a file checked once and
+    streamed, never held in memory: what ``trivy replay`` plays).
 
     A record at ``t`` is sent ``(t - origin) / speed`` seconds after the
     start (``origin``: the recording's second the replay starts at, 0 by
@@ -352,13 +333,13 @@ async def replay(
     """
     if not speed > 0:
         raise ValueError(f"speed must be positive: {speed!r}")
-    played = [r for r in records if r.event == "msg"]
+    played = records if isinstance(records, FilePlaylist | ListPlaylist) else ListPlaylist(records)
     stats = ReplayStats()
-    if not played:
+    if not played.count:
         return stats
-    names = sorted({as_agent or r.agent for r in played})
+    names = sorted({as_agent} if as_agent else played.senders)
     if len(names) > max_agents:
-        raise ValueError(too_many_senders(len(names), max_agents))
+        raise ValueError(too_many_senders(max_agents))
     async with AsyncExitStack() as stack:
         agents = {
             n: await stack.enter_async_context(open_ivy_bus(n, bus, **options)) for n in names
@@ -366,7 +347,7 @@ async def replay(
         for peer_name in wait_for:
             for agent in agents.values():
                 await agent.wait_for_peer(peer_name)
-        length = (played[-1].t - origin) / speed  # one pass, in seconds
+        length = (played.last_t - origin) / speed  # one pass, in seconds
         begin = trio.current_time()
         while True:
             for r in played:
