@@ -88,3 +88,25 @@ async def test_a_fixed_repeat_of_a_fixed_repeat_on_a_long_text_is_guarded(bus: s
     """``(?:.{999}){100}(?!)`` and a 200 KB text: each send took 4-7 s."""
     stall, _errors = await _attack(bus, [b"(?:.{999}){100}(?!)"], ["a" * 200_000] * 3)
     assert stall < STALL, stall
+
+
+async def test_many_regexps_each_cheap_enough_share_one_budget(bus: str) -> None:
+    """10,000 lookaheads of 40 characters, each under the guard's radar: a send
+    of 100 characters ran them all (40-160 ms)."""
+    from trivy._routing import MAX_PEER_STEPS_PER_CHAR
+
+    regexps = [b"(?=.{40})z%d" % i for i in range(10_000)]
+    stall, errors = await _attack(bus, regexps, ["a" * 100] * 5)
+    assert stall < STALL, stall
+    accepted = len(regexps) - len(errors)
+    assert 0 < accepted < len(regexps)
+    assert all(b"steps a character of every text" in error for error in errors)
+    assert accepted * 57 <= MAX_PEER_STEPS_PER_CHAR  # (57 steps a character each)
+
+
+async def test_ten_thousand_plain_regexps_fit_a_peers_budget(bus: str) -> None:
+    anchored = [b"^word%d (.*)" % i for i in range(5_000)]
+    unanchored = [b"lit%d" % i for i in range(5_000)]
+    stall, errors = await _attack(bus, anchored + unanchored, ["word7 hello lit9"])
+    assert errors == []
+    assert stall < STALL, stall

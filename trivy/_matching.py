@@ -101,6 +101,8 @@ class RegexpEntry(Generic[SubscriberT]):
         to a guarded engine (see :mod:`trivy._regexp_guard`) and may raise
         ``TimeoutError``.
       safe_length: the longest text ``re`` is given for this regexp.
+      steps_per_char: the bound on its search's steps a character of text
+        (see :class:`~trivy._regexp_guard.RegexpCheck`).
     """
 
     __slots__ = (
@@ -112,12 +114,15 @@ class RegexpEntry(Generic[SubscriberT]):
         "prefix",
         "regexp",
         "safe_length",
+        "steps_per_char",
         "subscribers",
     )
 
     def __init__(self, regexp: str, mode: MatchMode, *, may_guard: bool = True) -> None:
         # (bounded before it compiles: some regexps take seconds to compile)
-        safe_length = check_regexp(regexp, anchored=mode != "search", longest=MAX_TEXT_LENGTH)
+        safe_length, self.steps_per_char = check_regexp(
+            regexp, anchored=mode != "search", longest=MAX_TEXT_LENGTH
+        )
         if safe_length < MAX_TEXT_LENGTH and not may_guard:
             raise NoMoreGuarded(regexp)
         pattern = compile_uncached(regexp)

@@ -119,9 +119,24 @@ class SearchCost:
         self._parsed = parsed
         self._flags: int = parsed.state.flags
         self._anchored = anchored or (len(parsed) > 0 and parsed[0] == (_c.AT, _c.AT_BEGINNING))
+        # An unanchored search for a pattern that starts with literal
+        # characters scans for them first (a tight loop), and tries the rest
+        # only where they all are: at most once per period of that prefix.
+        self._prefix = 0
+        if not self._anchored and not self._flags & re.IGNORECASE:
+            while self._prefix < len(parsed) and parsed[self._prefix][0] is _c.LITERAL:
+                self._prefix += 1
+        literals = [av for _op, av in parsed[: self._prefix]]
+        self._period = next(
+            (p for p in range(1, len(literals)) if literals[p:] == literals[:-p]), len(literals)
+        )
 
     def steps(self, n: int) -> float:
         """The most steps one search on a text of ``n`` characters may take (inf: overflow)."""
+        if self._prefix:
+            _ways, rest, _tail = _sequence(self._parsed[self._prefix :], n, self._flags)
+            found = n // self._period + 1  # where the prefix can be, at most
+            return n * _SCAN + found * (self._prefix + rest + _POSITION)
         _ways, cost, _tail = _sequence(self._parsed, n, self._flags)
         positions = 1 if self._anchored else n + 1
         return positions * (cost + _POSITION)
@@ -162,6 +177,8 @@ _MARKS = 4.0
 _NESTED = 10.0
 _ITERATION = 6.0
 _POSITION = 4.0
+#: A character passed over by the scan for a literal prefix.
+_SCAN = 0.5
 _ONE_CHAR = {_c.LITERAL, _c.NOT_LITERAL, _c.ANY, _c.IN}
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import regex  # type: ignore[import-untyped]
 
@@ -35,9 +35,11 @@ from ._regexp_cost import MAX_COMPILE_STEPS, SearchCost, compile_steps
 
 __all__ = [
     "MATCH_TIMEOUT",
+    "REFERENCE_LENGTH",
     "SAFE_STEPS",
     "SAFE_STEPS_PER_CHAR",
     "GuardTimeout",
+    "RegexpCheck",
     "check_regexp",
     "guarded_find",
 ]
@@ -93,7 +95,23 @@ def _unrolled_size(items: Any) -> int:
     return size
 
 
-def check_regexp(regexp: str, *, anchored: bool, longest: int) -> int:
+class RegexpCheck(NamedTuple):
+    """What :func:`check_regexp` found out about a regexp, before compiling it."""
+
+    #: The longest text ``re`` may search with it (0: none).
+    safe_length: int
+    #: Its bound's steps a character of a text of :data:`REFERENCE_LENGTH`:
+    #: what it adds to every send that runs it (a peer's regexps share a
+    #: budget of them).
+    steps_per_char: float
+
+
+#: The text length at which a regexp's cost a character is taken (a long
+#: Ivy message).
+REFERENCE_LENGTH = 1024
+
+
+def check_regexp(regexp: str, *, anchored: bool, longest: int) -> RegexpCheck:
     """Refuse what would cost too much to compile; the longest text ``re`` may search.
 
     Args:
@@ -105,7 +123,8 @@ def check_regexp(regexp: str, *, anchored: bool, longest: int) -> int:
     Returns:
       the longest text (up to ``longest``) whose search by ``re`` stays
       within :data:`SAFE_STEPS` steps, or :data:`SAFE_STEPS_PER_CHAR` a
-      character; 0 when even the empty text does not.
+      character (0 when even the empty text does not); and its steps a
+      character.
 
     Raises:
       re.error: it does not parse.
@@ -125,7 +144,8 @@ def check_regexp(regexp: str, *, anchored: bool, longest: int) -> int:
         size = _unrolled_size(parsed)
         if size > MAX_UNROLLED:
             raise ValueError(f"regexp too big to match safely (counted repeats of {size})")
-    return safe_length
+    per_char = cost.steps(REFERENCE_LENGTH) / (REFERENCE_LENGTH + 1)
+    return RegexpCheck(safe_length, per_char)
 
 
 def guarded_find(regexp: str, mode: str) -> Callable[[str], Any]:

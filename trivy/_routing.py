@@ -60,6 +60,12 @@ SHORT_TEXT = 1024
 MAX_GUARDED_PER_PEER = 8
 #: A peer whose regexps ran out of time this many times is disconnected.
 MAX_GUARD_STRIKES = 3
+#: What one peer's regexps may cost together, in steps of the cost bound a
+#: character of a text (``_regexp_cost``): every send runs them, so they
+#: share this budget (those that need the guard are bounded by it instead).
+#: 10,000 unanchored literals take about 25,000; a send of 100 characters
+#: costs one peer 20 M steps at most (20-80 ms).
+MAX_PEER_STEPS_PER_CHAR = 200_000
 
 
 class Router:
@@ -77,6 +83,7 @@ class Router:
         self._overflow_disconnects = options.overflow == "disconnect"
         # Per peer: its regexps that need the guard, and how many ran out of time.
         self._guarded: dict[PeerSession, int] = {}
+        self._steps_per_char: dict[PeerSession, float] = {}
         self._guard_strikes: dict[PeerSession, int] = {}
         self._java_newlines = options.java_newlines
         self._report = report
@@ -108,17 +115,28 @@ class Router:
             )
         except NoMoreGuarded:
             raise ValueError(too_many) from None
+        if entry.guarded and guarded >= MAX_GUARDED_PER_PEER:  # (an entry another peer made)
+            self.table.remove(session, sub_id, regexp)
+            raise ValueError(too_many)
+        # (one that needs the guard is bounded by it: 8 a peer, under a timeout)
+        steps = self._steps_per_char.get(session, 0.0) + _linear_cost(entry)
+        if steps > MAX_PEER_STEPS_PER_CHAR:
+            self.table.remove(session, sub_id, regexp)
+            raise ValueError(
+                f"this peer's regexps would cost over {MAX_PEER_STEPS_PER_CHAR} steps"
+                " a character of every text"
+            )
+        self._steps_per_char[session] = steps
         if entry.guarded:
-            if guarded >= MAX_GUARDED_PER_PEER:  # (an entry another peer made)
-                self.table.remove(session, sub_id, regexp)
-                raise ValueError(too_many)
             self._guarded[session] = guarded + 1
 
     def remove(self, session: PeerSession, sub_id: int, regexp: str) -> None:
         """A peer unsubscribed."""
         entry = self.table.entry(regexp)
-        if entry is not None and entry.guarded and (session, sub_id) in entry.subscribers:
-            self._guarded[session] -= 1
+        if entry is not None and (session, sub_id) in entry.subscribers:
+            self._steps_per_char[session] -= _linear_cost(entry)
+            if entry.guarded:
+                self._guarded[session] -= 1
         self.table.remove(session, sub_id, regexp)
 
     def forget(self, session: PeerSession) -> None:
@@ -126,6 +144,7 @@ class Router:
         for sub_id, regexp in session.peer.subscriptions.items():
             self.table.remove(session, sub_id, regexp)
         self._guarded.pop(session, None)
+        self._steps_per_char.pop(session, None)
         self._guard_strikes.pop(session, None)
 
     # --------------------------------------------------------------- sending
@@ -236,3 +255,8 @@ class Router:
         congested, self.congested = self.congested, []
         for session in congested:
             await session.output.wait_for_room()
+
+
+def _linear_cost(entry: RegexpEntry[PeerSession]) -> float:
+    """What a regexp adds to its peer's budget: its steps a character, unless guarded."""
+    return 0.0 if entry.guarded else entry.steps_per_char
