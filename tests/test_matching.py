@@ -81,3 +81,16 @@ def test_index_never_hides_a_match(patterns: list[str], text: str) -> None:
         table.add("p", i, pattern)
     expected = {p for p in patterns if re.search(p, text)}
     assert matching(table, text) == expected
+
+
+def test_the_table_bounds_the_characters_of_all_the_peers_regexps() -> None:
+    table: RegexpTable[str] = RegexpTable("search", max_characters=12)
+    table.add("P1", 0, "^abcdef")
+    table.add("P2", 0, "^abcdef")  # the same regexp: counted once
+    with pytest.raises(ValueError, match="over 12 characters"):
+        table.add("P2", 1, "^ghijkl")
+    assert table.characters == 7
+    table.remove("P1", 0, "^abcdef")
+    table.remove("P2", 0, "^abcdef")
+    assert table.characters == 0
+    table.add("P2", 1, "^ghijkl")  # room again

@@ -18,6 +18,7 @@ from ._regexp_guard import check_regexp, guarded_find
 
 __all__ = [
     "MATCH_MODES",
+    "MAX_TABLE_CHARACTERS",
     "MatchMode",
     "NoMoreGuarded",
     "RegexpEntry",
@@ -40,6 +41,12 @@ MAX_TEXT_LENGTH = 1024 * 1024
 MANY_GROUPS = 200
 #: Bytes of groups a checked match may carry (the MSG line limit).
 MAX_GROUPS_TEXT = MAX_TEXT_LENGTH - 1024
+
+
+#: Characters of regexps the table holds, from all the peers (each distinct
+#: regexp once): with 1,000 peers of 1 Mi characters each, what the compiled
+#: patterns cost would be gigabytes; this keeps it to hundreds of megabytes.
+MAX_TABLE_CHARACTERS = 16 * 1024 * 1024
 
 
 class NoMoreGuarded(ValueError):
@@ -159,10 +166,15 @@ class RegexpTable(Generic[SubscriberT]):
         start, ivy-python) or ``"fullmatch"`` (the whole text, ivy-java).
     """
 
-    def __init__(self, mode: MatchMode = "search") -> None:
+    def __init__(
+        self, mode: MatchMode = "search", max_characters: int = MAX_TABLE_CHARACTERS
+    ) -> None:
         if mode not in MATCH_MODES:
             raise ValueError(f"match mode must be one of {MATCH_MODES}, not {mode!r}")
         self.mode: MatchMode = mode
+        self.max_characters = max_characters
+        #: Characters of the distinct regexps compiled, in all.
+        self.characters = 0
         self._entries: dict[str, RegexpEntry[SubscriberT]] = {}
         # prefix length → prefix → entries with that prefix: a text is looked
         # up once per distinct prefix length (a handful), whatever the count
@@ -194,14 +206,20 @@ class RegexpTable(Generic[SubscriberT]):
           re.error: the regexp does not compile (nothing is recorded).
           ValueError: it cannot be matched safely (see :mod:`trivy._regexp_guard`),
             or it needs the guard and not ``may_guard`` (then nothing compiled
-            it: refusing costs only its parse).
+            it: refusing costs only its parse), or the table holds
+            ``max_characters`` of regexps from all the peers already.
         """
         entry = self._entries.get(regexp)
         if entry is None:
+            if self.characters + len(regexp) > self.max_characters:
+                raise ValueError(
+                    f"the regexps of all the peers are over {self.max_characters} characters"
+                )
             with warnings.catch_warnings():  # a peer's regexp is no warning of ours
                 warnings.simplefilter("ignore")
                 entry = RegexpEntry[SubscriberT](regexp, self.mode, may_guard=may_guard)
             self._entries[regexp] = entry
+            self.characters += len(regexp)
             if entry.prefix:
                 by_prefix = self._by_prefix.setdefault(len(entry.prefix), {})
                 by_prefix.setdefault(entry.prefix, {})[entry] = None
@@ -224,6 +242,7 @@ class RegexpTable(Generic[SubscriberT]):
             return  # (the value stored is None)
         if not entry.subscribers:
             del self._entries[regexp]
+            self.characters -= len(regexp)
             if entry.prefix:
                 by_prefix = self._by_prefix[len(entry.prefix)]
                 bucket = by_prefix[entry.prefix]
