@@ -630,9 +630,10 @@ async def test_slow_regexps_are_capped_per_peer_and_a_repeat_offender_is_dropped
             await raw.handshake("RAW", adds)
             await _pong(raw, 1)
             assert len(a.peers[0].subscriptions) == 8  # MAX_GUARDED_PER_PEER
-            started = time.perf_counter()
-            await a.send("an ordinary sentence")
-            assert time.perf_counter() - started < 8 * 0.02 + 0.2
+            for _ in range(3):  # a send spends 20 ms on this peer's regexps, then skips them
+                started = time.perf_counter()
+                await a.send("an ordinary sentence")
+                assert time.perf_counter() - started < 0.02 * 2 + 0.1
             await wait_for_event(events, trivy.PeerDisconnected)  # 3 strikes: dropped
             assert a.peers == []
             await raw.aclose()

@@ -13,7 +13,7 @@ import trio
 import trio.testing
 
 import trivy
-from trivy.testing import RawPeer, wait_for_subscription
+from trivy.testing import RawPeer, wait_for_event, wait_for_subscription
 
 from .heartbeat import Heartbeat
 
@@ -110,3 +110,34 @@ async def test_ten_thousand_plain_regexps_fit_a_peers_budget(bus: str) -> None:
     stall, errors = await _attack(bus, anchored + unanchored, ["word7 hello lit9"])
     assert errors == []
     assert stall < STALL, stall
+
+
+async def test_a_send_spends_a_bounded_time_on_one_peers_regexps(bus: str) -> None:
+    """Within the budget a character, thousands of lookaheads still cost a long
+    text seconds: measured, one send spends 20 ms on them, then skips them."""
+    from trivy._routing import PEER_SEND_BUDGET
+
+    heartbeat = Heartbeat()
+    regexps = b"".join(b"1 %d\x02(?=.{40})z%d\n" % (i, i) for i in range(10_000))
+    with trio.fail_after(TIMEOUT):
+        async with (
+            trivy.open_ivy_bus("A", bus) as a,
+            a.events() as events,
+            trio.open_nursery() as nursery,
+        ):
+            raw = await RawPeer.connect(a)
+            await raw.handshake("RAW", regexps)
+            await _pong(raw, 1)
+            nursery.start_soon(heartbeat.run)
+            took = []
+            for _ in range(3):
+                started = time.perf_counter()
+                await a.send("a" * 10_000)
+                took.append(time.perf_counter() - started)
+            left = await wait_for_event(events, trivy.PeerDisconnected)
+            nursery.cancel_scope.cancel()
+            await raw.aclose()
+    assert isinstance(left, trivy.PeerDisconnected)
+    assert left.reason.startswith("its regexps took over 20 ms")
+    assert max(took) < PEER_SEND_BUDGET + 0.1, took
+    assert heartbeat.longest < STALL, heartbeat.longest

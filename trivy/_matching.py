@@ -9,6 +9,7 @@ regexps whose prefix it starts with, plus the few that have none.
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from collections.abc import Callable, Collection
@@ -17,6 +18,7 @@ from typing import Any, Generic, Literal, TypeVar
 from ._regexp_guard import check_regexp, guarded_find
 
 __all__ = [
+    "COSTLY_STEPS",
     "MATCH_MODES",
     "MAX_TABLE_CHARACTERS",
     "MatchMode",
@@ -43,6 +45,9 @@ MANY_GROUPS = 200
 MAX_GROUPS_TEXT = MAX_TEXT_LENGTH - 1024
 
 
+#: Steps of a search's bound from which the router times it (about 20 us):
+#: cheaper ones, the common case, cost no clock.
+COSTLY_STEPS = 20_000
 #: Characters of regexps the table holds, from all the peers (each distinct
 #: regexp once): with 1,000 peers of 1 Mi characters each, what the compiled
 #: patterns cost would be gigabytes; this keeps it to hundreds of megabytes.
@@ -115,6 +120,7 @@ class RegexpEntry(Generic[SubscriberT]):
     __slots__ = (
         "_guarded",
         "_re_find",
+        "costly_above",
         "find",
         "guarded",
         "mode",
@@ -130,6 +136,9 @@ class RegexpEntry(Generic[SubscriberT]):
         safe_length, self.steps_per_char = check_regexp(
             regexp, anchored=mode != "search", longest=MAX_TEXT_LENGTH
         )
+        #: Texts longer than this may cost a search COSTLY_STEPS or more: the
+        #: router times those searches and charges them to the subscribers.
+        self.costly_above = COSTLY_STEPS / self.steps_per_char if self.steps_per_char else math.inf
         if safe_length < MAX_TEXT_LENGTH and not may_guard:
             raise NoMoreGuarded(regexp)
         pattern = compile_uncached(regexp)

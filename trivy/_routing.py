@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from time import perf_counter
 
 from . import protocol
 from ._connection import MAX_LINE_LENGTH, REFUSED, msg_payload
@@ -66,6 +67,10 @@ MAX_GUARD_STRIKES = 3
 #: 10,000 unanchored literals take about 25,000; a send of 100 characters
 #: costs one peer 20 M steps at most (20-80 ms).
 MAX_PEER_STEPS_PER_CHAR = 200_000
+#: Seconds one send may spend on one peer's costly regexps (the backstop of
+#: the cost bound, measured): past it, its other costly regexps are skipped
+#: for this send; at the third send over it, the peer is disconnected.
+PEER_SEND_BUDGET = 0.02
 
 
 class Router:
@@ -85,6 +90,11 @@ class Router:
         self._guarded: dict[PeerSession, int] = {}
         self._steps_per_char: dict[PeerSession, float] = {}
         self._guard_strikes: dict[PeerSession, int] = {}
+        # Time spent in timed searches for each peer during this send, the
+        # peers over their budget, and their strikes over all sends.
+        self._spent: dict[PeerSession, float] = {}
+        self._over_budget: set[PeerSession] = set()
+        self._budget_strikes: dict[PeerSession, int] = {}
         self._java_newlines = options.java_newlines
         self._report = report
         self._log = LogLimiter(logger)
@@ -146,6 +156,7 @@ class Router:
         self._guarded.pop(session, None)
         self._steps_per_char.pop(session, None)
         self._guard_strikes.pop(session, None)
+        self._budget_strikes.pop(session, None)
 
     # --------------------------------------------------------------- sending
     def route(self, text: str, *, only: PeerSession | None = None, wait: bool) -> int:
@@ -179,12 +190,19 @@ class Router:
         )
         too_slow = None
         for entry in candidates:
+            timed = length > entry.costly_above  # (cheap regexps, usual texts: no clock)
+            if timed:
+                if self._over_budget and self._all_over_budget(entry):
+                    continue
+                started = perf_counter()
             try:  # (free unless raised: the guard of a regexp that may backtrack)
                 found = entry.find(text)
             except TimeoutError:
+                found = None
                 too_slow = entry
                 self._too_slow.append(entry)
-                continue
+            if timed:
+                self._charge(entry, perf_counter() - started)
             if found is None:
                 continue
             payload = msg_payload(found.groups(""))  # a group that took no part: ""
@@ -212,6 +230,8 @@ class Router:
                     if session not in self.congested:  # QUEUED_OVER_LIMIT
                         self.congested.append(session)
                 count += 1
+        if self._spent:
+            self._end_of_send_budgets()
         if too_slow is not None:
             self._disable_too_slow()
         if self._to_abort:
@@ -219,6 +239,33 @@ class Router:
             for session in sessions:
                 session.abort()
         return count
+
+    def _charge(self, entry: RegexpEntry[PeerSession], seconds: float) -> None:
+        """A timed search: its time is charged to each subscriber of the regexp."""
+        spent = self._spent
+        for session, _sub_id in entry.subscribers:
+            total = spent[session] = spent.get(session, 0.0) + seconds
+            if total > PEER_SEND_BUDGET and session not in self._over_budget:
+                self._over_budget.add(session)
+
+    def _all_over_budget(self, entry: RegexpEntry[PeerSession]) -> bool:
+        return all(session in self._over_budget for session, _ in entry.subscribers)
+
+    def _end_of_send_budgets(self) -> None:
+        """After a send: peers whose regexps took over their budget get a strike."""
+        for session in self._over_budget:
+            spent = self._spent[session] * 1000
+            strikes = self._budget_strikes[session] = self._budget_strikes.get(session, 0) + 1
+            session.log.warning(
+                "%s: its regexps took %.0f ms of one send; the rest were skipped",
+                session.peer,
+                spent,
+            )
+            if strikes >= MAX_GUARD_STRIKES:
+                session.log.warning("%s: its regexps are too slow, disconnecting", session.peer)
+                session.abort(f"its regexps took over {PEER_SEND_BUDGET * 1000:g} ms of sends")
+        self._spent.clear()
+        self._over_budget.clear()
 
     def _disable_too_slow(self) -> None:
         """Drop the regexps that ran out of time; their peers get an ERROR."""
