@@ -92,14 +92,32 @@ async def _trivy_stdin_closed() -> None:
     await trio.to_thread.run_sync(sys.stdin.read, abandon_on_cancel=True)
 
 
-async def _trivy_wait_subscribers(bus: Any, peers: int, subs: int) -> list[Any]:
-    """Poll until ``peers`` BenchRecv* agents each show ``subs`` subscriptions."""
+#: Regexps of the shapes that broke the bounds (issue: bounds that hold),
+#: each made distinct by its number: a receiver of trivy subscribes them, a
+#: sender of trivy has to take, refuse or bound each.
+HOSTILE_SHAPES = (
+    "(?=.{40})z%d",
+    "(?:(?=(?:(?=(?:(?=.{16}).){16}).){16}).){16}(?!)z%d",
+    ".*.{1054}(?!)z%d",
+    "(?:.{99}){10}(?!)z%d",
+    "(\\S+) (\\S+) (\\S+) z%d",
+)
+
+
+async def _trivy_wait_subscribers(
+    bus: Any, peers: int, subs: int, last: str | None = None
+) -> list[Any]:
+    """Poll until ``peers`` BenchRecv* agents each show ``subs`` subscriptions
+    (or, with ``last``, that regexp: the one they subscribed last)."""
     import trio
 
+    def ready(peer: Any) -> bool:
+        if last is not None:
+            return last in peer.subscriptions.values()
+        return len(peer.subscriptions) >= subs
+
     while True:
-        found = [
-            p for p in bus.peers if p.name.startswith(RECV_PREFIX) and len(p.subscriptions) >= subs
-        ]
+        found = [p for p in bus.peers if p.name.startswith(RECV_PREFIX) and ready(p)]
         if len(found) >= peers:
             return found
         await trio.sleep(POLL)
@@ -119,7 +137,7 @@ async def trivy_main(args: argparse.Namespace) -> None:
             if args.role == "recv":
                 await _trivy_recv(bus, args)
             elif args.role == "send":
-                await _trivy_wait_subscribers(bus, args.peers, args.subs)
+                await _trivy_wait_subscribers(bus, args.peers, args.subs, args.wait_regexp)
                 start = time.monotonic()
                 for i in range(args.n):
                     await bus.send(f"{args.prefix} {i}")
@@ -153,6 +171,8 @@ async def _trivy_recv(bus: Any, args: argparse.Namespace) -> None:
 
     for i in range(args.extra):
         bus.bind(lambda *_: None, f"^word{i} (.*)")
+    for i in range(args.hostile):
+        bus.bind(lambda *_: None, HOSTILE_SHAPES[i % len(HOSTILE_SHAPES)] % i)
     n = args.n
     first = last = 0.0
     count = 0
@@ -401,6 +421,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--regexp", default=r"^data (.*)")
     parser.add_argument("--prefix", default="data")
     parser.add_argument("--extra", type=int, default=0, help="decoy ^word<i> regexps")
+    parser.add_argument(
+        "--hostile", type=int, default=0, help="decoy regexps of the red team's shapes"
+    )
+    parser.add_argument("--wait-regexp", default=None, help="send once peers have this one")
     parser.add_argument("--peers", type=int, default=1)
     parser.add_argument("--subs", type=int, default=1)
     return parser.parse_args(argv)

@@ -208,13 +208,16 @@ def throughput(impl: str, n: int, receivers: int = 1, mode: str = "iter", extra:
 GUARDED_REGEXP = r"^(?:\w+ )*(\d+)$"
 
 
-def send_rate(impl: str, n: int, extra: int, regexp: str | None = None) -> float:
+def send_rate(impl: str, n: int, extra: int, regexp: str | None = None, hostile: int = 0) -> float:
     """Sends per second at the sender, texts matching 1 of ``extra + 1`` regexps.
 
     With ``regexp``, the receiver subscribes that instead (and the texts,
-    ``word<extra> <i>``, must match it).
+    ``word<extra> <i>``, must match it). With ``hostile``, the receiver
+    also subscribes that many regexps of the shapes that broke the bounds
+    (the sender refuses or bounds them: it waits for the receiver's last one).
     """
     bus = free_bus()
+    main = regexp or rf"^word{extra} (.*)"
     with agents() as start:
         recv = start(
             impl,
@@ -224,9 +227,11 @@ def send_rate(impl: str, n: int, extra: int, regexp: str | None = None) -> float
             "-n",
             str(n),
             "--regexp",
-            regexp or rf"^word{extra} (.*)",
+            main,
             "--extra",
             str(extra),
+            "--hostile",
+            str(hostile),
         )
         recv.expect("ready")
         sender = start(
@@ -240,6 +245,7 @@ def send_rate(impl: str, n: int, extra: int, regexp: str | None = None) -> float
             f"word{extra}",
             "--subs",
             str(extra + 1),
+            *(("--wait-regexp", main) if hostile else ()),
         )
         sent = sender.expect("start", timeout=LINE_TIMEOUT * 2)
         result = recv.expect("count", timeout=LINE_TIMEOUT * 2)
@@ -421,6 +427,15 @@ def run_suite(
         for impl in IMPLS:
             measure(row, impl, partial(send_rate, impl, sizes.decoy_messages, sizes.decoys))
         rows.append(row)
+    if want("hostile"):
+        # trivy only: ivy-python's sender would spend seconds a send on them
+        row = Row(
+            f"send rate, receiver with {sizes.decoys + 1} regexps of hostile shapes", "msg/s", True
+        )
+        rate = partial(send_rate, "trivy", sizes.decoy_messages, 0, None, sizes.decoys)
+        measure(row, "trivy", rate)
+        row.notes["ivy"] = "not run: seconds a send"
+        rows.append(row)
     if want("guard"):
         row = Row("send rate, receiver with a guarded regexp", "msg/s", True)
         for impl in IMPLS:
@@ -505,7 +520,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=["throughput", "roundtrip", "fanout", "regexps", "guard", "join", "memory"],
+        choices=[
+            "throughput",
+            "roundtrip",
+            "fanout",
+            "regexps",
+            "hostile",
+            "guard",
+            "join",
+            "memory",
+        ],
         help="run this scenario only (repeatable)",
     )
     args = parser.parse_args(argv)
