@@ -271,7 +271,7 @@ async def test_send_counts_and_exit_codes() -> None:
         async with ivy_python_peer(port, bind=("^hello (.*)",)) as peer:
             done = await run("send", "-b", f"127:{port}", "--wait-for", PEER_NAME, "hello x", "y")
             assert done.returncode == 0, done.stderr
-            assert done.stdout.decode() == "-> Sent to 1 peers\n"
+            assert done.stdout.decode() == "-> Sent to 1 peer\n-> Sent to 0 peers\n"  # each text
             assert (await peer.expect("msg"))["groups"] == ["x"]
 
             done = await run("send", "-b", f"127:{port}", "nobody wants this")

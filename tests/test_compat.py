@@ -502,6 +502,19 @@ def test_bindings_made_before_start_are_kept(port: int) -> None:
         b.stop()
 
 
+def test_an_empty_bus_string_means_the_default_as_in_ivy_python(
+    port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ivy-python reads "" as $IVYBUS then the default; trivy's own API refuses it."""
+    monkeypatch.setenv("IVYBUS", f"127:{port}")
+    server = IvyServer("COMPAT", usesDaemons=True)
+    server.start("")
+    try:
+        assert server.ivybus == ("127.255.255.255", port)
+    finally:
+        server.stop()
+
+
 # ------------------------------------------------------- module functions
 def test_decode_ivybus_falls_back_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IVYBUS", "10.1:3456")

@@ -158,9 +158,11 @@ def test_parse_bus_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert protocol.parse_bus(None) == (("127.255.255.255",), 2010)
     assert protocol.parse_bus("") == (("127.255.255.255",), 2010)
     assert str(protocol.parse_bus("10.1:99")) == "10.1.255.255:99"
-    # ...the options do: None and "" mean $IVYBUS, then 127:2010
+    # ...the options do: None means $IVYBUS, then 127:2010; "" is a mistake
     assert trivy.BusOptions(agent_name="A").bus == (("192.168.1.255",), 3456)
-    assert trivy.BusOptions(agent_name="A", bus="").bus == (("192.168.1.255",), 3456)
+    for empty in ("", "  "):
+        with pytest.raises(ValueError, match="an empty bus string"):
+            trivy.BusOptions(agent_name="A", bus=empty)
     monkeypatch.delenv("IVYBUS")
     assert trivy.BusOptions(agent_name="A").bus == (("127.255.255.255",), 2010)
 

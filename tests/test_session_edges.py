@@ -189,3 +189,19 @@ async def test_our_own_lines_stay_within_what_peers_accept(bus: str) -> None:
             assert a.subscriptions == {}  # nothing half-made
             async with trivy.open_ivy_bus("B", bus) as b:
                 assert (await b.wait_for_peer("A")).name == "A"
+
+
+async def test_send_direct_says_which_parameter_has_the_wrong_type(bus: str) -> None:
+    """A str id put a malformed line on the wire; a name said 'not connected'."""
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a, trivy.open_ivy_bus("B", bus):
+            peer = await a.wait_for_peer("B")
+            with pytest.raises(TypeError, match="the id must be an int, not str"):
+                a.send_direct(peer, "1", "text")  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match="the id must be an int, not float"):
+                a.send_direct(peer, 1.5, "text")  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match="the text must be a str, not float"):
+                a.send_direct(peer, 1, 2.5)  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match=r"peer must be a Peer .* not str"):
+                a.send_direct("B", 1, "text")  # type: ignore[arg-type]
+            a.send_direct(peer, 1, "text")  # and the right types still go

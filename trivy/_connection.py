@@ -174,7 +174,13 @@ class Connection(SendBuffer):
         self._queue(MsgType.MSG, sub_id, [self._text(g) for g in groups])
 
     def send_direct(self, num_id: int, text: str) -> None:
-        """DIRECT_MSG."""
+        """DIRECT_MSG.
+
+        Raises:
+          TypeError: the id is not an int, or the text not a str.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"the text must be a str, not {type(text).__name__}")
         self._queue(MsgType.DIRECT_MSG, num_id, self._text(text))
 
     def send_error(self, num_id: int, text: str) -> None:

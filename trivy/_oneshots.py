@@ -15,6 +15,7 @@ import trio
 
 from ._bus import IvyBus
 from ._cli_common import EXIT_FAILED, EXIT_OK, UsageError, bus_options, err, join, out
+from ._probe_commands import peers_count
 
 __all__ = ["run_die", "run_ping", "run_send", "run_who"]
 
@@ -47,9 +48,10 @@ async def run_send(args: argparse.Namespace) -> int:
         if waiting.cancelled_caught:
             return _not_found(args.wait_for, args.timeout)
         total = 0
-        for text in args.texts:
-            total += await bus.send(text)
-    out(f"-> Sent to {total} peers")
+        for text in args.texts:  # (a line per text, as the probe says it)
+            count = await bus.send(text)
+            out(f"-> Sent to {peers_count(count)}")
+            total += count
     return EXIT_OK if total else EXIT_FAILED
 
 

@@ -101,10 +101,13 @@ def resolve_bus(bus: str | BusAddress | None) -> BusAddress:
     """A bus string (or None: ``$IVYBUS``, then ``127:2010``) as a :class:`BusAddress`.
 
     Raises:
-      ValueError: a malformed bus string, or an IPv6 one (not supported yet).
+      ValueError: a malformed bus string, an empty one (only None means the
+        default), or an IPv6 one (not supported yet).
     """
     if isinstance(bus, BusAddress):
         address = bus
+    elif isinstance(bus, str) and not bus.strip():
+        raise ValueError("an empty bus string: give NETWORKS:PORT, or None for the default")
     else:
         address = protocol.parse_bus(bus or os.environ.get(protocol.IVYBUS_ENV))
     for network in address.networks:

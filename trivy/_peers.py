@@ -139,8 +139,13 @@ class PeerSet:
         """The open session of ``peer``.
 
         Raises:
+          TypeError: ``peer`` is not a :class:`~trivy.Peer` (a name, say).
           IvyIllegalStateError: the peer is not (or no longer) connected.
         """
+        if not isinstance(peer, Peer):
+            raise TypeError(
+                f"peer must be a Peer (from bus.peers, or an event), not {type(peer).__name__}"
+            )
         session = self._by_peer.get(peer)
         if session is None or session.closing:
             raise IvyIllegalStateError(f"{peer} is not connected")

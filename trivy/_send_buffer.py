@@ -91,6 +91,10 @@ class SendBuffer:
 
     def _queue(self, msg_type: int, num_id: int, params: str | Sequence[str] = "") -> None:
         self._check_open()
+        if type(num_id) is not int:  # (a str or a float would make a malformed line)
+            raise TypeError(f"the id must be an int, not {type(num_id).__name__}: {num_id!r}")
+        if not isinstance(params, str) and not all(isinstance(p, str) for p in params):
+            raise TypeError(f"the text must be a str, not {params!r}")
         line = protocol.encode(msg_type, num_id, params)
         if len(line) > MAX_LINE_LENGTH + 1:
             size = len(line) - 1

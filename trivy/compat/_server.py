@@ -138,7 +138,7 @@ class IvyServer(ServerHandlers):
         # Checked here, in the caller's thread: a bad value is its ValueError.
         options = BusOptions(
             agent_name=self.agent_name,
-            bus=ivybus,
+            bus=ivybus or None,  # (ivy-python: empty means the default)
             ready_message=self.ready_message or None,
             match_mode=self.match_mode,
         )
