@@ -46,7 +46,7 @@ BAD_FILES = [
     ([HEADER, A_MSG + ', "tex'], "line 2: not JSON (truncated?)"),
     ([HEADER, "\n", A_MSG.replace("msg", "boom") + "}\n"], "line 3: unknown event 'boom'"),
     ([HEADER, A_MSG + "}\n"], "line 2: a msg record without"),
-    ([HEADER, A_MSG.replace('"t": 0', '"t": -1') + ', "text": ""}\n'], "line 2: bad agent"),
+    ([HEADER, A_MSG.replace('"t": 0', '"t": -1') + ', "text": ""}\n'], "line 2: 't' must be 0 to"),
     ([HEADER, "[1, 2]\n"], "line 2: not a record"),
 ]
 

@@ -54,11 +54,11 @@ HOSTILE = {
     ),
     "far-time.jsonl": (
         _plain('{"t": 1e400, "event": "msg", "agent": "A", "host": "h", "text": "x"}\n'),
-        "bad agent, host or time",
+        "'t' must be 0 to 1e+09 seconds",
     ),
     "nan-time.jsonl": (
         _plain('{"t": NaN, "event": "msg", "agent": "A", "host": "h", "text": "x"}\n'),
-        "bad agent, host or time",
+        "'t' must be 0 to 1e+09 seconds",
     ),
     "newline.jsonl": (_plain(_msg(text="two\nlines")), "with a newline"),
     "huge-text.jsonl": (_plain(_msg(text="x" * (1024 * 1024 + 10))), "longer than a MSG"),
@@ -110,3 +110,30 @@ def test_a_long_recording_is_streamed_not_held(tmp_path: Path) -> None:
     assert playlist.count == played == count
     assert playlist.senders == {"A"} and playlist.last_t == (count - 1) / 1000
     assert peak < path.stat().st_size / 4, (peak, path.stat().st_size)  # ~20 MB of file
+
+
+@pytest.mark.parametrize(
+    ("line", "said"),
+    [
+        (
+            '{"t": "x", "event": "msg", "agent": "A", "host": "h", "text": "t"}',
+            "'t' must be a number of seconds, not str 'x'",
+        ),
+        (
+            '{"t": 1, "event": "msg", "agent": 3, "host": "h", "text": "t"}',
+            "'agent' must be a string, not int 3",
+        ),
+        ('{"t": 1, "event": "msg", "agent": "A", "host": "h"}', "a msg record without 'text'"),
+        (
+            '{"t": 1, "event": "subscribed", "agent": "A", "host": "h", "id": 1.5, "regexp": "x"}',
+            "'id' must be an integer, not float 1.5",
+        ),
+    ],
+)
+def test_a_bad_field_is_named_in_one_sentence(line: str, said: str) -> None:
+    """It read 'a msg record without a valid could not convert string to float'."""
+    from trivy._recording_format import RecordingError, decode_records
+
+    with pytest.raises(RecordingError) as raised:
+        list(decode_records([HEADER, line + "\n"]))
+    assert str(raised.value) == f"line 2: {said}"

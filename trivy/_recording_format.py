@@ -172,22 +172,35 @@ def _record(number: int, line: str) -> Record:
     event = fields.get("event")
     if event not in EVENTS:
         raise RecordingError(f"line {number}: unknown event {event!r}")
-    try:
-        t = float(fields["t"])
-        agent, host = fields["agent"], fields["host"]
-        extra = {name: fields[name] for name in EVENTS[event]}
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RecordingError(f"line {number}: a {event} record without a valid {exc}") from None
-    if not (isinstance(agent, str) and isinstance(host, str)) or not 0 <= t <= MAX_TIME:
-        raise RecordingError(f"line {number}: bad agent, host or time")
-    if not all(isinstance(extra.get(k, ""), str) for k in ("text", "regexp")) or not isinstance(
-        extra.get("id", 0), int
-    ):
-        raise RecordingError(f"line {number}: bad field types in a {event} record")
+    for name in ("t", "agent", "host", *EVENTS[event]):
+        if name not in fields:
+            raise RecordingError(f"line {number}: a {event} record without {name!r}")
+        value = fields[name]
+        kinds, said = _FIELDS[name]
+        if type(value) not in kinds:  # (type(): a bool is no number here)
+            what = f"{type(value).__name__} {repr(value)[:40]}"
+            raise RecordingError(f"line {number}: {name!r} must be {said}, not {what}")
+    t, agent, host = fields["t"], fields["agent"], fields["host"]
+    if not 0 <= t <= MAX_TIME:  # (NaN fails both)
+        raise RecordingError(f"line {number}: 't' must be 0 to {MAX_TIME:g} seconds, not {t!r}")
+    extra = {name: fields[name] for name in EVENTS[event]}
     problem = _beyond_the_protocol(agent, host, extra)
     if problem:
         raise RecordingError(f"line {number}: {problem}")
     return Record(t=t, event=event, agent=agent, host=host, **extra)
+
+
+#: The JSON types each field may have, and how to say it.
+_SECONDS = ((float, int), "a number of seconds")
+_STRING = ((str,), "a string")
+_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "t": _SECONDS,
+    "agent": _STRING,
+    "host": _STRING,
+    "text": _STRING,
+    "regexp": _STRING,
+    "id": ((int,), "an integer"),
+}
 
 
 def _beyond_the_protocol(agent: str, host: str, extra: dict[str, Any]) -> str:
