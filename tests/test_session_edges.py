@@ -205,3 +205,18 @@ async def test_send_direct_says_which_parameter_has_the_wrong_type(bus: str) -> 
             with pytest.raises(TypeError, match=r"peer must be a Peer .* not str"):
                 a.send_direct("B", 1, "text")  # type: ignore[arg-type]
             a.send_direct(peer, 1, "text")  # and the right types still go
+
+
+@pytest.mark.parametrize("leaving", [SystemExit(3), KeyboardInterrupt()])
+def test_an_exit_right_after_stop_in_the_body_is_not_lost(bus: str, leaving: BaseException) -> None:
+    """``bus.stop()`` then ``sys.exit(3)`` in the same step once exited with status 0."""
+
+    async def main() -> None:
+        async with trivy.open_ivy_bus("B", bus), trivy.open_ivy_bus("A", bus) as a:
+            await a.wait_for_peer("B")
+            a.stop()
+            raise leaving
+
+    with pytest.raises(type(leaving)) as raised:
+        trio.run(main)
+    assert raised.value is leaving
