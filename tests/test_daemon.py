@@ -148,3 +148,28 @@ async def test_a_flood_of_silent_connections_cannot_push_out_a_client_that_sends
             nursery.cancel_scope.cancel()
         for stream in (legit, *silent):
             await stream.aclose()
+
+
+async def test_a_die_line_is_obeyed_as_ivydaemon_does(bus: str) -> None:
+    """``.die NAME`` went out as a text; IvyDaemon sends DIE to that agent."""
+    died = trio.Event()
+
+    def on_die(peer: trivy.Peer, num_id: int) -> bool:
+        died.set()
+        return False  # (refused: it stays, to show the next line is a text)
+
+    with trio.fail_after(TIMEOUT):
+        async with (
+            trivy.open_ivy_bus("VICTIM", bus, on_die=on_die) as victim,
+            trivy.open_ivy_bus("IvyDaemon", bus) as daemon_bus,
+            trio.open_nursery() as nursery,
+        ):
+            sub = victim.subscribe("^(.*)$")
+            await wait_for_subscription(daemon_bus, "VICTIM", "^(.*)$")
+            port = await nursery.start(functools.partial(serve_daemon, daemon_bus, 0, quiet=True))
+            client = await _client(port)
+            await client.send_all(b".die VICTIM\nafter\n")
+            await died.wait()
+            assert (await sub.receive()).groups == ("after",)  # not sent as a text
+            await client.aclose()
+            nursery.cancel_scope.cancel()

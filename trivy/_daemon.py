@@ -32,6 +32,8 @@ DEFAULT_DAEMON_PORT = 3456
 MAX_CLIENTS = 64
 #: Bytes read from a client at a time.
 READ_SIZE = 65536
+#: A line that asks, as IvyDaemon's does, for a DIE to the agents of a name.
+DIE_COMMAND = ".die "
 
 
 async def serve_daemon(
@@ -110,6 +112,14 @@ async def _relay(
 async def _send_line(bus: IvyBus, line: bytes, *, quiet: bool, log: LogLimiter) -> None:
     text = line.rstrip(b"\r").decode("utf-8", "surrogateescape")
     if not text:
+        return  # (as ivy-c sends nothing for an empty text)
+    if text.startswith(DIE_COMMAND):  # IvyDaemon's command: DIE to the agents of that name
+        name = text[len(DIE_COMMAND) :].strip()
+        peers = bus.peers_named(name)
+        for peer in peers:
+            bus.send_die(peer)
+        if not quiet:
+            out(f"-> DIE sent to {len(peers)} agent(s) named {printable(name)}")
         return
     try:
         count = await bus.send(text)
