@@ -57,3 +57,22 @@ def test_a_users_agent_and_its_own_pytest_trio_test() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout
+
+
+@pytest.mark.parametrize(("ini", "outcome"), [("", "1 error"), ("trio_mode = true\n", "1 passed")])
+def test_forgetting_trio_mode_says_what_to_add(tmp_path: Path, ini: str, outcome: str) -> None:
+    """Without trio_mode, the fixture gave pytest's or the plugin's internals."""
+    (tmp_path / "pytest.ini").write_text("[pytest]\n" + ini)
+    (tmp_path / "test_agent.py").write_text(
+        "async def test_agent(ivy_bus):\n    assert ivy_bus.agent_name == 'test-agent'\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert outcome in result.stdout, result.stdout + result.stderr
+    if not ini:
+        assert "add `trio_mode = true` to your pytest configuration" in result.stdout

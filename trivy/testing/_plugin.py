@@ -13,6 +13,20 @@ from .._bus import IvyBus
 from .._open import open_ivy_bus
 from ._helpers import free_bus_address
 
+#: What to say when a test asks for the agent fixture outside pytest-trio.
+NEEDS_TRIO = (
+    "trivy's ivy_bus fixture runs under pytest-trio: add `trio_mode = true` to your "
+    "pytest configuration ([tool.pytest.ini_options] in pyproject.toml, or [pytest] "
+    "in pytest.ini), or mark the test @pytest.mark.trio"
+)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test that asks for ``ivy_bus`` outside pytest-trio fails with what to add."""
+    if "ivy_bus" in getattr(item, "fixturenames", ()) and item.get_closest_marker("trio") is None:
+        pytest.fail(NEEDS_TRIO, pytrace=False)
+
 
 @pytest.fixture
 def ivy_bus_address() -> str:
