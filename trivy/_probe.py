@@ -51,13 +51,23 @@ class _StdinReader:
         self.prompting = False
         self._buffer = b""
         self._eof = False
+        self._prompt_hook = False
         if self.interactive:
             with contextlib.suppress(ImportError):
-                import readline  # noqa: F401  (input() uses it once imported)
+                import readline  # (input() uses it once imported)
+
+                # Prompting from when readline has shown the prompt and reads,
+                # not from before input(): a line printed in between would
+                # draw a prompt of its own, which readline does not own.
+                readline.set_pre_input_hook(self._reading)
+                self._prompt_hook = True
+
+    def _reading(self) -> None:
+        self.prompting = True
 
     def _read_line_blocking(self) -> str | None:
         if self.interactive:
-            self.prompting = True
+            self.prompting = not self._prompt_hook
             try:
                 return input(PROMPT)
             except EOFError:
