@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 
 import regex  # type: ignore[import-untyped]
 
-from ._regexp_cost import MAX_COMPILE_STEPS, SearchCost, compile_steps
+from ._regexp_cost import MAX_COMPILE_STEPS, SearchCost, children, compile_steps
 
 __all__ = [
     "MATCH_TIMEOUT",
@@ -80,18 +80,8 @@ def _unrolled_size(items: Any) -> int:
         if op in _REPEATS:
             low, high, sub = av
             size += _unrolled_size(sub) * (low + 1 if high == _c.MAXREPEAT else high)
-            continue
-        size += 1
-        if op is _c.SUBPATTERN:
-            size += _unrolled_size(av[3])
-        elif op is _c.BRANCH:
-            size += sum(_unrolled_size(sub) for sub in av[1])
-        elif op in (_c.ASSERT, _c.ASSERT_NOT):
-            size += _unrolled_size(av[1])
-        elif op is getattr(_c, "ATOMIC_GROUP", None):
-            size += _unrolled_size(av)
-        elif op is _c.GROUPREF_EXISTS:
-            size += sum(_unrolled_size(sub) for sub in av[1:] if sub is not None)
+        else:
+            size += 1 + sum(_unrolled_size(sub) for sub in children(op, av))
     return size
 
 
