@@ -57,7 +57,7 @@ class IvyBus:
         self.bus_address: BusAddress = options.bus
         self.agent_id = ""
         self.port = 0
-        self._peers = PeerSet(options.max_peers)
+        self._peers = PeerSet.for_options(options)
         #: Log budgets by source host, across reconnects.
         self._source_logs = SourceLogs(logger)
         self._hub = EventHub()

@@ -245,6 +245,21 @@ class Connection(SendBuffer):
         """
         self._reply(MsgType.PONG, num_id)
 
+    @property
+    def bytes_held(self) -> int:
+        """Bytes held for the peer: queued, handed out unsent, its unfinished line."""
+        return self.bytes_queued + self.bytes_unsent + self._lines.pending
+
+    def limit_memory(self, send_limit: int, max_line_length: int, max_excess: int) -> None:
+        """New limits on what we queue for the peer and on its lines.
+
+        A line already longer than the new limit closes the connection when
+        its next bytes come; queued bytes over it drain, as over any limit.
+        """
+        self.send_limit = send_limit
+        self.max_excess = max_excess
+        self._lines.max_line_length = max_line_length
+
     def receive_data(self, data: bytes) -> list[Event]:
         """Feed bytes received from the peer; get back what they mean.
 

@@ -75,6 +75,11 @@ class LineBuffer:
             return True
         return False
 
+    @property
+    def pending(self) -> int:
+        """Bytes of the unfinished line held."""
+        return len(self._partial)
+
     def clear(self) -> None:
         """Forget the unfinished line."""
         self._partial = bytearray()

@@ -11,15 +11,25 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Callable, Iterable
-from typing import Any, Literal, TypedDict
+from collections.abc import Iterable
+from typing import Literal, TypedDict
 
 import attrs
 
 from . import protocol
 from ._connection import MAX_NAME_LENGTH, Connection
-from ._matching import MATCH_MODES, MatchMode
-from ._message_classes import check_class
+from ._matching import MAX_TABLE_CHARACTERS, MatchMode
+from ._memory_shares import DEFAULT_MAX_BUFFERED_BYTES
+from ._option_checks import (
+    check_mode,
+    check_overflow,
+    check_ttl,
+    classes,
+    networks,
+    not_negative,
+    one_line,
+    positive,
+)
 from ._peer_regexps import (
     MAX_PEER_REGEXP_BYTES,
     MAX_PEER_SUBSCRIPTIONS,
@@ -48,10 +58,6 @@ __all__ = [
 ]
 
 OverflowPolicy = Literal["drop", "disconnect"]
-#: Longest agent name or ready message: it goes out in one line (START_REGEXP,
-#: or a MSG) that a peer with default limits must accept.
-MAX_ONE_LINE = 64 * 1024
-_Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 
 #: Bytes queued for one peer before ``await send()`` waits for it to drain
 #: (and ``send_nowait`` applies the overflow policy). Large enough to absorb
@@ -116,38 +122,6 @@ def resolve_bus(bus: str | BusAddress | None) -> BusAddress:
     return address
 
 
-def _one_line(what: str, allow_empty: bool) -> _Validator:
-    def check(instance: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
-        if value is None:
-            return
-        if "\n" in value or (not value and not allow_empty):
-            empty = "" if allow_empty else "non-empty, "
-            raise ValueError(f"{what} must be {empty}without newline: {value[:80]!r}")
-        if len(value.encode("utf-8", "surrogateescape")) > MAX_ONE_LINE:
-            raise ValueError(f"{what} is longer than peers accept ({MAX_ONE_LINE} bytes)")
-
-    return check
-
-
-def _networks(value: Iterable[str] | str | None) -> tuple[ipaddress.IPv4Network, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        value = value.replace(",", " ").split()
-    try:
-        return tuple(ipaddress.IPv4Network(network, strict=False) for network in value)
-    except ValueError as exc:
-        raise ValueError(f"allowed_networks: {exc}") from None
-
-
-def _classes(value: Iterable[str] | str | None) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        value = value.replace(",", " ").split()
-    return tuple(dict.fromkeys(check_class(word) for word in value))
-
-
 def _default_host(options: BusOptions) -> str:
     """Loopback for a bus of loopback networks, every interface otherwise."""
     return LOOPBACK_HOST if all(map(is_loopback, options.bus.networks)) else ANY_HOST
@@ -159,37 +133,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _check_ttl(instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
-    if not 0 <= value <= 255:
-        raise ValueError(f"multicast_ttl must be within 0..255, not {value}")
-
-
-def _check_overflow(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
-    if value not in ("drop", "disconnect"):
-        raise ValueError(f"overflow must be 'drop' or 'disconnect', not {value!r}")
-
-
-def _check_mode(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
-    if value not in MATCH_MODES:
-        raise ValueError(f"match_mode must be one of {MATCH_MODES}, not {value!r}")
-
-
-def _not_negative(what: str) -> _Validator:
-    def check(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-        if not value >= 0:
-            raise ValueError(f"{what} cannot be negative: {value!r}")
-
-    return check
-
-
-def _positive(what: str) -> _Validator:
-    def check(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-        if not value > 0:
-            raise ValueError(f"{what} must be positive (math.inf: never): {value!r}")
-
-    return check
 
 
 @attrs.frozen(kw_only=True)
@@ -262,65 +205,79 @@ class BusOptions:
       max_name_length: the longest agent name a peer may give (1 Ki
         characters; longer: ERROR, and its connection closes).
       max_peers: connections at once (1,000); one more is closed at once.
+      max_buffered_bytes: bytes held for all the peers at once, queued for
+        them and their unfinished lines (256 Mi). Once the peers' own
+        limits add up past it, each gets a share (half for each way, a
+        power of two, 64 Ki at least), and a peer that joins finds the
+        largest holders closed if the total is over.
+      max_regexp_characters: characters of the regexps of all the peers
+        together (16 Mi, each distinct regexp counted once); past it, a
+        new regexp gets an ERROR.
 
     Raises:
       ValueError: a bad value; the message names it.
     """
 
-    agent_name: str = attrs.field(validator=_one_line("an agent name", allow_empty=False))
+    agent_name: str = attrs.field(validator=one_line("an agent name", allow_empty=False))
     bus: BusAddress = attrs.field(default=None, converter=resolve_bus)  # str | None accepted
     ready_message: str | None = attrs.field(
-        default=None, validator=_one_line("the ready message", allow_empty=True)
+        default=None, validator=one_line("the ready message", allow_empty=True)
     )
     host: str = attrs.field(default=attrs.Factory(_default_host, takes_self=True))
-    multicast_ttl: int = attrs.field(default=64, validator=_check_ttl)
+    multicast_ttl: int = attrs.field(default=64, validator=check_ttl)
     multicast_interface: str | None = None
-    match_mode: MatchMode = attrs.field(default="search", validator=_check_mode)
+    match_mode: MatchMode = attrs.field(default="search", validator=check_mode)
     send_buffer_limit: int = attrs.field(
-        default=DEFAULT_SEND_BUFFER_LIMIT, validator=_not_negative("send_buffer_limit")
+        default=DEFAULT_SEND_BUFFER_LIMIT, validator=not_negative("send_buffer_limit")
     )
-    overflow: OverflowPolicy = attrs.field(default="drop", validator=_check_overflow)
+    overflow: OverflowPolicy = attrs.field(default="drop", validator=check_overflow)
     java_newlines: bool = False
     send_to_self: bool = False
-    message_classes: tuple[str, ...] = attrs.field(default=(), converter=_classes)
+    message_classes: tuple[str, ...] = attrs.field(default=(), converter=classes)
     stop_timeout: float = attrs.field(
-        default=DEFAULT_STOP_TIMEOUT, validator=_not_negative("stop_timeout")
+        default=DEFAULT_STOP_TIMEOUT, validator=not_negative("stop_timeout")
     )
     leave_timeout: float = attrs.field(
-        default=DEFAULT_LEAVE_TIMEOUT, validator=_not_negative("leave_timeout")
+        default=DEFAULT_LEAVE_TIMEOUT, validator=not_negative("leave_timeout")
     )
     handshake_timeout: float = attrs.field(
-        default=DEFAULT_HANDSHAKE_TIMEOUT, validator=_not_negative("handshake_timeout")
+        default=DEFAULT_HANDSHAKE_TIMEOUT, validator=not_negative("handshake_timeout")
     )
     stall_timeout: float = attrs.field(
-        default=DEFAULT_STALL_TIMEOUT, validator=_positive("stall_timeout")
+        default=DEFAULT_STALL_TIMEOUT, validator=positive("stall_timeout")
     )
     heartbeat_interval: float = attrs.field(
-        default=DEFAULT_HEARTBEAT_INTERVAL, validator=_positive("heartbeat_interval")
+        default=DEFAULT_HEARTBEAT_INTERVAL, validator=positive("heartbeat_interval")
     )
     unresponsive_timeout: float = attrs.field(
-        default=DEFAULT_UNRESPONSIVE_TIMEOUT, validator=_positive("unresponsive_timeout")
+        default=DEFAULT_UNRESPONSIVE_TIMEOUT, validator=positive("unresponsive_timeout")
     )
     drop_unresponsive: bool = False
     dead_host_timeout: float = attrs.field(
-        default=DEFAULT_DEAD_HOST_TIMEOUT, validator=_positive("dead_host_timeout")
+        default=DEFAULT_DEAD_HOST_TIMEOUT, validator=positive("dead_host_timeout")
     )
     allowed_networks: tuple[ipaddress.IPv4Network, ...] = attrs.field(
-        default=(), converter=_networks
+        default=(), converter=networks
     )
     max_regexp_length: int = attrs.field(
-        default=MAX_REGEXP_LENGTH, validator=_not_negative("max_regexp_length")
+        default=MAX_REGEXP_LENGTH, validator=not_negative("max_regexp_length")
     )
     max_peer_subscriptions: int = attrs.field(
-        default=MAX_PEER_SUBSCRIPTIONS, validator=_not_negative("max_peer_subscriptions")
+        default=MAX_PEER_SUBSCRIPTIONS, validator=not_negative("max_peer_subscriptions")
     )
     max_peer_regexp_bytes: int = attrs.field(
-        default=MAX_PEER_REGEXP_BYTES, validator=_not_negative("max_peer_regexp_bytes")
+        default=MAX_PEER_REGEXP_BYTES, validator=not_negative("max_peer_regexp_bytes")
     )
     max_name_length: int = attrs.field(
-        default=MAX_NAME_LENGTH, validator=_positive("max_name_length")
+        default=MAX_NAME_LENGTH, validator=positive("max_name_length")
     )
-    max_peers: int = attrs.field(default=MAX_PEERS, validator=_positive("max_peers"))
+    max_peers: int = attrs.field(default=MAX_PEERS, validator=positive("max_peers"))
+    max_buffered_bytes: int = attrs.field(
+        default=DEFAULT_MAX_BUFFERED_BYTES, validator=positive("max_buffered_bytes")
+    )
+    max_regexp_characters: int = attrs.field(
+        default=MAX_TABLE_CHARACTERS, validator=not_negative("max_regexp_characters")
+    )
 
     def __attrs_post_init__(self) -> None:
         if is_loopback(self.host) and not all(map(is_loopback, self.bus.networks)):
@@ -392,6 +349,8 @@ class BusOptionsArgs(TypedDict, total=False):
     max_peer_regexp_bytes: int
     max_name_length: int
     max_peers: int
+    max_buffered_bytes: int
+    max_regexp_characters: int
 
 
 #: The names :func:`~trivy.open_ivy_bus` accepts by keyword.

@@ -243,6 +243,16 @@ class PeerSession:
         self._conn.reject_duplicate()
         self.abort()
 
+    # ------------------------------------------------------------------ memory
+    @property
+    def bytes_held(self) -> int:
+        """Bytes held for the peer: queued, unsent, and its unfinished line."""
+        return self._conn.bytes_held
+
+    def limit_memory(self, send_limit: int, max_line_length: int, max_excess: int) -> None:
+        """The peer's share of the memory bound (see ``_memory_shares``)."""
+        self._conn.limit_memory(send_limit, max_line_length, max_excess)
+
     # ---------------------------------------------------------------- liveness
     def send_heartbeat(self) -> None:
         """PING for the heartbeat: at most one of these stays unanswered."""

@@ -18,6 +18,7 @@ import trio
 from ._errors import IvyIllegalStateError
 from ._events import Peer
 from ._logs import LogLimiter
+from ._memory_shares import MemoryShares
 from ._options import MAX_PEERS, BusOptions
 from ._peer import PeerSession, SessionHandler
 
@@ -48,15 +49,25 @@ def duplicate_loser(local_port: int, remote_port: int) -> int:
 
 
 class PeerSet:
-    """The sessions of one agent, in connection order, ``max_peers`` at most."""
+    """The sessions of one agent, in connection order, ``max_peers`` at most.
 
-    def __init__(self, max_peers: int = MAX_PEERS) -> None:
+    With ``shares``, the peers' memory limits follow their number.
+    """
+
+    def __init__(self, max_peers: int = MAX_PEERS, shares: MemoryShares | None = None) -> None:
         self._max_peers = max_peers
+        self._shares = shares
         self._sessions: dict[PeerSession, None] = {}
         self._by_peer: dict[Peer, PeerSession] = {}
         self._log = LogLimiter(logger)  # (a flood of connections is logged boundedly)
         self._changed = trio.lowlevel.ParkingLot()  # a peer became ready or went away
         self._closed = False
+
+    @classmethod
+    def for_options(cls, options: BusOptions) -> PeerSet:
+        """The set with the options' bounds on peers and on their memory."""
+        shares = MemoryShares(options.max_buffered_bytes, options.send_buffer_limit)
+        return cls(options.max_peers, shares)
 
     def __iter__(self) -> Iterator[PeerSession]:
         return iter(list(self._sessions))
@@ -96,12 +107,16 @@ class PeerSet:
             oldest.abort("too many connections without a handshake")
         self._sessions[session] = None
         self._by_peer[session.peer] = session
+        if self._shares is not None:
+            self._shares.peers_changed(self._sessions, session)
         return True
 
     def remove(self, session: PeerSession) -> bool:
         """Forget a session; True if it was ready (its peer is now gone)."""
         known = self._sessions.pop(session, False) is None
         self._by_peer.pop(session.peer, None)
+        if known and self._shares is not None and not self._closed:
+            self._shares.peers_changed(self._sessions)
         was_ready = known and session.ready
         if was_ready:
             self._changed.unpark_all()

@@ -82,7 +82,9 @@ class Router:
     """
 
     def __init__(self, options: BusOptions, report: Callable[[BusEvent], None]) -> None:
-        self.table: RegexpTable[PeerSession] = RegexpTable(options.match_mode)
+        self.table: RegexpTable[PeerSession] = RegexpTable(
+            options.match_mode, options.max_regexp_characters
+        )
         #: Our message classes: peers' regexps outside them are not used.
         self.classes = MessageClasses(options.message_classes)
         self._overflow_disconnects = options.overflow == "disconnect"

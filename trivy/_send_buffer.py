@@ -57,6 +57,8 @@ class SendBuffer:
       bytes_unsent: bytes :meth:`data_to_send` handed out that the I/O
         layer has not written yet (the I/O layer sets it).
       send_limit: the limit on both.
+      max_excess: how far past ``send_limit`` a sender that will wait may
+        queue (:data:`MAX_EXCESS`, less when many peers share the memory).
       wake_output: set by an I/O layer while it waits for bytes: called
         with the bytes queued before, when a MSG is queued.
       replies_queued: bytes of replies (PONG, ERROR) queued so far, in all:
@@ -69,6 +71,7 @@ class SendBuffer:
         self.bytes_queued = 0
         self.bytes_unsent = 0
         self.send_limit = send_limit
+        self.max_excess = MAX_EXCESS
         self.wake_output: Callable[[int], None] | None = None
         self.replies_queued = 0
         self._said_bye = False
@@ -112,7 +115,7 @@ class SendBuffer:
         Returns :data:`QUEUED`, :data:`QUEUED_OVER_LIMIT` (the peer was
         over ``send_limit`` and ``may_exceed``: the sender should wait for
         room) or :data:`REFUSED` (over the limit and not ``may_exceed``, or
-        over it by :data:`MAX_EXCESS`: nothing was queued).
+        over it by ``max_excess``: nothing was queued).
 
         Raises:
           IvyIllegalStateError: BYE was sent, or our handshake was not.
@@ -121,7 +124,7 @@ class SendBuffer:
         before = self.bytes_queued
         queued = before + self.bytes_unsent
         limit = self.send_limit
-        if queued > limit and (not may_exceed or queued > limit + MAX_EXCESS):
+        if queued > limit and (not may_exceed or queued > limit + self.max_excess):
             return REFUSED
         if not self._open:
             self._check_open()
