@@ -39,8 +39,12 @@ class FakeSession:
 def test_a_few_peers_keep_their_own_limits_many_share_the_bound() -> None:
     shares = MemoryShares(256 * MiB, send_limit=4 * MiB, max_line_length=MiB)
     own = shares.limits_for(1)
-    assert own[:2] == (4 * MiB, MiB)
-    assert shares.limits_for(6) == own  # 6 x (4 + 16 + 1) MiB... the excess counts
+    assert own == (4 * MiB, MiB, 16 * MiB)
+    # 16 peers keep their 4 MiB queue and 128 their 1 MiB line; the excess
+    # of a waiting send (16 MiB) is the first to be shared
+    assert shares.limits_for(16)[:2] == (4 * MiB, MiB)
+    assert shares.limits_for(17)[0] == 2 * MiB
+    assert shares.limits_for(128)[1] == MiB
     send_limit, line_limit, excess = shares.limits_for(1000)
     assert line_limit == 128 * 1024  # 256 Mi / 2000 = 131 Ki, down to a power of two
     assert send_limit + excess == line_limit

@@ -18,7 +18,9 @@ scanner: ``python -m trivy …`` (or ``trivy-probe``) is the unambiguous form.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Awaitable, Callable, Sequence
+from typing import NoReturn
 
 import trio
 
@@ -43,6 +45,55 @@ PROG = "python -m trivy"
 SUBPARSERS: dict[str, argparse.ArgumentParser] = {}
 #: Seconds the one-shots wait for an agent by default.
 DEFAULT_WAIT = 5.0
+#: Set, an unexpected error shows its traceback (a user sees one line).
+TRACEBACK_ENV = "TRIVY_TRACEBACK"
+#: Seconds without an agent joining before ``send`` sends: agents answer an
+#: announce within milliseconds on a LAN; this leaves room for a loaded one.
+DEFAULT_SETTLE = 0.2
+
+
+class _OneLineErrors(argparse.ArgumentParser):
+    """A parser whose usage errors are one line on stderr (``--help`` shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class _MixedParser(_OneLineErrors):
+    """A parser that takes options and positionals in any order, as users type them.
+
+    (``record FILE -b BUS REGEXP``: argparse alone stops at the first
+    option after positionals, with "unrecognized arguments".)
+    """
+
+    _parsing = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if self._parsing:  # (the intermixed parse calls this, twice)
+            return super().parse_known_args(args, namespace)
+        self._parsing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._parsing = False
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is within 0..65535, not {value}")
+    return value
+
+
+def _agent_name(text: str) -> str:
+    if not text or "\n" in text:
+        raise argparse.ArgumentTypeError(f"an agent name is one non-empty line, not {text!r}")
+    return text
 
 
 def _positive_float(text: str) -> float:
@@ -107,13 +158,15 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``trivy`` argument parser, with its subcommands."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrors(
         prog=PROG,
         description="Ivy bus tools built on trivy. Use `python -m trivy …`: the name `trivy`"
         " alone may run the unrelated container security scanner.",
     )
     parser.add_argument("-V", "--version", action="version", version=_version())
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_MixedParser
+    )
 
     probe = commands.add_parser(
         "probe", help="join the bus, print what matches, send stdin lines (ivyprobe)"
@@ -126,6 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument(
         "--timeout", type=_positive_float, default=DEFAULT_WAIT, help="seconds to wait (5)"
     )
+    send.add_argument(
+        "--settle",
+        type=_positive_float,
+        default=DEFAULT_SETTLE,
+        metavar="SECONDS",
+        help="before sending, wait until no agent has joined for this long, so that"
+        f" those answering our announce get the texts ({DEFAULT_SETTLE:g}; 0: send at once)",
+    )
     send.add_argument("texts", nargs="+", metavar="TEXT", help="texts to send")
 
     who = commands.add_parser("who", help="list the agents and their subscriptions")
@@ -137,21 +198,21 @@ def build_parser() -> argparse.ArgumentParser:
     ping.add_argument(
         "--timeout", type=_positive_float, default=DEFAULT_WAIT, help="seconds to wait (5)"
     )
-    ping.add_argument("agent", metavar="NAME")
+    ping.add_argument("agent", metavar="NAME", type=_agent_name)
 
     die = commands.add_parser("die", help="ask an agent to leave the bus")
     _add_common(die, "TRIVYDIE")
     die.add_argument(
         "--timeout", type=_positive_float, default=DEFAULT_WAIT, help="seconds to wait (5)"
     )
-    die.add_argument("agent", metavar="NAME")
+    die.add_argument("agent", metavar="NAME", type=_agent_name)
 
     daemon = commands.add_parser(
         "daemon", help="send every line TCP clients write (ivy-java's IvyDaemon)"
     )
     _add_common(daemon, "IvyDaemon")
     daemon.add_argument(
-        "-p", "--port", type=int, default=DEFAULT_DAEMON_PORT, help="TCP port (3456; 0: any)"
+        "-p", "--port", type=_port, default=DEFAULT_DAEMON_PORT, help="TCP port (3456; 0: any)"
     )
     daemon.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
@@ -199,7 +260,16 @@ def _run(args: argparse.Namespace) -> int:
         if isinstance(failure, CommandFailed):
             err(str(failure))
             return EXIT_FAILED
-        raise  # a bug: its traceback
+        if isinstance(failure, OSError):  # the system refused something: say what
+            err(f"error: {failure}")
+            return EXIT_FAILED
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        err(
+            f"unexpected error, a bug: {type(failure).__name__}: {failure}"
+            f" ({TRACEBACK_ENV}=1 shows where; please report it)"
+        )
+        return EXIT_FAILED
 
 
 def _alone(exc: BaseException) -> BaseException:
@@ -220,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def probe_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``trivy-probe``: the same as ``trivy probe``."""
-    parser = argparse.ArgumentParser(
+    parser = _MixedParser(
         prog="trivy-probe",
         description="Join an Ivy bus, print what matches REGEXPs, send stdin lines"
         " (python -m trivy probe).",

@@ -33,6 +33,7 @@ __all__ = [
     "err",
     "join",
     "log_escaped",
+    "os_error_in",
     "out",
     "printable",
 ]
@@ -94,12 +95,14 @@ def log_escaped() -> None:
 
 
 async def run_until_interrupted(run: Callable[[], Awaitable[object]]) -> bool:
-    """Run ``run()`` until it returns or SIGINT cancels it; True if interrupted.
+    """Run ``run()`` until it returns or SIGINT or SIGTERM cancels it; True if interrupted.
 
-    A bus joined inside ``run`` still says BYE as the cancellation unwinds it.
+    A bus joined inside ``run`` still says BYE as the cancellation unwinds
+    it, and a recording is closed complete: ``kill`` ends a command as
+    Ctrl-C does.
     """
     interrupted = False
-    with trio.open_signal_receiver(signal.SIGINT) as signals:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
 
             async def watch() -> None:
@@ -158,7 +161,19 @@ async def join(
         async with run_bus(options, on_die=on_die) as bus:
             joined = True
             yield bus
-    except OSError as exc:
-        if joined:  # not ours to explain
+    except Exception as exc:
+        failure = os_error_in(exc)
+        if joined or failure is None:  # not ours to explain
             raise
-        raise CommandFailed(f"cannot join the bus: {exc}") from None
+        raise CommandFailed(f"cannot join the bus: {failure}") from None
+
+
+def os_error_in(exc: BaseException) -> OSError | None:
+    """The OSError ``exc`` is, or holds (nurseries wrap errors in groups)."""
+    if isinstance(exc, OSError):
+        return exc
+    for inner in getattr(exc, "exceptions", ()):
+        found = os_error_in(inner)
+        if found is not None:
+            return found
+    return None

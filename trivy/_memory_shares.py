@@ -19,8 +19,9 @@ from ._send_buffer import MAX_EXCESS, MAX_LINE_LENGTH
 __all__ = ["DEFAULT_MAX_BUFFERED_BYTES", "MIN_SHARE", "HoldsMemory", "MemoryShares"]
 
 #: Bytes held for all the peers at once: queued for them and their
-#: unfinished lines. 64 peers at the default limits fit under it; a flood
-#: of 1,000 connections that never read gets 128 KiB each, not 5 MiB.
+#: unfinished lines. 16 peers keep the default 4 MiB queue, 128 their 1 MiB
+#: line; a flood of 1,000 connections that never read gets 128 KiB each way,
+#: not 21 MiB.
 DEFAULT_MAX_BUFFERED_BYTES = 256 * 1024 * 1024
 #: The smallest share of each kind: a line this long is one every Ivy
 #: implementation sends (a long name or ready message), and a peer's
@@ -60,19 +61,17 @@ class MemoryShares:
         self.limits = self._own
 
     def limits_for(self, peers: int) -> tuple[int, int, int]:
-        """(send limit, line limit, excess) of each of ``peers`` peers."""
+        """(send limit, line limit, excess) of each of ``peers`` peers.
+
+        A peer's share is half the bound over the peers, for each way: its
+        unfinished line may take all of it, what we queue for it half (the
+        limit), and a waiting send's excess past the limit the other half.
+        Each is the peer's own limit while that is smaller.
+        """
         send_limit, line_limit, excess = self._own
         half = self.max_bytes // (2 * max(peers, 1))
-        if half >= max(send_limit + excess, line_limit):
-            return self._own
         share = max(MIN_SHARE, 1 << max(half.bit_length() - 1, 0))
-        # The excess (how far one waiting send may queue past the limit)
-        # takes half the output share, so limit + excess stays within it.
-        return (
-            min(send_limit, share // 2),
-            min(line_limit, share),
-            min(excess, share // 2),
-        )
+        return (min(send_limit, share // 2), min(line_limit, share), min(excess, share // 2))
 
     def peers_changed(
         self, sessions: Collection[HoldsMemory], newcomer: HoldsMemory | None = None

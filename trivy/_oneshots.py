@@ -15,6 +15,8 @@ import trio
 
 from ._bus import IvyBus
 from ._cli_common import EXIT_FAILED, EXIT_OK, UsageError, bus_options, err, join, out
+from ._event_streams import EventStream
+from ._events import BusEvent
 from ._probe_commands import peers_count
 
 __all__ = ["run_die", "run_ping", "run_send", "run_who"]
@@ -42,17 +44,34 @@ async def run_send(args: argparse.Namespace) -> int:
     for text in args.texts:
         if "\n" in text:
             raise UsageError(f"bad TEXT {text!r}: contains a newline")
-    async with join(options) as bus:
+    async with join(options) as bus, bus.events() as events:
         with trio.move_on_after(args.timeout) as waiting:
             await bus.wait_for_peer(args.wait_for)
         if waiting.cancelled_caught:
             return _not_found(args.wait_for, args.timeout)
+        await _settle(events, args.settle, args.timeout)
         total = 0
         for text in args.texts:  # (a line per text, as the probe says it)
             count = await bus.send(text)
             out(f"-> Sent to {peers_count(count)}")
             total += count
     return EXIT_OK if total else EXIT_FAILED
+
+
+async def _settle(events: EventStream[BusEvent], quiet: float, longest: float) -> None:
+    """Wait until the bus has been quiet (no agent joining or subscribing) for ``quiet`` s.
+
+    Every agent on the bus connects to a newcomer when it hears its
+    announce: the first one to complete its handshake is not the last, and
+    a text sent at once would miss a recorder still connecting. ``longest``
+    bounds the wait, whatever the bus does.
+    """
+    with trio.move_on_after(longest):
+        while quiet > 0:
+            with trio.move_on_after(quiet) as silence:
+                await events.receive()
+            if silence.cancelled_caught:
+                return
 
 
 async def run_who(args: argparse.Namespace) -> int:

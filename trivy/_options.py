@@ -206,10 +206,11 @@ class BusOptions:
         characters; longer: ERROR, and its connection closes).
       max_peers: connections at once (1,000); one more is closed at once.
       max_buffered_bytes: bytes held for all the peers at once, queued for
-        them and their unfinished lines (256 Mi). Once the peers' own
-        limits add up past it, each gets a share (half for each way, a
-        power of two, 64 Ki at least), and a peer that joins finds the
-        largest holders closed if the total is over.
+        them and their unfinished lines (256 Mi). Each peer's limits are
+        its share of it when smaller than its own (half the bound over the
+        peers for each way, a power of two, 64 Ki at least: 16 peers keep
+        a 4 Mi queue), and a peer that joins finds the largest holders
+        closed if the total is over.
       max_regexp_characters: characters of the regexps of all the peers
         together (16 Mi, each distinct regexp counted once); past it, a
         new regexp gets an ERROR.

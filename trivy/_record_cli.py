@@ -19,6 +19,7 @@ from ._cli_common import (
     UsageError,
     check_regexp,
     err,
+    os_error_in,
     run_until_interrupted,
 )
 from ._options import BusOptions
@@ -43,7 +44,11 @@ PROGRESS_EVERY = 0.5
 def add_record_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="where to write (.gz: compressed)")
     parser.add_argument(
-        "regexps", nargs="*", metavar="REGEXP", help="record only texts one of these finds"
+        "regexps",
+        nargs="*",
+        default=[],  # (without it, argparse says REGEXP is required when nothing is given)
+        metavar="REGEXP",
+        help="record only texts one of these finds",
     )
 
 
@@ -83,6 +88,21 @@ def _size(path: str) -> str:
     return f"{size / 1024:.0f} KiB" if size < 1024 * 1024 else f"{size / 1024 / 1024:.1f} MiB"
 
 
+def _progress_line(stats: RecordingStats, path: str) -> str:
+    rate = stats.messages / max(trio.current_time() - stats.started, 1e-9)
+    return f"{stats.messages} messages, {rate:.0f}/s, {len(stats.agents)} agents, {_size(path)}"
+
+
+async def _show_progress(stats: RecordingStats, path: str) -> None:
+    """A progress line, at most every PROGRESS_EVERY seconds, and always the latest."""
+    while True:
+        shown = (stats.messages, stats.events)
+        _progress(_progress_line(stats, path))
+        await trio.sleep(PROGRESS_EVERY)
+        while (stats.messages, stats.events) == shown:
+            await stats.changed.wait()
+
+
 async def run_record(args: argparse.Namespace) -> int:
     """``trivy record FILE``: until Ctrl-C or a DIE; the file is complete either way.
 
@@ -96,25 +116,26 @@ async def run_record(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     terminal = sys.stderr.isatty()
-    last = [0.0]
+    progress: list[RecordingStats] = []
 
-    def on_record(stats: RecordingStats) -> None:
-        now = trio.current_time()
-        if terminal and now - last[0] >= PROGRESS_EVERY:
-            last[0] = now
-            rate = stats.messages / max(now - stats.started, 1e-9)
-            _progress(
-                f"{stats.messages} messages, {rate:.0f}/s, {len(stats.agents)} agents,"
-                f" {_size(args.file)}"
-            )
+    async def recording() -> None:
+        async with trio.open_nursery() as nursery:
+
+            async def recorder(task_status: trio.TaskStatus[RecordingStats]) -> None:
+                await record(
+                    args.file, args.bus, name=args.name, regexps=args.regexps,
+                    task_status=task_status,
+                )  # fmt: skip
+                nursery.cancel_scope.cancel()  # (a DIE: the progress line ends too)
+
+            progress.append(await nursery.start(recorder))
+            if terminal:
+                nursery.start_soon(_show_progress, progress[0], args.file)
 
     try:
-        interrupted = await run_until_interrupted(
-            partial(record, args.file, args.bus, name=args.name, regexps=args.regexps,
-                    on_record=on_record)
-        )  # fmt: skip
+        interrupted = await run_until_interrupted(recording)
     except Exception as exc:
-        failure = _os_error(exc)
+        failure = os_error_in(exc)
         if failure is None:
             raise
         if terminal:
@@ -122,20 +143,9 @@ async def run_record(args: argparse.Namespace) -> int:
         if failure.filename is None:  # record() names its file in its errors: the bus's
             raise CommandFailed(f"cannot join the bus: {failure}") from None
         raise CommandFailed(f"cannot record to {args.file!r}: {failure.strerror}") from None
-    if terminal:
-        sys.stderr.write("\n")
+    if terminal and progress:  # (what was drained while leaving counts too)
+        _progress(_progress_line(progress[0], args.file) + "\n")
     return EXIT_INTERRUPTED if interrupted else EXIT_OK
-
-
-def _os_error(exc: BaseException) -> OSError | None:
-    """The OSError in ``exc`` (maybe wrapped in exception groups by nurseries)."""
-    if isinstance(exc, OSError):
-        return exc
-    for inner in getattr(exc, "exceptions", ()):
-        found = _os_error(inner)
-        if found is not None:
-            return found
-    return None
 
 
 async def run_replay(args: argparse.Namespace) -> int:
@@ -205,7 +215,7 @@ async def run_replay(args: argparse.Namespace) -> int:
     except RecordingError as exc:  # (the file changed under a later pass)
         raise CommandFailed(f"{args.file}: {exc}") from None
     except Exception as exc:
-        failure = _os_error(exc)
+        failure = os_error_in(exc)
         if failure is None:
             raise
         raise CommandFailed(f"cannot join the bus: {failure}") from None  # replay opens no file

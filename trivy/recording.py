@@ -24,6 +24,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AsyncExitStack
+from functools import partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -69,6 +70,8 @@ EVERYTHING = "^(.*)$"
 #: Senders a replay plays, each by an agent of its own (a socket, tasks and
 #: a connection to every peer each): more need ``as_agent``.
 MAX_AGENTS = 64
+#: Seconds between two flushes of a recording: what a ``kill -9`` can lose.
+FLUSH_EVERY = 1.0
 
 
 def too_many_senders(most: int) -> str:
@@ -127,7 +130,8 @@ async def record(
     if given) is recorded whole, once, with its sender; so are agents
     joining and leaving, and their subscriptions. Nothing is dropped: if
     the file cannot keep up, the senders wait (trivy's backpressure). The
-    writes are made from the trio loop, buffered and flushed every second:
+    writes are made from the trio loop, buffered and flushed every second
+    (by a timer: a quiet bus loses nothing received a second ago):
     a slow disk slows the program that records, not only its senders (the
     ``trivy record`` command is a process of its own). Leaving by a DIE or a
     cancellation writes what was received and closes the file complete;
@@ -137,17 +141,22 @@ async def record(
     is on the bus.
     """
     keep = [re.compile(regexp).search for regexp in regexps]
-    with _recording_file(path) as file:
-        async with open_ivy_bus(name, bus, **options) as ivy, ivy.events(overflow="wait") as events:
+    # The bus first: a bus that cannot be joined leaves no file behind.
+    async with (
+        open_ivy_bus(name, bus, **options) as ivy,
+        ivy.events(overflow="wait") as events,
+    ):
+        with _recording_file(path) as file:
             started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-            file.write(encode_header(str(ivy.bus_address), started))
             stats = RecordingStats(started=trio.current_time())
             lines = _Lines(file, str(path), stats, keep, on_record)
+            lines.header(encode_header(str(ivy.bus_address), started))
             sub = ivy.subscribe(EVERYTHING)  # one subscription: each text recorded once
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_record_texts, sub, lines)
                     nursery.start_soon(_record_events, events, lines)
+                    nursery.start_soon(_flush_every, lines, FLUSH_EVERY)
                     task_status.started(stats)
                     await trio.sleep_forever()
             finally:
@@ -155,6 +164,12 @@ async def record(
                     # Leaving (a DIE, Ctrl-C): what was received is still written.
                     lines.events(_drain(events))
                     lines.texts(_drain(sub))
+
+
+async def _flush_every(lines: _Lines, seconds: float) -> None:
+    while True:
+        await trio.sleep(seconds)
+        lines.flush()
 
 
 @contextlib.contextmanager
@@ -184,7 +199,8 @@ def _drain(channel: Any) -> list[Any]:
 class _Lines:
     """Writes the records: texts a batch at a time, with one time stamp per
     batch and each sender's part of the line encoded once (the same JSON as
-    ``encode_record``); flushes every second; after an error, writes nothing."""
+    ``encode_record``); :meth:`flush` hands them to the system (``record``
+    calls it every second); after an error, writes nothing."""
 
     def __init__(
         self,
@@ -200,24 +216,35 @@ class _Lines:
         self._keep = keep
         self._on_record = on_record
         self._prefixes: dict[Peer, str] = {}
-        self._flushed = trio.current_time()
+        self._unflushed = False
         self.failed = False
 
     def _now(self) -> float:
         return trio.current_time() - self._stats.started
 
-    def _write(self, text: str, messages: int, events: int) -> None:
+    def header(self, text: str) -> None:
+        """Write the header, at once: a recording with no message is still a file."""
+        self._write(text, 0, 0)
+        self.flush()
+
+    def flush(self) -> None:
+        """Hand what was written to the system (a ``kill -9`` then loses none of it)."""
+        if self._unflushed and not self.failed:
+            self._unflushed = False
+            self._io(self._file.flush)
+
+    def _io(self, operation: Callable[[], Any]) -> None:
         try:
-            self._file.write(text)
-            now = trio.current_time()
-            if now - self._flushed >= 1.0:
-                self._flushed = now
-                self._file.flush()
+            operation()
         except OSError as exc:
             self.failed = True
             if exc.filename is None:  # named, as open() names it, so callers can tell
                 exc.filename = self._path
             raise
+
+    def _write(self, text: str, messages: int, events: int) -> None:
+        self._io(partial(self._file.write, text))
+        self._unflushed = True
         stats = self._stats
         stats.messages += messages
         stats.events += events
