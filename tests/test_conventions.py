@@ -214,6 +214,7 @@ SANS_IO = (
     "_msg_bytes.py",
     "_lines.py",
     "_peer_regexps.py",
+    "_posix_classes.py",
     "_regexp_guard.py",
     "_regexp_cost.py",
     "_regexp_chars.py",

@@ -129,7 +129,12 @@ def _add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-s", "--show-bindings", action="store_true", help="show peers' subscription changes"
     )
-    parser.add_argument("-r", "--ready", default=None, help="ready message, sent to each peer")
+    parser.add_argument(
+        "-r",
+        "--ready",
+        default=None,
+        help="ready message, sent to each peer (default: 'NAME Ready'; '': none)",
+    )
     parser.add_argument(
         "-R",
         "-f",
@@ -145,7 +150,16 @@ def _add_probe_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="WORD,WORD",
         help="the message classes we send: peers' regexps that fit none are ignored",
     )
+    parser.add_argument(
+        "--send-to-self",
+        action="store_true",
+        help="our texts reach our own regexps too (ivy-java's -s)",
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="print only what agents send, and answers"
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
+    parser.add_argument("-d", "--debug", action="store_true", help="log everything (as -vv)")
     parser.add_argument("-V", "--version", action="version", version=_version())
     parser.add_argument("regexps", nargs="*", metavar="REGEXP", help="regexps to bind")
 

@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Callable, Collection
 from typing import Any, Generic, Literal, TypeVar
 
+from ._posix_classes import translate_posix_classes
 from ._regexp_guard import check_regexp, guarded_find
 
 __all__ = [
@@ -132,6 +133,8 @@ class RegexpEntry(Generic[SubscriberT]):
     )
 
     def __init__(self, regexp: str, mode: MatchMode, *, may_guard: bool = True) -> None:
+        wire_regexp = regexp
+        regexp = translate_posix_classes(regexp)  # ivy-c's [[:alpha:]], as re reads it
         # (bounded before it compiles: some regexps take seconds to compile)
         safe_length, self.steps_per_char = check_regexp(
             regexp, anchored=mode != "search", longest=MAX_TEXT_LENGTH
@@ -142,7 +145,7 @@ class RegexpEntry(Generic[SubscriberT]):
         if safe_length < MAX_TEXT_LENGTH and not may_guard:
             raise NoMoreGuarded(regexp)
         pattern = compile_uncached(regexp)
-        self.regexp = regexp
+        self.regexp = wire_regexp
         self.mode = mode
         self._re_find: Callable[[str], re.Match[str] | None] = getattr(pattern, mode)
         self.safe_length = safe_length

@@ -149,8 +149,10 @@ def _options(args: argparse.Namespace) -> BusOptions:
         return BusOptions(
             agent_name=args.name,
             bus=args.bus,
-            ready_message=args.ready,
+            # "TRIVYPROBE Ready", as ivy-c's "IVYPROBE Ready"; -r '' sends none
+            ready_message=f"{args.name} Ready" if args.ready is None else args.ready or None,
             message_classes=args.classes,
+            send_to_self=args.send_to_self,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -160,8 +162,9 @@ async def run_probe(args: argparse.Namespace) -> int:
     """``trivy probe``: join, bind, print, read commands until EOF/.quit/SIGINT."""
     regexps = _probe_regexps(args)
     options = _options(args)
-    if args.verbose:
-        logging.getLogger("trivy").setLevel(logging.DEBUG if args.verbose > 1 else logging.INFO)
+    verbose = 2 if args.debug else args.verbose
+    if verbose:
+        logging.getLogger("trivy").setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
         for handler in logging.getLogger("trivy").handlers:
             handler.setLevel(logging.NOTSET)
     reader = _StdinReader()
@@ -176,8 +179,8 @@ async def run_probe(args: argparse.Namespace) -> int:
             bus.events() as events,
             trio.open_nursery() as nursery,
         ):
-            printer(f"Broadcasting on {bus.bus_address}")
-            probe = Probe(bus, printer, show_bindings=args.show_bindings)
+            probe = Probe(bus, printer, show_bindings=args.show_bindings, quiet=args.quiet)
+            probe.say(f"Broadcasting on {bus.bus_address}")
             for regexp in regexps:
                 probe.bind(regexp)
             nursery.start_soon(probe.show_events, events)

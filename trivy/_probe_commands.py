@@ -37,20 +37,26 @@ PING_TIMEOUT = 5.0
 PROBE_HELP = """\
 Commands (anything else is sent as a message):
   .help                      this help
-  .quit                      leave the bus
+  .quit  (.bye)              leave the bus
   .who                       list the agents on the bus
   .where NAME                host:port of agent NAME
   .bind 'RE'                 subscribe to RE
   .unbind ID  (.remove ID)   remove our subscription ID
-  .regexps                   list our subscriptions, with their ids
-  .regexps NAME              list the subscriptions of agent NAME
+  .unbind 'RE'               remove our subscription to RE
+  .regexps  (.bound)         list our subscriptions, with their ids
+  .regexps NAME              list the subscriptions of agent NAME (* : of all)
   .showbind                  show the other agents' subscription changes (on/off)
   .direct NAME ID 'TEXT'     send a direct message to NAME
   .error NAME ID 'TEXT'      send an error message to NAME
   .ping NAME                 round trip to NAME, in ms
+  .time N 'TEXT'             send TEXT N times, and say how fast
   .die NAME                  ask NAME to leave the bus
   .dieall-yes-i-am-sure      ask every agent to leave the bus
                              (also .die-all-yes-i-am-sure)"""
+
+
+def _silent(text: str) -> None:
+    pass
 
 
 def format_match(peer: Peer, groups: Sequence[str]) -> str:
@@ -78,11 +84,23 @@ class Probe:
       bus: the probe's agent.
       out: prints one line (escaped).
       show_bindings: print the other agents' subscription changes.
+      quiet: print only what the agents send (matches, direct messages,
+        errors) and what commands answer.
     """
 
-    def __init__(self, bus: IvyBus, out: Callable[[str], None], *, show_bindings: bool) -> None:
+    def __init__(
+        self,
+        bus: IvyBus,
+        out: Callable[[str], None],
+        *,
+        show_bindings: bool,
+        quiet: bool = False,
+    ) -> None:
         self.bus = bus
         self.out = out
+        #: Prints what is about the bus rather than from it (comings and
+        #: goings, counts of what was sent): nothing when quiet.
+        self.say = _silent if quiet else out
         self.show_bindings = show_bindings
         self.done = False
         self._announced: set[Peer] = set()
@@ -91,7 +109,7 @@ class Probe:
         """Print ``peer``'s connected line once, before any other line about it."""
         if peer not in self._announced:
             self._announced.add(peer)
-            self.out(f"{peer.name} connected from {peer.host}")
+            self.say(f"{peer.name} connected from {peer.host}")
 
     def print_match(self, peer: Peer, *groups: str) -> None:
         """The binding callback: ``NAME sent 'g1' 'g2'``."""
@@ -108,8 +126,10 @@ class Probe:
         async for event in events:
             if isinstance(event, PeerDisconnected):
                 self._announced.discard(event.peer)
-                out(f"{event.peer.name} disconnected from {event.peer.host}")
+                self.say(f"{event.peer.name} disconnected from {event.peer.host}")
                 continue
+            if isinstance(event, SubscriptionAdded | SubscriptionChanged):
+                self._check_class(event.peer, event.subscription_id, event.regexp)
             subscription = SubscriptionAdded | SubscriptionChanged | SubscriptionRemoved
             if isinstance(event, subscription) and not self.show_bindings:
                 continue
@@ -132,6 +152,16 @@ class Probe:
             elif isinstance(event, PeerResponsive):
                 out(f"{event.peer.name} answers again")
 
+    def _check_class(self, peer: Peer, sub_id: int, regexp: str) -> None:
+        """Say so when our message classes (``-c``) make a peer's regexp useless,
+        as ivy-c and ivy-java do: a text of ours can never match it."""
+        if not self.bus.message_classes.admits(regexp):
+            self._announce(peer)
+            self.out(
+                f"-> {peer.name} id={sub_id} '{regexp}' fits none of our message"
+                " classes: it has no effect"
+            )
+
     def _peers(self, name: str) -> list[Peer]:
         peers = self.bus.peers_named(name)
         if not peers:
@@ -140,10 +170,9 @@ class Probe:
 
     async def command(self, line: str) -> None:
         """Run one stdin line: a ``.command`` or a message to send."""
-        if not line.startswith("."):
-            if line:
-                count = await self.bus.send(line)
-                self.out(f"-> Sent to {peers_count(count)}")
+        if not line.startswith("."):  # (an empty line too, as ivy-c's probe: it reaches nobody)
+            count = await self.bus.send(line)
+            self.say(f"-> Sent to {peers_count(count)}")
             return
         name, _, rest = line.partition(" ")
         rest = rest.strip()
@@ -181,16 +210,22 @@ class Probe:
         self.out(f"-> bound id={sub_id} '{regexp}'")
 
     async def _unbind(self, rest: str) -> None:
+        if not rest:
+            raise ValueError("usage: .unbind ID, or .unbind 'REGEXP'")
         try:
-            sub_id = int(rest)
-        except ValueError:
-            raise ValueError("usage: .unbind ID") from None
-        regexp = self.bus.unbind(sub_id)
-        self.out(f"-> unbound id={sub_id} '{regexp}'")
+            sub_ids = [int(rest)]
+        except ValueError:  # ivy-java's form: by the regexp
+            wanted = unquote(rest)
+            sub_ids = [i for i, regexp in self.bus.subscriptions.items() if regexp == wanted]
+            if not sub_ids:
+                raise ValueError(f"no subscription of ours is {wanted!r}") from None
+        for sub_id in sub_ids:
+            regexp = self.bus.unbind(sub_id)
+            self.out(f"-> unbound id={sub_id} '{regexp}'")
 
     async def _regexps(self, rest: str) -> None:
         if rest:
-            for peer in self._peers(rest):
+            for peer in self.bus.peers if rest == "*" else self._peers(rest):
                 self.out(f"{peer.name} subscriptions:")
                 for sub_id, regexp in sorted(peer.subscriptions.items()):
                     self.out(f"  id={sub_id} '{regexp}'")
@@ -242,6 +277,25 @@ class Probe:
                 continue
             self.out(f"{peer.name} round trip {seconds * 1000:.3f} ms")
 
+    async def _time(self, rest: str) -> None:
+        count_text, _, text = rest.partition(" ")
+        try:
+            count = int(count_text)
+        except ValueError:
+            count = 0
+        if count < 1 or not text:
+            raise ValueError("usage: .time N 'TEXT' (N at least 1)")
+        text = unquote(text)
+        start = trio.current_time()
+        messages = 0
+        for _ in range(count):
+            messages += await self.bus.send(text)
+        seconds = max(trio.current_time() - start, 1e-9)
+        self.out(
+            f"-> sent {count} texts ({messages} messages) in {seconds * 1000:.1f} ms,"
+            f" {count / seconds:.0f} texts/s"
+        )
+
     async def _die(self, rest: str) -> None:
         if not rest:
             raise ValueError("usage: .die NAME")
@@ -258,12 +312,15 @@ class Probe:
     _COMMANDS: ClassVar[dict[str, Callable[[Probe, str], Any]]] = {
         ".help": _help,
         ".quit": _quit,
+        ".bye": _quit,
         ".who": _who,
         ".where": _where,
         ".bind": _bind,
         ".unbind": _unbind,
         ".remove": _unbind,
         ".regexps": _regexps,
+        ".bound": _regexps,
+        ".time": _time,
         ".showbind": _showbind,
         ".direct": _direct,
         ".error": _error,
