@@ -6,12 +6,17 @@ the build needs no network access.
 
 from __future__ import annotations
 
+import inspect
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
+from sphinx.util import logging
+
 import trivy
+
+logger = logging.getLogger(__name__)
 
 sys.path.insert(0, str(Path(__file__).parent / "_ext"))
 
@@ -48,7 +53,8 @@ html_theme = "furo"
 html_title = f"trivy {release}"
 html_show_sphinx = False
 html_show_copyright = False
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_css_files = ["trivy.css"]  # long JSON lines wrap
 pygments_style = "friendly"
 pygments_dark_style = "monokai"
 
@@ -116,8 +122,118 @@ def _undo_prose_type(
         lines[0] = f"{field.removeprefix(':type: ')}: {lines[0]}"
 
 
+_SEVERAL_NAMES = re.compile(r"(?P<head>\s*\.\. attribute:: )(?P<names>\w+(?:, \w+)+)")
+
+
+def _anchor_each_name(
+    app: Any, what: str, name: str, obj: Any, options: Any, lines: list[str]
+) -> None:
+    """Give each name of a field that documents several its own target.
+
+    Napoleon makes ``.. attribute:: a, b, c`` of "a, b, c: text", which no
+    link reaches; the Python domain takes one signature a line, each with
+    its own target. The names get their type when they share one.
+    """
+    for i, line in enumerate(lines):
+        found = _SEVERAL_NAMES.fullmatch(line)
+        if not found:
+            continue
+        names = found["names"].split(", ")
+        align = " " * len(found["head"])
+        lines[i : i + 1] = [found["head"] + names[0], *(align + n for n in names[1:])]
+        types = {getattr(obj, "__annotations__", {}).get(n) for n in names}
+        if len(types) == 1 and None not in types:
+            end = i + len(names)
+            indent = found["head"][: -len(".. attribute:: ")] + "   "
+            while end < len(lines) and (not lines[end] or lines[end].startswith(indent)):
+                end += 1
+            while not lines[end - 1]:
+                end -= 1
+            lines[end:end] = ["", f"{indent}:type: {types.pop()}"]
+
+
+_FIELD = re.compile(r"  (?P<names>\w+(?:, \w+)*):(?P<text>.*)")
+
+
+def _attribute_fields(cls: type) -> list[tuple[list[str], str]]:
+    """The fields of a class's "Attributes:" section: (names, description)."""
+    lines = inspect.getdoc(cls).splitlines()
+    _join_wrapped_names(None, "class", "", cls, None, lines)
+    fields: list[tuple[list[str], str]] = []
+    in_section = False
+    for line in lines:
+        if line.strip() == "Attributes:":
+            in_section = True
+        elif line and not line.startswith(" "):
+            in_section = False
+        elif in_section and (found := _FIELD.fullmatch(line)):
+            fields.append((found["names"].split(", "), found["text"].strip()))
+        elif in_section and line.strip() and fields:
+            names, text = fields[-1]
+            fields[-1] = (names, f"{text} {line.strip()}".strip())
+    return fields
+
+
+def _first_sentence(text: str) -> str:
+    """Up to the first full stop outside brackets and ``literals``."""
+    depth, literal = 0, False
+    for i, char in enumerate(text):
+        if text.startswith("``", i):
+            literal = not literal
+        elif literal:
+            continue
+        elif char in "([":
+            depth += 1
+        elif char in ")]":
+            depth -= 1
+        elif char == "." and depth == 0 and text[i + 1 : i + 2] in ("", " "):
+            return text[: i + 1]
+    return text
+
+
+_OPTIONS_FIELD = r":param \*\*options: "
+
+
+def _list_bus_options(
+    app: Any, what: str, name: str, obj: Any, options: Any, lines: list[str]
+) -> None:
+    """Under open_ivy_bus's ``**options``, each option with one line and a link.
+
+    The line is the first sentence of the option's description among
+    BusOptions' attributes; options a field documents together share one.
+    """
+    if name != "trivy.open_ivy_bus":
+        return
+    from trivy._options import BusOptions, BusOptionsArgs
+
+    starts = [i for i, line in enumerate(lines) if line.startswith(_OPTIONS_FIELD)]
+    if not starts:
+        logger.warning("open_ivy_bus documents no **options: its options are not listed")
+        return
+    end = starts[0] + 1
+    while end < len(lines) and lines[end].startswith(" "):
+        end += 1
+    documented = {n: field for field in _attribute_fields(BusOptions) for n in field[0]}
+    indent = " " * len(_OPTIONS_FIELD)
+    items: list[str] = [""]
+    listed: set[str] = set()
+    for option in BusOptionsArgs.__annotations__:
+        if option in listed:
+            continue
+        if option not in documented:
+            logger.warning("BusOptions documents no attribute %r", option)
+        names, text = documented.get(option, ([option], ""))
+        together = [n for n in names if n in BusOptionsArgs.__annotations__]
+        listed.update(together)
+        links = ", ".join(f":attr:`~trivy.BusOptions.{n}`" for n in together)
+        items.append(f"{indent}* {links}: {_first_sentence(text)}")
+    lines[end:end] = items
+
+
 def setup(app: Any) -> None:
     # before napoleon (priority 500) turns the fields into reST
     app.connect("autodoc-process-docstring", _join_wrapped_names, priority=400)
     # and after it
     app.connect("autodoc-process-docstring", _undo_prose_type, priority=600)
+    app.connect("autodoc-process-docstring", _anchor_each_name, priority=600)
+    app.connect("autodoc-process-docstring", _list_bus_options, priority=600)

@@ -3,6 +3,11 @@
 ``{clihelp} probe`` renders ``python -m trivy probe --help``; with no
 argument, the top-level help; ``{clihelp} .help`` renders the probe's
 ``.help`` text. The reference then never drifts from the parser.
+
+The block's content is the line that prints that help, as it is typed
+(``$ python -m trivy probe --help``, or ``> .help`` at the probe's
+prompt): the raw Markdown, as read on GitHub, then says what to run, and
+the built page shows that line above the help. The directive checks it.
 """
 
 from __future__ import annotations
@@ -47,9 +52,16 @@ def help_text(command: str) -> str:
             os.environ["COLUMNS"] = saved
 
 
+def typed_line(command: str) -> str:
+    """What one types to see the help of ``command``, prompt included."""
+    if command == ".help":
+        return "> .help"
+    return f"$ python -m trivy {command} --help" if command else "$ python -m trivy --help"
+
+
 class CliHelp(SphinxDirective):
     optional_arguments = 1
-    has_content = False
+    has_content = True
 
     def run(self) -> list[nodes.Node]:
         command = self.arguments[0] if self.arguments else ""
@@ -57,6 +69,10 @@ class CliHelp(SphinxDirective):
             text = help_text(command)
         except ValueError as exc:
             raise self.error(str(exc)) from None
+        wanted = typed_line(command)
+        if "\n".join(self.content).strip() != wanted:
+            raise self.error(f"the block's content must be the line that prints it: {wanted}")
+        text = f"{wanted}\n{text}"
         block = nodes.literal_block(text, text)
         block["language"] = "text"
         return [block]

@@ -6,7 +6,7 @@ It answers every ``BTN <hex id>`` with ``BTN_ACK <hex id>`` and greets
     python button_agent.py                 # on $IVYBUS, or 127:2010
     python button_agent.py 127:2010
 
-and press a button from another terminal: ``trivy send "BTN 1f"``.
+and press a button from another terminal: ``python -m trivy send "BTN 1f"``.
 """
 
 from __future__ import annotations

@@ -73,6 +73,19 @@ class CallbackThread:
         except queue.Full:
             await trio.to_thread.run_sync(_put, run, job, abandon_on_cancel=True)
 
+    def submit_from_thread(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Queue ``fn(*args)`` from any thread but this one (waiting for room).
+
+        From this thread (a callback), ``fn`` runs at once instead: a thread
+        cannot wait for room in its own queue.
+        """
+        if self.in_thread():
+            fn(*args)
+            return
+        run, job = self._run, (fn, args, None, None)
+        if not run.stopping:
+            _put(run, job)
+
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Queue ``fn(*args)`` and wait for its result (None if it raised or was dropped)."""
         run, done = self._run, threading.Event()

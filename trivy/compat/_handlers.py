@@ -27,6 +27,7 @@ from ._constants import (
     IvyApplicationDisconnected,
     IvyRegexpAdded,
     error,
+    void_function,
 )
 
 __all__ = ["ClientsBinding", "ServerHandlers"]
@@ -65,6 +66,9 @@ class ServerHandlers:
     _bindings: Mapping[int, Bound]  # our bind_msg bindings, by id (under _lock)
     _clients_by_address: dict[tuple[str, int], IvyClient]
     _client_bindings: dict[IvyClient, dict[int, str]]
+    # subscriptions reported while no regexp change callback was bound
+    # (callback thread only)
+    _unheard_regexps: dict[IvyClient, dict[int, str]]
 
     @staticmethod
     def run_callback(
@@ -117,6 +121,8 @@ class ServerHandlers:
             client = self._clients_by_address.pop((ip, port), None)
             if client is not None:
                 self._client_bindings.pop(client, None)
+        if client is not None:
+            self._unheard_regexps.pop(client, None)
         if client is not None and trigger_application_callback:
             self.run_callback(
                 self.app_callback,
@@ -145,6 +151,15 @@ class ServerHandlers:
     def handle_regexp_change(self, client: IvyClient, event: int, num_id: int, regexp: str) -> None:
         """An agent added (or replaced) or removed a subscription."""
         added = event == IvyRegexpAdded
+        if self.regexp_change_callback is void_function:
+            # Nobody listens yet: kept (as the state it leaves, so bounded)
+            # for a callback bound later (see replay_regexp_changes).
+            unheard = self._unheard_regexps.setdefault(client, {})
+            if added:
+                unheard[num_id] = regexp
+            else:
+                unheard.pop(num_id, None)
+            return
         self.run_callback(
             self.regexp_change_callback,
             f"regexp change callback ({'add' if added else 'remove'})",
@@ -153,6 +168,17 @@ class ServerHandlers:
             num_id,
             regexp,
         )
+
+    def replay_regexp_changes(self) -> None:
+        """Tell the regexp change callback, bound late, of the subscriptions it missed.
+
+        Runs on the callback thread, after the changes handled before the
+        binding (those after it reached the callback itself).
+        """
+        unheard, self._unheard_regexps = self._unheard_regexps, {}
+        for client, regexps in unheard.items():
+            for num_id, regexp in regexps.items():
+                self.handle_regexp_change(client, IvyRegexpAdded, num_id, regexp)
 
     # ------------------------------------------------------------ messages
     def handle_msg(self, client: IvyClient, idx: int, *params: Any) -> None:

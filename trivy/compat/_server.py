@@ -38,6 +38,7 @@ from ._constants import (
     warn,
 )
 from ._handlers import ServerHandlers
+from ._inspection import ServerInspection
 
 
 @attrs.define(slots=True, eq=False)
@@ -50,7 +51,7 @@ class _Binding:
     bus_id: int | None = None  # its id on the bus, while bound on a running one
 
 
-class IvyServer(ServerHandlers):
+class IvyServer(ServerHandlers, ServerInspection):
     """An agent on an Ivy bus, with ivy-python's synchronous, thread-based API.
 
     Args:
@@ -104,6 +105,7 @@ class IvyServer(ServerHandlers):
         self.server_termination: threading.Event = self._bridge.stopped
         self._lock = threading.Lock()  # guards _bindings and _next_id
         self._bindings: dict[int, _Binding] = {}
+        self._unheard_regexps: dict[IvyClient, dict[int, str]] = {}
         self._next_id = itertools.count()
         self._clients: dict[Peer, IvyClient] = {}  # touched in the bus thread only
         self._announced: set[Peer] = set()  # peers whose connection was handed on
@@ -168,14 +170,23 @@ class IvyServer(ServerHandlers):
         with self._lock:
             for binding in self._bindings.values():
                 binding.bus_id = None
+            left = list(self._clients_by_address)
+        # The agents still connected are left too (stop(), an obeyed DIE):
+        # the application callback hears of each, as in ivy-python.
+        for host, port in left:
+            self._callbacks.submit_from_thread(self.remove_client, host, port)
         self._clients.clear()
         self._announced.clear()
         self._announcing = trio.Event()
-        self._callbacks.stop()  # once it has run what is queued
+        # once it has run what is queued (those removals first)
+        self._callbacks.stop(after=self._forget_clients)
+        self.ivybus = None
+
+    def _forget_clients(self) -> None:
         with self._lock:
             self._clients_by_address.clear()
             self._client_bindings.clear()
-        self.ivybus = None
+        self._unheard_regexps.clear()
 
     def stop(self) -> None:
         """Leave the bus (BYE to every agent) and set :attr:`server_termination`.
@@ -305,8 +316,15 @@ class IvyServer(ServerHandlers):
         """Call ``fn(agent, event, num_id, regexp)`` when an agent (un)subscribes.
 
         ``event`` is :data:`IvyRegexpAdded` or :data:`IvyRegexpRemoved`.
+        Bound after :meth:`start` (ivy-python's examples do), it first hears
+        of the subscriptions reported before it was bound, as added: none
+        is lost to the race between the first peers and the binding.
         """
+        first = self.regexp_change_callback is void_function
         self.regexp_change_callback = on_regexp_change_callback
+        if first and self.isAlive():
+            with suppress(IvyIllegalStateError):
+                self._callbacks.submit_from_thread(self.replay_regexp_changes)
 
     def bind_pong(self, on_pong_callback: Callable[..., Any]) -> None:
         """Call ``on_pong_callback(agent, delta_seconds)`` for each PONG."""
@@ -363,34 +381,3 @@ class IvyServer(ServerHandlers):
         """Send the ready message to ``client``."""
         if self.ready_message:
             self.send_msg(self.ready_message, to=client)
-
-    # --------------------------------------------------------- inspection
-    def _clients_where(self, keep: Callable[[Peer], bool]) -> list[IvyClient]:
-        try:
-            return self._bridge.call(
-                lambda bus: [self._client(peer) for peer in bus.peers if keep(peer)]
-            )
-        except IvyIllegalStateError:
-            return []
-
-    def get_clients(self) -> list[str]:
-        """The names of the connected agents."""
-        try:
-            return self._bridge.call(lambda bus: [peer.name for peer in bus.peers])
-        except IvyIllegalStateError:
-            return []
-
-    def get_client_with_name(self, name: str) -> list[IvyClient]:
-        """The connected agents named ``name``."""
-        return self._clients_where(lambda peer: peer.name == name)
-
-    def get_client(self, ip: str, port: int) -> IvyClient:
-        """The connected agent at ``ip:port``.
-
-        Raises:
-          ValueError: no such agent.
-        """
-        clients = self._clients_where(lambda peer: peer.host == ip and peer.port == port)
-        if not clients:
-            raise ValueError("Client is not registered")
-        return clients[0]

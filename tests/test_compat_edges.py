@@ -1,0 +1,111 @@
+"""The compat layer where it differed from ivy-python, against a real ivy-python peer.
+
+- A regexp change callback bound after ``start()`` (the seed example's
+  shape) lost the first peer's subscriptions when they were reported
+  before it was bound; ivy-python loses them too, one run in eight.
+- ``stop()`` and an obeyed DIE told the application callback nothing of
+  the agents left behind; ivy-python calls it with
+  ``IvyApplicationDisconnected`` for each.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from trivy.compat.ivy import (
+    IvyApplicationDisconnected,
+    IvyClient,
+    IvyRegexpAdded,
+    IvyServer,
+)
+
+from .conftest import free_udp_port
+from .test_compat import PEER_NAME, TIMEOUT, PythonPeer, Recorder, connected, subscribed
+
+HELLO = r"^hello (\w+) (\w+)"
+
+
+@pytest.fixture
+def port() -> int:
+    return free_udp_port()
+
+
+def _added(rec: Recorder, regexp: str) -> int:
+    return rec.count(lambda i: i[0] == "regexp" and i[2] == IvyRegexpAdded and i[4] == regexp)
+
+
+class WatchedServer(IvyServer):
+    """Says when a regexp change has been handled (an override, as agents write them)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.handled = threading.Event()
+
+    def handle_regexp_change(self, client: IvyClient, event: int, num_id: int, regexp: str) -> None:
+        super().handle_regexp_change(client, event, num_id, regexp)
+        self.handled.set()
+
+
+def test_a_regexp_change_callback_bound_after_start_hears_what_came_before(port: int) -> None:
+    rec = Recorder()
+    server = WatchedServer("COMPAT", app_callback=rec.app, usesDaemons=True)
+    server.start(f"127:{port}")
+    peer = PythonPeer(port, PEER_NAME, "--bind", HELLO)
+    try:
+        client = connected(rec)
+        # its subscription was reported, to nobody, before the binding: the
+        # run that lost it
+        assert server.handled.wait(TIMEOUT)
+        server.bind_regexp_change(rec.regexp)
+        item = subscribed(rec, HELLO)
+        assert item[1] is client and item[3] == 0
+        peer.command("bind", regexp="^later (.*)")
+        subscribed(rec, "^later (.*)")  # reported after the replay, and once
+        assert _added(rec, HELLO) == 1 and _added(rec, "^later (.*)") == 1
+    finally:
+        peer.close()
+        server.stop()
+
+
+def _disconnections(rec: Recorder) -> list[Any]:
+    return [
+        i[1].agent_name for i in rec.seen if i[0] == "app" and i[2] == IvyApplicationDisconnected
+    ]
+
+
+def test_stop_tells_the_application_callback_of_each_agent_left(port: int) -> None:
+    rec = Recorder()
+    server = IvyServer("COMPAT", app_callback=rec.app, usesDaemons=True)
+    server.start(f"127:{port}")
+    peers = [PythonPeer(port, name) for name in ("LEFT1", "LEFT2")]
+    try:
+        for name in ("LEFT1", "LEFT2"):
+            connected(rec, name)
+        server.stop()
+        assert sorted(_disconnections(rec)) == ["LEFT1", "LEFT2"]
+    finally:
+        for peer in peers:
+            peer.close()
+
+
+def test_an_obeyed_die_tells_the_application_callback_of_each_agent_left(port: int) -> None:
+    rec = Recorder()
+    server = IvyServer("COMPAT", app_callback=rec.app, usesDaemons=True)
+    server.start(f"127:{port}")
+    killer = PythonPeer(port, "KILLER")
+    bystander = PythonPeer(port, "BYSTANDER")
+    try:
+        connected(rec, "KILLER")
+        connected(rec, "BYSTANDER")
+        killer.expect("connected", name="COMPAT")
+        killer.command("die", to="COMPAT")
+        assert server.server_termination.wait(TIMEOUT)
+        rec.wait_for(lambda i: i[0] == "app" and i[2] == IvyApplicationDisconnected
+                     and i[1].agent_name == "BYSTANDER")  # fmt: skip
+        assert sorted(_disconnections(rec)) == ["BYSTANDER", "KILLER"]
+    finally:
+        killer.close()
+        bystander.close()
