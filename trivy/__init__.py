@@ -11,7 +11,13 @@ receive the capture groups of every matching text through channels::
 
 from ._bus import IvyBus
 from ._channels import Subscription
-from ._errors import IvyError, IvyIllegalStateError, IvyMalformedMessage, IvyProtocolError
+from ._errors import (
+    IvyError,
+    IvyIllegalStateError,
+    IvyMalformedMessage,
+    IvyProtocolError,
+    RequestFailed,
+)
 from ._event_streams import EventStream
 from ._events import (
     BusEvent,
@@ -32,6 +38,7 @@ from ._events import (
 from ._message_classes import MessageClasses
 from ._open import open_ivy_bus
 from ._options import BusOptions
+from ._requests import Requests
 from ._timers import Timer
 
 __version__ = "0.1.0"
@@ -56,6 +63,8 @@ __all__ = [
     "PeerDisconnected",
     "PeerResponsive",
     "PeerUnresponsive",
+    "RequestFailed",
+    "Requests",
     "Subscription",
     "SubscriptionAdded",
     "SubscriptionChanged",

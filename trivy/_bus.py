@@ -26,6 +26,7 @@ from ._matching import MatchMode
 from ._options import BusOptions
 from ._peer import PeerSession
 from ._peers import PeerSet, open_session
+from ._requests import Requests
 from ._routing import CANCEL_CHECK_EVERY, SENDS_PER_CHECKPOINT, Router
 from ._self_delivery import SelfDelivery
 from ._timers import Timer, TimerCallback
@@ -49,6 +50,7 @@ class IvyBus:
       agent_id: our bus-unique id (sent in the UDP announce).
       port: our TCP listening port.
       bus_address: the networks and UDP port we announce on.
+      requests: request and reply over direct messages (:class:`~trivy.Requests`).
     """
 
     def __init__(self, options: BusOptions, *, on_die: DieCallback | None = None) -> None:
@@ -77,14 +79,11 @@ class IvyBus:
         self._discovery = Discovery(
             options, serve=self._serve, is_connected=self._peers.is_connected
         )
+        self.requests = Requests(self, self._dispatcher.answers)
         self._body_scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
         self._running = False  # started and not stopping: read on every send
-        self._to_self = (
-            SelfDelivery(self._local, options.match_mode, java_newlines=options.java_newlines)
-            if options.send_to_self
-            else None
-        )
+        self._to_self = SelfDelivery.for_options(self._local, options)
 
     def __repr__(self) -> str:
         return f"<IvyBus {self.agent_name!r} on {self.bus_address} port {self.port}>"

@@ -57,6 +57,7 @@ from ._protocol_events import (
     UnknownType,
 )
 from ._protocol_events import ErrorReceived as ErrorLine
+from ._requests import PendingAnswers
 from ._routing import Router
 
 __all__ = ["DieCallback", "Dispatcher"]
@@ -108,6 +109,8 @@ class Dispatcher:
         self._ready_message = ready_message
         self._on_die = on_die
         self._stop = stop
+        #: Requests of ours waiting for their answer (see ``_requests``).
+        self.answers = PendingAnswers()
         self._compile_time = 0.0  # seconds spent compiling since the last yield
         self._handlers: dict[type[Event], _Handler] = {
             RegexpAdded: self._regexp_added,
@@ -175,6 +178,7 @@ class Dispatcher:
         self._router.forget(session)
         if self._peers.remove(session):
             logger.info("%s disconnected", session.peer)
+            self.answers.peer_left(session.peer)
             self._hub.emit_nowait(PeerDisconnected(session.peer, session.end_reason))
 
     def session_unresponsive(self, session: PeerSession, silent_for: float) -> None:
@@ -258,11 +262,14 @@ class Dispatcher:
         return True
 
     async def _direct(self, session: PeerSession, event: DirectReceived) -> bool:
-        await self._hub.emit(DirectMessage(session.peer, event.num_id, event.text))
+        if not self.answers.take(session.peer, event.num_id, event.text):
+            await self._hub.emit(DirectMessage(session.peer, event.num_id, event.text))
         return True
 
     async def _error(self, session: PeerSession, event: ErrorLine) -> bool:
         peer, text = session.peer, shorten(event.text)
+        if self.answers.take(peer, event.num_id, event.text, refused=True):
+            return True  # a request refused: its caller hears of it
         session.log.warning("%s sent an error (id %d): %s", peer, event.num_id, text)
         await self._hub.emit(ErrorReceived(peer, event.num_id, event.text))
         return True

@@ -7,6 +7,7 @@ __all__ = [
     "IvyIllegalStateError",
     "IvyMalformedMessage",
     "IvyProtocolError",
+    "RequestFailed",
 ]
 
 
@@ -27,3 +28,17 @@ class IvyIllegalStateError(IvyError, RuntimeError):
 
     For example sending on a bus that has stopped.
     """
+
+
+class RequestFailed(IvyError):
+    """A request got no answer: the peer refused it (an ERROR) or left.
+
+    Attributes:
+      peer: the :class:`~trivy.Peer` asked.
+      reason: the ERROR's text, or why there is no answer.
+    """
+
+    def __init__(self, peer: object, reason: str) -> None:
+        super().__init__(f"{peer}: {reason}")
+        self.peer = peer
+        self.reason = reason

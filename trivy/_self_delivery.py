@@ -45,6 +45,7 @@ from ._fairness import SERVE_SLICE
 from ._local import Binding, LocalSubscriptions
 from ._logs import LogLimiter
 from ._matching import MatchMode
+from ._options import BusOptions
 from .protocol import JAVA_NEWLINE_ESCAPE
 
 __all__ = ["MAX_QUEUED", "SelfDelivery"]
@@ -81,6 +82,13 @@ class SelfDelivery:
         self._log = LogLimiter(logger)
         #: Who our own deliveries say they come from (set when the bus starts).
         self.peer = Peer(name="", host="127.0.0.1", port=0)
+
+    @classmethod
+    def for_options(cls, local: LocalSubscriptions, options: BusOptions) -> SelfDelivery | None:
+        """Ours when ``options.send_to_self``, else None."""
+        if not options.send_to_self:
+            return None
+        return cls(local, options.match_mode, java_newlines=options.java_newlines)
 
     def start(self, name: str, port: int, agent_id: str, nursery: trio.Nursery) -> None:
         """Name our own peer once the bus has its port and id; start delivering."""
