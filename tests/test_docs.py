@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import trivy
 from trivy.testing import free_bus_address
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -198,3 +199,10 @@ def test_runnable_example(code: str) -> None:
         timeout=EXAMPLE_TIMEOUT,
     )
     assert result.returncode == 0, f"exit code {result.returncode}\n{result.stderr[-5000:]}"
+
+
+def test_the_changelog_names_the_package_version() -> None:
+    """It had only "Unreleased" while the version was 0.1.0."""
+    text = (ROOT / "CHANGELOG.md").read_text()
+    first = next(line for line in text.splitlines() if line.startswith("## "))
+    assert first.startswith(f"## {trivy.__version__} "), first

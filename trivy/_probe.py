@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 from collections.abc import Iterator
 
 import trio
@@ -49,6 +50,11 @@ class _StdinReader:
         self.interactive = sys.stdin.isatty()
         #: True while the prompt is on the screen, waiting for a line.
         self.prompting = False
+        #: True from input() until readline has shown the prompt: lines
+        #: printed then wait in ``held`` (they would cut the prompt in two).
+        self.starting = False
+        self.held: list[str] = []
+        self.lock = threading.Lock()
         self._buffer = b""
         self._eof = False
         self._prompt_hook = False
@@ -63,17 +69,28 @@ class _StdinReader:
                 self._prompt_hook = True
 
     def _reading(self) -> None:
-        self.prompting = True
+        with self.lock:
+            self.starting, self.prompting = False, True
+            held, self.held = self.held, []
+        if held:  # printed above the prompt, which comes back under them
+            sys.stdout.write("".join(f"\r\x1b[K{line}\n" for line in held) + PROMPT)
+            sys.stdout.flush()
 
     def _read_line_blocking(self) -> str | None:
         if self.interactive:
-            self.prompting = not self._prompt_hook
+            with self.lock:
+                self.starting = self._prompt_hook
+                self.prompting = not self._prompt_hook
             try:
                 return input(PROMPT)
             except EOFError:
                 return None
             finally:
-                self.prompting = False
+                with self.lock:
+                    self.starting = self.prompting = False
+                    held, self.held = self.held, []
+                for text in held:  # (no prompt was shown after all)
+                    print(text, flush=True)
         while b"\n" not in self._buffer and not self._eof:
             data = os.read(sys.stdin.fileno(), 65536)
             self._buffer += data
@@ -123,12 +140,20 @@ class _Printer:
                 self._readline = readline
 
     def __call__(self, text: str) -> None:
-        if self._readline is None or not self._reader.prompting:
+        reader = self._reader
+        if self._readline is None:
             out(text)
             return
-        typed = self._readline.get_line_buffer()
-        sys.stdout.write(f"\r\x1b[K{printable(text)}\n{PROMPT}{typed}")
-        sys.stdout.flush()
+        with reader.lock:
+            if reader.starting:  # readline is drawing the prompt: after it
+                reader.held.append(printable(text))
+                return
+            if not reader.prompting:
+                out(text)
+                return
+            typed = self._readline.get_line_buffer()
+            sys.stdout.write(f"\r\x1b[K{printable(text)}\n{PROMPT}{typed}")
+            sys.stdout.flush()
 
 
 def _probe_regexps(args: argparse.Namespace) -> list[str]:
