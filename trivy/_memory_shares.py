@@ -89,7 +89,9 @@ class MemoryShares:
                 session.limit_memory(*limits)
         elif newcomer is not None and limits != self._own:
             newcomer.limit_memory(*limits)
-        if newcomer is not None and limits != self._own:
+        if newcomer is not None and limits[:2] != self._own[:2]:
+            # (while every peer keeps its own queue and line limits, only
+            # the excess of waiting sends is shared: no total to enforce)
             self._drop_largest(sessions)
 
     def _drop_largest(self, sessions: Iterable[HoldsMemory]) -> None:

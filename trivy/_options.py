@@ -9,6 +9,7 @@ number.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 from collections.abc import Iterable
@@ -127,6 +128,7 @@ def _default_host(options: BusOptions) -> str:
     return LOOPBACK_HOST if all(map(is_loopback, options.bus.networks)) else ANY_HOST
 
 
+@functools.lru_cache(maxsize=1024)  # (asked of every connection and announce)
 def is_loopback(host: str) -> bool:
     """Whether ``host`` is a loopback address (a name is not looked up: False)."""
     try:

@@ -98,7 +98,9 @@ class PeerOutput:
         self._waiting_for_room = 0  # tasks in wait_for_room
         self._patience = Patience(patience)
         self._out_of_patience = ""  # why the writer must let the peer go
-        self._writer_scope = trio.CancelScope()
+        # Entered only while the writer waits for a full socket: the one
+        # wait out of patience must end (no cancel scope per message).
+        self._stall_scope: trio.CancelScope | None = None
         self._open = True  # false once closed: nothing waits for room any more
         self._last_direct_write = 0.0
         self._congested = False
@@ -186,7 +188,10 @@ class PeerOutput:
             self._out_of_patience = (
                 f"kept our senders waiting {patience.budget:g} s over its limit, lately"
             )
-            self._writer_scope.cancel()
+            if self._stall_scope is not None:
+                self._stall_scope.cancel()
+            elif self._writer_idle:
+                self._wake()
         finally:
             self._waiting_for_room -= 1
             if not self._waiting_for_room:
@@ -219,7 +224,12 @@ class PeerOutput:
                 sent = sock.send(data)
             except BlockingIOError:
                 self.write_stalls += 1
-                if not await wait_taking(sock, stall_timeout, over_limit):
+                taken = False
+                with trio.CancelScope() as self._stall_scope:
+                    if not self._out_of_patience:
+                        taken = await wait_taking(sock, stall_timeout, over_limit)
+                self._stall_scope = None
+                if not taken:
                     return False
                 self.drains += 1
                 continue
@@ -239,15 +249,15 @@ class PeerOutput:
         then dropped); runs until cancelled otherwise.
         """
         try:
-            with self._writer_scope:
-                while True:
-                    if not await self._send_queued(stall_timeout, judged=False):
-                        queued = self.discard()
-                        return f"took no byte for {stall_timeout:g} s with {queued} bytes queued"
-                    self._idle()
-                    await self._wake_writer.park()
-            queued = self.discard()  # (only wait_for_room cancels the scope)
-            return f"{self._out_of_patience} ({queued} bytes queued)"
+            while True:
+                sent = await self._send_queued(stall_timeout, judged=False)
+                if self._out_of_patience:  # (wait_for_room ended our wait)
+                    return f"{self._out_of_patience} ({self.discard()} bytes queued)"
+                if not sent:
+                    queued = self.discard()
+                    return f"took no byte for {stall_timeout:g} s with {queued} bytes queued"
+                self._idle()
+                await self._wake_writer.park()
         except OSError as exc:
             self.discard()
             return f"connection lost: {exc}"
