@@ -150,11 +150,27 @@ def test_cycles_finds_every_cycle_and_only_cycles() -> None:
 
 #: Third-party imports that are not runtime dependencies, and where they
 #: may be: pytest loads trivy's pytest plugin itself; ivy-python is needed
-#: only by the process that runs a real ivy-python agent for tests.
+#: only by the process that runs a real ivy-python agent for tests; the
+#: MQTT client only by the bridge (the ``mqtt`` extra).
 NOT_DEPENDENCIES = {
     "pytest": {"trivy.testing._plugin"},
     "ivy": {"trivy.testing._ivy_python_process"},
+    "paho": {"trivy.bridge._mqtt"},
 }
+#: The extras: what each stands on (trivy's public API), and nothing else
+#: of trivy; the core imports none of them.
+EXTRAS = ["trivy.bridge"]
+
+
+@pytest.mark.parametrize("extra", EXTRAS)
+def test_extras_stand_on_the_public_api_and_the_core_never_imports_them(extra: str) -> None:
+    public = {"trivy", "trivy.protocol"}
+    for module in MODULES:
+        trivy_imports = {m for m in imports_of(module) if _in(m, "trivy")}
+        if _in(module, extra):
+            assert trivy_imports <= public | {m for m in MODULES if _in(m, extra)}, module
+        elif not module.startswith("trivy._cli"):  # (the command line runs it, lazily)
+            assert not {m for m in trivy_imports if _in(m, extra)}, module
 
 
 def test_every_third_party_import_is_a_declared_dependency() -> None:

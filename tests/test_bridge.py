@@ -1,0 +1,177 @@
+"""Two sites joined through a real MQTT broker (mosquitto, started here).
+
+Each site is a bus of its own (its own UDP port, as two LANs would be),
+with its own bridge; every agent sees the other site's agents as agents
+of the bus, with their names and regexps.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+import trivy
+from trivy.bridge import BridgeOptions, MqttError, run_bridge
+from trivy.testing import wait_for_subscription
+
+from .conftest import free_udp_port
+
+TIMEOUT = 15
+
+
+def _free_tcp_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[int]:
+    """A mosquitto broker on loopback, once it says it runs; its port."""
+    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    port = _free_tcp_port()
+    config = tmp_path / "mosquitto.conf"
+    config.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\nlog_dest stderr\nlog_type all\n"
+    )
+    process = subprocess.Popen(
+        [mosquitto, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stderr is not None  # (its log: stderr, which it does not buffer)
+    for line in process.stderr:  # the listener is open once it says "running"
+        if "running" in line:
+            break
+    else:
+        raise AssertionError(f"mosquitto did not start (exit {process.wait()})")
+    threading.Thread(target=process.stderr.read, daemon=True).start()  # (keeps the pipe read)
+    try:
+        yield port
+    finally:
+        process.terminate()
+        process.wait(5)
+
+
+def two_sites(broker: int) -> tuple[str, str, list[BridgeOptions]]:
+    """Two buses (two UDP ports, as two LANs) and their bridges' options."""
+    one, two = f"127:{free_udp_port()}", f"127:{free_udp_port()}"
+    options = [
+        BridgeOptions(bus=one, broker_port=broker, site="one"),
+        BridgeOptions(bus=two, broker_port=broker, site="two"),
+    ]
+    return one, two, options
+
+
+async def test_two_sites_see_each_others_agents_and_texts(broker: int) -> None:
+    bus_one, bus_two = f"127:{free_udp_port()}", f"127:{free_udp_port()}"
+    with trio.fail_after(TIMEOUT):
+        async with (
+            trivy.open_ivy_bus("ALICE", bus_one) as alice,
+            trivy.open_ivy_bus("BOB", bus_two) as bob,
+            trio.open_nursery() as nursery,
+        ):
+            hello = alice.subscribe("^hello (.*)")
+            nursery.start_soon(
+                run_bridge, BridgeOptions(bus=bus_one, broker_port=broker, site="one")
+            )
+            nursery.start_soon(
+                run_bridge, BridgeOptions(bus=bus_two, broker_port=broker, site="two")
+            )
+            # ALICE appears on BOB's bus, with her regexp
+            await wait_for_subscription(bob, "ALICE", "^hello (.*)")
+            assert await bob.send("hello world") == 1
+            match = await hello.receive()
+            assert match.groups == ("world",)
+            assert match.peer.name == "BOB"  # the sender's name, on ALICE's side
+            # direct messages cross, from the sender's name
+            async with bob.direct_messages() as directs:
+                alice.send_direct(await alice.wait_for_peer("BOB"), 7, "psst")
+                direct = await directs.receive()
+                assert (direct.peer.name, direct.num_id, direct.text) == ("ALICE", 7, "psst")
+            # subscriptions follow live
+            async with bob.events() as events:
+                alice.unbind(hello.id)
+                while True:
+                    event = await events.receive()
+                    if isinstance(event, trivy.SubscriptionRemoved) and event.peer.name == "ALICE":
+                        break
+            assert await bob.send("hello again") == 0
+            nursery.cancel_scope.cancel()
+
+
+async def test_an_agent_leaving_leaves_the_other_site(broker: int) -> None:
+    bus_one, bus_two = f"127:{free_udp_port()}", f"127:{free_udp_port()}"
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("BOB", bus_two) as bob, trio.open_nursery() as nursery:
+            nursery.start_soon(
+                run_bridge, BridgeOptions(bus=bus_one, broker_port=broker, site="one")
+            )
+            nursery.start_soon(
+                run_bridge, BridgeOptions(bus=bus_two, broker_port=broker, site="two")
+            )
+            async with bob.events() as events:
+                async with trivy.open_ivy_bus("CAROL", bus_one):
+                    await bob.wait_for_peer("CAROL")
+                while True:
+                    event = await events.receive()
+                    if isinstance(event, trivy.PeerDisconnected) and event.peer.name == "CAROL":
+                        break
+            assert bob.peer("CAROL") is None
+            nursery.cancel_scope.cancel()
+
+
+async def test_no_broker_is_one_clear_error() -> None:
+    options = BridgeOptions(bus=f"127:{free_udp_port()}", broker_port=_free_tcp_port(), site="x")
+    with trio.fail_after(TIMEOUT), pytest.raises(MqttError, match="cannot reach the MQTT broker"):
+        await run_bridge(options)
+
+
+async def test_the_command_bridges_a_site(broker: int) -> None:
+    """``python -m trivy bridge`` against the broker: a text crosses, the
+    command says it runs and leaves on SIGINT with 130."""
+    bus_one, bus_two, bridges = two_sites(broker)
+    with trio.fail_after(TIMEOUT):
+        async with (
+            trivy.open_ivy_bus("ALICE", bus_one) as alice,
+            trivy.open_ivy_bus("BOB", bus_two) as bob,
+            trio.open_nursery() as nursery,
+        ):
+            hello = alice.subscribe("^hello (.*)")
+            nursery.start_soon(run_bridge, bridges[0])
+            command = [
+                sys.executable, "-m", "trivy", "bridge", "-b", bus_two,
+                "--broker", f"mqtt://127.0.0.1:{broker}", "--site", "two",
+            ]  # fmt: skip
+            process = await trio.lowlevel.open_process(command, stderr=subprocess.PIPE)
+            try:
+                await wait_for_subscription(bob, "ALICE", "^hello (.*)")
+                assert await bob.send("hello command") == 1
+                assert (await hello.receive()).groups == ("command",)
+                process.send_signal(signal.SIGINT)
+                assert await process.wait() == 130
+            finally:
+                process.kill()
+            assert process.stderr is not None
+            said = (await process.stderr.receive_some(4096)).decode()
+            assert said.startswith("trivy: bridging site 'two' through 127.0.0.1:"), said
+            nursery.cancel_scope.cancel()
+
+
+async def test_the_command_without_a_broker_says_so_in_one_line() -> None:
+    done = await trio.run_process(
+        [sys.executable, "-m", "trivy", "bridge", "-b", f"127:{free_udp_port()}",
+         "--broker", f"mqtt://127.0.0.1:{_free_tcp_port()}", "--site", "x"],
+        capture_stderr=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    lines = done.stderr.decode().splitlines()
+    assert len(lines) == 1 and "cannot reach the MQTT broker" in lines[0], lines

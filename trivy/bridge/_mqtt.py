@@ -1,0 +1,180 @@
+"""paho-mqtt driven from trio: one task owns the client and its socket.
+
+paho-mqtt's external-loop API leaves the I/O to the caller: the driver
+task waits on the client's socket with trio (readable; writable while paho
+has bytes to write) and calls ``loop_read``, ``loop_write`` and, every
+second, ``loop_misc`` (keepalive). paho's callbacks run inside those calls,
+in the driver task; they only collect what arrived, and the driver hands
+it to a memory channel, waiting while it is full: a bridge that cannot
+keep up stops reading the broker (backpressure), it drops nothing.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import paho.mqtt.client as paho
+import trio
+from paho.mqtt.enums import CallbackAPIVersion
+
+__all__ = ["MqttClient", "MqttError", "MqttMessage", "open_mqtt"]
+
+#: Seconds between two calls of paho's ``loop_misc`` (keepalive, timeouts).
+MISC_EVERY = 1.0
+#: Received messages held for the bridge before reading the broker pauses.
+RECEIVED_BUFFER = 1000
+#: Packets one ``loop_read`` handles before the driver yields.
+READ_PACKETS = 100
+
+
+@attrs.frozen
+class MqttMessage:
+    """A message from the broker."""
+
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+class MqttError(OSError):
+    """The broker could not be reached, or refused or dropped us."""
+
+
+class MqttClient:
+    """A connected client: publish, subscribe, and read what arrives (``async for``)."""
+
+    def __init__(self, client: paho.Client) -> None:
+        self._client = client
+        self._send, self._received = trio.open_memory_channel[MqttMessage](RECEIVED_BUFFER)
+        self._arrived: list[MqttMessage] = []  # (filled by paho's callback)
+        self._failure = ""
+        self._wake = trio.Event()
+        self.connected = trio.Event()
+        client.on_message = self._on_message
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+
+    # paho's callbacks, called from loop_read/loop_write/loop_misc
+    def _on_message(self, _client: Any, _userdata: Any, message: Any) -> None:
+        self._arrived.append(MqttMessage(message.topic, bytes(message.payload), message.retain))
+
+    def _on_connect(self, _c: Any, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        if reason.is_failure:
+            self._failure = f"the broker refused us: {reason}"
+        else:
+            self.connected.set()
+
+    def _on_disconnect(self, _c: Any, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        self._failure = self._failure or f"the broker dropped us: {reason}"
+
+    def publish(self, topic: str, payload: bytes | str, *, retain: bool = False) -> None:
+        """Queue a message (QoS 1: the broker acknowledges it); never blocks."""
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise MqttError(f"cannot publish to {topic!r}: {paho.error_string(info.rc)}")
+        self._wake.set()
+
+    def subscribe(self, topic: str) -> None:
+        """Receive what is published on ``topic`` (wildcards allowed)."""
+        result, _ = self._client.subscribe(topic, qos=1)
+        if result != paho.MQTT_ERR_SUCCESS:
+            raise MqttError(f"cannot subscribe to {topic!r}: {paho.error_string(result)}")
+        self._wake.set()
+
+    def __aiter__(self) -> AsyncIterator[MqttMessage]:
+        return self._received.__aiter__()
+
+    def _check(self, result: int) -> None:
+        if self._failure:
+            raise MqttError(self._failure)
+        if result not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_AGAIN):
+            raise MqttError(f"connection to the broker lost: {paho.error_string(result)}")
+
+    async def drive(self) -> None:
+        """The driver task: the client's I/O, until cancelled or the broker is lost."""
+        client = self._client
+        sock = client.socket()
+        if not isinstance(sock, socket.socket):
+            raise MqttError("the MQTT client has no socket")
+        next_misc = trio.current_time() + MISC_EVERY
+        while True:
+            while client.want_write():
+                self._check(client.loop_write())
+                if client.want_write():
+                    with trio.move_on_at(next_misc):
+                        await trio.lowlevel.wait_writable(sock)
+                    break
+            with trio.move_on_at(next_misc):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_then_cancel, trio.lowlevel.wait_readable, sock, nursery)
+                    nursery.start_soon(_then_cancel, self._wake.wait, None, nursery)
+                if not self._wake.is_set():
+                    self._check(client.loop_read(READ_PACKETS))
+            self._wake = trio.Event()
+            if trio.current_time() >= next_misc:
+                self._check(client.loop_misc())
+                next_misc = trio.current_time() + MISC_EVERY
+            arrived, self._arrived = self._arrived, []
+            for message in arrived:
+                await self._send.send(message)  # (waits while the bridge is behind)
+            await trio.lowlevel.checkpoint()
+
+
+async def _then_cancel(wait: Any, arg: Any, nursery: trio.Nursery) -> None:
+    await (wait() if arg is None else wait(arg))
+    nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def open_mqtt(
+    host: str,
+    port: int,
+    *,
+    client_id: str,
+    will: tuple[str, bytes] | None = None,
+    keepalive: int = 10,
+    connect_timeout: float = 5.0,
+) -> AsyncIterator[MqttClient]:
+    """Connect to the broker at ``host:port``; the client, until the block ends.
+
+    ``will``: a (topic, payload) the broker publishes, retained, if we
+    vanish. Leaving disconnects cleanly (no will).
+
+    Raises:
+      MqttError: the broker is not there, refuses us, or drops us.
+    """
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+    mqtt = MqttClient(client)
+    if will is not None:
+        client.will_set(will[0], will[1], qos=1, retain=True)
+    try:
+        with trio.fail_after(connect_timeout):
+            # (paho's connect is a blocking TCP connect: in a thread)
+            await trio.to_thread.run_sync(client.connect, host, port, keepalive)
+    except (OSError, trio.TooSlowError) as exc:
+        raise MqttError(f"cannot reach the MQTT broker at {host}:{port}: {exc}") from None
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(mqtt.drive)
+            try:
+                with trio.fail_after(connect_timeout):
+                    await mqtt.connected.wait()
+            except trio.TooSlowError:
+                raise MqttError(f"no answer from the MQTT broker at {host}:{port}") from None
+            try:
+                yield mqtt
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:  # the driver is gone: a clean DISCONNECT (no will), best effort
+        with trio.CancelScope(shield=True), trio.move_on_after(1):
+            sock = client.socket()
+            if isinstance(sock, socket.socket):
+                client.disconnect()
+                while client.want_write():
+                    await trio.lowlevel.wait_writable(sock)
+                    if client.loop_write() != paho.MQTT_ERR_SUCCESS:
+                        break
