@@ -61,14 +61,20 @@ def broker(tmp_path: Path) -> Iterator[int]:
         process.wait(5)
 
 
-def two_sites(broker: int) -> tuple[str, str, list[BridgeOptions]]:
-    """Two buses (two UDP ports, as two LANs) and their bridges' options."""
-    one, two = f"127:{free_udp_port()}", f"127:{free_udp_port()}"
-    options = [
-        BridgeOptions(bus=one, broker_port=broker, site="one"),
-        BridgeOptions(bus=two, broker_port=broker, site="two"),
+def sites(broker: int, *names: str, allow_die: bool = False) -> list[BridgeOptions]:
+    """Buses (one UDP port each, as separate LANs) and their bridges' options."""
+    return [
+        BridgeOptions(
+            bus=f"127:{free_udp_port()}", broker_port=broker, site=name, allow_die=allow_die
+        )
+        for name in names
     ]
-    return one, two, options
+
+
+def two_sites(broker: int) -> tuple[str, str, list[BridgeOptions]]:
+    """Two buses and their bridges' options."""
+    options = sites(broker, "one", "two")
+    return str(options[0].bus), str(options[1].bus), options
 
 
 async def test_two_sites_see_each_others_agents_and_texts(broker: int) -> None:
@@ -175,3 +181,78 @@ async def test_the_command_without_a_broker_says_so_in_one_line() -> None:
     assert done.returncode == 1
     lines = done.stderr.decode().splitlines()
     assert len(lines) == 1 and "cannot reach the MQTT broker" in lines[0], lines
+
+
+async def test_three_sites_deliver_every_text_exactly_once(broker: int) -> None:
+    bridges = sites(broker, "one", "two", "three")
+    with trio.fail_after(TIMEOUT):
+        async with (
+            trivy.open_ivy_bus("ALICE", bridges[0].bus) as alice,
+            trivy.open_ivy_bus("BOB", bridges[1].bus) as bob,
+            trivy.open_ivy_bus("CAROL", bridges[2].bus) as carol,
+            trio.open_nursery() as nursery,
+        ):
+            heard = {name: agent.subscribe("^tick (.*)") for name, agent in
+                     (("ALICE", alice), ("BOB", bob), ("CAROL", carol))}  # fmt: skip
+            for options in bridges:
+                nursery.start_soon(run_bridge, options)
+            for agent, others in ((alice, ("BOB", "CAROL")), (bob, ("ALICE", "CAROL")),
+                                  (carol, ("ALICE", "BOB"))):  # fmt: skip
+                for name in others:
+                    await wait_for_subscription(agent, name, "^tick (.*)")
+            agents = {"ALICE": alice, "BOB": bob, "CAROL": carol}
+            for n in range(5):
+                assert await alice.send(f"tick {n}") == 2  # BOB's proxy and CAROL's
+            assert await bob.send("tick end") == 2
+            for name, agent in agents.items():  # each sender's last text: a mark
+                assert await agent.send(f"tick mark-{name}") == 2
+            # Texts of one sender keep their order, whatever the paths: once a
+            # receiver has both marks, a duplicate would have come before them.
+            for name in agents:
+                got: list[tuple[str, str]] = []
+                marks = {f"mark-{other}" for other in agents if other != name}
+                while marks - {text for _, text in got}:
+                    match = await heard[name].receive()
+                    got.append((match.peer.name, match.groups[0]))
+                expected = [(sender, f"mark-{sender}") for sender in agents if sender != name]
+                if name != "ALICE":
+                    expected += [("ALICE", str(n)) for n in range(5)]
+                if name != "BOB":
+                    expected.append(("BOB", "end"))
+                assert sorted(got) == sorted(expected), (name, got)
+                alice_texts = [text for sender, text in got if sender == "ALICE"]
+                assert alice_texts == sorted(alice_texts, key=lambda t: (t.startswith("m"), t))
+            nursery.cancel_scope.cancel()
+
+
+async def _error_received(bus: trivy.IvyBus, events: trivy.EventStream) -> trivy.ErrorReceived:  # type: ignore[type-arg]
+    while True:
+        event = await events.receive()
+        if isinstance(event, trivy.ErrorReceived):
+            return event
+
+
+@pytest.mark.parametrize("allow_die", [False, True])
+async def test_errors_cross_and_die_only_when_allowed(broker: int, allow_die: bool) -> None:
+    bridges = sites(broker, "one", "two", allow_die=allow_die)
+    with trio.fail_after(TIMEOUT):
+        async with (
+            trivy.open_ivy_bus("ALICE", bridges[0].bus) as alice,
+            trivy.open_ivy_bus("BOB", bridges[1].bus) as bob,
+            trio.open_nursery() as nursery,
+        ):
+            for options in bridges:
+                nursery.start_soon(run_bridge, options)
+            proxy_of_bob = await alice.wait_for_peer("BOB")
+            async with bob.events() as events:
+                alice.send_error(proxy_of_bob, 3, "not for me")
+                error = await _error_received(bob, events)
+                assert (error.peer.name, error.num_id, error.text) == ("ALICE", 3, "not for me")
+                alice.send_die(proxy_of_bob)
+                if allow_die:
+                    await trio.sleep_forever()  # BOB obeys: its bus leaves, ending this block
+                alice.send_error(proxy_of_bob, 4, "still here")  # refused: BOB stays
+                assert (await _error_received(bob, events)).num_id == 4
+                assert proxy_of_bob in alice.peers  # (and so does its proxy)
+            nursery.cancel_scope.cancel()
+    assert bob.running is False

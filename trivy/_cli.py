@@ -254,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bridge.add_argument("--site", required=True, help="this site's name, unique among the sites")
     bridge.add_argument("--topic", default="trivy", help="the topics' prefix the sites share")
+    bridge.add_argument(
+        "--allow-die",
+        action="store_true",
+        help="pass DIEs between sites (off: one site cannot kill another's agents)",
+    )
     SUBPARSERS.clear()
     SUBPARSERS.update(commands.choices)
     return parser

@@ -30,6 +30,7 @@ def bridge_options(args: argparse.Namespace) -> BridgeOptions:
         broker_port=url.port or 1883,
         site=args.site,
         topic=args.topic,
+        allow_die=args.allow_die,
     )
 
 

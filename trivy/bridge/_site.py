@@ -48,6 +48,8 @@ class BridgeOptions:
       topic: the topics' prefix; sites of one bridged bus share it.
       max_remote_agents: proxies at most (each is an agent: a socket and
         tasks); agents of other sites beyond are not shown here.
+      allow_die: pass DIEs on, both ways (off: one site must not make
+        another's agents leave by accident; a proxy never leaves on one).
     """
 
     bus: str | None = None
@@ -56,6 +58,7 @@ class BridgeOptions:
     site: str = attrs.field()
     topic: str = "trivy"
     max_remote_agents: int = 256
+    allow_die: bool = False
 
     @site.validator
     def _check_site(self, attribute: Any, value: str) -> None:
@@ -192,7 +195,9 @@ class Site:
     async def _run_proxy(self, proxy: _Proxy, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         started = False
         with proxy.scope:
-            async with trivy.open_ivy_bus(proxy.name, self.options.bus) as bus:
+            async with trivy.open_ivy_bus(
+                proxy.name, self.options.bus, on_die=self._on_die(proxy)
+            ) as bus:
                 proxy.bus = bus
                 self._proxy_ports.add(bus.port)
                 try:
@@ -236,11 +241,27 @@ class Site:
         return forward
 
     async def _forward_direct(self, proxy: _Proxy, bus: trivy.IvyBus) -> None:
-        async with bus.direct_messages() as directs:
-            async for direct in directs:
-                if direct.peer.port not in self._proxy_ports:
-                    item = {"kind": "direct", "num_id": direct.num_id, "text": direct.text}
-                    self._send_to(proxy, item, direct.peer)
+        """Direct messages, ERRORs and (when allowed) DIEs to the proxy, onwards."""
+        async with bus.events(overflow="wait") as events:
+            async for event in events:
+                if isinstance(event, trivy.DirectMessage | trivy.ErrorReceived):
+                    if event.peer.port in self._proxy_ports:
+                        continue  # (another site's agent)
+                    kind = "direct" if isinstance(event, trivy.DirectMessage) else "error"
+                    item = {"kind": kind, "num_id": event.num_id, "text": event.text}
+                    self._send_to(proxy, item, event.peer)
+
+    def _on_die(self, proxy: _Proxy) -> Callable[[trivy.Peer, int], bool]:
+        def on_die(peer: trivy.Peer, num_id: int) -> bool:
+            if self.options.allow_die and peer.port not in self._proxy_ports:
+                self._send_to(proxy, {"kind": "die", "num_id": num_id, "text": ""}, peer)
+            else:
+                logger.warning(
+                    "%s asked %s of %s to die: not passed on", peer, proxy.name, proxy.site
+                )
+            return False  # (the proxy stays: its agent leaves if it obeys)
+
+        return on_die
 
     def _send_to(self, proxy: _Proxy, item: dict[str, Any], sender: trivy.Peer) -> None:
         item.update({"to": proxy.key, "from_site": self.options.site, "from": _key(sender)})
@@ -263,3 +284,7 @@ class Site:
             sender.bus.send_raw(target, MsgType.MSG, int(item["sub"]), groups)
         elif item["kind"] == "direct":
             sender.bus.send_direct(target, int(item["num_id"]), str(item["text"]))
+        elif item["kind"] == "error":
+            sender.bus.send_error(target, int(item["num_id"]), str(item["text"]))
+        elif item["kind"] == "die" and self.options.allow_die:
+            sender.bus.send_die(target, int(item["num_id"]))
