@@ -21,7 +21,7 @@ import trio
 
 import trivy
 from trivy.bridge import BridgeOptions, MqttError, run_bridge
-from trivy.testing import wait_for_subscription
+from trivy.testing import ivy_python_agent, wait_for_subscription
 
 from .conftest import free_udp_port
 
@@ -256,3 +256,63 @@ async def test_errors_cross_and_die_only_when_allowed(broker: int, allow_die: bo
                 assert proxy_of_bob in alice.peers  # (and so does its proxy)
             nursery.cancel_scope.cancel()
     assert bob.running is False
+
+
+async def test_an_ivy_python_agent_talks_across_the_bridge(broker: int) -> None:
+    """A real ivy-python agent on one site, a trivy agent on the other: texts
+    both ways, each with the sender's name and groups."""
+    bridges = sites(broker, "one", "two")
+    with trio.fail_after(TIMEOUT):
+        async with (
+            ivy_python_agent(str(bridges[0].bus), "PYAGENT", bind=[r"^hello (\w+) (\w+)"]) as py,
+            trivy.open_ivy_bus("BOB", bridges[1].bus) as bob,
+            trio.open_nursery() as nursery,
+        ):
+            from_py = bob.subscribe("^from py (.*)")
+            for options in bridges:
+                nursery.start_soon(run_bridge, options)
+            await wait_for_subscription(bob, "PYAGENT", r"^hello (\w+) (\w+)")
+            assert await bob.send("hello big world") == 1
+            msg = await py.expect("msg")
+            assert (msg["sender"], msg["groups"]) == ("BOB", ["big", "world"])
+            await py.expect("regexp", sender="BOB", regexp="^from py (.*)")
+            sent = await py.request("send", "sent", text="from py with love")
+            assert sent["count"] == 1
+            match = await from_py.receive()
+            assert (match.peer.name, match.groups) == ("PYAGENT", ("with love",))
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_killed_bridge_takes_its_agents_away_within_the_keepalive(broker: int) -> None:
+    """SIGKILL: no BYE, no goodbye message, and the broker's will tells the
+    other sites (at once here: the kernel closes the dead process's socket;
+    a host that vanishes is declared gone after 1.5 keepalives)."""
+    bridges = sites(broker, "one", "two")
+    with trio.fail_after(TIMEOUT):
+        async with (
+            trivy.open_ivy_bus("ALICE", bridges[0].bus) as alice,
+            trivy.open_ivy_bus("BOB", bridges[1].bus),
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(run_bridge, bridges[0])
+            command = [
+                sys.executable, "-m", "trivy", "bridge", "-b", str(bridges[1].bus),
+                "--broker", f"mqtt://127.0.0.1:{broker}", "--site", "two", "--keepalive", "1",
+            ]  # fmt: skip
+            process = await trio.lowlevel.open_process(command, stderr=subprocess.DEVNULL)
+            try:
+                await alice.wait_for_peer("BOB")
+                async with alice.events() as events:
+                    process.kill()
+                    killed = trio.current_time()
+                    while True:
+                        event = await events.receive()
+                        if isinstance(event, trivy.PeerDisconnected) and event.peer.name == "BOB":
+                            break
+                    gone_after = trio.current_time() - killed
+            finally:
+                process.kill()
+                await process.wait()
+            print(f"BOB gone from site one {gone_after:.2f} s after its bridge was killed")
+            assert gone_after < 1.5 * 1 + 1.0, gone_after
+            nursery.cancel_scope.cancel()

@@ -259,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="pass DIEs between sites (off: one site cannot kill another's agents)",
     )
+    bridge.add_argument(
+        "--keepalive", type=int, default=10, help="seconds: a lost bridge is gone in 1.5x this"
+    )
     SUBPARSERS.clear()
     SUBPARSERS.update(commands.choices)
     return parser

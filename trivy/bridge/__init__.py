@@ -42,6 +42,7 @@ async def run_bridge(
         options.broker_port,
         client_id=client_id,
         will=(site_topic, b"offline"),
+        keepalive=options.keepalive,
     ) as mqtt:
         site = Site(options, mqtt)
         name = f"TRIVYBRIDGE-{options.site}"

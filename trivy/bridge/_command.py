@@ -31,6 +31,7 @@ def bridge_options(args: argparse.Namespace) -> BridgeOptions:
         site=args.site,
         topic=args.topic,
         allow_die=args.allow_die,
+        keepalive=args.keepalive,
     )
 
 

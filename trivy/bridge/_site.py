@@ -48,6 +48,9 @@ class BridgeOptions:
       topic: the topics' prefix; sites of one bridged bus share it.
       max_remote_agents: proxies at most (each is an agent: a socket and
         tasks); agents of other sites beyond are not shown here.
+      keepalive: seconds between the client's keepalives: a bridge that
+        vanishes (SIGKILL, a cut cable) is declared offline by the broker,
+        its agents gone on the other sites, within 1.5 times this.
       allow_die: pass DIEs on, both ways (off: one site must not make
         another's agents leave by accident; a proxy never leaves on one).
     """
@@ -59,6 +62,7 @@ class BridgeOptions:
     topic: str = "trivy"
     max_remote_agents: int = 256
     allow_die: bool = False
+    keepalive: int = 10
 
     @site.validator
     def _check_site(self, attribute: Any, value: str) -> None:
