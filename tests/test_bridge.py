@@ -7,6 +7,7 @@ of the bus, with their names and regexps.
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import socket
@@ -21,9 +22,12 @@ import trio
 
 import trivy
 from trivy.bridge import BridgeOptions, MqttError, run_bridge
+from trivy.bridge._mqtt import open_mqtt
+from trivy.bridge._site import MAX_PAYLOAD
 from trivy.testing import ivy_python_agent, wait_for_subscription
 
 from .conftest import free_udp_port
+from .heartbeat import Heartbeat
 
 TIMEOUT = 15
 
@@ -316,3 +320,26 @@ async def test_a_killed_bridge_takes_its_agents_away_within_the_keepalive(broker
             print(f"BOB gone from site one {gone_after:.2f} s after its bridge was killed")
             assert gone_after < 1.5 * 1 + 1.0, gone_after
             nursery.cancel_scope.cancel()
+
+
+async def test_a_hostile_publisher_costs_a_site_a_bounded_nothing(broker: int) -> None:
+    """Anyone who may publish on the broker: an agent whose regexp would take
+    seconds to compile, and a 5 MiB message, cost the bridge nothing but a log."""
+    bridges = sites(broker, "one")
+    slow = "(?i)" + "[\u0000-\uffff]" * 400  # compiling walked 80 M code points
+    heartbeat = Heartbeat()
+    with trio.fail_after(TIMEOUT):
+        async with (
+            trivy.open_ivy_bus("ALICE", bridges[0].bus) as alice,
+            open_mqtt("127.0.0.1", broker, client_id="hostile") as hostile,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(heartbeat.run)
+            await nursery.start(run_bridge, bridges[0])
+            hostile.publish("trivy/to/one", b"x" * (MAX_PAYLOAD + 1))
+            state = {"name": "EVIL", "subscriptions": {"1": slow, "2": "^ok (.*)"}}
+            hostile.publish("trivy/agents/evil/10.0.0.1:1", json.dumps(state), retain=True)
+            await wait_for_subscription(alice, "EVIL", "^ok (.*)")
+            assert alice.peer("EVIL").subscriptions == {0: "^ok (.*)"}  # type: ignore[union-attr]
+            nursery.cancel_scope.cancel()
+    assert heartbeat.longest < 0.25, heartbeat.longest

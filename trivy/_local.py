@@ -19,6 +19,7 @@ from ._callbacks import Callback
 from ._channels import Subscription
 from ._peer import PeerSession
 from ._peer_regexps import MAX_REGEXP_LENGTH
+from ._regexp_guard import parse_compilable
 
 __all__ = ["Binding", "LocalSubscriptions"]
 
@@ -35,8 +36,8 @@ def wire_regexp(regexp: str) -> str:
     """The regexp as peers get it (intervals expanded), checked.
 
     Raises:
-      ValueError: it contains a newline, does not compile, or is longer than
-        peers with default limits accept.
+      ValueError: it contains a newline, does not compile, would cost too
+        much to compile, or is longer than peers with default limits accept.
     """
     if "\n" in regexp:
         raise ValueError(f"a regexp cannot contain a newline: {regexp!r}")
@@ -45,6 +46,8 @@ def wire_regexp(regexp: str) -> str:
         size = len(expanded)
         raise ValueError(f"a regexp of {size} characters: peers refuse over {MAX_REGEXP_LENGTH}")
     try:
+        # (bounded first: a bridge binds regexps another site chose)
+        parse_compilable(expanded)
         re.compile(expanded)
     except (re.error, OverflowError, RecursionError) as exc:
         raise ValueError(f"bad regexp {regexp!r}: {exc}") from None

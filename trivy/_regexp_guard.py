@@ -42,6 +42,7 @@ __all__ = [
     "RegexpCheck",
     "check_regexp",
     "guarded_find",
+    "parse_compilable",
 ]
 
 try:  # the parser behind re.compile
@@ -85,6 +86,23 @@ def _unrolled_size(items: Any) -> int:
     return size
 
 
+def parse_compilable(regexp: str) -> Any:
+    """``regexp`` parsed, once its compile cost is known to be bounded.
+
+    Raises:
+      re.error: it does not parse.
+      ValueError: compiling it would walk over :data:`MAX_COMPILE_STEPS`
+        code points of classes (one such regexp held the loop 21 s).
+    """
+    parsed = _parser.parse(regexp)
+    compiling = compile_steps(parsed)
+    if compiling > MAX_COMPILE_STEPS:
+        raise ValueError(
+            f"regexp too costly to compile (character classes of {compiling} code points)"
+        )
+    return parsed
+
+
 class RegexpCheck(NamedTuple):
     """What :func:`check_regexp` found out about a regexp, before compiling it."""
 
@@ -122,12 +140,7 @@ def check_regexp(regexp: str, *, anchored: bool, longest: int) -> RegexpCheck:
         Unicode), or it needs the guarded engine and is too big for it
         (counted repeats that would unroll past :data:`MAX_UNROLLED`).
     """
-    parsed = _parser.parse(regexp)
-    compiling = compile_steps(parsed)
-    if compiling > MAX_COMPILE_STEPS:
-        raise ValueError(
-            f"regexp too costly to compile (character classes of {compiling} code points)"
-        )
+    parsed = parse_compilable(regexp)
     cost = SearchCost(parsed, anchored=anchored)
     safe_length = cost.longest_within(SAFE_STEPS, SAFE_STEPS_PER_CHAR, longest)
     if safe_length < longest:  # the guarded engine will compile it, unrolled

@@ -36,6 +36,10 @@ __all__ = ["BridgeOptions", "Site"]
 
 logger = logging.getLogger("trivy.bridge")
 
+#: Largest bridge message read: an agent's regexps (1 Mi characters at most
+#: per peer, JSON-escaped) or a text (1 MiB lines) fit; beyond is dropped.
+MAX_PAYLOAD = 4 * 1024 * 1024
+
 
 @attrs.frozen(kw_only=True)
 class BridgeOptions:
@@ -98,6 +102,7 @@ class Site:
         self._proxy_ports: set[int] = set()
         self._published: dict[str, str] = {}  # our agents' keys -> their JSON
         self._nursery: trio.Nursery | None = None
+        self._dropped = 0  # messages over MAX_PAYLOAD
         #: Set once the other sites' agents known at start are shown here.
         self.mirrored = trio.Event()
 
@@ -155,6 +160,13 @@ class Site:
         mqtt.subscribe(self.topic("site", "#"))
         mqtt.subscribe(self.topic("to", self.options.site))
         async for message in mqtt:
+            if len(message.payload) > MAX_PAYLOAD:  # (anyone with the broker may publish)
+                self._dropped += 1
+                if self._dropped & (self._dropped - 1) == 0:  # 1, 2, 4...: logs bounded
+                    logger.warning(
+                        "%d bridge messages over %d bytes dropped", self._dropped, MAX_PAYLOAD
+                    )
+                continue
             try:
                 await self._on_message(message)
             except (ValueError, KeyError, TypeError) as exc:
