@@ -27,6 +27,10 @@ __all__ = ["MqttClient", "MqttError", "MqttMessage", "open_mqtt"]
 MISC_EVERY = 1.0
 #: Received messages held for the bridge before reading the broker pauses.
 RECEIVED_BUFFER = 1000
+#: Messages paho may hold for the broker (unacknowledged and unsent):
+#: past it, publish fails and the message is dropped, rather than memory
+#: growing with a broker that is slow or gone.
+MAX_OUTGOING = 10_000
 #: Packets one ``loop_read`` handles before the driver yields.
 READ_PACKETS = 100
 
@@ -148,6 +152,7 @@ async def open_mqtt(
       MqttError: the broker is not there, refuses us, or drops us.
     """
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+    client.max_queued_messages_set(MAX_OUTGOING)
     mqtt = MqttClient(client)
     if will is not None:
         client.will_set(will[0], will[1], qos=1, retain=True)

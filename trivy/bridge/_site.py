@@ -30,7 +30,7 @@ import trio
 import trivy
 from trivy.protocol import MsgType
 
-from ._mqtt import MqttClient, MqttMessage
+from ._mqtt import MqttClient, MqttError, MqttMessage
 
 __all__ = ["BridgeOptions", "Site"]
 
@@ -102,7 +102,7 @@ class Site:
         self._proxy_ports: set[int] = set()
         self._published: dict[str, str] = {}  # our agents' keys -> their JSON
         self._nursery: trio.Nursery | None = None
-        self._dropped = 0  # messages over MAX_PAYLOAD
+        self._dropped = 0  # messages dropped (over MAX_PAYLOAD, or the broker behind)
         #: Set once the other sites' agents known at start are shown here.
         self.mirrored = trio.Event()
 
@@ -281,7 +281,12 @@ class Site:
 
     def _send_to(self, proxy: _Proxy, item: dict[str, Any], sender: trivy.Peer) -> None:
         item.update({"to": proxy.key, "from_site": self.options.site, "from": _key(sender)})
-        self._mqtt.publish(self.topic("to", proxy.site), json.dumps(item))
+        try:
+            self._mqtt.publish(self.topic("to", proxy.site), json.dumps(item))
+        except MqttError as exc:  # the broker is behind: dropped, counted, logged boundedly
+            self._dropped += 1
+            if self._dropped & (self._dropped - 1) == 0:
+                logger.warning("%d bridge messages dropped: %s", self._dropped, exc)
 
     # ------------------------------------------------------------ delivering
     def _deliver(self, item: dict[str, Any]) -> None:
