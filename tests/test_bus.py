@@ -13,6 +13,8 @@ import trio.testing
 import trivy
 from trivy.testing import RawPeer, wait_for_event, wait_for_subscription
 
+from .conftest import open_descriptors
+
 TIMEOUT = 10
 
 
@@ -284,9 +286,7 @@ async def test_die_refused_by_on_die(bus: str) -> None:
 
 
 async def test_stop_during_traffic_leaves_no_task_or_socket(bus: str) -> None:
-    import os
-
-    fds_before = len(os.listdir("/proc/self/fd"))
+    fds_before = open_descriptors()
     with trio.fail_after(TIMEOUT):
         async with trivy.open_ivy_bus("A", bus) as a:
             sub = a.subscribe("^data (.*)")
@@ -306,7 +306,7 @@ async def test_stop_during_traffic_leaves_no_task_or_socket(bus: str) -> None:
                     a.stop()  # stop A in the middle of the flood
                     await trio.sleep_forever()
             # A's block exited; B saw A leave and keeps no link to it
-    assert len(os.listdir("/proc/self/fd")) == fds_before
+    assert open_descriptors() == fds_before
     assert not a.running and not b.running
 
 
