@@ -8,6 +8,7 @@ of the bus, with their names and regexps.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import socket
@@ -17,11 +18,12 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 
 import trivy
-from trivy.bridge import BridgeOptions, MqttError, run_bridge
+from trivy.bridge import BridgeConflict, BridgeOptions, MqttError, run_bridge
 from trivy.bridge._mqtt import open_mqtt
 from trivy.bridge._site import MAX_PAYLOAD
 from trivy.testing import ivy_python_agent, wait_for_subscription
@@ -39,30 +41,67 @@ def _free_tcp_port() -> int:
         return port
 
 
+class Mosquitto:
+    """A mosquitto broker on a free loopback port, with a private config."""
+
+    def __init__(self, directory: Path, config: str = "") -> None:
+        self.port = _free_tcp_port()
+        self._config = directory / "mosquitto.conf"
+        # (queues raised as the how-to advises: mosquitto drops past 1,000 a client)
+        self._config.write_text(
+            config
+            or f"listener {self.port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n"
+        )
+        with self._config.open("a") as file:
+            file.write("log_dest stderr\nlog_type all\n")
+            if os.getuid() == 0:  # (else it drops to a user who cannot read the test's files)
+                file.write("user root\n")
+        self._process: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        """Start it; return once it says it runs (its listener is open)."""
+        mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        process = subprocess.Popen(
+            [mosquitto, "-c", str(self._config)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert process.stderr is not None  # (its log: stderr, which it does not buffer)
+        for line in process.stderr:
+            if "running" in line:
+                break
+        else:
+            raise AssertionError(f"mosquitto did not start (exit {process.wait()})")
+        threading.Thread(target=process.stderr.read, daemon=True).start()  # (keeps it read)
+        self._process = process
+
+    def pause(self, paused: bool = True) -> None:
+        """Freeze it (SIGSTOP: a broker that reads nothing), or thaw it."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
+
+    def stop(self) -> None:
+        """Stop it (SIGTERM); it keeps nothing (no persistence)."""
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(5)
+            self._process = None
+
+
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[int]:
-    """A mosquitto broker on loopback, once it says it runs; its port."""
-    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    port = _free_tcp_port()
-    config = tmp_path / "mosquitto.conf"
-    config.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\nlog_dest stderr\nlog_type all\n"
-    )
-    process = subprocess.Popen(
-        [mosquitto, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    assert process.stderr is not None  # (its log: stderr, which it does not buffer)
-    for line in process.stderr:  # the listener is open once it says "running"
-        if "running" in line:
-            break
-    else:
-        raise AssertionError(f"mosquitto did not start (exit {process.wait()})")
-    threading.Thread(target=process.stderr.read, daemon=True).start()  # (keeps the pipe read)
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A running mosquitto, that a test may restart."""
+    broker = Mosquitto(tmp_path)
+    broker.start()
     try:
-        yield port
+        yield broker
     finally:
-        process.terminate()
-        process.wait(5)
+        broker.stop()
+
+
+@pytest.fixture
+def broker(mosquitto: Mosquitto) -> int:
+    """A running mosquitto's port."""
+    return mosquitto.port
 
 
 def sites(broker: int, *names: str, allow_die: bool = False) -> list[BridgeOptions]:
@@ -336,10 +375,206 @@ async def test_a_hostile_publisher_costs_a_site_a_bounded_nothing(broker: int) -
         ):
             nursery.start_soon(heartbeat.run)
             await nursery.start(run_bridge, bridges[0])
-            hostile.publish("trivy/to/one", b"x" * (MAX_PAYLOAD + 1))
+            hostile.publish("trivy/to/one/evil", b"x" * (MAX_PAYLOAD + 1))
             state = {"name": "EVIL", "subscriptions": {"1": slow, "2": "^ok (.*)"}}
+            hostile.publish("trivy/site/evil", b"online 1", retain=True)
             hostile.publish("trivy/agents/evil/10.0.0.1:1", json.dumps(state), retain=True)
             await wait_for_subscription(alice, "EVIL", "^ok (.*)")
             assert alice.peer("EVIL").subscriptions == {0: "^ok (.*)"}  # type: ignore[union-attr]
             nursery.cancel_scope.cancel()
     assert heartbeat.longest < 0.25, heartbeat.longest
+
+
+async def test_a_broker_restart_is_bridged_again_without_duplicates(mosquitto: Mosquitto) -> None:
+    """The broker restarts empty (no persistence): both bridges reconnect,
+    publish their agents again, and texts cross again, once; an agent joining
+    after the restart appears on the other site."""
+    one, two = (
+        BridgeOptions(bus=f"127:{free_udp_port()}", broker_port=mosquitto.port, site=name,
+                      keepalive=2)
+        for name in ("one", "two")
+    )  # fmt: skip
+    with trio.fail_after(TIMEOUT):
+        async with (
+            trivy.open_ivy_bus("ALICE", one.bus) as alice,
+            trivy.open_ivy_bus("BOB", two.bus) as bob,
+            trio.open_nursery() as nursery,
+        ):
+            hello = alice.subscribe("^hello (.*)")
+            site_one = await nursery.start(run_bridge, one)
+            site_two = await nursery.start(run_bridge, two)
+            await wait_for_subscription(bob, "ALICE", "^hello (.*)")
+            mosquitto.stop()
+            mosquitto.start()
+            await site_one.wait_bridging(2)
+            await site_two.wait_bridging(2)
+            assert await bob.send("hello again") == 1
+            assert (await hello.receive()).groups == ("again",)
+            assert await bob.send("hello last") == 1
+            assert (await hello.receive()).groups == ("last",)  # (not "again" twice)
+            assert len(bob.peers_named("ALICE")) == 1
+            assert len(alice.peers_named("BOB")) == 1
+            async with trivy.open_ivy_bus("CAROL", one.bus) as carol:
+                carol.subscribe("^carol")
+                await wait_for_subscription(bob, "CAROL", "^carol")
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_second_bridge_for_a_site_refuses_at_once(broker: int) -> None:
+    """The running bridge answers the newcomer's claim: the newcomer says so,
+    well before its claim timeout, and shows nothing."""
+    one, again = sites(broker, "one", "one")
+    again = attrs.evolve(again, claim_timeout=30)
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_bridge, one)
+            started = trio.current_time()
+            with pytest.raises(BridgeConflict, match="'one' is already bridged"):
+                await run_bridge(again)
+            assert trio.current_time() - started < 5
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_dead_bridges_site_is_taken_over(broker: int) -> None:
+    """The broker still says a site is online (its bridge died unseen): the
+    next bridge for it waits its claim timeout, nobody answers, it bridges."""
+    one, two = sites(broker, "one", "two")
+    one = attrs.evolve(one, claim_timeout=0.5)
+    with trio.fail_after(TIMEOUT):
+        async with (
+            open_mqtt("127.0.0.1", broker, client_id="dead") as dead,
+            trivy.open_ivy_bus("ALICE", one.bus) as alice,
+            trivy.open_ivy_bus("BOB", two.bus) as bob,
+            trio.open_nursery() as nursery,
+        ):
+            dead.publish("trivy/site/one", b"online 00000000000000000001-dead", retain=True)
+            dead.publish("trivy/agents/one/10.9.9.9:9", b'{"name": "GHOST", "subscriptions": {}}',
+                         retain=True)  # fmt: skip
+            alice.subscribe("^alice")
+            async with bob.events() as events:
+                await nursery.start(run_bridge, two)
+                await nursery.start(run_bridge, one)
+                await wait_for_subscription(bob, "ALICE", "^alice")
+                while bob.peer("GHOST") is not None:  # (the new bridge clears its dead agents)
+                    await events.receive()
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_second_bridge_on_one_bus_refuses(broker: int) -> None:
+    """Two bridges on one bus would publish each other's proxies: the later refuses."""
+    one, other = sites(broker, "one", "three")
+    other = attrs.evolve(other, bus=one.bus)
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_bridge, one)
+            with pytest.raises(BridgeConflict, match="another bridge runs on this bus"):
+                await run_bridge(other)
+            nursery.cancel_scope.cancel()
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path) -> Iterator[tuple[Mosquitto, Path]]:
+    """A mosquitto that speaks only TLS (a certificate of a CA made here) and
+    wants a password; the CA's file."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    server.cert_chain_pems[0].write_to_path(str(tmp_path / "server.pem"))
+    server.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    passwords = tmp_path / "passwords"
+    passwd = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    for user in ("one", "two"):  # (each site its own user, named as the site)
+        subprocess.run([passwd, "-b", *(["-c"] if user == "one" else []), str(passwords),
+                        user, "s3cret"], check=True)  # fmt: skip
+    acl = Path(__file__).parent.parent / "docs" / "howto" / "bridge-acl.conf"  # (the docs')
+    port = _free_tcp_port()
+    broker = Mosquitto(
+        tmp_path,
+        f"listener {port} 127.0.0.1\ncafile {tmp_path}/ca.pem\ncertfile {tmp_path}/server.pem\n"
+        f"keyfile {tmp_path}/server.key\nallow_anonymous false\npassword_file {passwords}\n"
+        f"acl_file {acl}\n",
+    )
+    broker.port = port
+    broker.start()
+    try:
+        yield broker, tmp_path / "ca.pem"
+    finally:
+        broker.stop()
+
+
+async def test_tls_and_a_password(tls_broker: tuple[Mosquitto, Path], tmp_path: Path) -> None:
+    """Both sites over TLS with a password, each allowed only its own topics by
+    the ACL the docs give; a wrong password is one clear error."""
+    broker, ca = tls_broker
+    one, two = (
+        BridgeOptions(bus=f"127:{free_udp_port()}", broker_port=broker.port, site=name,
+                      tls=True, ca_file=str(ca), username=name, password="s3cret")
+        for name in ("one", "two")
+    )  # fmt: skip
+    with trio.fail_after(TIMEOUT):
+        async with (
+            trivy.open_ivy_bus("ALICE", one.bus) as alice,
+            trivy.open_ivy_bus("BOB", two.bus) as bob,
+            trio.open_nursery() as nursery,
+        ):
+            hello = alice.subscribe("^hello (.*)")
+            await nursery.start(run_bridge, one)
+            # the command, with the password in a file
+            secret = tmp_path / "secret"
+            secret.write_text("s3cret\n")
+            command = [
+                sys.executable, "-m", "trivy", "bridge", "-b", str(two.bus), "--site", "two",
+                "--broker", f"mqtts://two@127.0.0.1:{broker.port}", "--ca-file", str(ca),
+                "--password-file", str(secret),
+            ]  # fmt: skip
+            process = await trio.lowlevel.open_process(command)
+            try:
+                await wait_for_subscription(bob, "ALICE", "^hello (.*)")
+                assert await bob.send("hello privately") == 1
+                assert (await hello.receive()).groups == ("privately",)
+            finally:
+                process.kill()
+            with pytest.raises(MqttError, match="refused"):
+                await run_bridge(attrs.evolve(two, password="wrong"))
+            with pytest.raises(MqttError, match="cannot reach"):  # (a CA that did not sign it)
+                await run_bridge(attrs.evolve(two, ca_file=None))
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_frozen_broker_slows_the_sender_and_loses_nothing(mosquitto: Mosquitto) -> None:
+    """The broker stops reading: the bridge stops taking texts from its proxy,
+    the sender's buffer for the proxy fills and ``send_nowait`` reports it
+    (no memory grows without bound); thawed, every text queued arrives, once
+    and in order."""
+    one, two = (
+        BridgeOptions(bus=f"127:{free_udp_port()}", broker_port=mosquitto.port, site=name,
+                      keepalive=600)
+        for name in ("one", "two")
+    )  # fmt: skip
+    filler = "x" * 1000
+    with trio.fail_after(60):
+        async with (
+            trivy.open_ivy_bus("ALICE", one.bus) as alice,
+            trivy.open_ivy_bus("BOB", two.bus) as bob,
+            trio.open_nursery() as nursery,
+        ):
+            big = alice.subscribe(r"^big (\d+) (.*)", max_buffer=100_000)  # (1 KB MSGs)
+            await nursery.start(run_bridge, one)
+            await nursery.start(run_bridge, two)
+            await wait_for_subscription(bob, "ALICE", r"^big (\d+) (.*)")
+            mosquitto.pause()
+            try:
+                queued = 0
+                while bob.send_nowait(f"big {queued} {filler}") == 1:
+                    queued += 1
+                    assert queued < 200_000, "the sender never felt the frozen broker"
+                    await trio.lowlevel.checkpoint()
+            finally:
+                mosquitto.pause(False)
+            for i in range(queued):
+                assert (await big.receive()).groups == (str(i), filler)
+            assert await bob.send(f"big {queued} last") == 1
+            assert (await big.receive()).groups == (str(queued), "last")  # (nothing twice)
+            print(f"the sender felt the frozen broker after {queued} texts of 1 KB")
+            nursery.cancel_scope.cancel()

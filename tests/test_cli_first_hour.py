@@ -71,9 +71,10 @@ async def test_options_may_follow_positionals_as_users_type_them(tmp_path: Path)
                 await probe.close_stdin()
                 assert await probe.finish() == 0
             async with running("record", str(path), "-b", bus, "^TRACK", "^ALERT") as recorder:
-                await wait_for_subscription(talker, "TRIVYRECORD", "^(.*)$")
+                peer = await wait_for_subscription(talker, "TRIVYRECORD", "^(.*)$")
                 for text in ("TRACK 1", "OTHER 2", "ALERT 3"):
                     await talker.send(text)
+                await talker.ping(peer)  # (its PONG: it has read the texts before)
                 recorder.process.send_signal(signal.SIGINT)
                 assert await recorder.finish() == 130
     _, records = load_recording(path)

@@ -24,16 +24,15 @@ from typing import NoReturn
 
 import trio
 
+from ._cli_bridge import add_bridge_arguments, run_bridge
 from ._cli_common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
-    EXIT_OK,
     EXIT_USAGE,
     CommandFailed,
     UsageError,
     err,
     log_escaped,
-    run_until_interrupted,
 )
 from ._daemon import DEFAULT_DAEMON_PORT, run_daemon
 from ._oneshots import run_die, run_ping, run_send, run_who
@@ -243,47 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
         "-b", "--bus", default=None, help="NETWORKS:PORT (default: $IVYBUS, then 127:2010)"
     )
     add_replay_arguments(player)
-    bridge = commands.add_parser(
-        "bridge", help="join this bus to other sites' through an MQTT broker (trivy[mqtt])"
-    )
-    bridge.add_argument(
-        "-b", "--bus", default=None, help="NETWORKS:PORT (default: $IVYBUS, then 127:2010)"
-    )
-    bridge.add_argument(
-        "--broker", default="mqtt://127.0.0.1:1883", help="the MQTT broker, mqtt://HOST:PORT"
-    )
-    bridge.add_argument("--site", required=True, help="this site's name, unique among the sites")
-    bridge.add_argument("--topic", default="trivy", help="the topics' prefix the sites share")
-    bridge.add_argument(
-        "--allow-die",
-        action="store_true",
-        help="pass DIEs between sites (off: one site cannot kill another's agents)",
-    )
-    bridge.add_argument(
-        "--keepalive", type=int, default=10, help="seconds: a lost bridge is gone in 1.5x this"
-    )
+    add_bridge_arguments(commands)
     SUBPARSERS.clear()
     SUBPARSERS.update(commands.choices)
     return parser
-
-
-async def _run_bridge(args: argparse.Namespace) -> int:
-    # An extra: imported only when its command runs (the core never needs it).
-    try:
-        from .bridge._command import MqttError, bridge_options, run_bridge_command
-    except ImportError as exc:
-        raise UsageError(
-            f"the bridge needs the mqtt extra (pip install 'trivy[mqtt]'): {exc}"
-        ) from None
-    try:
-        options = bridge_options(args)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    try:
-        interrupted = await run_until_interrupted(lambda: run_bridge_command(options))
-    except MqttError as exc:
-        raise CommandFailed(str(exc)) from None
-    return EXIT_INTERRUPTED if interrupted else EXIT_OK
 
 
 #: The coroutine function run for each subcommand; it returns the exit code.
@@ -296,7 +258,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
     "daemon": run_daemon,
     "record": run_record,
     "replay": run_replay,
-    "bridge": _run_bridge,
+    "bridge": run_bridge,
 }
 
 

@@ -7,11 +7,14 @@ second, ``loop_misc`` (keepalive). paho's callbacks run inside those calls,
 in the driver task; they only collect what arrived, and the driver hands
 it to a memory channel, waiting while it is full: a bridge that cannot
 keep up stops reading the broker (backpressure), it drops nothing.
+The other way, :meth:`MqttClient.wait_room` waits while too many of our
+messages await the broker's acknowledgement.
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -33,6 +36,9 @@ RECEIVED_BUFFER = 1000
 MAX_OUTGOING = 10_000
 #: Packets one ``loop_read`` handles before the driver yields.
 READ_PACKETS = 100
+#: Our messages awaiting the broker's acknowledgement past which
+#: :meth:`MqttClient.wait_room` waits (a slow broker slows the senders).
+UNACKED_HIGH = 1000
 
 
 @attrs.frozen
@@ -56,11 +62,15 @@ class MqttClient:
         self._send, self._received = trio.open_memory_channel[MqttMessage](RECEIVED_BUFFER)
         self._arrived: list[MqttMessage] = []  # (filled by paho's callback)
         self._failure = ""
-        self._wake = trio.Event()
+        self._woken = False
+        self._waiting: trio.CancelScope | None = None
         self.connected = trio.Event()
+        self._unacked = 0
+        self._room = trio.Event()
         client.on_message = self._on_message
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
 
     # paho's callbacks, called from loop_read/loop_write/loop_misc
     def _on_message(self, _client: Any, _userdata: Any, message: Any) -> None:
@@ -74,20 +84,38 @@ class MqttClient:
 
     def _on_disconnect(self, _c: Any, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
         self._failure = self._failure or f"the broker dropped us: {reason}"
+        self._room.set()
+
+    def _on_publish(self, _c: Any, _u: Any, _mid: Any, _reason: Any, _props: Any) -> None:
+        self._unacked -= 1
+        if self._unacked < UNACKED_HIGH:
+            self._room.set()
 
     def publish(self, topic: str, payload: bytes | str, *, retain: bool = False) -> None:
         """Queue a message (QoS 1: the broker acknowledges it); never blocks."""
         info = self._client.publish(topic, payload, qos=1, retain=retain)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise MqttError(f"cannot publish to {topic!r}: {paho.error_string(info.rc)}")
-        self._wake.set()
+        self._unacked += 1
+        self._wake()
+
+    async def wait_room(self) -> None:
+        """Wait while the broker has not acknowledged many of our messages."""
+        while self._unacked >= UNACKED_HIGH and not self._failure:
+            self._room = trio.Event()
+            await self._room.wait()
 
     def subscribe(self, topic: str) -> None:
         """Receive what is published on ``topic`` (wildcards allowed)."""
         result, _ = self._client.subscribe(topic, qos=1)
         if result != paho.MQTT_ERR_SUCCESS:
             raise MqttError(f"cannot subscribe to {topic!r}: {paho.error_string(result)}")
-        self._wake.set()
+        self._wake()
+
+    @property
+    def lost(self) -> bool:
+        """Whether the broker refused or dropped us (the driver then ends)."""
+        return bool(self._failure)
 
     def __aiter__(self) -> AsyncIterator[MqttMessage]:
         return self._received.__aiter__()
@@ -96,7 +124,9 @@ class MqttClient:
         if self._failure:
             raise MqttError(self._failure)
         if result not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_AGAIN):
-            raise MqttError(f"connection to the broker lost: {paho.error_string(result)}")
+            self._failure = f"connection to the broker lost: {paho.error_string(result)}"
+            self._room.set()
+            raise MqttError(self._failure)
 
     async def drive(self) -> None:
         """The driver task: the client's I/O, until cancelled or the broker is lost."""
@@ -106,19 +136,21 @@ class MqttClient:
             raise MqttError("the MQTT client has no socket")
         next_misc = trio.current_time() + MISC_EVERY
         while True:
-            while client.want_write():
+            self._woken = False
+            if client.want_write():
                 self._check(client.loop_write())
-                if client.want_write():
+                if client.want_write():  # (the socket is full: wait, reading nothing)
                     with trio.move_on_at(next_misc):
                         await trio.lowlevel.wait_writable(sock)
-                    break
-            with trio.move_on_at(next_misc):
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_then_cancel, trio.lowlevel.wait_readable, sock, nursery)
-                    nursery.start_soon(_then_cancel, self._wake.wait, None, nursery)
-                if not self._wake.is_set():
-                    self._check(client.loop_read(READ_PACKETS))
-            self._wake = trio.Event()
+            # (TLS may hold decrypted bytes the socket no longer signals)
+            readable = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+            if not readable and not self._woken and not client.want_write():
+                with trio.move_on_at(next_misc) as self._waiting:  # (publish cancels it)
+                    await trio.lowlevel.wait_readable(sock)
+                    readable = True
+                self._waiting = None
+            if readable:
+                self._check(client.loop_read(READ_PACKETS))
             if trio.current_time() >= next_misc:
                 self._check(client.loop_misc())
                 next_misc = trio.current_time() + MISC_EVERY
@@ -127,10 +159,11 @@ class MqttClient:
                 await self._send.send(message)  # (waits while the bridge is behind)
             await trio.lowlevel.checkpoint()
 
-
-async def _then_cancel(wait: Any, arg: Any, nursery: trio.Nursery) -> None:
-    await (wait() if arg is None else wait(arg))
-    nursery.cancel_scope.cancel()
+    def _wake(self) -> None:
+        """paho has bytes to write: the driver stops waiting to read."""
+        self._woken = True
+        if self._waiting is not None:
+            self._waiting.cancel()
 
 
 @asynccontextmanager
@@ -142,11 +175,17 @@ async def open_mqtt(
     will: tuple[str, bytes] | None = None,
     keepalive: int = 10,
     connect_timeout: float = 5.0,
+    tls: bool = False,
+    ca_file: str | None = None,
+    username: str | None = None,
+    password: str | None = None,
 ) -> AsyncIterator[MqttClient]:
     """Connect to the broker at ``host:port``; the client, until the block ends.
 
     ``will``: a (topic, payload) the broker publishes, retained, if we
-    vanish. Leaving disconnects cleanly (no will).
+    vanish. Leaving disconnects cleanly (no will). ``tls``: the broker's
+    certificate is checked against ``ca_file`` (or the system's
+    authorities) and its host name.
 
     Raises:
       MqttError: the broker is not there, refuses us, or drops us.
@@ -156,12 +195,19 @@ async def open_mqtt(
     mqtt = MqttClient(client)
     if will is not None:
         client.will_set(will[0], will[1], qos=1, retain=True)
+    if tls:
+        client.tls_set_context(ssl.create_default_context(cafile=ca_file))
+    if username is not None:
+        client.username_pw_set(username, password)
     try:
         with trio.fail_after(connect_timeout):
             # (paho's connect is a blocking TCP connect: in a thread)
             await trio.to_thread.run_sync(client.connect, host, port, keepalive)
     except (OSError, trio.TooSlowError) as exc:
         raise MqttError(f"cannot reach the MQTT broker at {host}:{port}: {exc}") from None
+    sock = client.socket()
+    if isinstance(sock, socket.socket):  # (paho leaves Nagle on: 40 ms stalls per message)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(mqtt.drive)

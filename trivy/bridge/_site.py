@@ -1,311 +1,356 @@
-"""One site of a bridged bus: its agents published, the other sites' agents proxied.
+"""One site of a bridged bus: its agents published, the other sites' agents shown.
 
-Each site's bridge runs an *observer* agent on the local bus. It publishes
+Each site's bridge runs an *observer* agent on the local bus and publishes
 each local agent (its name and regexps, retained) under the site's topic,
-live as they change. For each agent another site publishes, the bridge runs
-a *proxy* agent on the local bus, of the same name, subscribed with the
-same regexps: a local text that matches reaches the proxy with the groups
-its sender computed, and goes to the proxied agent's site, where the proxy
-of the sender hands it over as a MSG for the right subscription. So every
-agent sees the remote ones as local agents, and the remote receiver sees
-the original sender's name. Direct messages cross the same way.
+live as they change; each agent another site publishes is shown here by a
+proxy agent (:mod:`trivy.bridge._remote`).
 
 Topics under ``PREFIX`` (``--topic``, ``trivy`` by default):
 
-- ``PREFIX/site/SITE``: ``online``, retained; ``offline`` as the will;
+- ``PREFIX/site/SITE``: ``online INSTANCE``, retained; ``offline
+  INSTANCE`` as the will. Each run of a bridge is an *instance*, named by
+  its start time, so an older instance's will never takes a newer one
+  offline, and the older of two bridges for one site wins;
+- ``PREFIX/claim/SITE``: a starting bridge asks whether its site is bridged;
+  a running bridge answers by saying its ``online`` again, live;
 - ``PREFIX/agents/SITE/HOST:PORT``: an agent, JSON, retained (empty: gone);
-- ``PREFIX/to/SITE``: texts and direct messages for that site's agents.
+- ``PREFIX/to/SITE/FROM``: texts and direct messages for that site's
+  agents, from site FROM's;
+- ``PREFIX/sync/SITE/INSTANCE``: a marker a bridge sends itself after it
+  subscribes: once it comes back, every retained message is in.
+
+On each (re)connection the bridge subscribes, waits for its marker, says
+it is online and publishes its agents again (the broker may have restarted
+and forgotten them), and clears its site's agents that are no longer here.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+import re
+import secrets
+import time
 from typing import Any
 
-import attrs
 import trio
 
 import trivy
-from trivy.protocol import MsgType
 
 from ._mqtt import MqttClient, MqttError, MqttMessage
+from ._options import BridgeOptions
+from ._remote import RemoteAgents, agent_key
 
-__all__ = ["BridgeOptions", "Site"]
+__all__ = ["MAX_PAYLOAD", "BridgeConflict", "Site"]
 
 logger = logging.getLogger("trivy.bridge")
 
 #: Largest bridge message read: an agent's regexps (1 Mi characters at most
 #: per peer, JSON-escaped) or a text (1 MiB lines) fit; beyond is dropped.
 MAX_PAYLOAD = 4 * 1024 * 1024
+#: Seconds between a site's will and its agents leaving (see _hide_site_soon).
+WILL_GRACE = 1.0
+#: A starting bridge waits until no agent has joined or subscribed on its
+#: bus for this long (every agent there has connected to it) ...
+SETTLE_QUIET = 0.2
+#: ... or this long at most, whatever the bus does.
+SETTLE_LONGEST = 2.0
 
 
-@attrs.frozen(kw_only=True)
-class BridgeOptions:
-    """What a bridge needs: its bus, its broker, its site.
-
-    Attributes:
-      bus: the local Ivy bus (as :func:`trivy.open_ivy_bus` takes it).
-      broker_host, broker_port: the MQTT broker every site uses.
-      site: this site's name, unique among the sites (one topic level).
-      topic: the topics' prefix; sites of one bridged bus share it.
-      max_remote_agents: proxies at most (each is an agent: a socket and
-        tasks); agents of other sites beyond are not shown here.
-      keepalive: seconds between the client's keepalives: a bridge that
-        vanishes (SIGKILL, a cut cable) is declared offline by the broker,
-        its agents gone on the other sites, within 1.5 times this.
-      allow_die: pass DIEs on, both ways (off: one site must not make
-        another's agents leave by accident; a proxy never leaves on one).
-    """
-
-    bus: str | None = None
-    broker_host: str = "127.0.0.1"
-    broker_port: int = 1883
-    site: str = attrs.field()
-    topic: str = "trivy"
-    max_remote_agents: int = 256
-    allow_die: bool = False
-    keepalive: int = 10
-
-    @site.validator
-    def _check_site(self, attribute: Any, value: str) -> None:
-        if not value or any(c in value for c in "/+#\n"):
-            raise ValueError(f"a site is a non-empty name without / + # or newline: {value!r}")
+def _ignore(*_args: object) -> None:
+    """(The observer's marker subscription receives nothing worth reading.)"""
 
 
-def _key(peer: trivy.Peer) -> str:
-    return f"{peer.host}:{peer.port}"
-
-
-@attrs.define(eq=False)
-class _Proxy:
-    """A remote agent shown on this bus."""
-
-    site: str
-    key: str
-    name: str
-    subscriptions: dict[int, str]
-    bus: trivy.IvyBus | None = None
-    local_ids: dict[int, int] = attrs.field(factory=dict)  # remote id -> our binding
-    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+class BridgeConflict(RuntimeError):
+    """Another bridge already bridges this site through this broker."""
 
 
 class Site:
     """The bridge of one site (see the module's docstring)."""
 
-    def __init__(self, options: BridgeOptions, mqtt: MqttClient) -> None:
+    def __init__(self, options: BridgeOptions, nursery: trio.Nursery) -> None:
         self.options = options
-        self._mqtt = mqtt
-        self._prefix = options.topic
-        self._proxies: dict[tuple[str, str], _Proxy] = {}
-        self._proxy_ports: set[int] = set()
-        self._published: dict[str, str] = {}  # our agents' keys -> their JSON
-        self._nursery: trio.Nursery | None = None
-        self._dropped = 0  # messages dropped (over MAX_PAYLOAD, or the broker behind)
-        #: Set once the other sites' agents known at start are shown here.
-        self.mirrored = trio.Event()
+        #: This run's name: its start time first, so that older sorts first.
+        self.instance = f"{time.time_ns():020d}-{secrets.token_hex(4)}"
+        self.remote = RemoteAgents(options, nursery, self, lambda: set(self._local))
+        self._mqtt: MqttClient | None = None
+        self._live = False  # online on this connection (claim and sync done)
+        self._local: dict[str, str] = {}  # our agents: key -> JSON state
+        self._sent: dict[str, str] = {}  # what this connection published of them
+        self._sites: dict[str, str] = {}  # other sites online -> their instance
+        self._seen: set[tuple[str, str]] = set()  # remote agents seen since connecting
+        self._pending: dict[tuple[str, str], tuple[str, dict[int, str]]] = {}  # before live
+        self._stale: set[str] = set()  # our site's agents the broker retained
+        self._own_status = ""  # our site's retained status, at connection
+        self._synced = trio.Event()
+        self._connection: trio.Nursery | None = None
+        self._dropped = 0  # messages dropped (over MAX_PAYLOAD, or no broker)
+        #: Connections to the broker that reached bridging (1 once started).
+        self.connections = 0
+        self._went_live = trio.Event()
 
     def topic(self, *parts: str) -> str:
         """A topic under the prefix."""
-        return "/".join((self._prefix, *parts))
+        return "/".join((self.options.topic, *parts))
 
     # ------------------------------------------------------------ our agents
-    async def publish_local(self, observer: trivy.IvyBus) -> None:
-        """Publish this site's agents as they come, change and go (a task)."""
+    async def follow_local(
+        self, observer: trivy.IvyBus, *, task_status: Any = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Keep the list of this site's agents as they come, change and go (a task).
+
+        Started once the bus has been quiet a moment (every agent has
+        connected to the observer), so that another bridge on this bus is
+        seen before this one publishes anything.
+
+        Raises:
+          BridgeConflict: another bridge, started before this one, runs on this bus.
+        """
+        observer.bind(_ignore, f"^TRIVYBRIDGE {self.instance}$")  # (tells other bridges our age)
         async with observer.events() as events:
             for known in observer.peers:
-                self._publish_agent(known)
-            changes = (
-                trivy.PeerConnected
-                | trivy.SubscriptionAdded
-                | trivy.SubscriptionChanged
-                | trivy.SubscriptionRemoved
-            )
+                self._on_local(observer, known)
+            settled_by = trio.current_time() + SETTLE_LONGEST
+            while trio.current_time() < settled_by:
+                with trio.move_on_after(SETTLE_QUIET) as quiet:
+                    event = await events.receive()
+                if quiet.cancelled_caught:
+                    break
+                self._on_local(observer, getattr(event, "peer", None))
+            task_status.started()
             async for event in events:
-                peer = getattr(event, "peer", None)
-                if not isinstance(peer, trivy.Peer) or peer.port in self._proxy_ports:
-                    continue
-                if isinstance(event, trivy.PeerDisconnected):
-                    self._unpublish(peer)
-                elif isinstance(event, changes) and peer in observer.peers:
-                    self._publish_agent(peer)
+                self._on_local(observer, getattr(event, "peer", None))
 
-    def _publish_agent(self, peer: trivy.Peer) -> None:
-        if peer.port in self._proxy_ports:
+    def _on_local(self, observer: trivy.IvyBus, peer: object) -> None:
+        if not isinstance(peer, trivy.Peer) or self.remote.is_proxy(peer):
             return
-        state = json.dumps({"name": peer.name, "subscriptions": dict(peer.subscriptions)})
-        key = _key(peer)
-        if self._published.get(key) != state:
-            self._published[key] = state
-            self._mqtt.publish(self.topic("agents", self.options.site, key), state, retain=True)
+        if peer.name.startswith("TRIVYBRIDGE-"):
+            for regexp in peer.subscriptions.values():
+                found = re.fullmatch(r"\^TRIVYBRIDGE (\S+)\$", regexp)
+                if found and found[1] < self.instance:
+                    raise BridgeConflict(f"another bridge runs on this bus: {peer}")
+            return
+        self._local_changed(peer, present=peer in observer.peers)
 
-    def _unpublish(self, peer: trivy.Peer) -> None:
-        key = _key(peer)
-        if self._published.pop(key, None) is not None:
-            self._mqtt.publish(self.topic("agents", self.options.site, key), b"", retain=True)
+    def _local_changed(self, peer: trivy.Peer, *, present: bool) -> None:
+        key = agent_key(peer)
+        if present:
+            subscriptions = dict(peer.subscriptions)
+            self._local[key] = json.dumps({"name": peer.name, "subscriptions": subscriptions})
+        else:
+            self._local.pop(key, None)
+        self._publish_agent(key)
 
-    def unpublish_all(self) -> None:
-        """Leaving: our agents are gone for the other sites."""
-        for key in list(self._published):
-            self._mqtt.publish(self.topic("agents", self.options.site, key), b"", retain=True)
-        self._published.clear()
+    def _publish_agent(self, key: str) -> None:
+        state = self._local.get(key, "")
+        if self._mqtt is None or not self._live or self._sent.get(key, "") == state:
+            return
+        self._publish(self.topic("agents", self.options.site, key), state, retain=True)
+        if state:
+            self._sent[key] = state
+        else:
+            self._sent.pop(key, None)
 
-    # ------------------------------------------------------ the other sites
-    async def serve_remote(self, nursery: trio.Nursery) -> None:
-        """Follow the other sites' agents and deliver what they send here (a task)."""
-        self._nursery = nursery
-        mqtt = self._mqtt
-        mqtt.subscribe(self.topic("agents", "#"))
-        mqtt.subscribe(self.topic("site", "#"))
-        mqtt.subscribe(self.topic("to", self.options.site))
+    def _say_online(self) -> None:
+        """Our status and every agent, again (after a connection, or to correct the broker)."""
+        self._publish(self.topic("site", self.options.site), f"online {self.instance}", retain=True)
+        self._sent.clear()
+        for key in list(self._local):
+            self._publish_agent(key)
+
+    def leave(self) -> None:
+        """Leaving: our agents are gone for the other sites, and our site is offline."""
+        if self._mqtt is None or not self._live:
+            return
+        for key in list(self._sent):
+            self._publish(self.topic("agents", self.options.site, key), "", retain=True)
+        site = self.topic("site", self.options.site)
+        self._publish(site, f"offline {self.instance}", retain=True)
+        self._live = False
+
+    # ------------------------------------------------ one broker connection
+    async def serve(
+        self, mqtt: MqttClient, *, claim: bool, task_status: Any = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Bridge over one connection until it is lost; started once synced.
+
+        Raises:
+          MqttError: the connection is lost.
+          BridgeConflict: another bridge of this site answered (``claim``).
+        """
+        self._mqtt, self._live, self._synced = mqtt, False, trio.Event()
+        self._seen, self._stale, self._own_status, self._pending = set(), set(), "", {}
+        site = self.options.site
+        marker = self.topic("sync", site, self.instance)
+        for topic in ("site/#", f"claim/{site}", "agents/#", f"to/{site}/+"):
+            mqtt.subscribe(self.topic(topic))  # (site statuses come first)
+        mqtt.subscribe(marker)
+        if claim:
+            mqtt.publish(self.topic("claim", site), self.instance)
+        mqtt.publish(marker, "")
+        try:
+            async with trio.open_nursery() as nursery:
+                self._connection = nursery
+                nursery.start_soon(self._read, mqtt)
+                await self._synced.wait()
+                state, _, other = self._own_status.partition(" ")
+                if claim and state == "online" and other != self.instance:
+                    # is it alive? it answers within a round trip (_read raises)
+                    await trio.sleep(self.options.claim_timeout)
+                await self._go_live(nursery)
+                task_status.started()
+        finally:
+            if not mqtt.lost:  # (leaving: publishes what open_mqtt flushes)
+                self.leave()
+            self._mqtt, self._live, self._connection = None, False, None
+
+    async def _go_live(self, nursery: trio.Nursery) -> None:
+        self._live = True
+        for key in self._stale - set(self._local):  # (left while no bridge ran)
+            self._publish(self.topic("agents", self.options.site, key), "", retain=True)
+        self._say_online()
+        pending, self._pending = self._pending, {}
+        for (site, key), (name, subscriptions) in pending.items():
+            if site in self._sites:
+                await self.remote.show(site, key, name, subscriptions)
+        # remote agents not (yet) seen again: gone, or their bridge is still
+        # reconnecting after a broker restart; they get the keepalive's bound
+        nursery.start_soon(self._hide_unseen, 1.5 * self.options.keepalive)
+        self.connections += 1
+        self._went_live.set()
+        self._went_live = trio.Event()
+
+    async def wait_bridging(self, connections: int = 1) -> None:
+        """Wait until this many connections to the broker have reached bridging.
+
+        ``wait_bridging(site.connections + 1)`` waits for the next one, after
+        a broker is lost and back.
+        """
+        while self.connections < connections:
+            await self._went_live.wait()
+
+    async def _hide_unseen(self, delay: float) -> None:
+        await trio.sleep(delay)
+        for site, key in self.remote.shown() - self._seen:
+            self.remote.hide(site, key)
+
+    async def _read(self, mqtt: MqttClient) -> None:
         async for message in mqtt:
             if len(message.payload) > MAX_PAYLOAD:  # (anyone with the broker may publish)
-                self._dropped += 1
-                if self._dropped & (self._dropped - 1) == 0:  # 1, 2, 4...: logs bounded
-                    logger.warning(
-                        "%d bridge messages over %d bytes dropped", self._dropped, MAX_PAYLOAD
-                    )
+                self._count_drop(f"bridge messages over {MAX_PAYLOAD} bytes dropped")
                 continue
             try:
                 await self._on_message(message)
-            except (ValueError, KeyError, TypeError) as exc:
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 logger.warning("bad bridge message on %s: %s", message.topic, exc)
+        raise MqttError("the connection to the broker ended")
 
     async def _on_message(self, message: MqttMessage) -> None:
-        parts = message.topic[len(self._prefix) + 1 :].split("/")
-        if parts[0] == "agents" and len(parts) == 3 and parts[1] != self.options.site:
-            await self._agent_changed(parts[1], parts[2], message.payload)
-        elif parts[0] == "site" and len(parts) == 2 and parts[1] != self.options.site:
-            if message.payload == b"offline":
-                for proxy in [p for p in self._proxies.values() if p.site == parts[1]]:
-                    self._drop(proxy)
-        elif parts[0] == "to":
-            self._deliver(json.loads(message.payload))
+        parts = message.topic[len(self.options.topic) + 1 :].split("/")
+        own = self.options.site
+        if parts == ["sync", own, self.instance]:
+            self._synced.set()
+        elif parts[0] == "site" and len(parts) == 2:
+            status = message.payload.decode()
+            if parts[1] == own:
+                self._own_site_said(status, live=not message.retain)
+            else:
+                self._other_site_said(parts[1], status, live=not message.retain)
+        elif parts[0] == "claim" and message.payload.decode() != self.instance and self._live:
+            logger.warning("another bridge for site %r tried to start: refused", own)
+            self._say_online()
+        elif parts[0] == "agents" and len(parts) == 3:
+            if parts[1] == own:
+                if message.retain and message.payload:
+                    self._stale.add(parts[2])
+                elif self._live and parts[2] in self._sent and not message.payload:
+                    self._sent.pop(parts[2])  # (cleared by another: ours again)
+                    self._publish_agent(parts[2])
+            elif parts[1] in self._sites:
+                await self._remote_agent_said(parts[1], parts[2], message.payload)
+        elif parts[0] == "to" and len(parts) == 3:
+            item = json.loads(message.payload)
+            if not isinstance(item, dict):
+                raise TypeError("not an object")
+            item["from_site"] = parts[2]  # (the topic says it: brokers' ACLs can enforce it)
+            self.remote.deliver(item)
 
-    async def _agent_changed(self, site: str, key: str, payload: bytes) -> None:
-        proxy = self._proxies.get((site, key))
+    def _own_site_said(self, status: str, *, live: bool) -> None:
+        state, _, instance = status.partition(" ")
+        if instance == self.instance:
+            return
+        if not live:
+            self._own_status = status
+        elif state == "online" and instance < self.instance:
+            raise BridgeConflict(
+                f"site {self.options.site!r} is already bridged through this broker"
+                f" (a bridge started before this one, instance {instance})"
+            )
+        elif self._live:  # a younger one, or an old one's will: we are the site
+            self._say_online()
+
+    def _other_site_said(self, site: str, status: str, *, live: bool) -> None:
+        state, _, instance = status.partition(" ")
+        if state == "online":
+            self._sites[site] = instance
+        elif state == "offline" and self._sites.get(site, instance) == instance:
+            self._sites.pop(site, None)
+            if live and self._connection is not None:
+                self._connection.start_soon(self._hide_site_soon, site)
+            else:
+                self.remote.hide(site)
+
+    async def _hide_site_soon(self, site: str) -> None:
+        """A site's will: its agents leave, unless our connection ends first.
+
+        A broker that shuts down publishes the will of every client as it
+        drops them; the ones we hear just before we lose it too are not a
+        site gone, and this task, in the connection's nursery, ends with it.
+        """
+        await trio.sleep(WILL_GRACE)
+        if site not in self._sites:
+            self.remote.hide(site)
+
+    async def _remote_agent_said(self, site: str, key: str, payload: bytes) -> None:
         if not payload:
-            if proxy is not None:
-                self._drop(proxy)
+            self._pending.pop((site, key), None)
+            self.remote.hide(site, key)
             return
         state = json.loads(payload)
         subscriptions = {int(i): str(r) for i, r in state["subscriptions"].items()}
-        if proxy is None:
-            if len(self._proxies) >= self.options.max_remote_agents:
-                logger.warning(
-                    "%s of %s not shown: %d remote agents", key, site, len(self._proxies)
-                )
-                return
-            proxy = _Proxy(site, key, str(state["name"]), subscriptions)
-            self._proxies[(site, key)] = proxy
-            assert self._nursery is not None
-            await self._nursery.start(self._run_proxy, proxy)
-        else:
-            self._resubscribe(proxy, subscriptions)
+        self._seen.add((site, key))
+        if self._live:
+            await self.remote.show(site, key, str(state["name"]), subscriptions)
+        elif len(self._pending) < self.options.max_remote_agents:
+            # (shown once live: a bridge that turns out to be a duplicate shows nothing)
+            self._pending[(site, key)] = (str(state["name"]), subscriptions)
 
-    def _drop(self, proxy: _Proxy) -> None:
-        self._proxies.pop((proxy.site, proxy.key), None)
-        proxy.scope.cancel()
+    # ----------------------------------------------------- the outbox
+    def send(self, site: str, item: dict[str, Any], sender: trivy.Peer) -> None:
+        """Send a message to a site's agents now, or drop it (counted)."""
+        key = agent_key(sender)
+        if self._live and key not in self._sent:
+            # (its text reached a proxy before its arrival reached the observer:
+            # the other sites learn of the sender first, so they know it)
+            self._local_changed(sender, present=True)
+        self._publish(self.topic("to", site, self.options.site), json.dumps(item))
 
-    async def _run_proxy(self, proxy: _Proxy, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        started = False
-        with proxy.scope:
-            async with trivy.open_ivy_bus(
-                proxy.name, self.options.bus, on_die=self._on_die(proxy)
-            ) as bus:
-                proxy.bus = bus
-                self._proxy_ports.add(bus.port)
-                try:
-                    wanted, proxy.subscriptions = proxy.subscriptions, {}
-                    self._resubscribe(proxy, wanted)
-                    task_status.started()
-                    started = True
-                    await self._forward_direct(proxy, bus)
-                finally:
-                    self._proxy_ports.discard(bus.port)
-        if not started:  # (dropped before it was up: nothing to wait for)
-            task_status.started()
+    async def send_waiting(self, site: str, item: dict[str, Any], sender: trivy.Peer) -> None:
+        """Send, first waiting while the broker is behind."""
+        if self._mqtt is not None:
+            await self._mqtt.wait_room()
+        self.send(site, item, sender)
 
-    def _resubscribe(self, proxy: _Proxy, wanted: dict[int, str]) -> None:
-        bus = proxy.bus
-        if bus is None:
-            proxy.subscriptions = wanted
+    def _publish(self, topic: str, payload: str, *, retain: bool = False) -> None:
+        if self._mqtt is None:
+            self._count_drop("bridge messages dropped: no broker")
             return
-        for remote_id, regexp in list(proxy.subscriptions.items()):
-            if wanted.get(remote_id) != regexp:
-                local_id = proxy.local_ids.pop(remote_id, None)
-                if local_id is not None:
-                    bus.unbind(local_id)
-                del proxy.subscriptions[remote_id]
-        for remote_id, regexp in wanted.items():
-            if remote_id in proxy.subscriptions:
-                continue
-            try:
-                proxy.local_ids[remote_id] = bus.bind(self._forwarder(proxy, remote_id), regexp)
-            except ValueError as exc:
-                logger.warning("%s's regexp %r cannot be proxied: %s", proxy.name, regexp, exc)
-                continue
-            proxy.subscriptions[remote_id] = regexp
-
-    def _forwarder(self, proxy: _Proxy, remote_id: int) -> Callable[..., None]:
-        def forward(peer: trivy.Peer, *groups: str) -> None:
-            if peer.port in self._proxy_ports:
-                return  # (another site's agent, already where it belongs)
-            self._send_to(proxy, {"kind": "msg", "sub": remote_id, "groups": list(groups)}, peer)
-
-        return forward
-
-    async def _forward_direct(self, proxy: _Proxy, bus: trivy.IvyBus) -> None:
-        """Direct messages, ERRORs and (when allowed) DIEs to the proxy, onwards."""
-        async with bus.events(overflow="wait") as events:
-            async for event in events:
-                if isinstance(event, trivy.DirectMessage | trivy.ErrorReceived):
-                    if event.peer.port in self._proxy_ports:
-                        continue  # (another site's agent)
-                    kind = "direct" if isinstance(event, trivy.DirectMessage) else "error"
-                    item = {"kind": kind, "num_id": event.num_id, "text": event.text}
-                    self._send_to(proxy, item, event.peer)
-
-    def _on_die(self, proxy: _Proxy) -> Callable[[trivy.Peer, int], bool]:
-        def on_die(peer: trivy.Peer, num_id: int) -> bool:
-            if self.options.allow_die and peer.port not in self._proxy_ports:
-                self._send_to(proxy, {"kind": "die", "num_id": num_id, "text": ""}, peer)
-            else:
-                logger.warning(
-                    "%s asked %s of %s to die: not passed on", peer, proxy.name, proxy.site
-                )
-            return False  # (the proxy stays: its agent leaves if it obeys)
-
-        return on_die
-
-    def _send_to(self, proxy: _Proxy, item: dict[str, Any], sender: trivy.Peer) -> None:
-        item.update({"to": proxy.key, "from_site": self.options.site, "from": _key(sender)})
         try:
-            self._mqtt.publish(self.topic("to", proxy.site), json.dumps(item))
+            self._mqtt.publish(topic, payload, retain=retain)
         except MqttError as exc:  # the broker is behind: dropped, counted, logged boundedly
-            self._dropped += 1
-            if self._dropped & (self._dropped - 1) == 0:
-                logger.warning("%d bridge messages dropped: %s", self._dropped, exc)
+            self._count_drop(f"bridge messages dropped: {exc}")
 
-    # ------------------------------------------------------------ delivering
-    def _deliver(self, item: dict[str, Any]) -> None:
-        sender = self._proxies.get((str(item["from_site"]), str(item["from"])))
-        if sender is None or sender.bus is None:
-            logger.info(
-                "a message from %s of %s, not shown here: dropped", item["from"], item["from_site"]
-            )
-            return
-        target = next((p for p in sender.bus.peers if _key(p) == item["to"]), None)
-        if target is None:
-            logger.info("a message for %s, gone: dropped", item["to"])
-            return
-        if item["kind"] == "msg":
-            groups = [str(g) for g in item["groups"]]
-            sender.bus.send_raw(target, MsgType.MSG, int(item["sub"]), groups)
-        elif item["kind"] == "direct":
-            sender.bus.send_direct(target, int(item["num_id"]), str(item["text"]))
-        elif item["kind"] == "error":
-            sender.bus.send_error(target, int(item["num_id"]), str(item["text"]))
-        elif item["kind"] == "die" and self.options.allow_die:
-            sender.bus.send_die(target, int(item["num_id"]))
+    def _count_drop(self, why: str) -> None:
+        self._dropped += 1
+        if self._dropped & (self._dropped - 1) == 0:  # 1, 2, 4...: logs bounded
+            logger.warning("%d %s", self._dropped, why)
