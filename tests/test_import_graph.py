@@ -151,15 +151,18 @@ def test_cycles_finds_every_cycle_and_only_cycles() -> None:
 #: Third-party imports that are not runtime dependencies, and where they
 #: may be: pytest loads trivy's pytest plugin itself; ivy-python is needed
 #: only by the process that runs a real ivy-python agent for tests; the
-#: MQTT client only by the bridge (the ``mqtt`` extra).
+#: MQTT client only by the bridge (the ``mqtt`` extra); the web stack only by
+#: the monitor's (the ``monitor`` extra).
 NOT_DEPENDENCIES = {
     "pytest": {"trivy.testing._plugin"},
     "ivy": {"trivy.testing._ivy_python_process"},
     "paho": {"trivy.bridge._mqtt"},
+    "starlette": {"trivy.monitor._web"},
+    "hypercorn": {"trivy.monitor"},
 }
 #: The extras: what each stands on (trivy's public API), and nothing else
 #: of trivy; the core imports none of them.
-EXTRAS = ["trivy.bridge"]
+EXTRAS = ["trivy.bridge", "trivy.monitor"]
 
 
 @pytest.mark.parametrize("extra", EXTRAS)

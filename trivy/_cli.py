@@ -34,6 +34,7 @@ from ._cli_common import (
     err,
     log_escaped,
 )
+from ._cli_monitor import add_monitor_arguments, run_monitor
 from ._daemon import DEFAULT_DAEMON_PORT, run_daemon
 from ._oneshots import run_die, run_ping, run_send, run_who
 from ._probe import run_probe, terminal_restored
@@ -243,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_replay_arguments(player)
     add_bridge_arguments(commands)
+    add_monitor_arguments(commands)
     SUBPARSERS.clear()
     SUBPARSERS.update(commands.choices)
     return parser
@@ -259,6 +261,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
     "record": run_record,
     "replay": run_replay,
     "bridge": run_bridge,
+    "monitor": run_monitor,
 }
 
 

@@ -1,0 +1,178 @@
+"""The monitor's server, over real sockets: what the page is fed, what it may do.
+
+A trivy agent and a real ivy-python agent on a private bus; the monitor
+joins it and serves on a free loopback port; an HTTP client (httpx) reads
+the feed and acts as a page would. The browser itself is in
+``test_monitor_browser.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+import trivy
+from trivy.monitor import Monitor, MonitorOptions, run_monitor
+from trivy.monitor._model import MAX_KINDS, OTHER_KIND, TAIL_LINES, BusModel
+from trivy.monitor._web import FEED_BUFFER
+from trivy.testing import ivy_python_agent, wait_for_subscription
+
+TIMEOUT = 20
+
+
+@asynccontextmanager
+async def monitor(bus: str, **options: Any) -> AsyncIterator[Monitor]:
+    async with trio.open_nursery() as nursery:
+        yield await nursery.start(run_monitor, MonitorOptions(bus=bus, port=0, **options))
+        nursery.cancel_scope.cancel()
+
+
+async def first_event(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
+    async with client.stream("GET", url + "api/events") as stream:
+        async for line in stream.aiter_lines():
+            if line.startswith("data: "):
+                event: dict[str, Any] = json.loads(line[6:])
+                return event
+    raise AssertionError("the feed ended")
+
+
+async def test_the_feed_shows_agents_kinds_and_the_tail(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with (
+            monitor(bus) as running,
+            ivy_python_agent(bus, "PYGPS", bind=[r"^GOTO (\S+)"]),
+            trivy.open_ivy_bus("TRACKER", bus) as tracker,
+            httpx.AsyncClient() as client,
+        ):
+            tracker.subscribe(r"^POS (\S+) (\S+)")
+            await wait_for_subscription(running.bus, "TRACKER", r"^POS (\S+) (\S+)")
+            await wait_for_subscription(running.bus, "PYGPS", r"^GOTO (\S+)")
+            await wait_for_subscription(tracker, "TRIVYMONITOR", "^(.*)$")
+            for i in range(10):
+                await tracker.send(f"POS {i} {i * 1.5} fix")
+            await tracker.ping(await tracker.wait_for_peer("TRIVYMONITOR"))  # (it read them)
+            snapshot = await first_event(client, running.url)
+            agents = {a["name"]: a for a in snapshot["agents"]}
+            assert [s[1] for s in agents["PYGPS"]["subscriptions"]] == [r"^GOTO (\S+)"]
+            assert [s[1] for s in agents["TRACKER"]["subscriptions"]] == [r"^POS (\S+) (\S+)"]
+            kinds = {k["kind"]: k for k in snapshot["kinds"]}
+            assert kinds["POS"]["count"] == 10 and kinds["POS"]["senders"] == ["TRACKER"]
+            assert kinds["POS"]["numeric"] == [1, 2]  # ("fix" is not a number)
+            assert snapshot["tail"][-1][1:] == ["TRACKER", "POS 9 13.5 fix"]
+            window = (await client.get(running.url + "api/window", params={"kind": "POS"})).json()
+            assert [point[1:3] for point in window] == [[i, i * 1.5] for i in range(10)]
+
+
+async def test_the_page_sends_pings_and_dies_only_when_confirmed(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with (
+            monitor(bus) as running,
+            ivy_python_agent(bus, "PYGPS", bind=[r"^GOTO (\S+)"]) as py,
+            httpx.AsyncClient() as client,
+        ):
+            peer = await wait_for_subscription(running.bus, "PYGPS", r"^GOTO (\S+)")
+            key = f"{peer.host}:{peer.port}"
+            sent = await client.post(running.url + "api/send", json={"text": "GOTO home"})
+            assert sent.json() == {"sent_to": 1}
+            msg = await py.expect("msg")
+            assert (msg["sender"], msg["groups"]) == ("TRIVYMONITOR", ["home"])
+            ping = (await client.post(running.url + "api/ping", json={"agent": key})).json()
+            assert ping["round_trip_ms"] > 0
+            refused = await client.post(running.url + "api/die", json={"agent": key})
+            assert refused.status_code == 400 and "confirm" in refused.json()["error"]
+            assert running.bus.peer("PYGPS") is not None
+            async with running.bus.events() as events:
+                confirmed = {"agent": key, "confirm": True}
+                died = await client.post(running.url + "api/die", json=confirmed)
+                assert died.json() == {"sent": True}
+                while running.bus.peer("PYGPS") is not None:
+                    await events.receive()
+            bad = await client.post(running.url + "api/send", json={"text": "two\nlines"})
+            assert bad.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("headers", "said"),
+    [
+        ({"origin": "http://evil.example"}, "cross-origin"),
+        ({"host": "evil.example"}, "unknown host"),  # (DNS rebinding)
+    ],
+)
+async def test_another_site_cannot_drive_the_bus(
+    bus: str, headers: dict[str, str], said: str
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with monitor(bus) as running, httpx.AsyncClient() as client:
+            for method, path in (("POST", "api/send"), ("GET", "api/events"), ("GET", "")):
+                answer = await client.request(
+                    method, running.url + path, json={"text": "x"}, headers=headers
+                )
+                assert answer.status_code == 403 and said in answer.text
+
+
+async def test_a_token_is_needed_when_there_is_one(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with monitor(bus, token="s3cret") as running, httpx.AsyncClient() as client:
+            assert running.url.endswith("/?token=s3cret")
+            bare = running.url.split("?")[0]
+            assert (await client.get(bare)).status_code == 403
+            assert (await client.get(bare + "?token=wrong")).status_code == 403
+            assert (await client.post(bare + "api/send", json={"text": "x"})).status_code == 403
+            page = await client.get(running.url)  # (the address printed: sets the cookie)
+            assert page.status_code == 200
+            assert (await client.post(bare + "api/send", json={"text": "x"})).status_code == 200
+
+
+def test_off_loopback_a_token_is_always_made() -> None:
+    from trivy.monitor import _is_loopback
+
+    assert _is_loopback("127.0.0.1") and _is_loopback("::1") and _is_loopback("localhost")
+    assert not _is_loopback("0.0.0.0") and not _is_loopback("10.1.2.3")
+
+
+async def test_a_stalled_page_gets_updates_dropped_not_memory(bus: str) -> None:
+    """A page that stops reading: once the sockets' buffers are full, the server
+    holds FEED_BUFFER updates for it and counts the rest; when it reads again,
+    it gets a snapshot that says how many it missed."""
+    with trio.fail_after(60):
+        async with (
+            monitor(bus, update_interval=0.01) as running,
+            trivy.open_ivy_bus("FLOOD", bus) as flood,
+            httpx.AsyncClient() as client,
+        ):
+            await wait_for_subscription(flood, "TRIVYMONITOR", "^(.*)$")
+            async with client.stream("GET", running.url + "api/events") as stream:
+                lines = stream.aiter_lines()
+                async for line in lines:  # the snapshot: the page is registered
+                    if line.startswith("data: "):
+                        break
+                (viewer,) = running.feed.viewers
+                i = 0
+                while viewer.dropped < 3:  # (big updates: each a tail of long texts)
+                    await flood.send(f"DATA {i} " + "x" * 290)
+                    i += 1
+                assert viewer.send.statistics().current_buffer_used <= FEED_BUFFER
+                async for line in lines:
+                    if line.startswith("data: ") and '"dropped"' in line:
+                        seen = json.loads(line[6:])
+                        break
+                assert seen["type"] == "snapshot" and seen["dropped"] >= 3
+
+
+def test_the_model_is_bounded() -> None:
+    model = BusModel()
+    for i in range(MAX_KINDS + 100):
+        model.text(1.0, "A", f"K{i} 1 2")
+    assert len(model.kinds) == MAX_KINDS + 1  # (and the other kinds, together)
+    assert model.kinds[OTHER_KIND].count == 100
+    for _ in range(TAIL_LINES * 3):
+        model.text(2.0, "A", "x" * 10_000)
+    assert len(model.tail) == TAIL_LINES and max(len(t) for _, _, t in model.tail) <= 300
+    update = model.changes(3.0)
+    assert update is not None and len(update["tail"]) <= TAIL_LINES

@@ -1,0 +1,119 @@
+"""``python -m trivy monitor``: see the bus and plot it live, in a browser.
+
+An extra (``pip install "trivy[monitor]"``): Starlette for the app,
+Hypercorn's trio worker to serve it, on the bus's own trio loop; uPlot
+(vendored, no CDN) draws the plots. The monitor is an agent of the bus
+that hears every text; the page shows the agents and their
+subscriptions, the traffic by kind with rates, plots of numeric fields,
+a tail, and sends texts, direct messages, PINGs and (confirmed) DIEs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import secrets
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+
+import trivy
+
+from ._agent import follow_bus, make_actions
+from ._model import BusModel
+from ._web import Feed, build_app
+
+__all__ = ["Monitor", "MonitorOptions", "run_monitor"]
+
+
+@attrs.frozen(kw_only=True)
+class MonitorOptions:
+    """Where the monitor listens, and on which bus.
+
+    Attributes:
+      bus: the Ivy bus (as :func:`trivy.open_ivy_bus` takes it).
+      host: the address the web server binds: loopback by default; any
+        other needs a token (one is made when ``token`` is ``None``).
+      port: its TCP port (0: any free one).
+      token: what a browser must give (``?token=``) to see or drive the
+        bus; ``None`` on loopback means none.
+      name: the monitor's agent name on the bus.
+      update_interval: seconds between two updates to the pages: the
+        page's update rate, whatever the bus's traffic.
+    """
+
+    bus: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8100
+    token: str | None = attrs.field(default=None, repr=False)
+    name: str = "TRIVYMONITOR"
+    update_interval: float = 0.25
+
+
+@attrs.frozen
+class Monitor:
+    """A running monitor: the address to open (with its token, if any)."""
+
+    url: str
+    bus: trivy.IvyBus
+    feed: Feed
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def run_monitor(
+    options: MonitorOptions, *, task_status: trio.TaskStatus[Monitor] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Join the bus and serve the page until cancelled (for ``nursery.start``).
+
+    Raises:
+      OSError: the bus cannot be joined, or the address not bound.
+    """
+    token = options.token
+    loopback = _is_loopback(options.host)
+    if token is None and not loopback:
+        token = secrets.token_urlsafe(24)
+    async with trivy.open_ivy_bus(options.name, options.bus) as bus, trio.open_nursery() as nursery:
+        feed = Feed(BusModel())
+        with _listening(options.host, options.port) as sock:
+            port = sock.getsockname()[1]
+            config = Config()
+            config.bind = [f"fd://{os.dup(sock.fileno())}"]  # (Hypercorn owns the copy)
+        hosts = {f"{h}:{port}" for h in ("127.0.0.1", "localhost", "[::1]", options.host)}
+        actions = make_actions(bus, feed.model)
+        app = build_app(feed, actions, allowed_hosts=hosts if loopback else None, token=token)
+        config.accesslog = None
+        config.errorlog = None
+        await nursery.start(_serve, app, config)
+        nursery.start_soon(follow_bus, bus, feed, options.update_interval)
+        host = f"[{options.host}]" if ":" in options.host else options.host
+        url = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
+        task_status.started(Monitor(url, bus, feed))
+
+
+@contextlib.contextmanager
+def _listening(host: str, port: int) -> Iterator[socket.socket]:
+    """A listening socket on host:port, bound here so that errors are ours to say."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+        yield sock
+
+
+async def _serve(app: Any, config: Config, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    await serve(app, config, task_status=task_status)

@@ -1,0 +1,257 @@
+"""What the monitor knows of the bus, bounded: agents, kinds of texts, series, a tail.
+
+Sans-IO: the bus side feeds it (:meth:`BusModel.text`, :meth:`agent_seen`,
+...), the web side takes what changed since the last tick
+(:meth:`BusModel.changes`), at most a few times a second whatever the
+traffic. Every collection has a bound, so a busy or hostile bus costs the
+monitor a fixed amount of memory:
+
+- ``MAX_KINDS`` kinds (a text's kind is its first word); texts of kinds
+  beyond it count under ``OTHER_KIND``;
+- per kind, the last ``WINDOW_POINTS`` numeric samples within
+  ``WINDOW_SECONDS`` (what a new plot starts from), ``MAX_FIELDS`` fields
+  each;
+- the last ``TAIL_LINES`` texts, each cut to ``MAX_TEXT`` characters;
+- ``MAX_AGENTS`` agents shown.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from typing import Any
+
+import attrs
+
+__all__ = [
+    "MAX_AGENTS",
+    "MAX_KINDS",
+    "OTHER_KIND",
+    "TAIL_LINES",
+    "WINDOW_POINTS",
+    "BusModel",
+]
+
+MAX_KINDS = 500
+OTHER_KIND = "(other kinds)"
+MAX_FIELDS = 16
+WINDOW_POINTS = 600
+WINDOW_SECONDS = 600.0
+TAIL_LINES = 500
+MAX_TEXT = 300
+MAX_AGENTS = 1000
+MAX_SENDERS = 8
+#: Seconds over which a kind's rate is measured.
+RATE_PERIOD = 1.0
+
+
+def numeric_fields(words: list[str]) -> tuple[float | None, ...]:
+    """The value of each word after the first that reads as a finite number."""
+    values: list[float | None] = []
+    for word in words[1 : MAX_FIELDS + 1]:
+        try:
+            value = float(word)
+        except ValueError:
+            values.append(None)
+            continue
+        values.append(value if math.isfinite(value) else None)
+    return tuple(values)
+
+
+@attrs.define
+class Kind:
+    """The texts whose first word is ``name``."""
+
+    name: str
+    count: int = 0
+    senders: list[str] = attrs.field(factory=list)
+    last_text: str = ""
+    last_time: float = 0.0
+    numeric: list[bool] = attrs.field(factory=list)  # which fields were ever numbers
+    window: deque[tuple[float, tuple[float | None, ...]]] = attrs.field(
+        factory=lambda: deque(maxlen=WINDOW_POINTS)
+    )
+    rate: float = 0.0  # texts per second, over the last RATE_PERIOD or more
+    mark: tuple[float, int] = (0.0, 0)  # (time, count) the rate is measured from
+
+    def update_rate(self, now: float) -> bool:
+        """Measure the rate again if a period passed; whether it changed."""
+        since, count = self.mark
+        if now - since < RATE_PERIOD:
+            return False
+        rate = round((self.count - count) / (now - since), 1) if since else 0.0
+        self.mark = (now, self.count)
+        changed, self.rate = rate != self.rate, rate
+        return changed
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "kind": self.name,
+            "count": self.count,
+            "rate": self.rate,
+            "senders": self.senders,
+            "last": self.last_text,
+            "numeric": [i + 1 for i, is_number in enumerate(self.numeric) if is_number],
+        }
+
+
+@attrs.define
+class Agent:
+    """An agent of the bus, as the monitor sees it."""
+
+    key: str
+    name: str
+    host: str
+    since: float
+    subscriptions: dict[int, str]
+    errors: deque[str] = attrs.field(factory=lambda: deque(maxlen=5))
+    congested: bool = False
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "name": self.name,
+            "host": self.host,
+            "since": self.since,
+            "subscriptions": [
+                [sub_id, regexp[:MAX_TEXT]] for sub_id, regexp in self.subscriptions.items()
+            ],
+            "errors": list(self.errors),
+            "congested": self.congested,
+        }
+
+
+class BusModel:
+    """The bounded picture of the bus (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        self.kinds: dict[str, Kind] = {}
+        self.agents: dict[str, Agent] = {}
+        self.tail: deque[tuple[float, str, str]] = deque(maxlen=TAIL_LINES)
+        self.texts = 0
+        self._changed_kinds: set[str] = set()
+        self._changed_agents: set[str] = set()
+        self._gone_agents: set[str] = set()
+        self._new_tail: list[tuple[float, str, str]] = []
+        self._new_points: dict[str, list[list[Any]]] = {}
+        self.events: deque[str] = deque(maxlen=50)
+        self._new_events: list[str] = []
+
+    # ------------------------------------------------------------- bus side
+    def text(self, now: float, sender: str, text: str) -> None:
+        """A text was sent on the bus by ``sender``."""
+        self.texts += 1
+        words = text.split(maxsplit=MAX_FIELDS + 1)
+        name = words[0][:64] if words else ""
+        kind = self.kinds.get(name)
+        if kind is None:
+            if len(self.kinds) >= MAX_KINDS:
+                name = OTHER_KIND
+                kind = self.kinds.get(name)
+            if kind is None:
+                kind = self.kinds[name] = Kind(name)
+        if not kind.count:
+            kind.mark = (now, 0)
+        kind.count += 1
+        kind.last_text = text[:MAX_TEXT]
+        kind.last_time = now
+        if sender not in kind.senders and len(kind.senders) < MAX_SENDERS:
+            kind.senders.append(sender)
+        if name != OTHER_KIND:
+            values = numeric_fields(words)
+            if len(kind.numeric) < len(values):
+                kind.numeric.extend([False] * (len(values) - len(kind.numeric)))
+            for i, value in enumerate(values):
+                if value is not None:
+                    kind.numeric[i] = True
+            if any(value is not None for value in values):
+                kind.window.append((now, values))
+                while kind.window and kind.window[0][0] < now - WINDOW_SECONDS:
+                    kind.window.popleft()
+                points = self._new_points.setdefault(name, [])
+                if len(points) < WINDOW_POINTS:
+                    points.append([now, *values])
+        self._changed_kinds.add(name)
+        cut = text[:MAX_TEXT]
+        self.tail.append((now, sender, cut))
+        if len(self._new_tail) < TAIL_LINES:
+            self._new_tail.append((now, sender, cut))
+
+    def agent_seen(self, now: float, key: str, name: str, host: str, subs: dict[int, str]) -> None:
+        """An agent joined, or its subscriptions changed."""
+        agent = self.agents.get(key)
+        if agent is None:
+            if len(self.agents) >= MAX_AGENTS:
+                return
+            agent = self.agents[key] = Agent(key, name[:MAX_TEXT], host, now, {})
+        agent.subscriptions = dict(subs)
+        self._changed_agents.add(key)
+        self._gone_agents.discard(key)
+
+    def agent_gone(self, key: str) -> None:
+        """An agent left."""
+        if self.agents.pop(key, None) is not None:
+            self._gone_agents.add(key)
+            self._changed_agents.discard(key)
+
+    def agent_note(self, key: str, *, error: str | None = None, congested: bool = False) -> None:
+        """An ERROR from the agent, or it stopped reading what we send it."""
+        agent = self.agents.get(key)
+        if agent is None:
+            return
+        if error is not None:
+            agent.errors.append(error[:MAX_TEXT])
+            self.event(f"ERROR from {agent.name}: {error[:MAX_TEXT]}")
+        if congested and not agent.congested:
+            agent.congested = True
+            self.event(f"{agent.name} is congested (it reads slower than the bus sends)")
+        self._changed_agents.add(key)
+
+    def event(self, line: str) -> None:
+        """A line for the page's event list."""
+        self.events.append(line)
+        if len(self._new_events) < 50:
+            self._new_events.append(line)
+
+    # ------------------------------------------------------------- web side
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """Everything, for a page that just opened."""
+        return {
+            "type": "snapshot",
+            "clock": [now, time.time()],
+            "texts": self.texts,
+            "agents": [agent.summary() for agent in self.agents.values()],
+            "kinds": [kind.summary() for kind in self.kinds.values()],
+            "tail": [list(line) for line in self.tail],
+            "events": list(self.events),
+        }
+
+    def window(self, kind: str) -> list[list[Any]]:
+        """The numeric samples a plot of ``kind`` starts from."""
+        found = self.kinds.get(kind)
+        return [] if found is None else [[t, *values] for t, values in found.window]
+
+    def changes(self, now: float) -> dict[str, Any] | None:
+        """What changed since the last call (``None``: nothing), bounded."""
+        for name, kind in self.kinds.items():
+            if kind.update_rate(now):
+                self._changed_kinds.add(name)
+        if not (
+            self._changed_kinds or self._changed_agents or self._gone_agents or self._new_events
+        ):
+            return None
+        update = {
+            "type": "update",
+            "clock": [now, time.time()],
+            "texts": self.texts,
+            "agents": [self.agents[k].summary() for k in self._changed_agents if k in self.agents],
+            "gone": sorted(self._gone_agents),
+            "kinds": [self.kinds[k].summary() for k in self._changed_kinds if k in self.kinds],
+            "tail": [list(line) for line in self._new_tail],
+            "points": self._new_points,
+            "events": self._new_events,
+        }
+        self._changed_kinds, self._changed_agents, self._gone_agents = set(), set(), set()
+        self._new_tail, self._new_points, self._new_events = [], {}, []
+        return update
