@@ -76,26 +76,50 @@ function renderAgents() {
 }
 
 // ------------------------------------------------------------------- kinds
-function renderKinds() {
-  const body = document.querySelector("#kinds tbody");
-  body.replaceChildren();
-  const kinds = [...state.kinds.values()].sort((a, b) => b.count - a.count);
-  for (const kind of kinds) {
+// Rows are updated in place, never rebuilt: a button under the mouse stays.
+const kindRows = new Map(); // kind -> {row, cells, numeric}
+
+function fieldButtons(kind) {
+  const cell = el("td");
+  for (const field of kind.numeric) {
+    const key = `${kind.kind}#${field}`;
+    const button = el("button", `#${field}`, series.has(key) ? "field on" : "field");
+    button.type = "button";
+    button.dataset.series = key;
+    button.onclick = () => toggleSeries(kind.kind, field);
+    cell.append(button);
+  }
+  return cell;
+}
+
+function renderKind(kind) {
+  let entry = kindRows.get(kind.kind);
+  if (!entry) {
     const row = el("tr");
     row.dataset.kind = kind.kind;
-    row.append(el("td", kind.kind), el("td", String(kind.count), "num"));
-    row.append(el("td", String(kind.rate), "num"), el("td", kind.senders.join(", ")));
-    const fields = el("td");
-    for (const field of kind.numeric) {
-      const key = `${kind.kind}#${field}`;
-      const button = el("button", `#${field}`, series.has(key) ? "field on" : "field");
-      button.type = "button";
-      button.dataset.series = key;
-      button.onclick = () => toggleSeries(kind.kind, field);
-      fields.append(button);
-    }
-    row.append(fields, el("td", kind.last, "last"));
-    body.append(row);
+    const cells = [el("td", kind.kind), el("td", "", "num"), el("td", "", "num"), el("td"),
+                   el("td"), el("td", "", "last")];
+    row.append(...cells);
+    document.querySelector("#kinds tbody").append(row);
+    entry = { row, cells, numeric: "" };
+    kindRows.set(kind.kind, entry);
+  }
+  const [, count, rate, senders, , last] = entry.cells;
+  count.textContent = String(kind.count);
+  rate.textContent = String(kind.rate);
+  senders.textContent = kind.senders.join(", ");
+  last.textContent = kind.last;
+  if (entry.numeric !== kind.numeric.join()) {
+    entry.numeric = kind.numeric.join();
+    const cell = fieldButtons(kind);
+    entry.row.replaceChild(cell, entry.cells[4]);
+    entry.cells[4] = cell;
+  }
+}
+
+function markSeriesButtons() {
+  for (const button of document.querySelectorAll("#kinds button.field")) {
+    button.className = series.has(button.dataset.series) ? "field on" : "field";
   }
 }
 
@@ -111,7 +135,7 @@ async function toggleSeries(kind, field) {
     series.set(key, { kind, field, points });
   }
   rebuildChart();
-  renderKinds();
+  markSeriesButtons();
 }
 
 function addPoints(points) {
@@ -171,14 +195,20 @@ function addTail(lines) {
 // -------------------------------------------------------------------- feed
 function apply(message) {
   state.clock = message.clock;
+  const agentsChanged = message.type === "snapshot" || message.agents.length || (message.gone || []).length;
   if (message.type === "snapshot") {
     state.agents.clear();
     state.kinds.clear();
+    kindRows.clear();
+    document.querySelector("#kinds tbody").replaceChildren();
     document.getElementById("tail").replaceChildren();
   }
   for (const agent of message.agents) state.agents.set(agent.key, agent);
   for (const key of message.gone || []) state.agents.delete(key);
-  for (const kind of message.kinds) state.kinds.set(kind.kind, kind);
+  for (const kind of message.kinds) {
+    state.kinds.set(kind.kind, kind);
+    renderKind(kind);
+  }
   document.getElementById("texts").textContent = `${message.texts} texts`;
   if (message.dropped) {
     document.getElementById("dropped").textContent = `${message.dropped} updates dropped (this page was behind)`;
@@ -188,8 +218,7 @@ function apply(message) {
   while (events.childElementCount > 50) events.firstElementChild.remove();
   addTail(message.tail);
   if (message.points) addPoints(message.points);
-  renderAgents();
-  renderKinds();
+  if (agentsChanged) renderAgents();
   redrawChart();
 }
 
@@ -208,6 +237,6 @@ document.getElementById("send-form").addEventListener("submit", async (event) =>
   document.getElementById("send-result").textContent =
     answer.error ? answer.error : `sent to ${answer.sent_to} agent(s)`;
 });
-document.getElementById("plot-clear").onclick = () => { series.clear(); rebuildChart(); renderKinds(); };
+document.getElementById("plot-clear").onclick = () => { series.clear(); rebuildChart(); markSeriesButtons(); };
 document.getElementById("minutes").onchange = redrawChart;
 connect();
