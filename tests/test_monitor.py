@@ -176,3 +176,19 @@ def test_the_model_is_bounded() -> None:
     assert len(model.tail) == TAIL_LINES and max(len(t) for _, _, t in model.tail) <= 300
     update = model.changes(3.0)
     assert update is not None and len(update["tail"]) <= TAIL_LINES
+
+
+def test_rates_are_measured_every_second_per_kind_and_per_sender() -> None:
+    model = BusModel()
+    for i in range(20):  # 30 texts in the first second: 20 from A, 10 from B
+        model.text(i * 0.05, "A", f"POS {i}")
+        if i % 2 == 0:
+            model.text(i * 0.05, "B", f"POS {i}")
+    model.changes(0.5)  # (under a second: not measured yet)
+    update = model.changes(1.0)
+    assert update is not None
+    assert [k["rate"] for k in update["kinds"]] == [30.0]
+    assert update["rates"] == {"A": 20.0, "B": 10.0}
+    assert model.window("rate:A")[-1][1:] == [20.0]
+    update = model.changes(2.0)  # a quiet second: the rates fall to 0
+    assert update is not None and update["rates"] == {"A": 0.0, "B": 0.0}

@@ -130,6 +130,21 @@ async def test_the_page_shows_the_bus_and_drives_it(bus: str, browser: Any) -> N
             points = "return chart ? chart.data[0].length : 0"
             await in_browser(lambda: until(browser, lambda d: d.execute_script(points) > 3))
             assert "ALT#1" in await in_browser(lambda: text_of(browser, ".u-legend"))
+            # each agent's rate, measured every second, plotted the same way
+            agent_rate = '#agents tr[data-agent="TRACKER"] td.rate'
+            await in_browser(
+                lambda: until(browser, lambda d: float(text_of(d, agent_rate).split()[0]) > 0)
+            )
+            await in_browser(lambda: click(browser, agent_rate + " button"))
+            legend = await in_browser(
+                lambda: until(
+                    browser,
+                    lambda d: (
+                        "rate:TRACKER#1" in text_of(d, ".u-legend") and text_of(d, ".u-legend")
+                    ),
+                )
+            )
+            assert "ALT#1" in legend
             # the tail
             await in_browser(lambda: until(browser, lambda d: "SPEED" in text_of(d, "#tail")))
             if target := os.environ.get("TRIVY_MONITOR_SCREENSHOT"):

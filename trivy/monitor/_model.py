@@ -73,14 +73,16 @@ class Kind:
         factory=lambda: deque(maxlen=WINDOW_POINTS)
     )
     rate: float = 0.0  # texts per second, over the last RATE_PERIOD or more
-    mark: tuple[float, int] = (0.0, 0)  # (time, count) the rate is measured from
+    mark: tuple[float, int] | None = None  # (time, count) the rate is measured from
 
     def update_rate(self, now: float) -> bool:
         """Measure the rate again if a period passed; whether it changed."""
+        if self.mark is None:
+            return False
         since, count = self.mark
         if now - since < RATE_PERIOD:
             return False
-        rate = round((self.count - count) / (now - since), 1) if since else 0.0
+        rate = round((self.count - count) / (now - since), 1)
         self.mark = (now, self.count)
         changed, self.rate = rate != self.rate, rate
         return changed
@@ -137,6 +139,9 @@ class BusModel:
         self._new_points: dict[str, list[list[Any]]] = {}
         self.events: deque[str] = deque(maxlen=50)
         self._new_events: list[str] = []
+        #: Each sender's texts, as a kind "rate:NAME" whose one field is its
+        #: rate (plotted as any field is).
+        self.senders: dict[str, Kind] = {}
 
     # ------------------------------------------------------------- bus side
     def text(self, now: float, sender: str, text: str) -> None:
@@ -151,13 +156,18 @@ class BusModel:
                 kind = self.kinds.get(name)
             if kind is None:
                 kind = self.kinds[name] = Kind(name)
-        if not kind.count:
+        if kind.mark is None:
             kind.mark = (now, 0)
         kind.count += 1
         kind.last_text = text[:MAX_TEXT]
         kind.last_time = now
         if sender not in kind.senders and len(kind.senders) < MAX_SENDERS:
             kind.senders.append(sender)
+        rates = self.senders.get(sender)
+        if rates is None and len(self.senders) < MAX_AGENTS:
+            rates = self.senders[sender] = Kind(f"rate:{sender}", numeric=[True], mark=(now, 0))
+        if rates is not None:
+            rates.count += 1
         if name != OTHER_KIND:
             values = numeric_fields(words)
             if len(kind.numeric) < len(values):
@@ -224,12 +234,13 @@ class BusModel:
             "agents": [agent.summary() for agent in self.agents.values()],
             "kinds": [kind.summary() for kind in self.kinds.values()],
             "tail": [list(line) for line in self.tail],
+            "rates": {sender: rates.rate for sender, rates in self.senders.items()},
             "events": list(self.events),
         }
 
     def window(self, kind: str) -> list[list[Any]]:
-        """The numeric samples a plot of ``kind`` starts from."""
-        found = self.kinds.get(kind)
+        """The numeric samples a plot of ``kind`` (or ``rate:SENDER``) starts from."""
+        found = self.kinds.get(kind) or self.senders.get(kind.removeprefix("rate:"))
         return [] if found is None else [[t, *values] for t, values in found.window]
 
     def changes(self, now: float) -> dict[str, Any] | None:
@@ -237,8 +248,19 @@ class BusModel:
         for name, kind in self.kinds.items():
             if kind.update_rate(now):
                 self._changed_kinds.add(name)
+        new_rates = {}
+        for sender, rates in self.senders.items():
+            if rates.mark is not None and now - rates.mark[0] >= RATE_PERIOD:
+                if rates.update_rate(now):
+                    new_rates[sender] = rates.rate
+                rates.window.append((now, (rates.rate,)))
+                self._new_points.setdefault(rates.name, []).append([now, rates.rate])
         if not (
-            self._changed_kinds or self._changed_agents or self._gone_agents or self._new_events
+            self._changed_kinds
+            or self._changed_agents
+            or self._gone_agents
+            or self._new_events
+            or self._new_points
         ):
             return None
         update = {
@@ -250,6 +272,7 @@ class BusModel:
             "kinds": [self.kinds[k].summary() for k in self._changed_kinds if k in self.kinds],
             "tail": [list(line) for line in self._new_tail],
             "points": self._new_points,
+            "rates": new_rates,
             "events": self._new_events,
         }
         self._changed_kinds, self._changed_agents, self._gone_agents = set(), set(), set()

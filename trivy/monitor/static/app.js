@@ -1,7 +1,8 @@
 // trivy monitor page: every bus string is shown with textContent, never as HTML.
 "use strict";
 
-const state = { agents: new Map(), kinds: new Map(), clock: [0, 0] };
+const state = { agents: new Map(), kinds: new Map(), rates: new Map(), clock: [0, 0] };
+const rateCells = new Map(); // agent name -> its rate cell
 const tailLimit = 500;
 const series = new Map(); // "kind#field" -> {kind, field, points: [[epoch, value]]}
 const seriesLimit = 3000;
@@ -33,6 +34,7 @@ async function post(action, body) {
 function renderAgents() {
   const body = document.querySelector("#agents tbody");
   body.replaceChildren();
+  rateCells.clear();
   const agents = [...state.agents.values()].sort((a, b) => a.name.localeCompare(b.name));
   for (const agent of agents) {
     const row = el("tr");
@@ -41,6 +43,14 @@ function renderAgents() {
     name.style.color = colour(agent.name);
     row.append(name, el("td", agent.host));
     row.append(el("td", new Date(epoch(agent.since) * 1000).toLocaleTimeString()));
+    const rate = el("td", String(state.rates.get(agent.name) || 0), "num rate");
+    rateCells.set(agent.name, rate);
+    const plotRate = el("button", "plot", "field");
+    plotRate.type = "button";
+    plotRate.dataset.series = `rate:${agent.name}#1`;
+    plotRate.onclick = () => toggleSeries(`rate:${agent.name}`, 1);
+    rate.append(" ", plotRate);
+    row.append(rate);
     const subs = el("ul", undefined, "subs");
     for (const [id, regexp] of agent.subscriptions) subs.append(el("li", `${id}: ${regexp}`));
     for (const error of agent.errors) subs.append(el("li", `ERROR ${error}`, "congested"));
@@ -118,7 +128,7 @@ function renderKind(kind) {
 }
 
 function markSeriesButtons() {
-  for (const button of document.querySelectorAll("#kinds button.field")) {
+  for (const button of document.querySelectorAll("button.field")) {
     button.className = series.has(button.dataset.series) ? "field on" : "field";
   }
 }
@@ -218,7 +228,12 @@ function apply(message) {
   while (events.childElementCount > 50) events.firstElementChild.remove();
   addTail(message.tail);
   if (message.points) addPoints(message.points);
-  if (agentsChanged) renderAgents();
+  for (const [name, rate] of Object.entries(message.rates || {})) {
+    state.rates.set(name, rate);
+    const cell = rateCells.get(name);
+    if (cell) cell.firstChild.textContent = String(rate);
+  }
+  if (agentsChanged) { renderAgents(); markSeriesButtons(); }
   redrawChart();
 }
 
