@@ -9,6 +9,7 @@ the feed and acts as a page would. The browser itself is in
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,6 +20,7 @@ import trio
 
 import trivy
 from trivy.monitor import Monitor, MonitorOptions, run_monitor
+from trivy.monitor._grouping import Grouping
 from trivy.monitor._model import MAX_KINDS, OTHER_KIND, TAIL_LINES, BusModel
 from trivy.monitor._web import FEED_BUFFER
 from trivy.testing import ivy_python_agent, wait_for_subscription
@@ -45,8 +47,8 @@ async def first_event(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
 async def test_the_feed_shows_agents_kinds_and_the_tail(bus: str) -> None:
     with trio.fail_after(TIMEOUT):
         async with (
+            ivy_python_agent(bus, "PYGPS", bind=[r"^GOTO (\S+)"], ready_message="GPS ready"),
             monitor(bus) as running,
-            ivy_python_agent(bus, "PYGPS", bind=[r"^GOTO (\S+)"]),
             trivy.open_ivy_bus("TRACKER", bus) as tracker,
             httpx.AsyncClient() as client,
         ):
@@ -60,6 +62,7 @@ async def test_the_feed_shows_agents_kinds_and_the_tail(bus: str) -> None:
             snapshot = await first_event(client, running.url)
             agents = {a["name"]: a for a in snapshot["agents"]}
             assert [s[1] for s in agents["PYGPS"]["subscriptions"]] == [r"^GOTO (\S+)"]
+            assert agents["PYGPS"]["ready"] == "GPS ready"
             assert [s[1] for s in agents["TRACKER"]["subscriptions"]] == [r"^POS (\S+) (\S+)"]
             kinds = {k["kind"]: k for k in snapshot["kinds"]}
             assert kinds["POS"]["count"] == 10 and kinds["POS"]["senders"] == ["TRACKER"]
@@ -192,3 +195,40 @@ def test_rates_are_measured_every_second_per_kind_and_per_sender() -> None:
     assert model.window("rate:A")[-1][1:] == [20.0]
     update = model.changes(2.0)  # a quiet second: the rates fall to 0
     assert update is not None and update["rates"] == {"A": 0.0, "B": 0.0}
+
+
+KINDS = r"^(?P<kind>TRACK) id=\S+ alt=(?P<alt>\S+) spd=(?P<spd>\S+)"
+
+
+async def test_a_user_regexp_makes_kinds_and_named_fields(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with (
+            monitor(bus, kinds=KINDS) as running,
+            trivy.open_ivy_bus("RADAR", bus) as radar,
+            httpx.AsyncClient() as client,
+        ):
+            await wait_for_subscription(radar, "TRIVYMONITOR", "^(.*)$")
+            for i in range(5):
+                await radar.send(f"TRACK id=AF{i} alt={300 + i} spd=12.5")
+            await radar.send("PING-LIKE 1 2")  # (not matched: its first word)
+            await radar.ping(await radar.wait_for_peer("TRIVYMONITOR"))
+            kinds = {k["kind"]: k for k in (await first_event(client, running.url))["kinds"]}
+            assert kinds["TRACK"]["fields"] == ["alt", "spd"]
+            assert kinds["TRACK"]["numeric"] == [1, 2] and kinds["TRACK"]["count"] == 5
+            assert kinds["PING-LIKE"]["fields"] is None and kinds["PING-LIKE"]["numeric"] == [1, 2]
+            window = (await client.get(running.url + "api/window", params={"kind": "TRACK"})).json()
+            assert [point[1:] for point in window] == [[300 + i, 12.5] for i in range(5)]
+
+
+def test_a_slow_user_regexp_runs_out_of_time_not_the_loop() -> None:
+    model = BusModel(Grouping(r"(x+x+)+y", 16))
+    started = time.perf_counter()
+    model.text(1.0, "A", "x" * 100)  # (backtracks for years without a limit)
+    assert time.perf_counter() - started < 0.5
+    assert model.grouping is not None and model.grouping.timeouts == 1
+    assert model.kinds["x" * 64].count == 1  # (grouped by its first word, cut to 64)
+
+
+def test_a_bad_user_regexp_is_one_clear_error() -> None:
+    with pytest.raises(ValueError, match="bad --kinds regexp"):
+        MonitorOptions(kinds="(unclosed")

@@ -28,6 +28,13 @@ def add_monitor_arguments(commands: Any) -> None:
         help="the address to serve on (127.0.0.1); any other needs the printed token",
     )
     monitor.add_argument("-n", "--name", default="TRIVYMONITOR", help="the agent's name")
+    monitor.add_argument(
+        "--kinds",
+        default=None,
+        metavar="REGEXP",
+        help="group texts by its group 'kind' and plot its other named groups by name"
+        " (texts it does not match go by their first word)",
+    )
 
 
 async def run_monitor(args: argparse.Namespace) -> int:
@@ -41,7 +48,12 @@ async def run_monitor(args: argparse.Namespace) -> int:
         ) from None
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port is 0..65535, not {args.port}")
-    options = MonitorOptions(bus=args.bus, host=args.bind, port=args.port, name=args.name)
+    try:
+        options = MonitorOptions(
+            bus=args.bus, host=args.bind, port=args.port, name=args.name, kinds=args.kinds
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
     async def monitor() -> None:
         async with trio.open_nursery() as nursery:

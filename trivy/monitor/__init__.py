@@ -25,8 +25,9 @@ from hypercorn.trio import serve
 
 import trivy
 
-from ._agent import follow_bus, make_actions
-from ._model import BusModel
+from ._agent import follow_bus, hear_everything, make_actions
+from ._grouping import Grouping
+from ._model import MAX_FIELDS, BusModel
 from ._web import Feed, build_app
 
 __all__ = ["Monitor", "MonitorOptions", "run_monitor"]
@@ -46,6 +47,9 @@ class MonitorOptions:
       name: the monitor's agent name on the bus.
       update_interval: seconds between two updates to the pages: the
         page's update rate, whatever the bus's traffic.
+      kinds: a regexp that groups texts into kinds by its group ``kind``
+        (or its first group) and whose other named groups are the fields
+        to plot, by name; texts it does not match go by their first word.
     """
 
     bus: str | None = None
@@ -54,6 +58,12 @@ class MonitorOptions:
     token: str | None = attrs.field(default=None, repr=False)
     name: str = "TRIVYMONITOR"
     update_interval: float = 0.25
+    kinds: str | None = attrs.field(default=None)
+
+    @kinds.validator
+    def _check_kinds(self, _attribute: Any, value: str | None) -> None:
+        if value is not None:
+            Grouping(value, MAX_FIELDS)  # (raises ValueError, saying why)
 
 
 @attrs.frozen
@@ -87,7 +97,9 @@ async def run_monitor(
     if token is None and not loopback:
         token = secrets.token_urlsafe(24)
     async with trivy.open_ivy_bus(options.name, options.bus) as bus, trio.open_nursery() as nursery:
-        feed = Feed(BusModel())
+        texts = hear_everything(bus)
+        grouping = None if options.kinds is None else Grouping(options.kinds, MAX_FIELDS)
+        feed = Feed(BusModel(grouping))
         with _listening(options.host, options.port) as sock:
             port = sock.getsockname()[1]
             config = Config()
@@ -98,7 +110,7 @@ async def run_monitor(
         config.accesslog = None
         config.errorlog = None
         await nursery.start(_serve, app, config)
-        nursery.start_soon(follow_bus, bus, feed, options.update_interval)
+        nursery.start_soon(follow_bus, bus, texts, feed, options.update_interval)
         host = f"[{options.host}]" if ":" in options.host else options.host
         url = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
         task_status.started(Monitor(url, bus, feed))

@@ -17,7 +17,7 @@ import trivy
 from ._model import BusModel
 from ._web import Action, Feed
 
-__all__ = ["TICK", "follow_bus", "make_actions", "peer_key"]
+__all__ = ["TICK", "follow_bus", "hear_everything", "make_actions", "peer_key"]
 
 #: Seconds between two updates to the pages.
 TICK = 0.25
@@ -32,11 +32,19 @@ def peer_key(peer: trivy.Peer) -> str:
     return f"{peer.host}:{peer.port}"
 
 
-async def follow_bus(bus: trivy.IvyBus, feed: Feed, interval: float = TICK) -> None:
+def hear_everything(bus: trivy.IvyBus) -> trivy.Subscription:
+    """Subscribe to every text; call it at once after joining, so that the
+    subscription is in the handshake and the agents' ready messages reach us."""
+    return bus.subscribe("^(.*)$")
+
+
+async def follow_bus(
+    bus: trivy.IvyBus, texts: trivy.Subscription, feed: Feed, interval: float = TICK
+) -> None:
     """Feed the model from the bus, and the pages from the model (tasks; until cancelled)."""
     model = feed.model
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_follow_texts, bus, model)
+        nursery.start_soon(_follow_texts, texts, model)
         nursery.start_soon(_follow_events, bus, model)
         while True:
             await trio.sleep(interval)
@@ -45,13 +53,13 @@ async def follow_bus(bus: trivy.IvyBus, feed: Feed, interval: float = TICK) -> N
                 feed.publish(update)
 
 
-async def _follow_texts(bus: trivy.IvyBus, model: BusModel) -> None:
-    async with bus.subscribe("^(.*)$") as texts:
+async def _follow_texts(texts: trivy.Subscription, model: BusModel) -> None:
+    async with texts:
         while True:
             batch = await texts.receive_batch(BATCH)
             now = trio.current_time()
             for match in batch:
-                model.text(now, match.peer.name, match.groups[0])
+                model.text(now, match.peer.name, match.groups[0], peer_key(match.peer))
 
 
 async def _follow_events(bus: trivy.IvyBus, model: BusModel) -> None:

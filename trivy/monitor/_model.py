@@ -24,6 +24,8 @@ from typing import Any
 
 import attrs
 
+from ._grouping import Grouping
+
 __all__ = [
     "MAX_AGENTS",
     "MAX_KINDS",
@@ -42,6 +44,10 @@ TAIL_LINES = 500
 MAX_TEXT = 300
 MAX_AGENTS = 1000
 MAX_SENDERS = 8
+#: Seconds after its arrival in which an agent's first text is taken for its
+#: ready message: agents send that as they finish connecting, before anything
+#: else; nothing on the wire tells it apart from a text sent at once.
+READY_WINDOW = 0.2
 #: Seconds over which a kind's rate is measured.
 RATE_PERIOD = 1.0
 
@@ -72,6 +78,7 @@ class Kind:
     window: deque[tuple[float, tuple[float | None, ...]]] = attrs.field(
         factory=lambda: deque(maxlen=WINDOW_POINTS)
     )
+    fields: list[str] | None = None  # the fields' names (by the --kinds regexp)
     rate: float = 0.0  # texts per second, over the last RATE_PERIOD or more
     mark: tuple[float, int] | None = None  # (time, count) the rate is measured from
 
@@ -95,6 +102,7 @@ class Kind:
             "senders": self.senders,
             "last": self.last_text,
             "numeric": [i + 1 for i, is_number in enumerate(self.numeric) if is_number],
+            "fields": self.fields,
         }
 
 
@@ -109,6 +117,7 @@ class Agent:
     subscriptions: dict[int, str]
     errors: deque[str] = attrs.field(factory=lambda: deque(maxlen=5))
     congested: bool = False
+    ready: str | None = None  # its ready message: its first text, on connecting
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -121,13 +130,15 @@ class Agent:
             ],
             "errors": list(self.errors),
             "congested": self.congested,
+            "ready": self.ready,
         }
 
 
 class BusModel:
     """The bounded picture of the bus (see the module's docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, grouping: Grouping | None = None) -> None:
+        self.grouping = grouping
         self.kinds: dict[str, Kind] = {}
         self.agents: dict[str, Agent] = {}
         self.tail: deque[tuple[float, str, str]] = deque(maxlen=TAIL_LINES)
@@ -142,13 +153,20 @@ class BusModel:
         #: Each sender's texts, as a kind "rate:NAME" whose one field is its
         #: rate (plotted as any field is).
         self.senders: dict[str, Kind] = {}
+        self._early: dict[str, tuple[float, str]] = {}  # first texts of agents not seen yet
 
     # ------------------------------------------------------------- bus side
-    def text(self, now: float, sender: str, text: str) -> None:
-        """A text was sent on the bus by ``sender``."""
+    def text(self, now: float, sender: str, text: str, key: str | None = None) -> None:
+        """A text was sent on the bus by ``sender`` (the agent ``key``, if known)."""
         self.texts += 1
-        words = text.split(maxsplit=MAX_FIELDS + 1)
-        name = words[0][:64] if words else ""
+        if key is not None:
+            self._first_text(now, key, text)
+        split = None if self.grouping is None else self.grouping.split(text)
+        if split is None:
+            words = text.split(maxsplit=MAX_FIELDS + 1)
+            name = words[0][:64] if words else ""
+        else:
+            name, values = split[0][:64], split[1]
         kind = self.kinds.get(name)
         if kind is None:
             if len(self.kinds) >= MAX_KINDS:
@@ -156,6 +174,8 @@ class BusModel:
                 kind = self.kinds.get(name)
             if kind is None:
                 kind = self.kinds[name] = Kind(name)
+                if split is not None and self.grouping is not None:
+                    kind.fields = self.grouping.fields
         if kind.mark is None:
             kind.mark = (now, 0)
         kind.count += 1
@@ -169,7 +189,8 @@ class BusModel:
         if rates is not None:
             rates.count += 1
         if name != OTHER_KIND:
-            values = numeric_fields(words)
+            if split is None:
+                values = numeric_fields(words)
             if len(kind.numeric) < len(values):
                 kind.numeric.extend([False] * (len(values) - len(kind.numeric)))
             for i, value in enumerate(values):
@@ -195,12 +216,27 @@ class BusModel:
             if len(self.agents) >= MAX_AGENTS:
                 return
             agent = self.agents[key] = Agent(key, name[:MAX_TEXT], host, now, {})
+            early = self._early.pop(key, None)
+            if early is not None and now - early[0] < READY_WINDOW:
+                agent.ready = early[1]
         agent.subscriptions = dict(subs)
         self._changed_agents.add(key)
         self._gone_agents.discard(key)
 
+    def _first_text(self, now: float, key: str, text: str) -> None:
+        # An agent's ready message is the first text it sends us on connecting;
+        # its text may be read before its arrival is (two tasks): kept a moment.
+        agent = self.agents.get(key)
+        if agent is None:
+            if key not in self._early and len(self._early) < MAX_AGENTS:
+                self._early[key] = (now, text[:MAX_TEXT])
+        elif agent.ready is None and now - agent.since < READY_WINDOW:
+            agent.ready = text[:MAX_TEXT]
+            self._changed_agents.add(key)
+
     def agent_gone(self, key: str) -> None:
         """An agent left."""
+        self._early.pop(key, None)
         if self.agents.pop(key, None) is not None:
             self._gone_agents.add(key)
             self._changed_agents.discard(key)

@@ -41,6 +41,7 @@ function renderAgents() {
     row.dataset.agent = agent.name;
     const name = el("td", agent.name, agent.congested ? "congested" : "");
     name.style.color = colour(agent.name);
+    if (agent.ready) name.append(el("div", `ready: ${agent.ready}`, "ready"));
     row.append(name, el("td", agent.host));
     row.append(el("td", new Date(epoch(agent.since) * 1000).toLocaleTimeString()));
     const rate = el("td", String(state.rates.get(agent.name) || 0), "num rate");
@@ -93,7 +94,8 @@ function fieldButtons(kind) {
   const cell = el("td");
   for (const field of kind.numeric) {
     const key = `${kind.kind}#${field}`;
-    const button = el("button", `#${field}`, series.has(key) ? "field on" : "field");
+    const label = kind.fields ? kind.fields[field - 1] : `#${field}`;
+    const button = el("button", label, series.has(key) ? "field on" : "field");
     button.type = "button";
     button.dataset.series = key;
     button.onclick = () => toggleSeries(kind.kind, field);
@@ -173,12 +175,19 @@ function chartData() {
   return [xs, ...ys];
 }
 
+function seriesLabel(s) {
+  const fields = (state.kinds.get(s.kind) || {}).fields;
+  return fields ? `${s.kind}.${fields[s.field - 1]}` : `${s.kind}#${s.field}`;
+}
+
 function rebuildChart() {
   const target = document.getElementById("plot");
   if (chart) { chart.destroy(); chart = null; }
   target.replaceChildren();
   if (!series.size) return;
-  const lines = [...series.keys()].map((key) => ({ label: key, stroke: colour(key), spanGaps: true }));
+  const lines = [...series.values()].map((s) => ({
+    label: seriesLabel(s), stroke: colour(`${s.kind}#${s.field}`), spanGaps: true,
+  }));
   chart = new uPlot({ width: target.clientWidth || 800, height: 260, series: [{}, ...lines] },
                     chartData(), target);
 }
