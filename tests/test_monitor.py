@@ -67,7 +67,7 @@ async def test_the_feed_shows_agents_kinds_and_the_tail(bus: str) -> None:
             kinds = {k["kind"]: k for k in snapshot["kinds"]}
             assert kinds["POS"]["count"] == 10 and kinds["POS"]["senders"] == ["TRACKER"]
             assert kinds["POS"]["numeric"] == [1, 2]  # ("fix" is not a number)
-            assert snapshot["tail"][-1][1:] == ["TRACKER", "POS 9 13.5 fix"]
+            assert snapshot["tail"][-1][2:] == ["TRACKER", "POS 9 13.5 fix"]
             window = (await client.get(running.url + "api/window", params={"kind": "POS"})).json()
             assert [point[1:3] for point in window] == [[i, i * 1.5] for i in range(10)]
 
@@ -132,11 +132,19 @@ async def test_a_token_is_needed_when_there_is_one(bus: str) -> None:
             assert (await client.post(bare + "api/send", json={"text": "x"})).status_code == 200
 
 
-def test_off_loopback_a_token_is_always_made() -> None:
-    from trivy.monitor import _is_loopback
-
-    assert _is_loopback("127.0.0.1") and _is_loopback("::1") and _is_loopback("localhost")
-    assert not _is_loopback("0.0.0.0") and not _is_loopback("10.1.2.3")
+async def test_off_loopback_a_token_is_always_made(bus: str) -> None:
+    """Bound to every address (reached here through loopback only), the monitor
+    makes a token, prints it in its address, and refuses whoever lacks it."""
+    with trio.fail_after(TIMEOUT):
+        async with monitor(bus, host="0.0.0.0") as running, httpx.AsyncClient() as client:
+            assert "?token=" in running.url
+            port = running.url.split(":")[2].split("/")[0]
+            token = running.url.split("?token=")[1]
+            assert len(token) >= 24
+            local = f"http://127.0.0.1:{port}/"
+            assert (await client.get(local)).status_code == 403
+            assert (await client.get(local + "api/events")).status_code == 403
+            assert (await client.get(local, params={"token": token})).status_code == 200
 
 
 async def test_a_stalled_page_gets_updates_dropped_not_memory(bus: str) -> None:
@@ -176,7 +184,7 @@ def test_the_model_is_bounded() -> None:
     assert model.kinds[OTHER_KIND].count == 100
     for _ in range(TAIL_LINES * 3):
         model.text(2.0, "A", "x" * 10_000)
-    assert len(model.tail) == TAIL_LINES and max(len(t) for _, _, t in model.tail) <= 300
+    assert len(model.tail) == TAIL_LINES and max(len(t) for _, _, _, t in model.tail) <= 300
     update = model.changes(3.0)
     assert update is not None and len(update["tail"]) <= TAIL_LINES
 

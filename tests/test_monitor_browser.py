@@ -91,7 +91,9 @@ def text_of(driver: Any, selector: str) -> str:
 
 
 async def telemetry(bus: trivy.IvyBus) -> None:
-    """A busy bus: positions, speeds and altitudes, 20 times a second."""
+    """A busy bus: positions, speeds and altitudes, 20 times a second (from
+    0.3 s on: a text at once would pass for the agent's ready message)."""
+    await trio.sleep(0.3)
     i = 0
     while True:
         await bus.send(f"POS {i % 100} {50 + (i % 37) * 0.5:.1f} fix")
@@ -104,7 +106,7 @@ async def telemetry(bus: trivy.IvyBus) -> None:
 async def test_the_page_shows_the_bus_and_drives_it(bus: str, browser: Any) -> None:
     with trio.fail_after(TIMEOUT):
         async with (
-            ivy_python_agent(bus, "PYGPS", bind=[r"^GOTO (\S+)"]) as py,
+            ivy_python_agent(bus, "PYGPS", bind=[r"^GOTO (\S+)"], ready_message="GPS ready") as py,
             trivy.open_ivy_bus("TRACKER", bus) as tracker,
             trio.open_nursery() as nursery,
         ):
@@ -117,7 +119,7 @@ async def test_the_page_shows_the_bus_and_drives_it(bus: str, browser: Any) -> N
             # agents and their subscriptions
             def agents_shown(d: Any) -> bool:
                 shown = text_of(d, "#agents tbody")
-                return "PYGPS" in shown and "TRACKER" in shown and r"^GOTO (\S+)" in shown
+                return all(t in shown for t in ("PYGPS", "TRACKER", r"^GOTO (\S+)", "GPS ready"))
 
             await in_browser(lambda: until(browser, agents_shown))
             # kinds with their rates, once measured

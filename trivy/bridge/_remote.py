@@ -56,6 +56,7 @@ class _Proxy:
     bus: trivy.IvyBus | None = None
     local_ids: dict[int, int] = attrs.field(factory=dict)  # remote id -> our binding
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    up: trio.Event = attrs.field(factory=trio.Event)  # joined and met (or failed to)
 
 
 class RemoteAgents:
@@ -74,10 +75,13 @@ class RemoteAgents:
         self._outbox = outbox
         self._proxies: dict[tuple[str, str], _Proxy] = {}
         self._ports: set[int] = set()
+        # names of proxies joining: the observer may meet one before its port is known
+        self._starting: dict[str, int] = {}
 
     def is_proxy(self, peer: trivy.Peer) -> bool:
-        """Whether ``peer`` is one of our proxies (never published back)."""
-        return peer.port in self._ports
+        """Whether ``peer`` is (or may be: one joining by that name) one of our
+        proxies, never published back."""
+        return peer.port in self._ports or peer.name in self._starting
 
     def shown(self) -> set[tuple[str, str]]:
         """The (site, key) of every remote agent shown here."""
@@ -94,7 +98,16 @@ class RemoteAgents:
             return
         proxy = _Proxy(site, key, name, subscriptions)
         self._proxies[(site, key)] = proxy
-        await self._nursery.start(self._run, proxy)
+        self._starting[name] = self._starting.get(name, 0) + 1
+        try:
+            # (started in the bridge's nursery, not under the caller: a broker
+            # connection lost meanwhile must not take a joining proxy with it)
+            self._nursery.start_soon(self._run, proxy)
+            await proxy.up.wait()
+        finally:
+            self._starting[name] -= 1
+            if not self._starting[name]:
+                del self._starting[name]
 
     def hide(self, site: str, key: str | None = None) -> None:
         """A remote agent gone (``key``), or all of a site's (``None``)."""
@@ -108,25 +121,26 @@ class RemoteAgents:
         for site in {site for site, _ in self._proxies}:
             self.hide(site)
 
-    async def _run(self, proxy: _Proxy, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        started = False
-        with proxy.scope:
-            async with trivy.open_ivy_bus(
-                proxy.name, self._options.bus, on_die=self._on_die(proxy)
-            ) as bus:
-                proxy.bus = bus
-                self._ports.add(bus.port)
-                try:
-                    wanted, proxy.subscriptions = proxy.subscriptions, {}
-                    self._resubscribe(proxy, wanted)
-                    await self._meet_local_agents(bus)
-                    task_status.started()
-                    started = True
-                    await self._forward_direct(proxy, bus)
-                finally:
-                    self._ports.discard(bus.port)
-        if not started:  # (hidden before it was up: nothing to wait for)
-            task_status.started()
+    async def _run(self, proxy: _Proxy) -> None:
+        try:
+            with proxy.scope:
+                async with trivy.open_ivy_bus(
+                    proxy.name, self._options.bus, on_die=self._on_die(proxy)
+                ) as bus:
+                    proxy.bus = bus
+                    self._ports.add(bus.port)
+                    try:
+                        wanted, proxy.subscriptions = proxy.subscriptions, {}
+                        self._resubscribe(proxy, wanted)
+                        await self._meet_local_agents(bus)
+                        proxy.up.set()
+                        await self._forward_direct(proxy, bus)
+                    finally:
+                        self._ports.discard(bus.port)
+        finally:
+            proxy.up.set()  # (hidden before it was up: nothing to wait for)
+            if self._proxies.get((proxy.site, proxy.key)) is proxy:
+                del self._proxies[(proxy.site, proxy.key)]  # (gone: shown again if seen)
 
     async def _meet_local_agents(self, bus: trivy.IvyBus) -> None:
         """Wait until the local agents have connected to a new proxy (bounded).

@@ -48,8 +48,6 @@ logger = logging.getLogger("trivy.bridge")
 #: Largest bridge message read: an agent's regexps (1 Mi characters at most
 #: per peer, JSON-escaped) or a text (1 MiB lines) fit; beyond is dropped.
 MAX_PAYLOAD = 4 * 1024 * 1024
-#: Seconds between a site's will and its agents leaving (see _hide_site_soon).
-WILL_GRACE = 1.0
 #: A starting bridge waits until no agent has joined or subscribed on its
 #: bus for this long (every agent there has connected to it) ...
 SETTLE_QUIET = 0.2
@@ -74,6 +72,7 @@ class Site:
         self.instance = f"{time.time_ns():020d}-{secrets.token_hex(4)}"
         self.remote = RemoteAgents(options, nursery, self, lambda: set(self._local))
         self._mqtt: MqttClient | None = None
+        self._observer: trivy.IvyBus | None = None
         self._live = False  # online on this connection (claim and sync done)
         self._local: dict[str, str] = {}  # our agents: key -> JSON state
         self._sent: dict[str, str] = {}  # what this connection published of them
@@ -83,7 +82,6 @@ class Site:
         self._stale: set[str] = set()  # our site's agents the broker retained
         self._own_status = ""  # our site's retained status, at connection
         self._synced = trio.Event()
-        self._connection: trio.Nursery | None = None
         self._dropped = 0  # messages dropped (over MAX_PAYLOAD, or no broker)
         #: Connections to the broker that reached bridging (1 once started).
         self.connections = 0
@@ -106,6 +104,7 @@ class Site:
         Raises:
           BridgeConflict: another bridge, started before this one, runs on this bus.
         """
+        self._observer = observer
         observer.bind(_ignore, f"^TRIVYBRIDGE {self.instance}$")  # (tells other bridges our age)
         async with observer.events() as events:
             for known in observer.peers:
@@ -190,7 +189,6 @@ class Site:
         mqtt.publish(marker, "")
         try:
             async with trio.open_nursery() as nursery:
-                self._connection = nursery
                 nursery.start_soon(self._read, mqtt)
                 await self._synced.wait()
                 state, _, other = self._own_status.partition(" ")
@@ -202,7 +200,7 @@ class Site:
         finally:
             if not mqtt.lost:  # (leaving: publishes what open_mqtt flushes)
                 self.leave()
-            self._mqtt, self._live, self._connection = None, False, None
+            self._mqtt, self._live = None, False
 
     async def _go_live(self, nursery: trio.Nursery) -> None:
         self._live = True
@@ -212,7 +210,7 @@ class Site:
         pending, self._pending = self._pending, {}
         for (site, key), (name, subscriptions) in pending.items():
             if site in self._sites:
-                await self.remote.show(site, key, name, subscriptions)
+                await self._show(site, key, name, subscriptions)
         # remote agents not (yet) seen again: gone, or their bridge is still
         # reconnecting after a broker restart; they get the keepalive's bound
         nursery.start_soon(self._hide_unseen, 1.5 * self.options.keepalive)
@@ -249,7 +247,11 @@ class Site:
         parts = message.topic[len(self.options.topic) + 1 :].split("/")
         own = self.options.site
         if parts == ["sync", own, self.instance]:
-            self._synced.set()
+            _, _, site = message.payload.decode().partition("will ")
+            if not site:
+                self._synced.set()
+            elif site not in self._sites:  # (a will, and the broker is up: it is gone)
+                self.remote.hide(site)
         elif parts[0] == "site" and len(parts) == 2:
             status = message.payload.decode()
             if parts[1] == own:
@@ -295,21 +297,22 @@ class Site:
             self._sites[site] = instance
         elif state == "offline" and self._sites.get(site, instance) == instance:
             self._sites.pop(site, None)
-            if live and self._connection is not None:
-                self._connection.start_soon(self._hide_site_soon, site)
+            if live and self._mqtt is not None:
+                # A will, live: but a broker shutting down publishes the will of
+                # every client it drops, and we may be next. Its agents leave
+                # once a marker we send ourselves comes back: the broker is up.
+                self._publish(self.topic("sync", self.options.site, self.instance), f"will {site}")
             else:
                 self.remote.hide(site)
 
-    async def _hide_site_soon(self, site: str) -> None:
-        """A site's will: its agents leave, unless our connection ends first.
-
-        A broker that shuts down publishes the will of every client as it
-        drops them; the ones we hear just before we lose it too are not a
-        site gone, and this task, in the connection's nursery, ends with it.
-        """
-        await trio.sleep(WILL_GRACE)
-        if site not in self._sites:
-            self.remote.hide(site)
+    async def _show(self, site: str, key: str, name: str, subscriptions: dict[int, str]) -> None:
+        await self.remote.show(site, key, name, subscriptions)
+        # a local agent of that name that joined while the proxy did was
+        # taken for it: it is published now
+        if self._observer is not None:
+            for peer in self._observer.peers:
+                if peer.name == name and not self.remote.is_proxy(peer):
+                    self._local_changed(peer, present=True)
 
     async def _remote_agent_said(self, site: str, key: str, payload: bytes) -> None:
         if not payload:
@@ -320,7 +323,7 @@ class Site:
         subscriptions = {int(i): str(r) for i, r in state["subscriptions"].items()}
         self._seen.add((site, key))
         if self._live:
-            await self.remote.show(site, key, str(state["name"]), subscriptions)
+            await self._show(site, key, str(state["name"]), subscriptions)
         elif len(self._pending) < self.options.max_remote_agents:
             # (shown once live: a bridge that turns out to be a duplicate shows nothing)
             self._pending[(site, key)] = (str(state["name"]), subscriptions)

@@ -111,7 +111,10 @@ async def run_monitor(
         config.errorlog = None
         await nursery.start(_serve, app, config)
         nursery.start_soon(follow_bus, bus, texts, feed, options.update_interval)
-        host = f"[{options.host}]" if ":" in options.host else options.host
+        host = options.host
+        if host in ("0.0.0.0", "::"):  # (every address: this machine's name reaches it)
+            host = socket.gethostname()
+        host = f"[{host}]" if ":" in host else host
         url = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
         task_status.started(Monitor(url, bus, feed))
 

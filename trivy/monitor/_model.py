@@ -141,15 +141,18 @@ class BusModel:
         self.grouping = grouping
         self.kinds: dict[str, Kind] = {}
         self.agents: dict[str, Agent] = {}
-        self.tail: deque[tuple[float, str, str]] = deque(maxlen=TAIL_LINES)
+        # tail lines and events carry a number, so that a page that got them
+        # in a snapshot skips them in the update that follows
+        self.tail: deque[tuple[int, float, str, str]] = deque(maxlen=TAIL_LINES)
         self.texts = 0
         self._changed_kinds: set[str] = set()
         self._changed_agents: set[str] = set()
         self._gone_agents: set[str] = set()
-        self._new_tail: list[tuple[float, str, str]] = []
+        self._new_tail: list[tuple[int, float, str, str]] = []
         self._new_points: dict[str, list[list[Any]]] = {}
-        self.events: deque[str] = deque(maxlen=50)
-        self._new_events: list[str] = []
+        self.events: deque[tuple[int, str]] = deque(maxlen=50)
+        self._new_events: list[tuple[int, str]] = []
+        self._event_number = 0
         #: Each sender's texts, as a kind "rate:NAME" whose one field is its
         #: rate (plotted as any field is).
         self.senders: dict[str, Kind] = {}
@@ -205,9 +208,9 @@ class BusModel:
                     points.append([now, *values])
         self._changed_kinds.add(name)
         cut = text[:MAX_TEXT]
-        self.tail.append((now, sender, cut))
+        self.tail.append((self.texts, now, sender, cut))
         if len(self._new_tail) < TAIL_LINES:
-            self._new_tail.append((now, sender, cut))
+            self._new_tail.append((self.texts, now, sender, cut))
 
     def agent_seen(self, now: float, key: str, name: str, host: str, subs: dict[int, str]) -> None:
         """An agent joined, or its subscriptions changed."""
@@ -256,9 +259,10 @@ class BusModel:
 
     def event(self, line: str) -> None:
         """A line for the page's event list."""
-        self.events.append(line)
+        self._event_number += 1
+        self.events.append((self._event_number, line))
         if len(self._new_events) < 50:
-            self._new_events.append(line)
+            self._new_events.append((self._event_number, line))
 
     # ------------------------------------------------------------- web side
     def snapshot(self, now: float) -> dict[str, Any]:
@@ -271,7 +275,7 @@ class BusModel:
             "kinds": [kind.summary() for kind in self.kinds.values()],
             "tail": [list(line) for line in self.tail],
             "rates": {sender: rates.rate for sender, rates in self.senders.items()},
-            "events": list(self.events),
+            "events": [list(event) for event in self.events],
         }
 
     def window(self, kind: str) -> list[list[Any]]:
@@ -309,7 +313,7 @@ class BusModel:
             "tail": [list(line) for line in self._new_tail],
             "points": self._new_points,
             "rates": new_rates,
-            "events": self._new_events,
+            "events": [list(event) for event in self._new_events],
         }
         self._changed_kinds, self._changed_agents, self._gone_agents = set(), set(), set()
         self._new_tail, self._new_points, self._new_events = [], {}, []

@@ -1,7 +1,9 @@
 // trivy monitor page: every bus string is shown with textContent, never as HTML.
 "use strict";
 
-const state = { agents: new Map(), kinds: new Map(), rates: new Map(), clock: [0, 0] };
+const state = {
+  agents: new Map(), kinds: new Map(), rates: new Map(), clock: [0, 0], lastLine: 0, lastEvent: 0,
+};
 const rateCells = new Map(); // agent name -> its rate cell
 const tailLimit = 500;
 const series = new Map(); // "kind#field" -> {kind, field, points: [[epoch, value]]}
@@ -202,7 +204,9 @@ function addTail(lines) {
   const tail = document.getElementById("tail");
   let filter = null;
   try { filter = new RegExp(document.getElementById("filter").value); } catch (e) { filter = null; }
-  for (const [t, sender, text] of lines) {
+  for (const [number, t, sender, text] of lines) {
+    if (number <= state.lastLine) continue; // (the snapshot had it)
+    state.lastLine = number;
     if (filter && !filter.test(text)) continue;
     const line = el("li", `${new Date(epoch(t) * 1000).toLocaleTimeString()} ${sender}: ${text}`);
     line.style.color = colour(sender);
@@ -219,6 +223,9 @@ function apply(message) {
     state.agents.clear();
     state.kinds.clear();
     kindRows.clear();
+    state.lastLine = 0;
+    state.lastEvent = 0;
+    document.getElementById("events").replaceChildren();
     document.querySelector("#kinds tbody").replaceChildren();
     document.getElementById("tail").replaceChildren();
   }
@@ -233,7 +240,11 @@ function apply(message) {
     document.getElementById("dropped").textContent = `${message.dropped} updates dropped (this page was behind)`;
   }
   const events = document.getElementById("events");
-  for (const line of message.events) events.append(el("li", line));
+  for (const [number, line] of message.events) {
+    if (number <= state.lastEvent) continue; // (the snapshot had it)
+    state.lastEvent = number;
+    events.append(el("li", line));
+  }
   while (events.childElementCount > 50) events.firstElementChild.remove();
   addTail(message.tail);
   if (message.points) addPoints(message.points);
