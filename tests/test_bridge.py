@@ -17,6 +17,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -104,12 +105,10 @@ def broker(mosquitto: Mosquitto) -> int:
     return mosquitto.port
 
 
-def sites(broker: int, *names: str, allow_die: bool = False) -> list[BridgeOptions]:
+def sites(broker: int, *names: str, **options: Any) -> list[BridgeOptions]:
     """Buses (one UDP port each, as separate LANs) and their bridges' options."""
     return [
-        BridgeOptions(
-            bus=f"127:{free_udp_port()}", broker_port=broker, site=name, allow_die=allow_die
-        )
+        BridgeOptions(bus=f"127:{free_udp_port()}", broker_port=broker, site=name, **options)
         for name in names
     ]
 
@@ -389,11 +388,7 @@ async def test_a_broker_restart_is_bridged_again_without_duplicates(mosquitto: M
     """The broker restarts empty (no persistence): both bridges reconnect,
     publish their agents again, and texts cross again, once; an agent joining
     after the restart appears on the other site."""
-    one, two = (
-        BridgeOptions(bus=f"127:{free_udp_port()}", broker_port=mosquitto.port, site=name,
-                      keepalive=2)
-        for name in ("one", "two")
-    )  # fmt: skip
+    one, two = sites(mosquitto.port, "one", "two", keepalive=2)
     with trio.fail_after(TIMEOUT):
         async with (
             trivy.open_ivy_bus("ALICE", one.bus) as alice,
@@ -511,11 +506,11 @@ async def test_tls_and_a_password(tls_broker: tuple[Mosquitto, Path], tmp_path: 
     """Both sites over TLS with a password, each allowed only its own topics by
     the ACL the docs give; a wrong password is one clear error."""
     broker, ca = tls_broker
-    one, two = (
-        BridgeOptions(bus=f"127:{free_udp_port()}", broker_port=broker.port, site=name,
-                      tls=True, ca_file=str(ca), username=name, password="s3cret")
-        for name in ("one", "two")
-    )  # fmt: skip
+    tls = {"tls": True, "ca_file": str(ca), "password": "s3cret"}
+    one, two = (  # (each site its own user, named as the site)
+        attrs.evolve(options, username=options.site)
+        for options in sites(broker.port, "one", "two", **tls)
+    )
     with trio.fail_after(TIMEOUT):
         async with (
             trivy.open_ivy_bus("ALICE", one.bus) as alice,
@@ -551,11 +546,7 @@ async def test_a_frozen_broker_slows_the_sender_and_loses_nothing(mosquitto: Mos
     the sender's buffer for the proxy fills and ``send_nowait`` reports it
     (no memory grows without bound); thawed, every text queued arrives, once
     and in order."""
-    one, two = (
-        BridgeOptions(bus=f"127:{free_udp_port()}", broker_port=mosquitto.port, site=name,
-                      keepalive=600)
-        for name in ("one", "two")
-    )  # fmt: skip
+    one, two = sites(mosquitto.port, "one", "two", keepalive=600)
     filler = "x" * 1000
     with trio.fail_after(60):
         async with (

@@ -240,3 +240,22 @@ def test_a_slow_user_regexp_runs_out_of_time_not_the_loop() -> None:
 def test_a_bad_user_regexp_is_one_clear_error() -> None:
     with pytest.raises(ValueError, match="bad --kinds regexp"):
         MonitorOptions(kinds="(unclosed")
+
+
+async def test_big_bodies_and_too_many_pages_are_refused(
+    bus: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trivy.monitor import _web
+
+    monkeypatch.setattr(_web, "MAX_VIEWERS", 1)
+    with trio.fail_after(TIMEOUT):
+        async with monitor(bus) as running, httpx.AsyncClient() as client:
+            huge = {"text": "x" * (_web.MAX_BODY + 1)}
+            answer = await client.post(running.url + "api/send", json=huge)
+            assert answer.status_code == 413
+            async with client.stream("GET", running.url + "api/events") as first:
+                async for line in first.aiter_lines():  # (registered once it has its snapshot)
+                    if line.startswith("data: "):
+                        break
+                second = await client.get(running.url + "api/events")
+                assert second.status_code == 503

@@ -8,6 +8,7 @@ to the open pages a few times a second, whatever the traffic.
 
 from __future__ import annotations
 
+from time import perf_counter
 from typing import Any
 
 import trio
@@ -23,6 +24,8 @@ __all__ = ["TICK", "follow_bus", "hear_everything", "make_actions", "peer_key"]
 TICK = 0.25
 #: Texts taken from the subscription at once (then the loop yields).
 BATCH = 256
+#: Seconds of work on texts before the loop yields to the others.
+SLICE = 0.005
 #: Seconds a PING from the page may take.
 PING_TIMEOUT = 5.0
 
@@ -58,8 +61,12 @@ async def _follow_texts(texts: trivy.Subscription, model: BusModel) -> None:
         while True:
             batch = await texts.receive_batch(BATCH)
             now = trio.current_time()
+            started = perf_counter()
             for match in batch:
                 model.text(now, match.peer.name, match.groups[0], peer_key(match.peer))
+                if perf_counter() - started > SLICE:  # (a slow --kinds regexp: fair by time)
+                    await trio.lowlevel.checkpoint()
+                    started = perf_counter()
 
 
 async def _follow_events(bus: trivy.IvyBus, model: BusModel) -> None:

@@ -28,12 +28,16 @@ from starlette.routing import Route
 
 from ._model import BusModel
 
-__all__ = ["FEED_BUFFER", "Feed", "Viewer", "build_app"]
+__all__ = ["FEED_BUFFER", "MAX_BODY", "MAX_VIEWERS", "Feed", "Viewer", "build_app"]
 
 #: Updates held for one page; past them, updates are dropped for it (a
 #: slow or stalled tab), counted, and the next one it gets is a snapshot.
 FEED_BUFFER = 32
 COOKIE = "trivy_monitor_token"
+#: Pages open at once (each holds up to FEED_BUFFER updates); more are refused.
+MAX_VIEWERS = 32
+#: Bytes of an action's JSON body (with its Content-Length); more are refused.
+MAX_BODY = 64 * 1024
 STATIC = {
     "app.js": "text/javascript",
     "app.css": "text/css",
@@ -133,6 +137,8 @@ def build_app(
     async def events(request: Request) -> Response:
         if (refusal := refused(request)) is not None:
             return refusal
+        if len(feed.viewers) >= MAX_VIEWERS:
+            return Response(f"{MAX_VIEWERS} pages are open already", status_code=503)
         viewer = Viewer()
         first = json.dumps(feed.model.snapshot(trio.current_time()))
 
@@ -159,8 +165,11 @@ def build_app(
         action = actions.get(request.path_params["name"])
         if action is None:
             return JSONResponse({"error": "no such action"}, status_code=404)
+        size = request.headers.get("content-length", "")
+        if not size.isdigit() or int(size) > MAX_BODY:
+            return JSONResponse({"error": f"a body of {MAX_BODY} bytes at most"}, status_code=413)
         try:
-            body = await request.json()
+            body = json.loads(await request.body())
             if not isinstance(body, dict):
                 raise ValueError("a JSON object is expected")
             return JSONResponse(await action(body))
