@@ -142,9 +142,11 @@ _CLASSES = st.sampled_from(
 def test_compiling_never_costs_more_than_the_model_says(classes: list[str], flags: str) -> None:
     regexp = flags + "".join(classes)
     steps = compile_steps(_parser.parse(regexp))
-    started = time.thread_time()  # (CPU time, as _search_time)
-    compile_uncached(regexp)
-    took = time.thread_time() - started
+    took = float("inf")
+    for _ in range(3):  # the least of three: a collection or a preemption only adds
+        started = time.thread_time()  # (CPU time, as _search_time)
+        compile_uncached(regexp)
+        took = min(took, time.thread_time() - started)
     # 35 ns a step here; the rest of compiling is linear in the regexp's length
     assert took <= OVERHEAD + (steps * 35 + len(regexp) * 2_000) * 1e-9 * 4, (regexp, took, steps)
 
