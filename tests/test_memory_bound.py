@@ -21,7 +21,7 @@ MiB = 1024 * 1024
 TIMEOUT = 20
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, slots=False)
 class FakeSession:
     """What the shares see of a peer: what it holds, its limits, whether it was closed."""
 
@@ -67,6 +67,35 @@ def test_a_join_closes_the_largest_holders_when_the_total_is_over() -> None:
     sessions[0].aborted = ""
     shares.peers_changed(sessions[1:])  # a leave closes nobody
     assert not any(s.aborted for s in sessions)
+
+
+class CountedSession(FakeSession):
+    """A session that counts how often its holding is read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held = 0
+        self.reads = 0
+
+    def __getattribute__(self, name: str) -> object:
+        if name == "bytes_held":
+            self.reads += 1
+            return self.held
+        return super().__getattribute__(name)
+
+
+def test_the_total_is_summed_only_while_a_session_may_hold_more_than_its_limits() -> None:
+    # (a join costs O(1), not a pass over every peer, while the limits hold)
+    shares = MemoryShares(4 * MiB, send_limit=MiB, max_line_length=MiB)
+    sessions = [CountedSession() for _ in range(5)]
+    shares.peers_changed(sessions[:3], sessions[2])  # the limits shrink: checked
+    assert sum(s.reads for s in sessions) == 3
+    shares.peers_changed(sessions[:4], sessions[3])  # same limits, all within: not summed
+    assert sum(s.reads for s in sessions) == 3
+    sessions[0].held = 5 * MiB  # (say, queued before the limits shrank)
+    shares.peers_changed(sessions, sessions[4])  # they shrink again: summed, and over
+    assert sum(s.reads for s in sessions) == 8
+    assert sessions[0].aborted and not any(s.aborted for s in sessions[1:])
 
 
 def _held(bus: trivy.IvyBus) -> int:

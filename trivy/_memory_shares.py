@@ -59,6 +59,9 @@ class MemoryShares:
         self.max_bytes = max_bytes
         self._own = (send_limit, max_line_length, MAX_EXCESS)
         self.limits = self._own
+        #: Whether a session may hold more than the current limits allow
+        #: (they shrank since it filled up): the total must be checked.
+        self._maybe_over = False
 
     def limits_for(self, peers: int) -> tuple[int, int, int]:
         """(send limit, line limit, excess) of each of ``peers`` peers.
@@ -84,24 +87,37 @@ class MemoryShares:
         """
         limits = self.limits_for(len(sessions))
         if limits != self.limits:
+            if newcomer is not None:
+                self._maybe_over = True  # (held under the old, larger limits)
             self.limits = limits
             for session in sessions:
                 session.limit_memory(*limits)
         elif newcomer is not None and limits != self._own:
             newcomer.limit_memory(*limits)
-        if newcomer is not None and limits[:2] != self._own[:2]:
-            # (while every peer keeps its own queue and line limits, only
-            # the excess of waiting sends is shared: no total to enforce)
-            self._drop_largest(sessions)
+        # (while every peer keeps its own queue and line limits, only the
+        # excess of waiting sends is shared: no total to enforce; and while
+        # every session is within limits whose sum fits, neither)
+        most_each = sum(limits)
+        if (
+            newcomer is not None
+            and limits[:2] != self._own[:2]
+            and (self._maybe_over or len(sessions) * most_each > self.max_bytes)
+        ):
+            self._maybe_over = self._drop_largest(sessions, most_each)
 
-    def _drop_largest(self, sessions: Iterable[HoldsMemory]) -> None:
+    def _drop_largest(self, sessions: Iterable[HoldsMemory], most_each: int) -> bool:
+        """Close the largest holders until the total fits; returns whether a
+        session left holds more than ``most_each`` (its limits' sum).
+
+        While none does, the total fits: the shares are made so that every
+        session full to its limits is at most ``max_bytes`` in all.
+        """
         held = [(session.bytes_held, session) for session in sessions]
         total = sum(size for size, _ in held)
-        if total <= self.max_bytes:
-            return
-        held.sort(key=lambda pair: pair[0], reverse=True)
-        for size, session in held:
-            session.abort(f"holding {size} bytes while the peers' {self.max_bytes} are used up")
-            total -= size
-            if total <= self.max_bytes:
-                return
+        if total > self.max_bytes:
+            held.sort(key=lambda pair: pair[0], reverse=True)
+            while total > self.max_bytes:
+                size, session = held.pop(0)
+                session.abort(f"holding {size} bytes while the peers' {self.max_bytes} are used up")
+                total -= size
+        return any(size > most_each for size, _ in held)

@@ -96,7 +96,11 @@ class PeerSet:
                 "%d connections: closing a new one, from %s", len(self._sessions), session.peer.host
             )
             return False
-        pending = [s for s in self._sessions if not s.ready and not s.closing]
+        pending = (  # (fewer sessions than the bound: no need to look)
+            [s for s in self._sessions if not s.ready and not s.closing]
+            if len(self._sessions) >= MAX_PENDING_HANDSHAKES
+            else []
+        )
         if len(pending) >= MAX_PENDING_HANDSHAKES:
             oldest = pending[0]
             self._log.warning(
