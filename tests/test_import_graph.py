@@ -152,17 +152,19 @@ def test_cycles_finds_every_cycle_and_only_cycles() -> None:
 #: may be: pytest loads trivy's pytest plugin itself; ivy-python is needed
 #: only by the process that runs a real ivy-python agent for tests; the
 #: MQTT client only by the bridge (the ``mqtt`` extra); the web stack only by
-#: the monitor's (the ``monitor`` extra).
+#: the monitor's (the ``monitor`` extra); Qt only by its guest-mode host
+#: (the ``gui`` extra).
 NOT_DEPENDENCIES = {
     "pytest": {"trivy.testing._plugin"},
     "ivy": {"trivy.testing._ivy_python_process"},
     "paho": {"trivy.bridge._mqtt"},
     "starlette": {"trivy.monitor._web"},
     "hypercorn": {"trivy.monitor"},
+    "PySide6": {"trivy.gui.qt"},
 }
 #: The extras: what each stands on (trivy's public API), and nothing else
 #: of trivy; the core imports none of them.
-EXTRAS = ["trivy.bridge", "trivy.monitor"]
+EXTRAS = ["trivy.bridge", "trivy.monitor", "trivy.gui"]
 
 
 @pytest.mark.parametrize("extra", EXTRAS)
