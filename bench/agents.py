@@ -37,6 +37,7 @@ process of the machine, so the orchestrator may compare them across agents.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import queue
 import socket
@@ -427,6 +428,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--wait-regexp", default=None, help="send once peers have this one")
     parser.add_argument("--peers", type=int, default=1)
     parser.add_argument("--subs", type=int, default=1)
+    parser.add_argument("--profile", default=None, help="profile into this pstats file")
     return parser.parse_args(argv)
 
 
@@ -434,12 +436,17 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the agent, report a failure as ``{"error": ...}``."""
     args = parse_args(argv)
     try:
-        if args.impl == "trivy":
-            import trio
+        with contextlib.ExitStack() as stack:
+            if args.profile:
+                from bench.profiling import profiled
 
-            trio.run(trivy_main, args)
-        else:
-            ivy_main(args)
+                stack.enter_context(profiled(args.profile))
+            if args.impl == "trivy":
+                import trio
+
+                trio.run(trivy_main, args)
+            else:
+                ivy_main(args)
     except BaseException as exc:
         emit(error=f"{type(exc).__name__}: {exc}")
         return 1

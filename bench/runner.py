@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -57,9 +57,11 @@ def free_bus() -> str:
 class Agent:
     """One agent process and the JSON lines it printed."""
 
-    def __init__(self, impl: str, role: str, bus: str, name: str, *options: str) -> None:
+    def __init__(
+        self, impl: str, role: str, bus: str, name: str, *options: str, wrap: Sequence[str] = ()
+    ) -> None:
         self.label = f"{impl}/{role}/{name}"
-        command = [sys.executable, "-m", "bench.agents", impl, role, bus, name, *options]
+        command = [*wrap, sys.executable, "-m", "bench.agents", impl, role, bus, name, *options]
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         self.proc = subprocess.Popen(
             command,
@@ -137,8 +139,8 @@ def agents() -> Iterator[Callable[..., Agent]]:
     """A factory of agents, every one of which is killed on exit."""
     started: list[Agent] = []
 
-    def start(*args: str) -> Agent:
-        agent = Agent(*args)
+    def start(*args: str, wrap: Sequence[str] = ()) -> Agent:
+        agent = Agent(*args, wrap=wrap)
         started.append(agent)
         return agent
 
