@@ -267,8 +267,9 @@ def round_trip(impl: str, n: int) -> dict[str, float]:
     return {"median_us": result["median_us"], "p99_us": result["p99_us"]}
 
 
-def join(impl: str, count: int) -> float:
-    """Seconds from ``go`` to every one of ``count`` agents seeing all others."""
+def join(impl: str, count: int, timeout: float = JOIN_TIMEOUT) -> float:
+    """Seconds from ``go`` to every one of ``count`` agents seeing all others
+    (:class:`JoinIncomplete` if they have not after ``timeout`` seconds)."""
     bus = free_bus()
     with agents() as start:
         group = [
@@ -280,7 +281,7 @@ def join(impl: str, count: int) -> float:
         go = time.monotonic()
         for agent in group:
             agent.write("go\n")
-        deadline = time.monotonic() + JOIN_TIMEOUT
+        deadline = time.monotonic() + timeout
         try:
             joined = [
                 agent.expect("joined", max(0.0, deadline - time.monotonic()))["joined"]
@@ -291,16 +292,16 @@ def join(impl: str, count: int) -> float:
             if all(agent.proc.poll() is None for agent in group):
                 pairs = sum(seen)
                 raise JoinIncomplete(
-                    f"mesh incomplete after {JOIN_TIMEOUT:.0f} s: {pairs} of "
+                    f"mesh incomplete after {timeout:.0f} s: {pairs} of "
                     f"{count * (count - 1)} directed links ready; per agent: {seen}"
                 ) from None
             raise AgentError(f"{exc}; peers seen by each agent: {seen}") from None
     return float(max(joined) - go)
 
 
-def join_ms(impl: str, count: int) -> float:
+def join_ms(impl: str, count: int, timeout: float = JOIN_TIMEOUT) -> float:
     """:func:`join`, in milliseconds."""
-    return 1000 * join(impl, count)
+    return 1000 * join(impl, count, timeout)
 
 
 def memory(impl: str, subs: int) -> dict[str, int]:

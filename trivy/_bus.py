@@ -379,10 +379,10 @@ class IvyBus:
         self._discovery.start(nursery, self.agent_id, self.agent_name)
         logger.info("%s joined %s (TCP port %d)", self.agent_name, self.bus_address, self.port)
 
-    async def _serve(self, sock: socket.socket, host: str, agent_id: str | None, port: int) -> None:
+    async def _serve(self, sock: socket.socket, host: str, peer_id: str | None, port: int) -> None:
         """Run one new connection (discovery calls it) until it ends."""
-        log = self._source_logs.for_connection(host)
-        session = open_session(sock, host, self.options, self._dispatcher, agent_id, port, log)
+        log, pace = self._source_logs.for_connection(host), self._router.pace
+        session = open_session(sock, host, self.options, self._dispatcher, peer_id, port, log, pace)
         if session is None or not self._running or not self._peers.add(session):
             sock.close()  # gone at once, we are leaving, ourselves, or one too many
             return

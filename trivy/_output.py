@@ -39,15 +39,40 @@ from ._liveness import wait_taking
 from ._logs import LogLimiter
 from ._patience import Patience
 
-__all__ = ["DIRECT_WRITE_INTERVAL", "OutputSource", "PeerOutput"]
+__all__ = ["DIRECT_WRITE_INTERVAL", "OutputSource", "PeerOutput", "SendPace"]
 
 logger = logging.getLogger("trivy")
 _log = LogLimiter(logger)
 
 #: A message to an idle peer is written at once, without the writer task,
-#: unless the last such write to it is more recent than this (seconds): then
-#: messages come in a burst and are better coalesced by the writer.
+#: unless the bus finished sending its previous text less than this long
+#: ago, or wrote directly to that peer less than this long ago (seconds):
+#: then texts come in a burst, and the peer's writer coalesces them.
 DIRECT_WRITE_INTERVAL = 50e-6
+
+
+class SendPace:
+    """When the bus last finished a send: a lone text, or one of a burst?
+
+    The router marks the end of each send; every peer's output asks
+    :meth:`in_burst` before writing a MSG at once. Measured between sends,
+    not per peer: a text to 16 peers takes longer than the interval, and
+    each peer's own last write would then always look old, so a fan-out
+    burst went out one system call per MSG.
+    """
+
+    __slots__ = ("_ended",)
+
+    def __init__(self) -> None:
+        self._ended = 0.0
+
+    def send_ended(self) -> None:
+        """The bus finished queuing a text for its peers."""
+        self._ended = perf_counter()
+
+    def in_burst(self, now: float) -> bool:
+        """Whether the previous send ended less than the interval before ``now``."""
+        return now - self._ended < DIRECT_WRITE_INTERVAL
 
 
 class OutputSource(Protocol):
@@ -84,9 +109,15 @@ class PeerOutput:
     """
 
     def __init__(
-        self, sock: socket.socket, source: OutputSource, name: object, patience: float
+        self,
+        sock: socket.socket,
+        source: OutputSource,
+        name: object,
+        patience: float,
+        pace: SendPace | None = None,
     ) -> None:
         self._sock = sock
+        self._pace = SendPace() if pace is None else pace
         self._source = source
         self._name = name
         #: Bytes taken from the source that the kernel did not take yet
@@ -125,7 +156,11 @@ class PeerOutput:
     def _queued_to_idle_writer(self, queued_before: int) -> None:
         """The connection queued a MSG while the writer waits for bytes."""
         now = perf_counter()
-        if not queued_before and now - self._last_direct_write > DIRECT_WRITE_INTERVAL:
+        if (
+            not queued_before
+            and now - self._last_direct_write > DIRECT_WRITE_INTERVAL
+            and not self._pace.in_burst(now)
+        ):
             self._write_now(now)  # a lone message to an idle peer
         else:
             self._wake()

@@ -31,7 +31,7 @@ from ._fairness import SERVE_SLICE
 from ._liveness import configure_keepalive, watch_session
 from ._logs import LogLimiter
 from ._options import BusOptions
-from ._output import PeerOutput
+from ._output import PeerOutput, SendPace
 from ._pings import Pings
 from ._protocol_events import Event, RegexpRejected
 
@@ -104,6 +104,7 @@ class PeerSession:
         agent_id: str | None = None,
         announced_port: int = 0,
         log: LogLimiter | None = None,
+        pace: SendPace | None = None,
     ) -> None:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -122,7 +123,7 @@ class PeerSession:
             agent_id=agent_id,
             subscriptions=MappingProxyType(conn.subscriptions),  # a live, read-only view
         )
-        self.output = PeerOutput(sock, conn, self.peer, options.stall_timeout)
+        self.output = PeerOutput(sock, conn, self.peer, options.stall_timeout, pace)
         self.queue_msg = conn.send_msg_payload
         self._became_ready = trio.Event()
         self._identified_at: float | None = None

@@ -20,6 +20,7 @@ from ._events import Peer
 from ._logs import LogLimiter
 from ._memory_shares import MemoryShares
 from ._options import MAX_PEERS, BusOptions
+from ._output import SendPace
 from ._peer import PeerSession, SessionHandler
 
 __all__ = ["PeerSet", "duplicate_loser", "open_session"]
@@ -218,6 +219,7 @@ def open_session(
     agent_id: str | None = None,
     announced_port: int = 0,
     log: LogLimiter | None = None,
+    pace: SendPace | None = None,
 ) -> PeerSession | None:
     """A session for a new connection, with the options' limits; None if it is gone."""
     try:
@@ -230,6 +232,7 @@ def open_session(
             agent_id,
             announced_port,
             log,
+            pace,
         )
     except OSError as exc:  # the peer left at once
         logger.info("connection with %s lost at once: %s", host, exc)

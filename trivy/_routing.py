@@ -23,6 +23,7 @@ from ._logs import LogLimiter, shorten
 from ._matching import NoMoreGuarded, RegexpEntry, RegexpTable
 from ._message_classes import MessageClasses
 from ._options import BusOptions
+from ._output import SendPace
 from ._peer import PeerSession
 from ._regexp_guard import MATCH_TIMEOUT
 
@@ -87,6 +88,8 @@ class Router:
         )
         #: Our message classes: peers' regexps outside them are not used.
         self.classes = MessageClasses(options.message_classes)
+        #: When each send ended: the peers' outputs tell a burst by it.
+        self.pace = SendPace()
         self._overflow_disconnects = options.overflow == "disconnect"
         # Per peer: its regexps that need the guard, and how many ran out of time.
         self._guarded: dict[PeerSession, int] = {}
@@ -232,6 +235,7 @@ class Router:
                     if session not in self.congested:  # QUEUED_OVER_LIMIT
                         self.congested.append(session)
                 count += 1
+        self.pace.send_ended()
         if self._spent:
             self._end_of_send_budgets()
         if too_slow is not None:
