@@ -30,7 +30,7 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from bench.runner import IMPLS, LINE_TIMEOUT, agents, free_bus
+from bench.processes import IMPLS, LINE_TIMEOUT, agents, free_bus
 
 #: Messages (exchanges for the round trip) of the long run; the short run has a fifth.
 SIZES = {"receive": 100_000, "bind": 100_000, "send": 100_000, "roundtrip": 5_000}

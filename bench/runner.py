@@ -1,320 +1,38 @@
-"""The orchestrator: start agent processes, collect their JSON lines, tabulate.
+"""The orchestrator: run the scenarios for both implementations, tabulate.
 
-Each scenario runs once with trivy agents and once with ivy-python agents,
-on a private loopback bus (``127:PORT`` with a free UDP port). Agents are
-separate processes (``python -m bench.agents``); the orchestrator
-synchronises on their stdout lines only, bounds every wait with a timeout
-and kills every agent it started when the scenario ends.
+Each scenario (:mod:`bench.scenarios`) runs once with trivy agents and once
+with ivy-python agents (:mod:`bench.processes`).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
-import queue
-import socket
 import statistics
-import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-#: Seconds allowed for one expected line of an agent.
-LINE_TIMEOUT = 60.0
-#: Seconds the agents of a scenario have, together, to leave before being killed.
-LEAVE_TIMEOUT = 3.0
-#: Seconds allowed for a group of agents to form a full mesh.
-JOIN_TIMEOUT = 10.0
+from bench.processes import IMPLS, REPO, AgentError
+from bench.scenarios import (
+    GUARDED_REGEXP,
+    JoinIncomplete,
+    join_ms,
+    memory,
+    round_trip,
+    send_rate,
+    throughput,
+)
+
 T = TypeVar("T")
-IMPLS = ("trivy", "ivy")
-REPO = Path(__file__).resolve().parent.parent
 
 
-class AgentError(RuntimeError):
-    """An agent failed, died or did not answer in time."""
-
-
-class JoinIncomplete(AgentError):
-    """Every agent is alive, but some never saw all the others in time."""
-
-
-def free_bus() -> str:
-    """A bus string ``127:PORT`` on a UDP port nobody uses right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"127:{port}"
-
-
-class Agent:
-    """One agent process and the JSON lines it printed."""
-
-    def __init__(
-        self, impl: str, role: str, bus: str, name: str, *options: str, wrap: Sequence[str] = ()
-    ) -> None:
-        self.label = f"{impl}/{role}/{name}"
-        command = [*wrap, sys.executable, "-m", "bench.agents", impl, role, bus, name, *options]
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        self.proc = subprocess.Popen(
-            command,
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self.stderr: list[str] = []
-        #: Every key of every line read so far, with its latest value.
-        self.latest: dict[str, Any] = {}
-        threading.Thread(target=self._read_stdout, daemon=True).start()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
-
-    def _read_stdout(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                parsed = json.loads(line)
-                self.latest.update(parsed)
-                self.lines.put(parsed)
-            except json.JSONDecodeError:
-                self.stderr.append(f"stdout: {line}")
-        self.lines.put(None)
-
-    def _read_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.stderr.append(line)
-            del self.stderr[:-20]
-
-    def expect(self, key: str, timeout: float = LINE_TIMEOUT) -> dict[str, Any]:
-        """The next line holding ``key`` (earlier lines are skipped)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            try:
-                line = self.lines.get(timeout=max(0.0, left))
-            except queue.Empty:
-                raise AgentError(f"{self.label}: no {key!r} within {timeout:.1f} s") from None
-            if line is None:
-                raise AgentError(f"{self.label}: exited before {key!r}\n{''.join(self.stderr)}")
-            if "error" in line:
-                raise AgentError(f"{self.label}: {line['error']}\n{''.join(self.stderr)}")
-            if key in line:
-                return line
-
-    def write(self, text: str) -> None:
-        """Write ``text`` to the agent's stdin."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(text)
-        self.proc.stdin.flush()
-
-    def close_stdin(self) -> None:
-        """Tell the agent to leave (the long-running roles wait for EOF)."""
-        with contextlib.suppress(OSError):
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-
-    def kill(self, deadline: float) -> None:
-        """Close stdin, let the agent leave until ``deadline``, then kill it."""
-        self.close_stdin()
-        try:
-            self.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-
-
-@contextlib.contextmanager
-def agents() -> Iterator[Callable[..., Agent]]:
-    """A factory of agents, every one of which is killed on exit."""
-    started: list[Agent] = []
-
-    def start(*args: str, wrap: Sequence[str] = ()) -> Agent:
-        agent = Agent(*args, wrap=wrap)
-        started.append(agent)
-        return agent
-
-    try:
-        yield start
-    finally:
-        for agent in started:
-            agent.close_stdin()
-        deadline = time.monotonic() + LEAVE_TIMEOUT
-        for agent in started:
-            agent.kill(deadline)
-
-
-# ================================================================ scenarios
-def throughput(impl: str, n: int, receivers: int = 1, mode: str = "iter", extra: int = 0) -> float:
-    """Messages per second from the sender's first send to the last receipt.
-
-    With ``extra`` decoys the receiver subscribes ``^word0..`` to
-    ``^word<extra>`` and the sender's texts match the last one only.
-    """
-    bus = free_bus()
-    regexp, prefix = (rf"^word{extra} (.*)", f"word{extra}") if extra else (r"^data (.*)", "data")
-    with agents() as start:
-        recvs = []
-        for k in range(receivers):
-            recv = start(
-                impl,
-                "recv",
-                bus,
-                f"BenchRecv{k}",
-                "-n",
-                str(n),
-                "--mode",
-                mode,
-                "--regexp",
-                regexp,
-                "--extra",
-                str(extra),
-            )
-            recv.expect("ready")
-            recvs.append(recv)
-        sender = start(
-            impl,
-            "send",
-            bus,
-            "BenchSend",
-            "-n",
-            str(n),
-            "--prefix",
-            prefix,
-            "--peers",
-            str(receivers),
-            "--subs",
-            str(extra + 1),
-        )
-        sent = sender.expect("start")
-        results = [recv.expect("count", timeout=LINE_TIMEOUT * 2) for recv in recvs]
-    for result in results:
-        if result["count"] != n:
-            raise AgentError(f"{impl}: received {result['count']} of {n}")
-    elapsed = max(r["last"] for r in results) - sent["start"]
-    return float(n * receivers / elapsed)
-
-
-#: A regexp trivy's guard sends to the timed engine (a variable repeat inside
-#: a repeat), for texts that match it without trouble.
-GUARDED_REGEXP = r"^(?:\w+ )*(\d+)$"
-
-
-def send_rate(impl: str, n: int, extra: int, regexp: str | None = None, hostile: int = 0) -> float:
-    """Sends per second at the sender, texts matching 1 of ``extra + 1`` regexps.
-
-    With ``regexp``, the receiver subscribes that instead (and the texts,
-    ``word<extra> <i>``, must match it). With ``hostile``, the receiver
-    also subscribes that many regexps of the shapes that broke the bounds
-    (the sender refuses or bounds them: it waits for the receiver's last one).
-    """
-    bus = free_bus()
-    main = regexp or rf"^word{extra} (.*)"
-    with agents() as start:
-        recv = start(
-            impl,
-            "recv",
-            bus,
-            "BenchRecv0",
-            "-n",
-            str(n),
-            "--regexp",
-            main,
-            "--extra",
-            str(extra),
-            "--hostile",
-            str(hostile),
-        )
-        recv.expect("ready")
-        sender = start(
-            impl,
-            "send",
-            bus,
-            "BenchSend",
-            "-n",
-            str(n),
-            "--prefix",
-            f"word{extra}",
-            "--subs",
-            str(extra + 1),
-            *(("--wait-regexp", main) if hostile else ()),
-        )
-        sent = sender.expect("start", timeout=LINE_TIMEOUT * 2)
-        result = recv.expect("count", timeout=LINE_TIMEOUT * 2)
-    if result["count"] != n:
-        raise AgentError(f"{impl}: received {result['count']} of {n}")
-    return float(n / (sent["end"] - sent["start"]))
-
-
-def round_trip(impl: str, n: int) -> dict[str, float]:
-    """Median and p99 of ``n`` ping/pong exchanges, in microseconds."""
-    bus = free_bus()
-    with agents() as start:
-        echo = start(impl, "echo", bus, "BenchEcho")
-        echo.expect("ready")
-        pinger = start(impl, "ping", bus, "BenchPing", "-n", str(n))
-        result = pinger.expect("median_us", timeout=LINE_TIMEOUT * 2)
-    return {"median_us": result["median_us"], "p99_us": result["p99_us"]}
-
-
-def join(impl: str, count: int, timeout: float = JOIN_TIMEOUT) -> float:
-    """Seconds from ``go`` to every one of ``count`` agents seeing all others
-    (:class:`JoinIncomplete` if they have not after ``timeout`` seconds)."""
-    bus = free_bus()
-    with agents() as start:
-        group = [
-            start(impl, "join", bus, f"BenchJoin{k}", "--peers", str(count - 1))
-            for k in range(count)
-        ]
-        for agent in group:
-            agent.expect("loaded")
-        go = time.monotonic()
-        for agent in group:
-            agent.write("go\n")
-        deadline = time.monotonic() + timeout
-        try:
-            joined = [
-                agent.expect("joined", max(0.0, deadline - time.monotonic()))["joined"]
-                for agent in group
-            ]
-        except AgentError as exc:
-            seen = [agent.latest.get("seen", 0) for agent in group]
-            if all(agent.proc.poll() is None for agent in group):
-                pairs = sum(seen)
-                raise JoinIncomplete(
-                    f"mesh incomplete after {timeout:.0f} s: {pairs} of "
-                    f"{count * (count - 1)} directed links ready; per agent: {seen}"
-                ) from None
-            raise AgentError(f"{exc}; peers seen by each agent: {seen}") from None
-    return float(max(joined) - go)
-
-
-def join_ms(impl: str, count: int, timeout: float = JOIN_TIMEOUT) -> float:
-    """:func:`join`, in milliseconds."""
-    return 1000 * join(impl, count, timeout)
-
-
-def memory(impl: str, subs: int) -> dict[str, int]:
-    """VmRSS (KiB) of an agent alone on its bus, idle then with ``subs`` bindings."""
-    bus = free_bus()
-    with agents() as start:
-        agent = start(impl, "mem", bus, "BenchMem", "-n", str(subs))
-        idle = agent.expect("idle_kib")["idle_kib"]
-        loaded = agent.expect("subs_kib")["subs_kib"]
-    return {"idle_kib": idle, "subs_kib": loaded}
-
-
-# ==================================================================== suite
 @dataclass
 class Row:
     """One line of the table: a metric measured for both implementations."""

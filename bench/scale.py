@@ -17,16 +17,9 @@ import argparse
 import sys
 from functools import partial
 
-from bench.runner import (
-    IMPLS,
-    AgentError,
-    JoinIncomplete,
-    Row,
-    format_table,
-    join_ms,
-    send_rate,
-    throughput,
-)
+from bench.processes import IMPLS, AgentError
+from bench.runner import Row, format_table
+from bench.scenarios import JoinIncomplete, join_ms, send_rate, throughput
 
 #: (agents joining, receivers of the fan-out, its messages, regexps, sends)
 FULL = (100, 16, 20_000, 10_000, 2_000)
