@@ -81,7 +81,9 @@ class GuestRun(Generic[T]):
 
         ``fn`` is synchronous (``bus.send_nowait``, a memory channel's
         ``send_nowait``, a cancel scope's ``cancel``...); an exception it
-        raises is logged. Once the run has ended, nothing is called.
+        raises is logged. Before the run's first step (it comes once the
+        host's loop runs) and after its end, there is no trio to call:
+        nothing is called (:meth:`cancel` alone is remembered).
         """
         if self._token is None or self.done:
             return
