@@ -30,8 +30,10 @@ mem       print ``{"idle_kib"}`` (VmRSS with the bus up), bind ``-n`` regexps,
           print ``{"subs_kib"}``.
 ========= ====================================================================
 
-Time stamps are ``time.monotonic()``: on Linux it is one clock for every
-process of the machine, so the orchestrator may compare them across agents.
+Every agent first prints ``{"port"}``, its TCP port, once its bus is up
+(``bench.sides`` connects a peer of its own there). Time stamps are
+``time.monotonic()``: on Linux it is one clock for every process of the
+machine, so the orchestrator may compare them across agents.
 """
 
 from __future__ import annotations
@@ -131,6 +133,7 @@ async def trivy_main(args: argparse.Namespace) -> None:
             emit(loaded=True)
             await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
         async with trivy.open_ivy_bus(args.name, args.bus) as bus:
+            emit(port=bus.port)  # (a peer of bench.sides connects to it directly)
             if args.role == "recv":
                 await _trivy_recv(bus, args)
             elif args.role == "send":

@@ -94,6 +94,7 @@ def ivy_main(args: argparse.Namespace) -> None:
         server = _ivy_server(args.name, on_app)
     else:
         server = _ivy_server(args.name)
+    emit(port=server.port)  # (bound when made; bench.sides connects to it)
     try:
         if role == "recv":
             _ivy_recv(server, args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import tracemalloc
 
 from hypothesis import given
@@ -46,3 +47,32 @@ def test_lines_come_out_whole_however_the_bytes_are_cut(
         start = cut
     expected = [chunk.decode("utf-8", "surrogateescape") for chunk in chunks]
     assert lines == expected
+
+
+@given(
+    lengths=st.lists(st.integers(0, 12), max_size=8),
+    cuts=st.lists(st.integers(0, 120), max_size=6),
+)
+def test_the_first_line_over_the_limit_ends_the_stream_however_the_bytes_are_cut(
+    lengths: list[int], cuts: list[int]
+) -> None:
+    # Lines around the limit (8): reads of whole lines take a shorter path
+    # than reads that end mid-line; both must draw the line at the same place.
+    limit = 8
+    stream = b"".join(b"x" * length + b"\n" for length in lengths)
+    buffer = LineBuffer(limit)
+    lines: list[str] = []
+    refused = False
+    start = 0
+    for cut in [*sorted(cuts), len(stream)]:
+        cut = min(max(cut, start), len(stream))
+        if cut > start:
+            got, too_long = buffer.feed(stream[start:cut])
+            lines += got
+            if too_long:
+                refused = True
+                break
+        start = cut
+    taken = list(itertools.takewhile(lambda length: length <= limit, lengths))
+    assert lines == ["x" * length for length in taken]
+    assert refused == (len(taken) < len(lengths))

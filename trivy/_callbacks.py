@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
+from types import CoroutineType
 from typing import Any
 
 from ._logs import LogLimiter
@@ -49,7 +50,10 @@ def call_logged(callback: Callback, args: tuple[Any, ...], what: object) -> Awai
     except Exception:
         _failures.exception("callback %r for %r raised", callback, what)
         return None
-    if result is not None and inspect.isawaitable(result):
+    if result is None:
+        return None
+    # (an async def's coroutine without inspect's call: this runs per message)
+    if type(result) is CoroutineType or inspect.isawaitable(result):
         return _finish(result, callback, what)
     return None
 

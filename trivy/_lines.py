@@ -51,6 +51,12 @@ class LineBuffer:
         if end < 0:
             self._partial += data
             return [], self._overflowed()
+        if end == len(data) - 1 and not self._partial and end <= self.max_line_length:
+            # The usual read: whole lines, and no longer than the limit, so
+            # none of them is: nothing kept, nothing to measure, no copy.
+            lines = _decode_utf8(data, "surrogateescape", True)[0].split("\n")
+            lines.pop()  # (what follows the last newline: nothing)
+            return lines, False
         whole: bytes | bytearray = data
         if self._partial:
             end += len(self._partial)

@@ -54,25 +54,27 @@ DIRECT_WRITE_INTERVAL = 50e-6
 class SendPace:
     """When the bus last finished a send: a lone text, or one of a burst?
 
-    The router marks the end of each send; every peer's output asks
-    :meth:`in_burst` before writing a MSG at once. Measured between sends,
-    not per peer: a text to 16 peers takes longer than the interval, and
-    each peer's own last write would then always look old, so a fan-out
-    burst went out one system call per MSG.
+    The router marks the end of each send in :attr:`ended`; every peer's
+    output compares it with the time before writing a MSG at once (an
+    attribute, not methods: both run once per message). Measured between
+    sends, not per peer: a text to 16 peers takes longer than the interval,
+    and each peer's own last write would then always look old, so a
+    fan-out burst went out one system call per MSG.
     """
 
-    __slots__ = ("_ended",)
+    __slots__ = ("ended",)
 
     def __init__(self) -> None:
-        self._ended = 0.0
+        #: ``perf_counter()`` when the bus last finished queuing a text.
+        self.ended = 0.0
 
     def send_ended(self) -> None:
         """The bus finished queuing a text for its peers."""
-        self._ended = perf_counter()
+        self.ended = perf_counter()
 
     def in_burst(self, now: float) -> bool:
         """Whether the previous send ended less than the interval before ``now``."""
-        return now - self._ended < DIRECT_WRITE_INTERVAL
+        return now - self.ended < DIRECT_WRITE_INTERVAL
 
 
 class OutputSource(Protocol):
@@ -159,7 +161,7 @@ class PeerOutput:
         if (
             not queued_before
             and now - self._last_direct_write > DIRECT_WRITE_INTERVAL
-            and not self._pace.in_burst(now)
+            and now - self._pace.ended >= DIRECT_WRITE_INTERVAL  # (not in a burst)
         ):
             self._write_now(now)  # a lone message to an idle peer
         else:

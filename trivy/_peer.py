@@ -343,48 +343,51 @@ class PeerSession:
     async def _read(self) -> None:
         conn, sock, dispatch = self._conn, self._sock, self._handler.dispatch
         receive_data, output = conn.receive_data, self.output
+        wait_readable = trio.lowlevel.wait_readable
         limit = self._options.send_buffer_limit
         since = perf_counter()  # when this reader last yielded
         while True:
             try:
                 data = sock.recv(RECEIVE_SIZE)
             except BlockingIOError:
-                await self._wait_readable()
-                since = perf_counter()
-                continue
+                data = None
             except OSError as exc:
                 logger.info("%s: connection lost: %s", self.peer, exc)
                 self.note_end(f"connection lost: {exc}")
                 return
-            self._reads += 1
-            if not data:
-                self.note_end("connection closed by the peer")
-            events = receive_data(data)
-            if not await dispatch(self, events) or not data:
-                return
-            # Replies (PONG, ERROR) go once the lines before them were acted
-            # on: a PONG tells the peer everything it sent before is handled.
-            output.flush_soon()
-            if conn.replies_queued - self._replies_mark > limit:
-                # Its lines alone made us answer past its limit since we
-                # last had room: read no more of them until it takes what is
-                # queued (a peer that floods PINGs and never reads costs one
-                # read's replies). Our own MSGs never pause the reader: two
-                # agents flooding each other must not deadlock.
-                await output.wait_for_room()
-                self._replies_mark = conn.replies_queued
-            if len(data) < RECEIVE_SIZE:
-                # The kernel had no more: wait rather than try a read that
-                # would fail (an exception and a syscall per wake-up).
-                await self._wait_readable()
-                since = perf_counter()
-            elif perf_counter() - since > SERVE_SLICE:
-                await trio.lowlevel.checkpoint()
-                since = perf_counter()
-
-    async def _wait_readable(self) -> None:
-        self._waiting_for_peer = True
-        try:
-            await trio.lowlevel.wait_readable(self._sock)
-        finally:
-            self._waiting_for_peer = False
+            if data is not None:
+                self._reads += 1
+                if not data:
+                    self.note_end("connection closed by the peer")
+                events = receive_data(data)
+                if not await dispatch(self, events) or not data:
+                    return
+                # Replies (PONG, ERROR) go once the lines before them were
+                # acted on: a PONG tells the peer everything it sent before
+                # is handled.
+                output.flush_soon()
+                if conn.replies_queued - self._replies_mark > limit:
+                    # Its lines alone made us answer past its limit since we
+                    # last had room: read no more of them until it takes
+                    # what is queued (a peer that floods PINGs and never
+                    # reads costs one read's replies). Our own MSGs never
+                    # pause the reader: two agents flooding each other must
+                    # not deadlock.
+                    await output.wait_for_room()
+                    self._replies_mark = conn.replies_queued
+                if len(data) == RECEIVE_SIZE:  # the kernel may have more
+                    if perf_counter() - since > SERVE_SLICE:
+                        await trio.lowlevel.checkpoint()
+                        since = perf_counter()
+                    continue
+                # A short read: the kernel had no more. Wait rather than try
+                # a read that would fail (an exception and a syscall per
+                # wake-up).
+            # (the wait inline, not a method: it runs once per message a
+            # lone peer sends, and a coroutine call is a cost on that path)
+            self._waiting_for_peer = True
+            try:
+                await wait_readable(sock)
+            finally:
+                self._waiting_for_peer = False
+            since = perf_counter()
