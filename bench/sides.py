@@ -23,6 +23,8 @@ rounds: a machine whose speed drifts (a shared VM) weighs on all alike.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import socket
 import statistics
@@ -30,9 +32,9 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from bench.floors import _samples_blocking
 from bench.processes import LINE_TIMEOUT, Agent, AgentError, agents, free_bus
@@ -41,6 +43,15 @@ from bench.processes import LINE_TIMEOUT, Agent, AgentError, agents, free_bus
 SIZES = {"echo": 5_000, "receive": 200_000, "send": 200_000}
 QUICK_SIZES = {"echo": 200, "receive": 2_000, "send": 2_000}
 ROUNDS = 3
+#: The receivers measured each round: (implementation, mode); "trio" is the floor.
+RECEIVERS = (
+    ("trivy", "iter"),
+    ("trio", "iter"),
+    ("trivy", "batch"),
+    ("trivy", "bind"),
+    ("trio", "bind"),
+    ("ivy", "bind"),
+)
 T = TypeVar("T")
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -145,17 +156,45 @@ def _raw_echo(kind: str, n: int) -> dict[str, float]:
     return {"median_us": statistics.median(samples), "cpu_us": cpu / n * 1e6}
 
 
+@contextlib.contextmanager
+def _floor(*args: str) -> Iterator[tuple[subprocess.Popen[str], Callable[[str], dict[str, Any]]]]:
+    """A ``bench.side_floors`` process, and a reader of its next line holding a key."""
+    command = [sys.executable, "-m", "bench.side_floors", *args]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        assert process.stdout is not None
+        stdout = process.stdout
+
+        def expect(key: str) -> dict[str, Any]:
+            for line in stdout:
+                fields: dict[str, Any] = json.loads(line)
+                if key in fields:
+                    return fields
+            raise AgentError(f"the floor process exited before {key!r}")
+
+        try:
+            yield process, expect
+        finally:
+            process.kill()
+
+
 def receive(impl: str, mode: str, n: int) -> float:
-    """MSGs a second ``impl``'s receiver takes from a peer that writes them at once."""
-    with agents() as start:
-        options = ("--mode", mode) if impl == "trivy" else ()
-        agent = _agent(start, impl, "recv", "BenchRecv0", "-n", str(n), *options)
-        agent.expect("ready")
-        peer = RawPeer(agent.latest["port"], "RawSend")
+    """MSGs a second ``impl``'s receiver takes from a peer that writes them at once
+    (``impl`` "trio": the floor, ``bench.side_floors``)."""
+    with contextlib.ExitStack() as stack:
+        if impl == "trio":
+            _process, expect = stack.enter_context(_floor("recv", str(n), mode))
+            port = expect("port")["port"]
+        else:
+            start = stack.enter_context(agents())
+            options = ("--mode", mode) if impl == "trivy" else ()
+            agent = _agent(start, impl, "recv", "BenchRecv0", "-n", str(n), *options)
+            agent.expect("ready")
+            port, expect = agent.latest["port"], partial(agent.expect, timeout=LINE_TIMEOUT * 2)
+        peer = RawPeer(port, "RawSend")
         data_id = peer.their_id("data")
         lines = b"".join(b"2 %d\x02%d\x03\n" % (data_id, i) for i in range(n))
         peer.sock.sendall(lines)
-        result = agent.expect("count", LINE_TIMEOUT * 2)
+        result = expect("count")
         peer.close()
     if result["count"] != n:
         raise AgentError(f"{impl}: received {result['count']} of {n}")
@@ -163,14 +202,21 @@ def receive(impl: str, mode: str, n: int) -> float:
 
 
 def send(impl: str, n: int) -> dict[str, float]:
-    """Texts a second ``impl``'s sender sends to a peer that drops them, and its CPU per text."""
-    with agents() as start:
-        agent = _agent(start, impl, "send", "BenchSend", "-n", str(n))
-        cpu = cpu_seconds(agent.proc.pid)
-        peer = RawPeer(agent.latest["port"], "BenchRecv0", ("^data (.*)",))
+    """Texts a second ``impl``'s sender sends to a peer that drops them, and its CPU
+    per text (``impl`` "trio": the floor, ``bench.side_floors``)."""
+    with contextlib.ExitStack() as stack:
+        if impl == "trio":
+            process, expect = stack.enter_context(_floor("send", str(n)))
+            port, pid = expect("port")["port"], process.pid
+        else:
+            agent = _agent(stack.enter_context(agents()), impl, "send", "BenchSend", "-n", str(n))
+            expect = partial(agent.expect, timeout=LINE_TIMEOUT * 2)
+            port, pid = agent.latest["port"], agent.proc.pid
+        cpu = cpu_seconds(pid)
+        peer = RawPeer(port, "BenchRecv0", ("^data (.*)",))
         peer.count_msgs(n)
-        cpu = cpu_seconds(agent.proc.pid) - cpu
-        sent = agent.expect("start", LINE_TIMEOUT * 2)
+        cpu = cpu_seconds(pid) - cpu
+        sent = expect("start")
         peer.close()
     return {"rate": n / (sent["end"] - sent["start"]), "cpu_us": cpu / n * 1e6}
 
@@ -190,11 +236,11 @@ def run(sizes: dict[str, int], rounds: int) -> dict[str, dict[str, list[float]]]
             result = _timed(f"echo [{impl}]", partial(echo, impl, sizes["echo"]))
             rows["echo: round trip median (µs)"][impl].append(result["median_us"])
             rows["echo: its CPU per exchange (µs)"][impl].append(result["cpu_us"])
-        for impl, mode in (("trivy", "iter"), ("trivy", "batch"), ("trivy", "bind"), ("ivy", "")):
+        for impl, mode in RECEIVERS:
             name = "receive (msg/s)" if impl == "ivy" else f"receive, {mode} (msg/s)"
-            rate = _timed(name, partial(receive, impl, mode or "iter", sizes["receive"]))
+            rate = _timed(f"{name} [{impl}]", partial(receive, impl, mode, sizes["receive"]))
             rows[name][impl].append(rate)
-        for impl in ("trivy", "ivy"):
+        for impl in ("trivy", "ivy", "trio"):
             result = _timed(f"send [{impl}]", partial(send, impl, sizes["send"]))
             rows["send (texts/s)"][impl].append(result["rate"])
             rows["send: its CPU per text (µs)"][impl].append(result["cpu_us"])
