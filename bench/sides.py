@@ -12,9 +12,13 @@ all (:class:`RawPeer`, in this process):
   (``bench.floors``), blocking or trio;
 - ``receive``: the peer writes ``n`` MSGs as fast as the agent takes them:
   the agent's receiving rate (trivy with ``async for``, ``receive_batch``
-  and ``bind``; ivy-python's callback);
+  and ``bind``; ivy-python's callback). The floors (``bench.side_floors``):
+  a trio process that parses and delivers each MSG with no more than it
+  must, to a callback or to a task's ``async for``;
 - ``send``: the agent sends ``n`` texts to the peer, which reads and drops
-  them: the sending rate, and the sender's CPU per text.
+  them: the sending rate, and the sender's CPU per text. The floor: a trio
+  process that matches, encodes and buffers each text with no more than
+  it must.
 
 The rounds alternate the implementations, and each row is the median of its
 rounds: a machine whose speed drifts (a shared VM) weighs on all alike.
