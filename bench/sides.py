@@ -266,7 +266,8 @@ def table(rows: dict[str, dict[str, list[float]]]) -> str:
             for impl, values in by_impl.items()
             if impl not in ("trivy", "ivy")
         )
-        out.append(f"{name:34} {trivy:10,.1f} {ivy:10,.1f} {trivy / ivy:6.2f}  {floors}")
+        ratio = f"{trivy / ivy:6.2f}" if ivy else "     -"  # (a smoke run: too short for CPU ticks)
+        out.append(f"{name:34} {trivy:10,.1f} {ivy:10,.1f} {ratio}  {floors}")
     return "\n".join(out)
 
 
