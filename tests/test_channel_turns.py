@@ -1,12 +1,15 @@
-"""A consumer of a subscription takes turns with the other tasks, fast or slow."""
+"""A subscription's consumer: its turns with the other tasks, and the matches it is given."""
 
 from __future__ import annotations
 
 from time import perf_counter
 
+import attrs
+import pytest
 import trio
 
 from trivy._channels import CANCEL_CHECK_EVERY, ITEMS_PER_CHECKPOINT, BufferedReceiveChannel
+from trivy._events import Match, Peer, new_match
 from trivy._fairness import SERVE_SLICE
 
 
@@ -59,3 +62,14 @@ async def test_a_slow_consumer_yields_once_its_slice_is_over() -> None:
     # CANCEL_CHECK_EVERY items (a batch would hold the loop 128 slices)
     longest = await _longest_run_between_turns(10 * CANCEL_CHECK_EVERY, SERVE_SLICE / 2)
     assert longest <= 2 * (CANCEL_CHECK_EVERY + 1), longest
+
+
+def test_the_fast_match_is_the_match_attrs_would_make() -> None:
+    # new_match sets the slots itself: a field added to Match must be set there too
+    assert [field.name for field in attrs.fields(Match)] == ["peer", "groups", "subscription_id"]
+    peer = Peer("Sender", "127.0.0.1", 2010)
+    fast, made = new_match(peer, ("a", ""), 7), Match(peer, ("a", ""), 7)
+    assert type(fast) is Match and fast == made and hash(fast) == hash(made)
+    assert repr(fast) == repr(made)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        fast.groups = ()  # type: ignore[misc]

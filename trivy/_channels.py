@@ -211,11 +211,14 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
     async def __anext__(self) -> T:
         # The common case inline (no nested receive() coroutine): an item is
         # buffered and no checkpoint is due.
-        if not self._since_checkpoint & _CANCEL_CHECK_MASK:
+        since = self._since_checkpoint
+        if not since & _CANCEL_CHECK_MASK:
             await self._check_cancelled_and_slice()
-        if self._buffer and self._since_checkpoint < ITEMS_PER_CHECKPOINT:
-            self._since_checkpoint += 1
-            item = self._buffer.popleft()
+            since = self._since_checkpoint
+        buffer = self._buffer
+        if buffer and since < ITEMS_PER_CHECKPOINT:
+            self._since_checkpoint = since + 1
+            item = buffer.popleft()
             if self._big and item is self._big[0][0]:
                 self._big_bytes -= self._big.popleft()[1]
             if self._producers_waiting:

@@ -24,7 +24,6 @@ from ._events import (
     DieReceived,
     DirectMessage,
     ErrorReceived,
-    Match,
     Peer,
     PeerConnected,
     PeerDisconnected,
@@ -33,6 +32,7 @@ from ._events import (
     SubscriptionAdded,
     SubscriptionChanged,
     SubscriptionRemoved,
+    new_match,
 )
 from ._fairness import SERVE_SLICE
 from ._local import Binding, LocalSubscriptions
@@ -164,7 +164,7 @@ class Dispatcher:
                 if pending is not None:
                     await pending
             else:
-                match = Match(peer, groups, sub_id)
+                match = new_match(peer, groups, sub_id)
                 if not target._put_nowait(match, size):  # type: ignore[union-attr]
                     await target._put(match, size)  # type: ignore[union-attr]
         return True

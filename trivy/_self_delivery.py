@@ -40,7 +40,7 @@ import trio
 
 from ._callbacks import call_logged
 from ._errors import IvyIllegalStateError
-from ._events import Match, Peer
+from ._events import Match, Peer, new_match
 from ._fairness import SERVE_SLICE
 from ._local import Binding, LocalSubscriptions
 from ._logs import LogLimiter
@@ -183,7 +183,7 @@ class SelfDelivery:
                 groups = result.groups("")
                 if self._java_newlines:  # as a peer's MSG would arrive
                     groups = tuple(g.replace(JAVA_NEWLINE_ESCAPE, "\n") for g in groups)
-                found.append((target, Match(self.peer, groups, sub_id)))
+                found.append((target, new_match(self.peer, groups, sub_id)))
         return found
 
 
