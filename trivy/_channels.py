@@ -82,7 +82,11 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
         self._yielded_at = perf_counter()  # when the consumer last yielded
         self._on_close = on_close
         # Plain counters of parked tasks: checked once per item, where a
-        # ParkingLot's own __bool__ would cost a Python call.
+        # ParkingLot's own __bool__ would cost a Python call. A waker counts
+        # off only the tasks it did wake: a cancelled waiter leaves the lot
+        # at once but counts itself off only when it runs again, and an
+        # item put in between must not count it off twice (the next waiter
+        # would never be woken).
         self._consumers_waiting = 0
         self._producers_waiting = 0
 
@@ -101,9 +105,8 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
             self._big.append((item, size))
             self._big_bytes += size
         self._buffer.append(item)
-        if self._consumers_waiting:
+        if self._consumers_waiting and self._readable.unpark():
             self._consumers_waiting -= 1
-            self._readable.unpark()
         return True
 
     def _put_anyway(self, item: T, size: int = 0) -> None:
@@ -114,9 +117,8 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
             self._big.append((item, size))
             self._big_bytes += size
         self._buffer.append(item)
-        if self._consumers_waiting:
+        if self._consumers_waiting and self._readable.unpark():
             self._consumers_waiting -= 1
-            self._readable.unpark()
 
     def _has_room(self, size: int) -> bool:
         if len(self._buffer) >= self.max_buffer:
@@ -140,9 +142,8 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
         self._wake_all()
 
     def _wake_all(self) -> None:
-        self._consumers_waiting = self._producers_waiting = 0
-        self._readable.unpark_all()
-        self._writable.unpark_all()
+        self._consumers_waiting -= len(self._readable.unpark_all())
+        self._producers_waiting -= len(self._writable.unpark_all())
 
     # ---------------------------------------------------------- consumer side
     def receive_nowait(self) -> T:
@@ -159,9 +160,8 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
             item = self._buffer.popleft()
             if self._big and item is self._big[0][0]:
                 self._big_bytes -= self._big.popleft()[1]
-            if self._producers_waiting:
+            if self._producers_waiting and self._writable.unpark():
                 self._producers_waiting -= 1
-                self._writable.unpark()
             return item
         if self._ended:
             raise trio.EndOfChannel
@@ -221,9 +221,8 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
             item = buffer.popleft()
             if self._big and item is self._big[0][0]:
                 self._big_bytes -= self._big.popleft()[1]
-            if self._producers_waiting:
+            if self._producers_waiting and self._writable.unpark():
                 self._producers_waiting -= 1
-                self._writable.unpark()
             return item
         try:
             return await self.receive()
@@ -255,8 +254,7 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
         self._since_checkpoint = 0
         self._yielded_at = perf_counter()
         if self._producers_waiting:
-            self._producers_waiting = 0
-            self._writable.unpark_all()
+            self._producers_waiting -= len(self._writable.unpark_all())
         return items
 
     def close(self) -> None:
