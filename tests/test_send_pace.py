@@ -11,26 +11,16 @@ fan-out burst looked lone and went out on its own system call.
 
 from __future__ import annotations
 
-from time import perf_counter
-
 import pytest
 import trio
 
 import trivy
-from trivy._output import PeerOutput, SendPace
+from trivy._output import PeerOutput
 from trivy.testing import RawPeer, wait_for_subscription
 
 PEERS = 16
 TEXTS = 200
 TIMEOUT = 20
-
-
-def test_the_pace_tells_a_burst_from_a_lone_send() -> None:
-    pace = SendPace()
-    assert not pace.in_burst(1e9)  # nothing sent yet
-    pace.send_ended()
-    assert pace.in_burst(perf_counter())
-    assert not pace.in_burst(perf_counter() + 1.0)
 
 
 async def test_a_fan_out_burst_is_coalesced_a_lone_text_is_not(

@@ -54,12 +54,13 @@ DIRECT_WRITE_INTERVAL = 50e-6
 class SendPace:
     """When the bus last finished a send: a lone text, or one of a burst?
 
-    The router marks the end of each send in :attr:`ended`; every peer's
-    output compares it with the time before writing a MSG at once (an
-    attribute, not methods: both run once per message). Measured between
-    sends, not per peer: a text to 16 peers takes longer than the interval,
-    and each peer's own last write would then always look old, so a
-    fan-out burst went out one system call per MSG.
+    The router sets :attr:`ended` at the end of each send; a peer's output
+    writes a MSG at once only if the previous send ended at least
+    :data:`DIRECT_WRITE_INTERVAL` before (a plain attribute: both sides run
+    once per message). Measured between sends, not per peer: a text to 16
+    peers takes longer than the interval, and each peer's own last write
+    would then always look old, so a fan-out burst went out one system call
+    per MSG.
     """
 
     __slots__ = ("ended",)
@@ -67,14 +68,6 @@ class SendPace:
     def __init__(self) -> None:
         #: ``perf_counter()`` when the bus last finished queuing a text.
         self.ended = 0.0
-
-    def send_ended(self) -> None:
-        """The bus finished queuing a text for its peers."""
-        self.ended = perf_counter()
-
-    def in_burst(self, now: float) -> bool:
-        """Whether the previous send ended less than the interval before ``now``."""
-        return now - self.ended < DIRECT_WRITE_INTERVAL
 
 
 class OutputSource(Protocol):

@@ -235,7 +235,7 @@ class Router:
                     if session not in self.congested:  # QUEUED_OVER_LIMIT
                         self.congested.append(session)
                 count += 1
-        self.pace.ended = perf_counter()  # (SendPace.send_ended, without its call)
+        self.pace.ended = perf_counter()  # (the peers' outputs tell a burst by it)
         if self._spent:
             self._end_of_send_budgets()
         if too_slow is not None:
