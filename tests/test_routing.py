@@ -40,4 +40,5 @@ async def test_router_msgs_are_the_protocol_layers_bytes(bus: str) -> None:
         msg_head(7) + msg_payload(("a", "b", "")),
     ]
     assert b"2 7\x02\x03b\x03plain\x03\n" in lines  # the format, spelled out once
+    assert b"2 8\x02\n" in lines  # ...and with no group: no ETX at all
     assert sorted(lines) == sorted(expected)

@@ -264,7 +264,7 @@ class IvyBus:
             await to_self.wait_for_room()
             ours = to_self.matches(text)
         router.sends_since_checkpoint += 1
-        count = router.route(text, only=None if to is None else self._session(to), wait=True)
+        count = router.route(text, None if to is None else self._session(to), True)
         if to_self is not None:  # queued as the peers' copies are: in the same order
             to_self.put(ours)
             count += len(ours)
@@ -284,7 +284,7 @@ class IvyBus:
           the number of MSGs queued.
         """
         self._check_running()
-        count = self._router.route(text, only=None if to is None else self._session(to), wait=False)
+        count = self._router.route(text, None if to is None else self._session(to), False)
         if self._to_self is not None and to is None:
             count += self._to_self.queue_nowait(text)
         return count

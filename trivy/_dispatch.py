@@ -244,7 +244,7 @@ class Dispatcher:
         self._peers.mark_ready(session)
         logger.info("%s connected", session.peer)
         if self._ready_message:
-            self._router.route(self._ready_message, only=session, wait=False)
+            self._router.route(self._ready_message, session, False)
         await self._hub.emit(PeerConnected(session.peer))
         return True
 

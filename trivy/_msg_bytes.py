@@ -14,6 +14,7 @@ from .protocol import ARG_END
 __all__ = ["MAX_CACHED_HEAD", "MSG_HEADS", "msg_head", "msg_payload"]
 
 _join = ARG_END.join
+_LAST_END = ARG_END + "\n"  # (one concatenation: cheaper than a tuple to join)
 
 #: ``b"2 <id>\\x02"`` by subscription id: the head of every MSG we send, made
 #: once per id. Our own ids are few; :func:`msg_head` caps the cache anyway,
@@ -39,4 +40,6 @@ def msg_payload(groups: Sequence[str]) -> bytes:
 
     Made once per matching regexp and shared by every subscriber of it.
     """
-    return _join((*groups, "\n")).encode("utf-8", "surrogateescape")
+    if not groups:
+        return b"\n"
+    return (_join(groups) + _LAST_END).encode("utf-8", "surrogateescape")

@@ -164,7 +164,7 @@ class Router:
         self._budget_strikes.pop(session, None)
 
     # --------------------------------------------------------------- sending
-    def route(self, text: str, *, only: PeerSession | None = None, wait: bool) -> int:
+    def route(self, text: str, only: PeerSession | None, wait: bool) -> int:
         """Queue ``text`` as MSGs to every matching subscription; count them.
 
         With ``wait``, over-limit peers are written to anyway and collected

@@ -44,6 +44,11 @@ QUEUED_OVER_LIMIT = 1  # queued, and the sender should wait for room
 REFUSED = 2  # not queued: the peer is over its limit
 
 
+# Bound once: CPython 3.11 compiles a method call on an imported name as an
+# attribute load (as for a module's function), which made a bound method per MSG.
+_cached_head = MSG_HEADS.get
+
+
 class SendBuffer:
     """The bytes we queued for one peer, checked and counted.
 
@@ -129,7 +134,7 @@ class SendBuffer:
         if not self._open:
             self._check_open()
         out = self._outgoing
-        out += MSG_HEADS.get(sub_id) or msg_head(sub_id)
+        out += _cached_head(sub_id) or msg_head(sub_id)
         out += payload
         after = self.bytes_queued = len(out)
         if after - before > _LONGEST_LINE:  # (checked after: one test when fine)
