@@ -14,6 +14,9 @@ For each implementation, per message (or exchange):
 - CPU time of the profiled process, from two runs of different lengths
   (the difference: start-up and leaving cancel out), without a profiler;
 - system calls (``strace -f -c``, the same difference), with ``--syscalls``;
+- instructions executed (``valgrind --tool=callgrind``, the same difference
+  over shorter runs), with ``--instructions``: unlike time, a count that
+  does not move with the machine's load, so a change of 1 % shows;
 - the Python functions with the most time of their own (cProfile, every
   thread), grouped by package, then one by one. cProfile slows Python calls
   down: its µs add up to more than the CPU time; read them as shares.
@@ -35,6 +38,8 @@ from bench.processes import IMPLS, LINE_TIMEOUT, agents, free_bus
 #: Messages (exchanges for the round trip) of the long run; the short run has a fifth.
 SIZES = {"receive": 100_000, "bind": 100_000, "send": 100_000, "roundtrip": 5_000}
 QUICK_SIZES = {"receive": 2_000, "bind": 2_000, "send": 2_000, "roundtrip": 200}
+#: ...under callgrind, about 50 times slower.
+COUNTED_SIZES = {"receive": 50_000, "bind": 50_000, "send": 50_000, "roundtrip": 2_000}
 #: Functions listed one by one.
 TOP = 15
 
@@ -82,6 +87,26 @@ def syscalls(scenario: str, impl: str, n: int, workdir: Path) -> dict[str, int]:
         if len(fields) >= 5 and re.fullmatch(r"[\d.]+", fields[0]) and fields[-1] != "total":
             counts[fields[-1]] = int(fields[3])
     return counts
+
+
+def instructions(scenario: str, impl: str, n: int, workdir: Path) -> int:
+    """Instructions the profiled agent executed over a run (callgrind's total)."""
+    path = workdir / f"{scenario}-{impl}-{n}.callgrind"
+    wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={path}"]
+    run_scenario(scenario, impl, n, wrap, None)
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("totals:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no total in {path}")
+
+
+def report_instructions(scenario: str, impl: str, n: int) -> None:
+    """Print the instructions one implementation's profiled agent executes per message."""
+    short = max(1, n // 5)
+    with tempfile.TemporaryDirectory() as tmp:
+        counted = instructions(scenario, impl, n, Path(tmp))
+        counted -= instructions(scenario, impl, short, Path(tmp))
+    print(f"\n{scenario}, {impl}: {counted / (n - short):,.0f} instructions per message")
 
 
 def package_of(filename: str) -> str:
@@ -138,12 +163,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("scenario", choices=sorted(SIZES))
     parser.add_argument("--impl", choices=IMPLS, action="append", help="only this one (repeatable)")
     parser.add_argument("--syscalls", action="store_true", help="count system calls (strace)")
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions only (valgrind)"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: small sizes, seconds")
     args = parser.parse_args(argv)
     if args.syscalls and shutil.which("strace") is None:
         parser.error("--syscalls needs strace (Debian: apt-get install strace)")
-    n = (QUICK_SIZES if args.quick else SIZES)[args.scenario]
+    if args.instructions and shutil.which("valgrind") is None:
+        parser.error("--instructions needs valgrind (Debian: apt-get install valgrind)")
     impls = args.impl or (["trivy"] if args.scenario == "bind" else list(IMPLS))
+    if args.instructions:
+        n = (QUICK_SIZES if args.quick else COUNTED_SIZES)[args.scenario]
+        for impl in impls:
+            report_instructions(args.scenario, impl, n)
+        return 0
+    n = (QUICK_SIZES if args.quick else SIZES)[args.scenario]
     for impl in impls:
         report(args.scenario, impl, n, args.quick, args.syscalls)
     return 0
