@@ -16,7 +16,9 @@ For each implementation, per message (or exchange):
 - system calls (``strace -f -c``, the same difference), with ``--syscalls``;
 - instructions executed (``valgrind --tool=callgrind``, the same difference
   over shorter runs), with ``--instructions``: unlike time, a count that
-  does not move with the machine's load, so a change of 1 % shows;
+  does not move with the machine's load, so a change of 1 % shows; the
+  floor's count beside them (``bench.side_floors``' sender or receiver, or
+  ``bench.floors``' trio echo, in front of a bare peer);
 - the Python functions with the most time of their own (cProfile, every
   thread), grouped by package, then one by one. cProfile slows Python calls
   down: its µs add up to more than the CPU time; read them as shares.
@@ -25,15 +27,20 @@ For each implementation, per message (or exchange):
 from __future__ import annotations
 
 import argparse
+import json
 import pstats
 import re
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 
-from bench.processes import IMPLS, LINE_TIMEOUT, agents, free_bus
+from bench.processes import IMPLS, LINE_TIMEOUT, REPO, agents, free_bus
+from bench.sides import RawPeer
 
 #: Messages (exchanges for the round trip) of the long run; the short run has a fifth.
 SIZES = {"receive": 100_000, "bind": 100_000, "send": 100_000, "roundtrip": 5_000}
@@ -94,6 +101,57 @@ def instructions(scenario: str, impl: str, n: int, workdir: Path) -> int:
     path = workdir / f"{scenario}-{impl}-{n}.callgrind"
     wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={path}"]
     run_scenario(scenario, impl, n, wrap, None)
+    return _total(path)
+
+
+def floor_instructions(scenario: str, n: int, workdir: Path) -> int:
+    """Instructions a floor executes over a run: ``bench.side_floors`` (send,
+    receive, bind) or ``bench.floors``' trio echo, in front of a bare peer."""
+    path = workdir / f"{scenario}-floor-{n}.callgrind"
+    wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={path}", sys.executable]
+    if scenario == "roundtrip":
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            port = listener.getsockname()[1]
+            echo = [*wrap, "-m", "bench.floors", "--echo", "trio", str(port)]
+            with subprocess.Popen(echo, cwd=REPO, stderr=subprocess.DEVNULL) as process:
+                conn, _ = listener.accept()
+                with conn:
+                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    _exchanges(conn, n)
+                    conn.shutdown(socket.SHUT_WR)
+                process.wait(LINE_TIMEOUT)
+    else:
+        mode = "bind" if scenario == "bind" else "iter"
+        role = ["send", str(n)] if scenario == "send" else ["recv", str(n), mode]
+        floor = [*wrap, "-m", "bench.side_floors", *role]
+        with subprocess.Popen(
+            floor, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        ) as process:
+            assert process.stdout is not None
+            port = json.loads(process.stdout.readline())["port"]
+            if scenario == "send":
+                peer = RawPeer(port, "BenchRecv0", ("^data (.*)",))
+                peer.count_msgs(n)
+            else:
+                peer = RawPeer(port, "RawSend")
+                data_id = peer.their_id("data")
+                peer.sock.sendall(b"".join(b"2 %d\x02%d\x03\n" % (data_id, i) for i in range(n)))
+            process.stdout.readline()  # its result: the run is over
+            peer.close()
+            process.wait(LINE_TIMEOUT)
+    return _total(path)
+
+
+def _exchanges(conn: socket.socket, n: int) -> None:
+    """Send a short line ``n`` times, each once the previous one came back."""
+    for _ in range(n):
+        conn.sendall(b"ping ts=1234567\n")
+        got = b""
+        while not got.endswith(b"\n"):
+            got += conn.recv(4096)
+
+
+def _total(path: Path) -> int:
     for line in path.read_text(errors="replace").splitlines():
         if line.startswith("totals:"):
             return int(line.split()[1])
@@ -101,11 +159,13 @@ def instructions(scenario: str, impl: str, n: int, workdir: Path) -> int:
 
 
 def report_instructions(scenario: str, impl: str, n: int) -> None:
-    """Print the instructions one implementation's profiled agent executes per message."""
+    """Print the instructions one implementation's profiled agent (or the
+    floor, ``impl`` "floor") executes per message."""
     short = max(1, n // 5)
+    count = floor_instructions if impl == "floor" else partial(instructions, impl=impl)
     with tempfile.TemporaryDirectory() as tmp:
-        counted = instructions(scenario, impl, n, Path(tmp))
-        counted -= instructions(scenario, impl, short, Path(tmp))
+        counted = count(scenario, n=n, workdir=Path(tmp))
+        counted -= count(scenario, n=short, workdir=Path(tmp))
     print(f"\n{scenario}, {impl}: {counted / (n - short):,.0f} instructions per message")
 
 
@@ -161,7 +221,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m bench.profile", description=__doc__.splitlines()[0]
     )
     parser.add_argument("scenario", choices=sorted(SIZES))
-    parser.add_argument("--impl", choices=IMPLS, action="append", help="only this one (repeatable)")
+    parser.add_argument(
+        "--impl",
+        choices=(*IMPLS, "floor"),
+        action="append",
+        help="only this one (repeatable; floor: with --instructions)",
+    )
     parser.add_argument("--syscalls", action="store_true", help="count system calls (strace)")
     parser.add_argument(
         "--instructions", action="store_true", help="count instructions only (valgrind)"
@@ -173,7 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.instructions and shutil.which("valgrind") is None:
         parser.error("--instructions needs valgrind (Debian: apt-get install valgrind)")
     impls = args.impl or (["trivy"] if args.scenario == "bind" else list(IMPLS))
+    if "floor" in impls and not args.instructions:
+        parser.error("--impl floor is counted with --instructions only")
     if args.instructions:
+        impls = args.impl or [*impls, "floor"]
         n = (QUICK_SIZES if args.quick else COUNTED_SIZES)[args.scenario]
         for impl in impls:
             report_instructions(args.scenario, impl, n)
