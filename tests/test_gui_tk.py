@@ -8,6 +8,7 @@ window says BYE.
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 import time
@@ -48,6 +49,20 @@ TICK_MS = 10
 def display() -> Iterator[str]:
     with virtual_screen() as screen:
         yield screen
+
+
+@pytest.fixture(autouse=True)
+def tk_collected_in_its_thread() -> Iterator[None]:
+    """Each test's Tk objects are freed in the main thread, where Tk made them.
+
+    A tkinter widget tree is a reference cycle (children and master), so a
+    test's window outlives it until a collection, which any thread's
+    allocations may start: Tcl aborts the process when its interpreter is
+    freed in another thread (a trio run in a thread, later on).
+    """
+    yield
+    gc.collect()
+    assert not [o for o in gc.get_objects() if isinstance(o, tk.Tk)], "a window outlived its test"
 
 
 class LatencyProbe:
