@@ -266,7 +266,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--peers", type=int, default=1)
     parser.add_argument("--subs", type=int, default=1)
     parser.add_argument("--profile", default=None, help="profile into this pstats file")
+    parser.add_argument(
+        "--slowed",
+        type=float,
+        default=1.0,
+        help="trivy: the agent runs this many times slower than usual (under valgrind)",
+    )
     return parser.parse_args(argv)
+
+
+def _scale_pace(slowed: float) -> None:
+    """Scale trivy's burst interval to an agent that runs ``slowed`` times slower.
+
+    A MSG to an idle peer goes out at once unless the previous send ended
+    less than ``DIRECT_WRITE_INTERVAL`` ago (a burst: one write for many). A
+    sender under valgrind runs about 50 times slower, so back-to-back sends
+    would all look lone and make one system call each, a path a real burst
+    never takes; the instruction count would then be that path's.
+    """
+    if slowed != 1.0:
+        from trivy import _output
+
+        _output.DIRECT_WRITE_INTERVAL *= slowed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.impl == "trivy":
                 import trio
 
+                _scale_pace(args.slowed)
                 trio.run(trivy_main, args)
             else:
                 from bench.agents_ivy import ivy_main

@@ -200,8 +200,9 @@ class Router:
                 if self._over_budget and self._all_over_budget(entry):
                     continue
                 started = perf_counter()
+            find = entry.find  # (an attribute called as a method is not specialized)
             try:  # (free unless raised: the guard of a regexp that may backtrack)
-                found = entry.find(text)
+                found = find(text)
             except TimeoutError:
                 found = None
                 too_slow = entry
@@ -223,8 +224,9 @@ class Router:
             for session, sub_id in entry.subscribers:
                 if only is not None and session is not only:
                     continue
+                queue = session.queue_msg  # (as find above)
                 try:
-                    status = session.queue_msg(sub_id, payload, wait)
+                    status = queue(sub_id, payload, wait)
                 except ValueError as exc:  # (one peer's line: the others still get theirs)
                     self._log.warning("%s: MSG not sent: %s", session.peer, exc)
                     continue

@@ -142,8 +142,9 @@ class SendBuffer:
             self.bytes_queued = before
             size = after - before - 1
             raise ValueError(f"a line of {size} bytes: peers refuse over {MAX_LINE_LENGTH}")
-        if self.wake_output is not None:
-            self.wake_output(queued)
+        wake = self.wake_output  # (called as a method, an attribute is not specialized)
+        if wake is not None:
+            wake(queued)
         return QUEUED if queued <= limit else QUEUED_OVER_LIMIT
 
     def _reply(self, msg_type: int, num_id: int, params: str = "") -> None:
