@@ -16,7 +16,7 @@ import trio
 import trio.testing
 
 import trivy
-from trivy._routing import CANCEL_CHECK_EVERY
+from trivy._routing import CANCEL_CHECK_EVERY, SENDS_PER_CHECKPOINT
 from trivy.testing import wait_for_subscription
 
 TIMEOUT = 10
@@ -49,6 +49,30 @@ async def test_a_send_loop_cancelled_by_its_own_task_stops_within_16_calls(bus: 
                     scope.cancel()
                     await b.send("x")
                 assert scope.cancelled_caught
+
+
+async def test_a_send_loop_lets_other_tasks_run_once_per_1024_calls(bus: str) -> None:
+    rounds = 4
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a, trivy.open_ivy_bus("B", bus) as b:
+            a.bind(lambda *_: None, "^x")  # (a callback: no buffer to wait on)
+            await wait_for_subscription(b, "A", "^x")
+            turns = 0
+
+            async def bystander() -> None:
+                nonlocal turns
+                while True:
+                    await trio.lowlevel.checkpoint()
+                    turns += 1
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(bystander)
+                await trio.lowlevel.checkpoint()  # (from now, it runs at each yield)
+                turns = 0
+                for _ in range(rounds * SENDS_PER_CHECKPOINT):
+                    await b.send("x")
+                nursery.cancel_scope.cancel()
+            assert rounds - 1 <= turns <= rounds + 1
 
 
 async def test_a_deadline_stops_a_send_loop_at_its_next_checkpoint(bus: str) -> None:

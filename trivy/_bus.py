@@ -27,7 +27,7 @@ from ._options import BusOptions
 from ._peer import PeerSession
 from ._peers import PeerSet, open_session
 from ._requests import Requests
-from ._routing import CANCEL_CHECK_EVERY, SENDS_PER_CHECKPOINT, Router
+from ._routing import Router
 from ._self_delivery import SelfDelivery
 from ._timers import Timer, TimerCallback
 from .protocol import BusAddress, MsgType
@@ -38,7 +38,6 @@ logger = logging.getLogger("trivy")
 
 #: Default capacity of a subscription's or event stream's buffer, in items.
 DEFAULT_MAX_BUFFER = 1000
-_CANCEL_CHECK_MASK = CANCEL_CHECK_EVERY - 1
 
 
 class IvyBus:
@@ -253,23 +252,20 @@ class IvyBus:
         if not self._running:
             self._check_running()
         router = self._router
-        calls = router.sends_since_checkpoint
-        if calls >= SENDS_PER_CHECKPOINT:  # (cancel points before anything is sent)
-            router.sends_since_checkpoint = 0
-            await trio.lowlevel.checkpoint()  # let the other tasks run
-        elif not calls & _CANCEL_CHECK_MASK:
-            await trio.lowlevel.checkpoint_if_cancelled()
+        if router.sends_until_check:
+            router.sends_until_check -= 1
+        else:  # (a cancel point before anything is sent)
+            await router.cancel_point()
         to_self = self._to_self if to is None else None
         if to_self is not None:  # (our own copy waits for room first, as all waits do)
             await to_self.wait_for_room()
             ours = to_self.matches(text)
-        router.sends_since_checkpoint += 1
         count = router.route(text, None if to is None else self._session(to), True)
         if to_self is not None:  # queued as the peers' copies are: in the same order
             to_self.put(ours)
             count += len(ours)
         if router.congested:
-            router.sends_since_checkpoint = 0
+            router.sends_until_check = 0  # (the call after a wait checks at once)
             await router.wait_for_room()
         return count
 

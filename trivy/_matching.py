@@ -9,8 +9,8 @@ regexps whose prefix it starts with, plus the few that have none.
 
 from __future__ import annotations
 
-import math
 import re
+import sys
 import warnings
 from collections.abc import Callable, Collection
 from typing import Any, Generic, Literal, TypeVar
@@ -141,7 +141,10 @@ class RegexpEntry(Generic[SubscriberT]):
         )
         #: Texts longer than this may cost a search COSTLY_STEPS or more: the
         #: router times those searches and charges them to the subscribers.
-        self.costly_above = COSTLY_STEPS / self.steps_per_char if self.steps_per_char else math.inf
+        #: An int, as a text's length is: comparing an int with a float is
+        #: not specialized, and the router does it for every candidate.
+        steps = self.steps_per_char
+        self.costly_above = int(COSTLY_STEPS // steps) if steps else sys.maxsize
         if safe_length < MAX_TEXT_LENGTH and not may_guard:
             raise NoMoreGuarded(regexp)
         pattern = compile_uncached(regexp)
