@@ -94,3 +94,15 @@ def test_the_table_bounds_the_characters_of_all_the_peers_regexps() -> None:
     table.remove("P2", 0, "^abcdef")
     assert table.characters == 0
     table.add("P2", 1, "^ghijkl")  # room again
+
+
+@pytest.mark.parametrize(
+    ("regexp", "costly_above"),
+    [("(gone0(x+)+)+", 0), ("^data (.*)", 19_711)],
+)
+def test_the_length_past_which_a_search_is_timed(regexp: str, costly_above: int) -> None:
+    """An int, as a text's length is (the router compares them per candidate);
+    0 for a regexp whose cost overflows the model: every search is timed."""
+    entry = RegexpTable[str]().add("peer", 1, regexp)
+    assert entry.costly_above == costly_above
+    assert type(entry.costly_above) is int

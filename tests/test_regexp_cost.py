@@ -172,3 +172,15 @@ def test_a_regexp_too_costly_to_compile_is_refused_before_compiling() -> None:
         check_regexp(regexp, anchored=False, longest=1024)
     assert time.perf_counter() - started < 0.5
     assert compile_steps(_parser.parse("(?i)[\u0000-\uffff]")) <= MAX_COMPILE_STEPS  # one is fine
+
+
+@pytest.mark.parametrize("regexp", ["(gone0(x+)+)+", "((x+)+)+y", "((a|b)+)+c"])
+def test_a_count_past_a_float_stays_inf_however_long_the_text(regexp: str) -> None:
+    """Nested repeats once counted NaN steps past 1,000 characters (inf less
+    inf): every comparison with NaN is false, so the router never timed such
+    a regexp's searches and their time escaped its peer's send budget."""
+    cost = SearchCost(_parser.parse(regexp), anchored=False)
+    counts = [cost.steps(n) for n in (1, 20, 1_000, 1_000_000)]
+    assert counts == sorted(counts)  # never NaN (a NaN is not ordered)
+    assert counts[-1] == float("inf")
+    assert check_regexp(regexp, anchored=False, longest=1_000_000).steps_per_char == float("inf")

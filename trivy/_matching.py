@@ -144,7 +144,7 @@ class RegexpEntry(Generic[SubscriberT]):
         #: An int, as a text's length is: comparing an int with a float is
         #: not specialized, and the router does it for every candidate.
         steps = self.steps_per_char
-        self.costly_above = int(COSTLY_STEPS // steps) if steps else sys.maxsize
+        self.costly_above = int(COSTLY_STEPS / steps) if steps else sys.maxsize
         if safe_length < MAX_TEXT_LENGTH and not may_guard:
             raise NoMoreGuarded(regexp)
         pattern = compile_uncached(regexp)

@@ -300,6 +300,8 @@ def _geometric(ratio: float, first: int, last: int) -> float:
     """ratio**first + ... + ratio**last (0 when last < first), inf past a float."""
     if last < first:
         return 0.0
+    if ratio == math.inf:  # (the formula would take inf from inf: NaN)
+        return math.inf if last > 0 else 1.0
     try:
         return (ratio ** (last + 1) - ratio**first) / (ratio - 1.0)
     except OverflowError:
