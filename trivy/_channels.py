@@ -39,12 +39,11 @@ DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 #: CPU's caches). The time slice bounds a slow consumer sooner.
 ITEMS_PER_CHECKPOINT = 256
 #: Between two checkpoints, every this many items taken a call checks for
-#: cancellation (a power of two; see :data:`trivy._routing.CANCEL_CHECK_EVERY`)
+#: cancellation (see :data:`trivy._routing.CANCEL_CHECK_EVERY`)
 #: and whether the consumer has run for ``SERVE_SLICE`` since it last
 #: yielded: then it yields now. A consumer whose items take long thus lets
 #: the other tasks run every this many items.
 CANCEL_CHECK_EVERY = 16
-_CANCEL_CHECK_MASK = CANCEL_CHECK_EVERY - 1
 
 
 class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
@@ -79,6 +78,10 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
         self._closed = False  # by the consumer
         self._ended = False  # by the bus: no more items will come
         self._since_checkpoint = 0
+        # The count at which the next call checks: 0, then every
+        # CANCEL_CHECK_EVERY (compared, not masked: CPython 3.11 specializes
+        # an int ==, not an int &); it moves on only once a check passed.
+        self._check_at = 0
         self._yielded_at = perf_counter()  # when the consumer last yielded
         self._on_close = on_close
         # Plain counters of parked tasks: checked once per item, where a
@@ -176,8 +179,10 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
         it yielded, and every ``CANCEL_CHECK_EVERY``-th, checks (the others
         return a buffered item at once).
         """
-        if not self._since_checkpoint & _CANCEL_CHECK_MASK:
+        since = self._since_checkpoint
+        if since == self._check_at:
             await self._check_cancelled_and_slice()
+            self._check_at = since + CANCEL_CHECK_EVERY
         while True:
             if self._buffer and self._since_checkpoint < ITEMS_PER_CHECKPOINT:
                 self._since_checkpoint += 1
@@ -192,6 +197,7 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
             # The item taken next counts as 0: the call after it checks for a
             # cancellation that came while we were not running.
             self._since_checkpoint = -1
+            self._check_at = 0
             self._yielded_at = perf_counter()
 
     async def _check_cancelled_and_slice(self) -> None:
@@ -212,8 +218,9 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
         # The common case inline (no nested receive() coroutine): an item is
         # buffered and no checkpoint is due.
         since = self._since_checkpoint
-        if not since & _CANCEL_CHECK_MASK:
+        if since == self._check_at:
             await self._check_cancelled_and_slice()
+            self._check_at = since + CANCEL_CHECK_EVERY
             since = self._since_checkpoint
         buffer = self._buffer
         if buffer and since < ITEMS_PER_CHECKPOINT:
@@ -251,7 +258,7 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
         for item in items if big else ():
             if big and item is big[0][0]:
                 self._big_bytes -= big.popleft()[1]
-        self._since_checkpoint = 0
+        self._since_checkpoint = self._check_at = 0
         self._yielded_at = perf_counter()
         if self._producers_waiting:
             self._producers_waiting -= len(self._writable.unpark_all())
