@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from time import perf_counter
+from typing import Any
 
 import trio
 
@@ -201,12 +202,9 @@ class Router:
         length = len(text)
         if not length:
             return 0  # ivy-c sends nothing for an empty text
-        long_text = length > SHORT_TEXT  # one test for the checks short texts need not
-        if (
-            long_text
-            and length > _SURELY_SHORT
-            and len(text.encode("utf-8", "surrogateescape")) > MAX_TEXT
-        ):
+        # (each comparison where it is tested: CPython 3.11 specializes only
+        # a comparison that a jump follows, not one whose result is kept)
+        if length > _SURELY_SHORT and len(text.encode("utf-8", "surrogateescape")) > MAX_TEXT:
             raise ValueError(f"a text over {MAX_TEXT} bytes: peers would refuse its MSG line")
         count = 0
         table = self.table
@@ -216,26 +214,24 @@ class Router:
         )
         too_slow = None
         for entry in candidates:
-            timed = length > entry.costly_above  # (cheap regexps, usual texts: no clock)
-            if timed:
-                if self._over_budget and self._all_over_budget(entry):
-                    continue
-                started = perf_counter()
             find = entry.find  # (an attribute called as a method is not specialized)
             try:  # (free unless raised: the guard of a regexp that may backtrack)
-                found = find(text)
+                if length <= entry.costly_above:  # cheap regexps, usual texts: no clock
+                    found = find(text)
+                elif self._over_budget and self._all_over_budget(entry):
+                    continue
+                else:
+                    found = self._timed_find(entry, find, text)
             except TimeoutError:
                 found = None
                 too_slow = entry
                 self._too_slow.append(entry)
-            if timed:
-                self._charge(entry, perf_counter() - started)
             if found is None:
                 continue
             payload = msg_payload(found.groups(""))  # a group that took no part: ""
             # Groups that overlap can outgrow the text; not for a short text,
             # unless the regexp has hundreds of groups (see _matching).
-            if long_text and len(payload) > _MAX_PAYLOAD:
+            if length > SHORT_TEXT and len(payload) > _MAX_PAYLOAD:
                 self._log.warning(
                     "a MSG of %d bytes for %r not sent: over the line limit",
                     len(payload),
@@ -268,6 +264,16 @@ class Router:
             for session in sessions:
                 session.abort()
         return count
+
+    def _timed_find(
+        self, entry: RegexpEntry[PeerSession], find: Callable[[str], Any], text: str
+    ) -> Any:
+        """A search that may be costly: its time, even when it runs out, is charged."""
+        started = perf_counter()
+        try:
+            return find(text)
+        finally:
+            self._charge(entry, perf_counter() - started)
 
     def _charge(self, entry: RegexpEntry[PeerSession], seconds: float) -> None:
         """A timed search: its time is charged to each subscriber of the regexp."""
