@@ -18,6 +18,10 @@ from typing import Generic, TypeVar
 
 import trio
 
+# (per message: trio.X is a load CPython 3.11 leaves generic, as trio has a
+# module __getattr__)
+from trio.lowlevel import checkpoint_if_cancelled
+
 from ._events import Match
 from ._fairness import SERVE_SLICE
 
@@ -202,7 +206,7 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
 
     async def _check_cancelled_and_slice(self) -> None:
         """Every CANCEL_CHECK_EVERY items: cancelled? has this slice run out?"""
-        await trio.lowlevel.checkpoint_if_cancelled()
+        await checkpoint_if_cancelled()
         if self._since_checkpoint and perf_counter() - self._yielded_at > SERVE_SLICE:
             self._since_checkpoint = ITEMS_PER_CHECKPOINT  # yield before the next item
 

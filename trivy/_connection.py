@@ -90,6 +90,12 @@ _MAX_CACHED_IDS = 4096
 _BYE = protocol.encode(MsgType.BYE, 0)
 
 
+# The states receive_data tests on every read, as module names: an Enum
+# member is a class attribute, a load CPython 3.11 does not specialize.
+_CLOSED = ConnectionState.CLOSED
+_READY = ConnectionState.READY
+
+
 class Connection(SendBuffer):
     """The protocol state of one peer connection, both ways.
 
@@ -269,15 +275,15 @@ class Connection(SendBuffer):
         :meth:`data_to_send`. After a :class:`Bye` or :class:`Closing` event,
         the connection is closed and further data is ignored.
         """
-        if self.state is ConnectionState.CLOSED:
+        if self.state is _CLOSED:
             return []
         if not data:
-            self.state = ConnectionState.CLOSED
+            self.state = _CLOSED
             return [Bye()]
         lines, too_long = self._lines.feed(data)
         events: list[Event] = []
         append = events.append
-        ready = self.state is ConnectionState.READY
+        ready = self.state is _READY
         ids = self._msg_ids
         for line in lines:
             # Fast path for the most common line: a MSG once ready.
@@ -306,12 +312,12 @@ class Connection(SendBuffer):
             if event is not None:
                 append(event)
                 if isinstance(event, (Bye, Closing)):
-                    self.state = ConnectionState.CLOSED
+                    self.state = _CLOSED
                     self._lines.clear()
                     return events
-                ready = self.state is ConnectionState.READY
+                ready = self.state is _READY
         if too_long:
-            self.state = ConnectionState.CLOSED
+            self.state = _CLOSED
             events.append(self._closing(f"line longer than {self._lines.max_line_length} bytes"))
         return events
 

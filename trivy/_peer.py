@@ -87,6 +87,10 @@ class PeerSession:
         :meth:`~trivy._connection.Connection.send_msg_payload`, the
         router's one call per subscriber of a text.
       pings: our PINGs to it and their PONGs.
+      closing: whether we stopped taking output for the peer (BYE said,
+        or dropped); read-only (a plain attribute: the dispatcher reads it
+        once per read, and a property is a call CPython 3.11 does not
+        specialize).
       local_address, remote_address: (address, port) of each end.
       log: this peer's share of the logs (rate-limited).
 
@@ -127,7 +131,7 @@ class PeerSession:
         self.queue_msg = conn.send_msg_payload
         self._became_ready = trio.Event()
         self._identified_at: float | None = None
-        self._closing = False
+        self.closing = False
         self._end_reason = ""
         self._reads = 0
         self._waiting_for_peer = False
@@ -146,11 +150,6 @@ class PeerSession:
     def ready(self) -> bool:
         """Whether the peer's handshake is complete."""
         return self._became_ready.is_set()
-
-    @property
-    def closing(self) -> bool:
-        """Whether we stopped taking output for the peer (BYE said, or dropped)."""
-        return self._closing
 
     @property
     def identified_at(self) -> float | None:
@@ -197,13 +196,13 @@ class PeerSession:
 
     def send_subscription(self, sub_id: int, regexp: str) -> None:
         """ADD_REGEXP (nothing once closing: the peer is being left)."""
-        if not self._closing:
+        if not self.closing:
             self._conn.send_subscription(sub_id, regexp)
             self.output.flush_soon()
 
     def send_unsubscription(self, sub_id: int) -> None:
         """DEL_REGEXP (nothing once closing)."""
-        if not self._closing:
+        if not self.closing:
             self._conn.send_unsubscription(sub_id)
             self.output.flush_soon()
 
@@ -270,8 +269,8 @@ class PeerSession:
     # ------------------------------------------------------------------- end
     def close(self) -> None:
         """Send what is queued, then stop; nothing new is routed here."""
-        if not self._closing:
-            self._closing = True
+        if not self.closing:
+            self.closing = True
             self._watch_scope.cancel()
             self.output.close()
             self._handler.session_closing(self)

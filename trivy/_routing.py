@@ -19,6 +19,10 @@ from typing import Any
 
 import trio
 
+# (per message: trio.X is a load CPython 3.11 leaves generic, as trio has a
+# module __getattr__)
+from trio.lowlevel import checkpoint_if_cancelled
+
 from . import protocol
 from ._connection import MAX_LINE_LENGTH, REFUSED, msg_payload
 from ._events import BusEvent, Congestion, SubscriptionRemoved
@@ -124,7 +128,7 @@ class Router:
         next call to check again.
         """
         if self._checks_until_yield:
-            await trio.lowlevel.checkpoint_if_cancelled()
+            await checkpoint_if_cancelled()
             self._checks_until_yield -= 1
         else:
             await trio.lowlevel.checkpoint()  # let the other tasks run
