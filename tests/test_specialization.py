@@ -23,6 +23,7 @@ import dis
 import platform
 import sys
 import types
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -96,6 +97,21 @@ class _Tracer:
         return self._opcode
 
 
+async def _warm_trace_warm(tracer: _Tracer, run: Callable[[], Awaitable[None]]) -> None:
+    """``run`` three times: to warm the code up, traced, and again untraced.
+
+    The last run lets what ran in the traced one specialize (tracing slows
+    it down, and CPython specializes only where it runs untraced).
+    """
+    for phase in ("warm", "trace", "warm"):
+        if phase == "trace":
+            sys.settrace(tracer)
+        try:
+            await run()
+        finally:
+            sys.settrace(None)
+
+
 @pytest.mark.parametrize("direct_interval", [0.0, 1e9], ids=["lone", "burst"])
 async def test_per_message_code_is_specialized(
     bus: str, direct_interval: float, monkeypatch: pytest.MonkeyPatch
@@ -130,19 +146,17 @@ async def test_per_message_code_is_specialized(
                     if taken == 3 * TEXTS:
                         return
 
+            async def send_all() -> None:
+                nonlocal reached, target
+                for i in range(TEXTS):
+                    await sender.send(f"data {i}")
+                await reached.wait()  # (the receiver's share is traced too)
+                reached = trio.Event()
+                target += TEXTS
+
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(consume)
-                for phase in ("warm", "trace", "warm"):
-                    if phase == "trace":
-                        sys.settrace(tracer)
-                    try:
-                        for i in range(TEXTS):
-                            await sender.send(f"data {i}")
-                        await reached.wait()  # (the receiver's share is traced too)
-                    finally:
-                        sys.settrace(None)
-                    reached = trio.Event()
-                    target += TEXTS
+                await _warm_trace_warm(tracer, send_all)
     assert len(tracer.runs) > 5  # the tracer saw the send and receive paths
     assert _left_generic(tracer.runs) == []
 
@@ -162,14 +176,12 @@ async def test_a_round_trip_is_specialized(bus: str) -> None:
         async with ping.subscribe("^pong (.*)") as pongs:
             await wait_for_subscription(ping, "Echo", "^ping (.*)")
             await wait_for_subscription(echo, "Ping", "^pong (.*)")
-            for phase in ("warm", "trace", "warm"):
-                if phase == "trace":
-                    sys.settrace(tracer)
-                try:
-                    for i in range(TEXTS):
-                        await ping.send(f"ping {i}")
-                        assert (await pongs.receive()).groups == (str(i),)
-                finally:
-                    sys.settrace(None)
+
+            async def exchange_all() -> None:
+                for i in range(TEXTS):
+                    await ping.send(f"ping {i}")
+                    assert (await pongs.receive()).groups == (str(i),)
+
+            await _warm_trace_warm(tracer, exchange_all)
     assert len(tracer.runs) > 5
     assert _left_generic(tracer.runs) == []
