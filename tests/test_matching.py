@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trivy._matching import RegexpTable, literal_prefix
+from trivy._matching import COSTLY_STEPS, RegexpTable, literal_prefix
 
 
 @pytest.mark.parametrize(
@@ -96,13 +96,15 @@ def test_the_table_bounds_the_characters_of_all_the_peers_regexps() -> None:
     table.add("P2", 1, "^ghijkl")  # room again
 
 
-@pytest.mark.parametrize(
-    ("regexp", "costly_above"),
-    [("(gone0(x+)+)+", 0), ("^data (.*)", 19_711)],
-)
-def test_the_length_past_which_a_search_is_timed(regexp: str, costly_above: int) -> None:
-    """An int, as a text's length is (the router compares them per candidate);
-    0 for a regexp whose cost overflows the model: every search is timed."""
+@pytest.mark.parametrize("regexp", ["(gone0(x+)+)+", "^data (.*)", "(a|b)*c"])
+def test_the_length_past_which_a_search_is_timed(regexp: str) -> None:
+    """An int, as a text's length is (the router compares them per candidate):
+    the longest text whose search stays under COSTLY_STEPS; 0 for a regexp
+    whose cost overflows the model, whose every search is timed."""
     entry = RegexpTable[str]().add("peer", 1, regexp)
-    assert entry.costly_above == costly_above
     assert type(entry.costly_above) is int
+    steps = entry.steps_per_char
+    if steps == float("inf"):
+        assert entry.costly_above == 0
+    else:
+        assert entry.costly_above * steps <= COSTLY_STEPS < (entry.costly_above + 1) * steps
