@@ -17,11 +17,22 @@ from typing import Any
 import httpx
 import pytest
 import trio
+import trio.testing
 
 import trivy
-from trivy.monitor import Monitor, MonitorOptions, run_monitor
+from trivy.monitor import Monitor, MonitorOptions, _web, run_monitor
 from trivy.monitor._grouping import Grouping
-from trivy.monitor._model import MAX_KINDS, OTHER_KIND, TAIL_LINES, BusModel
+from trivy.monitor._model import (
+    AGENTS_PER_UPDATE,
+    MAX_AGENTS,
+    MAX_KINDS,
+    OTHER_KIND,
+    SNAPSHOT_SUBSCRIPTIONS,
+    SUBSCRIPTIONS_SHOWN,
+    TAIL_LINES,
+    UPDATE_POINTS,
+    BusModel,
+)
 from trivy.monitor._web import FEED_BUFFER
 from trivy.testing import ivy_python_agent, wait_for_subscription
 
@@ -56,6 +67,9 @@ async def test_the_feed_shows_agents_kinds_and_the_tail(bus: str) -> None:
             await wait_for_subscription(running.bus, "TRACKER", r"^POS (\S+) (\S+)")
             await wait_for_subscription(running.bus, "PYGPS", r"^GOTO (\S+)")
             await wait_for_subscription(tracker, "TRIVYMONITOR", "^(.*)$")
+            # PYGPS sent its ready message as it took our handshake: its
+            # PONG comes after it, so the monitor has read it before the POS
+            await running.bus.ping(await running.bus.wait_for_peer("PYGPS"))
             for i in range(10):
                 await tracker.send(f"POS {i} {i * 1.5} fix")
             await tracker.ping(await tracker.wait_for_peer("TRIVYMONITOR"))  # (it read them)
@@ -245,8 +259,6 @@ def test_a_bad_user_regexp_is_one_clear_error() -> None:
 async def test_big_bodies_and_too_many_pages_are_refused(
     bus: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from trivy.monitor import _web
-
     monkeypatch.setattr(_web, "MAX_VIEWERS", 1)
     with trio.fail_after(TIMEOUT):
         async with monitor(bus) as running, httpx.AsyncClient() as client:
@@ -259,3 +271,121 @@ async def test_big_bodies_and_too_many_pages_are_refused(
                         break
                 second = await client.get(running.url + "api/events")
                 assert second.status_code == 503
+
+
+async def test_pages_that_come_together_are_counted_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Feed requests that arrive together, from clients that read nothing: only
+    MAX_VIEWERS are answered 200, one snapshot is made for them all, and every
+    place is given back when the clients go (before or after the answer)."""
+    monkeypatch.setattr(_web, "MAX_VIEWERS", 2)
+    model = BusModel()
+    model.agent_seen(0.0, "h:1", "A", "h", {1: "^x"})
+    made = []
+    snapshot = model.snapshot
+    monkeypatch.setattr(model, "snapshot", lambda now: made.append(now) or snapshot(now))
+    feed = _web.Feed(model)
+    app = _web.build_app(feed, {}, allowed_hosts={"monitor"}, token=None)
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/api/events",
+        "raw_path": b"/api/events",
+        "query_string": b"",
+        "headers": [(b"host", b"monitor")],
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 5000),
+    }
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        await trio.sleep_forever()
+        raise AssertionError
+
+    async def stalled(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+            if message["status"] == 200:
+                await trio.sleep_forever()
+
+    async def gone(message: dict[str, Any]) -> None:
+        raise OSError("the client is gone")
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            for _ in range(10):
+                nursery.start_soon(app, dict(scope), receive, stalled)
+            await trio.testing.wait_all_tasks_blocked()
+            assert sorted(statuses) == [200, 200] + [503] * 8
+            assert len(feed.viewers) == 2 and len(made) == 1
+            nursery.cancel_scope.cancel()
+        assert feed.viewers == set()
+        with pytest.raises(OSError):
+            await app(dict(scope), receive, gone)
+        assert feed.viewers == set()
+
+
+def test_an_agent_shows_its_first_regexps_and_how_many_more() -> None:
+    model = BusModel()
+    subs = {i: f"^R{i} " + "x" * 10_000 for i in range(10_000)}
+    model.agent_seen(0.0, "h:1", "A" * 10_000, "h", subs)
+    update = model.changes(1.0)
+    assert update is not None
+    (agent,) = update["agents"]
+    assert len(agent["subscriptions"]) == SUBSCRIPTIONS_SHOWN
+    assert agent["more_subscriptions"] == 10_000 - SUBSCRIPTIONS_SHOWN
+    assert agent["subscriptions"][0][1].startswith("^R0 ")
+    assert len(json.dumps(agent)) < SUBSCRIPTIONS_SHOWN * 320 + 1000
+    model.text(1.0, "B" * 10_000, "POS 1")  # (a sender's name is cut as an agent's is)
+    assert max(len(sender) for sender in model.senders) <= 300
+
+
+def test_an_update_carries_a_bounded_number_of_agents_all_in_turn() -> None:
+    model = BusModel()
+    keys = [f"h:{i}" for i in range(100)]
+    for key in keys:
+        model.agent_seen(0.0, key, key, "h", {1: "^x"})
+    seen: set[str] = set()
+    for tick in range(1, 100):
+        model.agent_seen(tick, keys[0], "A", "h", {1: f"^{tick}"})  # (one keeps changing)
+        update = model.changes(float(tick))
+        assert update is not None and len(update["agents"]) <= AGENTS_PER_UPDATE
+        seen.update(agent["key"] for agent in update["agents"])
+        if seen == set(keys):
+            break
+    assert seen == set(keys) and tick <= 100 // (AGENTS_PER_UPDATE - 1) + 1
+
+
+def test_a_snapshot_is_bounded_and_the_rest_follows_in_updates() -> None:
+    model = BusModel()
+    subs = {i: "x" * 300 for i in range(1000)}
+    for i in range(MAX_AGENTS + 10):
+        model.agent_seen(0.0, f"h:{i}", f"A{i}", "h", subs)
+    model.changes(0.0)
+    snapshot = model.snapshot(1.0)
+    assert len(snapshot["agents"]) == MAX_AGENTS
+    assert sum(len(a["subscriptions"]) for a in snapshot["agents"]) == SNAPSHOT_SUBSCRIPTIONS
+    assert len(json.dumps(snapshot)) < SNAPSHOT_SUBSCRIPTIONS * 320 + MAX_AGENTS * 200
+    for tick in range(2, 1000):  # the agents cut short come in full, in turn
+        update = model.changes(float(tick))
+        if update is None:
+            break
+        assert all(len(a["subscriptions"]) == SUBSCRIPTIONS_SHOWN for a in update["agents"])
+    assert tick - 2 == -(
+        -(MAX_AGENTS - SNAPSHOT_SUBSCRIPTIONS // SUBSCRIPTIONS_SHOWN) // AGENTS_PER_UPDATE
+    )
+
+
+def test_an_update_carries_a_bounded_number_of_points() -> None:
+    model = BusModel()
+    for i in range(MAX_KINDS):
+        for j in range(100):
+            model.text(1.0, "A", f"K{i} {j} " + " ".join(["1"] * 15))
+    update = model.changes(1.0)
+    assert update is not None
+    assert sum(len(points) for points in update["points"].values()) == UPDATE_POINTS
+    assert len(json.dumps(update)) < 2_000_000

@@ -23,6 +23,7 @@ import trio
 
 import trivy
 from trivy.monitor import MonitorOptions, run_monitor
+from trivy.monitor._model import SUBSCRIPTIONS_SHOWN
 from trivy.testing import ivy_python_agent, wait_for_subscription
 
 webdriver = pytest.importorskip("selenium.webdriver")
@@ -112,6 +113,8 @@ async def test_the_page_shows_the_bus_and_drives_it(bus: str, browser: Any) -> N
         ):
             monitor = await nursery.start(run_monitor, MonitorOptions(bus=bus, port=0))
             goto = tracker.subscribe(r"^GOTO (\S+)")
+            for i in range(SUBSCRIPTIONS_SHOWN + 2):  # (the page says how many more)
+                tracker.subscribe(f"^MORE{i}$")
             await wait_for_subscription(tracker, "TRIVYMONITOR", "^(.*)$")
             nursery.start_soon(telemetry, tracker)
             await in_browser(lambda: browser.get(monitor.url))
@@ -119,7 +122,8 @@ async def test_the_page_shows_the_bus_and_drives_it(bus: str, browser: Any) -> N
             # agents and their subscriptions
             def agents_shown(d: Any) -> bool:
                 shown = text_of(d, "#agents tbody")
-                return all(t in shown for t in ("PYGPS", "TRACKER", r"^GOTO (\S+)", "GPS ready"))
+                wanted = ("PYGPS", "TRACKER", r"^GOTO (\S+)", "GPS ready", "and 3 more")
+                return all(t in shown for t in wanted)
 
             await in_browser(lambda: until(browser, agents_shown))
             # kinds with their rates, once measured

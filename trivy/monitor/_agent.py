@@ -91,9 +91,7 @@ async def _follow_events(bus: trivy.IvyBus, model: BusModel) -> None:
 
 
 def _seen(model: BusModel, peer: trivy.Peer) -> None:
-    model.agent_seen(
-        trio.current_time(), peer_key(peer), peer.name, peer.host, dict(peer.subscriptions)
-    )
+    model.agent_seen(trio.current_time(), peer_key(peer), peer.name, peer.host, peer.subscriptions)
 
 
 def make_actions(bus: trivy.IvyBus, model: BusModel) -> dict[str, Action]:

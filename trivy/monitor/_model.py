@@ -12,14 +12,21 @@ monitor a fixed amount of memory:
   ``WINDOW_SECONDS`` (what a new plot starts from), ``MAX_FIELDS`` fields
   each;
 - the last ``TAIL_LINES`` texts, each cut to ``MAX_TEXT`` characters;
-- ``MAX_AGENTS`` agents shown.
+- ``MAX_AGENTS`` agents shown, the first ``SUBSCRIPTIONS_SHOWN``
+  regexps of each (and how many more);
+- per update, ``AGENTS_PER_UPDATE`` agents (the others changed come in
+  the next ones) and ``UPDATE_POINTS`` plot points; per snapshot,
+  ``SNAPSHOT_SUBSCRIPTIONS`` regexps (an agent's that do not fit come in
+  the updates that follow).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -27,10 +34,14 @@ import attrs
 from ._grouping import Grouping
 
 __all__ = [
+    "AGENTS_PER_UPDATE",
     "MAX_AGENTS",
     "MAX_KINDS",
     "OTHER_KIND",
+    "SNAPSHOT_SUBSCRIPTIONS",
+    "SUBSCRIPTIONS_SHOWN",
     "TAIL_LINES",
+    "UPDATE_POINTS",
     "WINDOW_POINTS",
     "BusModel",
 ]
@@ -44,6 +55,15 @@ TAIL_LINES = 500
 MAX_TEXT = 300
 MAX_AGENTS = 1000
 MAX_SENDERS = 8
+#: Regexps of an agent kept and shown (the page says how many more it has).
+SUBSCRIPTIONS_SHOWN = 100
+#: Agents in one update: an agent carries up to SUBSCRIPTIONS_SHOWN regexps;
+#: a bus of agents that all churn would otherwise make each update huge.
+AGENTS_PER_UPDATE = 16
+#: Regexps in one snapshot, over all agents (up to MAX_AGENTS of them).
+SNAPSHOT_SUBSCRIPTIONS = 2000
+#: Plot points in one update, over all kinds.
+UPDATE_POINTS = 2000
 #: Seconds after its arrival in which an agent's first text is taken for its
 #: ready message: agents send that as they finish connecting, before anything
 #: else; nothing on the wire tells it apart from a text sent at once.
@@ -114,20 +134,22 @@ class Agent:
     name: str
     host: str
     since: float
-    subscriptions: dict[int, str]
+    subscriptions: dict[int, str]  # (the first SUBSCRIPTIONS_SHOWN, cut to MAX_TEXT)
+    subscription_count: int = 0
     errors: deque[str] = attrs.field(factory=lambda: deque(maxlen=5))
     congested: bool = False
     ready: str | None = None  # its ready message: its first text, on connecting
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self, shown: int = SUBSCRIPTIONS_SHOWN) -> dict[str, Any]:
+        """What the page shows of it, with its first ``shown`` regexps."""
+        subs = [list(sub) for sub in itertools.islice(self.subscriptions.items(), shown)]
         return {
             "key": self.key,
             "name": self.name,
             "host": self.host,
             "since": self.since,
-            "subscriptions": [
-                [sub_id, regexp[:MAX_TEXT]] for sub_id, regexp in self.subscriptions.items()
-            ],
+            "subscriptions": subs,
+            "more_subscriptions": self.subscription_count - len(subs),
             "errors": list(self.errors),
             "congested": self.congested,
             "ready": self.ready,
@@ -146,7 +168,8 @@ class BusModel:
         self.tail: deque[tuple[int, float, str, str]] = deque(maxlen=TAIL_LINES)
         self.texts = 0
         self._changed_kinds: set[str] = set()
-        self._changed_agents: set[str] = set()
+        # (in the order they changed: those past AGENTS_PER_UPDATE go first next time)
+        self._changed_agents: dict[str, None] = {}
         self._gone_agents: set[str] = set()
         self._new_tail: list[tuple[int, float, str, str]] = []
         self._new_points: dict[str, list[list[Any]]] = {}
@@ -162,6 +185,7 @@ class BusModel:
     def text(self, now: float, sender: str, text: str, key: str | None = None) -> None:
         """A text was sent on the bus by ``sender`` (the agent ``key``, if known)."""
         self.texts += 1
+        sender = sender[:MAX_TEXT]  # (as an agent's name is: the page matches them)
         if key is not None:
             self._first_text(now, key, text)
         split = None if self.grouping is None else self.grouping.split(text)
@@ -212,8 +236,10 @@ class BusModel:
         if len(self._new_tail) < TAIL_LINES:
             self._new_tail.append((self.texts, now, sender, cut))
 
-    def agent_seen(self, now: float, key: str, name: str, host: str, subs: dict[int, str]) -> None:
-        """An agent joined, or its subscriptions changed."""
+    def agent_seen(
+        self, now: float, key: str, name: str, host: str, subs: Mapping[int, str]
+    ) -> None:
+        """An agent joined, or its subscriptions changed (only the first are kept)."""
         agent = self.agents.get(key)
         if agent is None:
             if len(self.agents) >= MAX_AGENTS:
@@ -222,8 +248,10 @@ class BusModel:
             early = self._early.pop(key, None)
             if early is not None and now - early[0] < READY_WINDOW:
                 agent.ready = early[1]
-        agent.subscriptions = dict(subs)
-        self._changed_agents.add(key)
+        first = itertools.islice(subs.items(), SUBSCRIPTIONS_SHOWN)
+        agent.subscriptions = {sub_id: regexp[:MAX_TEXT] for sub_id, regexp in first}
+        agent.subscription_count = len(subs)
+        self._changed_agents[key] = None
         self._gone_agents.discard(key)
 
     def _first_text(self, now: float, key: str, text: str) -> None:
@@ -235,14 +263,14 @@ class BusModel:
                 self._early[key] = (now, text[:MAX_TEXT])
         elif agent.ready is None and now - agent.since < READY_WINDOW:
             agent.ready = text[:MAX_TEXT]
-            self._changed_agents.add(key)
+            self._changed_agents[key] = None
 
     def agent_gone(self, key: str) -> None:
         """An agent left."""
         self._early.pop(key, None)
         if self.agents.pop(key, None) is not None:
             self._gone_agents.add(key)
-            self._changed_agents.discard(key)
+            self._changed_agents.pop(key, None)
 
     def agent_note(self, key: str, *, error: str | None = None, congested: bool = False) -> None:
         """An ERROR from the agent, or it stopped reading what we send it."""
@@ -255,7 +283,7 @@ class BusModel:
         if congested and not agent.congested:
             agent.congested = True
             self.event(f"{agent.name} is congested (it reads slower than the bus sends)")
-        self._changed_agents.add(key)
+        self._changed_agents[key] = None
 
     def event(self, line: str) -> None:
         """A line for the page's event list."""
@@ -266,12 +294,20 @@ class BusModel:
 
     # ------------------------------------------------------------- web side
     def snapshot(self, now: float) -> dict[str, Any]:
-        """Everything, for a page that just opened."""
+        """Everything, for a page that just opened, bounded: the regexps of
+        agents past SNAPSHOT_SUBSCRIPTIONS come in the updates that follow."""
+        agents, budget = [], SNAPSHOT_SUBSCRIPTIONS
+        for agent in self.agents.values():
+            shown = min(budget, SUBSCRIPTIONS_SHOWN)
+            agents.append(agent.summary(shown))
+            budget -= len(agents[-1]["subscriptions"])
+            if shown < min(agent.subscription_count, SUBSCRIPTIONS_SHOWN):
+                self._changed_agents[agent.key] = None  # (the rest of it, in an update)
         return {
             "type": "snapshot",
             "clock": [now, time.time()],
             "texts": self.texts,
-            "agents": [agent.summary() for agent in self.agents.values()],
+            "agents": agents,
             "kinds": [kind.summary() for kind in self.kinds.values()],
             "tail": [list(line) for line in self.tail],
             "rates": {sender: rates.rate for sender, rates in self.senders.items()},
@@ -303,18 +339,33 @@ class BusModel:
             or self._new_points
         ):
             return None
+        # the agents changed past AGENTS_PER_UPDATE wait for the next update
+        now_agents = list(itertools.islice(self._changed_agents, AGENTS_PER_UPDATE))
+        for key in now_agents:
+            del self._changed_agents[key]
         update = {
             "type": "update",
             "clock": [now, time.time()],
             "texts": self.texts,
-            "agents": [self.agents[k].summary() for k in self._changed_agents if k in self.agents],
+            "agents": [self.agents[key].summary() for key in now_agents if key in self.agents],
             "gone": sorted(self._gone_agents),
             "kinds": [self.kinds[k].summary() for k in self._changed_kinds if k in self.kinds],
             "tail": [list(line) for line in self._new_tail],
-            "points": self._new_points,
+            "points": _first_points(self._new_points, UPDATE_POINTS),
             "rates": new_rates,
             "events": [list(event) for event in self._new_events],
         }
-        self._changed_kinds, self._changed_agents, self._gone_agents = set(), set(), set()
+        self._changed_kinds, self._gone_agents = set(), set()
         self._new_tail, self._new_points, self._new_events = [], {}, []
         return update
+
+
+def _first_points(points: dict[str, list[list[Any]]], budget: int) -> dict[str, list[list[Any]]]:
+    """The new points of each kind, up to ``budget`` in all (the plots' windows hold the rest)."""
+    taken = {}
+    for name, kind_points in points.items():
+        if budget <= 0:
+            break
+        taken[name] = kind_points[:budget]
+        budget -= len(taken[name])
+    return taken

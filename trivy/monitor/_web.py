@@ -25,6 +25,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from ._model import BusModel
 
@@ -60,20 +61,28 @@ class Feed:
 
     def __init__(self, model: BusModel) -> None:
         self.model = model
+        #: The open pages, and those being opened (counted from their request on).
         self.viewers: set[Viewer] = set()
+        self._snapshot: str | None = None
+
+    def snapshot(self) -> str:
+        """The model's snapshot, as JSON: made at most once between two updates
+        (the updates that follow carry whatever changed since the last one)."""
+        if self._snapshot is None:
+            self._snapshot = json.dumps(self.model.snapshot(trio.current_time()))
+        return self._snapshot
 
     def publish(self, update: dict[str, Any]) -> None:
         """One update to every page; a page that is behind gets it dropped."""
         payload = json.dumps(update)
-        snapshot: dict[str, Any] | None = None
+        self._snapshot = None  # (taken before this update: it may miss its changes)
         for viewer in self.viewers:
             payload_for = payload
             if viewer.resync:  # (it missed updates: all of it again, once it has room)
                 if viewer.send.statistics().current_buffer_used >= FEED_BUFFER:
                     viewer.dropped += 1
                     continue
-                snapshot = snapshot or self.model.snapshot(trio.current_time())
-                payload_for = json.dumps({**snapshot, "dropped": viewer.dropped})
+                payload_for = f'{self.snapshot()[:-1]}, "dropped": {viewer.dropped}}}'
             try:
                 viewer.send.send_nowait(payload_for)
                 viewer.resync = False
@@ -139,20 +148,22 @@ def build_app(
             return refusal
         if len(feed.viewers) >= MAX_VIEWERS:
             return Response(f"{MAX_VIEWERS} pages are open already", status_code=503)
+        # Counted at once, before any await: requests that come together
+        # cannot all pass the check above. _FeedResponse gives the place back.
         viewer = Viewer()
-        first = json.dumps(feed.model.snapshot(trio.current_time()))
+        feed.viewers.add(viewer)
+        try:
+            first = feed.snapshot()
+        except BaseException:
+            feed.viewers.discard(viewer)
+            raise
 
         async def stream() -> AsyncIterator[str]:
-            feed.viewers.add(viewer)
-            try:
-                yield f"data: {first}\n\n"
-                async for payload in viewer.receive:
-                    yield f"data: {payload}\n\n"
-            finally:
-                feed.viewers.discard(viewer)
+            yield f"data: {first}\n\n"
+            async for payload in viewer.receive:
+                yield f"data: {payload}\n\n"
 
-        headers = {"cache-control": "no-store", "x-accel-buffering": "no"}
-        return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+        return _FeedResponse(feed, viewer, stream())
 
     async def window(request: Request) -> Response:
         if (refusal := refused(request)) is not None:
@@ -185,6 +196,23 @@ def build_app(
             Route("/api/{name}", act, methods=["POST"]),
         ]
     )
+
+
+class _FeedResponse(StreamingResponse):
+    """The feed of one page, whose place is given back however it ends: the
+    client gone before it started or during it, an error, a cancellation."""
+
+    def __init__(self, feed: Feed, viewer: Viewer, content: AsyncIterator[str]) -> None:
+        headers = {"cache-control": "no-store", "x-accel-buffering": "no"}
+        super().__init__(content, media_type="text/event-stream", headers=headers)
+        self.feed, self.viewer = feed, viewer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.feed.viewers.discard(self.viewer)
+            self.viewer.send.close()
 
 
 def _asset(name: str) -> bytes:

@@ -56,6 +56,7 @@ function renderAgents() {
     row.append(rate);
     const subs = el("ul", undefined, "subs");
     for (const [id, regexp] of agent.subscriptions) subs.append(el("li", `${id}: ${regexp}`));
+    if (agent.more_subscriptions > 0) subs.append(el("li", `and ${agent.more_subscriptions} more`, "more"));
     for (const error of agent.errors) subs.append(el("li", `ERROR ${error}`, "congested"));
     const cell = el("td");
     cell.append(subs);
