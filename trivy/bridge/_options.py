@@ -27,6 +27,8 @@ class BridgeOptions:
         broker serves several deployments side by side.
       max_remote_agents: remote agents shown here at most (each proxy is an
         agent: a socket and tasks); agents beyond are not shown.
+      max_sites: other sites remembered at most (anyone who may publish
+        on the broker can name sites); sites beyond are ignored.
       keepalive: seconds between the client's keepalives: a bridge that
         vanishes (SIGKILL, a cut cable) is declared offline by the broker,
         its agents gone on the other sites, within 1.5 times this. The
@@ -52,6 +54,7 @@ class BridgeOptions:
     site: str = attrs.field()
     topic: str = attrs.field(default="trivy")
     max_remote_agents: int = attrs.field(default=256, validator=_positive)
+    max_sites: int = attrs.field(default=256, validator=_positive)
     allow_die: bool = False
     keepalive: int = attrs.field(default=10, validator=_positive)
     tls: bool = False

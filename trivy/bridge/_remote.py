@@ -10,8 +10,8 @@ receiver sees the sender's name.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import attrs
@@ -20,14 +20,21 @@ import trio
 import trivy
 from trivy.protocol import MsgType
 
+from ._limits import LimitedLog, cut
 from ._options import BridgeOptions
 
-__all__ = ["Outbox", "RemoteAgents", "agent_key"]
-
-logger = logging.getLogger("trivy.bridge")
+__all__ = ["MAX_AGENT_REGEXPS", "MAX_AGENT_REGEXP_CHARS", "Outbox", "RemoteAgents", "agent_key"]
 
 #: The longest a new proxy waits for the local agents to connect to it.
 MEETING_LONGEST = 2.0
+#: Regexps of one remote agent proxied at most, and their characters in all:
+#: the core's bounds on one peer's subscriptions, which every local trivy
+#: agent applies to the proxy anyway; those past them are refused (counted).
+MAX_AGENT_REGEXPS = 10_000
+MAX_AGENT_REGEXP_CHARS = 1024 * 1024
+#: Seconds of proxying regexps (binding them compiles them) before the
+#: proxy yields to the other tasks: fair by time, whatever each one costs.
+RESUBSCRIBE_SLICE = 0.002
 
 
 def agent_key(peer: trivy.Peer) -> str:
@@ -52,8 +59,11 @@ class _Proxy:
     site: str
     key: str
     name: str
-    subscriptions: dict[int, str]
+    wanted: dict[int, str]  # the regexps its latest message gives (never mutated)
     bus: trivy.IvyBus | None = None
+    applied: dict[int, str] | None = None  # the ``wanted`` last proxied in full
+    changed: trio.Event = attrs.field(factory=trio.Event)  # ``wanted`` replaced
+    subscriptions: dict[int, str] = attrs.field(factory=dict)  # bound now
     local_ids: dict[int, int] = attrs.field(factory=dict)  # remote id -> our binding
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     up: trio.Event = attrs.field(factory=trio.Event)  # joined and met (or failed to)
@@ -68,8 +78,16 @@ class RemoteAgents:
         nursery: trio.Nursery,
         outbox: Outbox,
         local_agents: Callable[[], set[str]],
+        log: LimitedLog,
     ) -> None:
         self._options = options
+        self._log = log
+        #: Regexps of remote agents refused (over the caps, or not compiling).
+        self.refused_regexps = 0
+        #: Remote agents not shown: ``max_remote_agents`` were.
+        self.not_shown = 0
+        #: Regexps of remote agents bound here (proxied), all told.
+        self.bound = 0
         self._local_agents = local_agents
         self._nursery = nursery
         self._outbox = outbox
@@ -87,14 +105,55 @@ class RemoteAgents:
         """The (site, key) of every remote agent shown here."""
         return set(self._proxies)
 
+    def is_shown(self, site: str, key: str) -> bool:
+        """Whether that remote agent is shown here (or joining)."""
+        return (site, key) in self._proxies
+
+    def capped(self, site: str, key: str, regexps: Mapping[str, object]) -> dict[int, str]:
+        """A remote agent's regexps (JSON: id -> regexp) within the caps.
+
+        Those past :data:`MAX_AGENT_REGEXPS`, or past
+        :data:`MAX_AGENT_REGEXP_CHARS` in all, are refused (counted, logged).
+
+        Raises:
+          ValueError: an id is not a number.
+        """
+        taken: dict[int, str] = {}
+        chars = refused = 0
+        for index, (sub_id, regexp) in enumerate(regexps.items()):
+            if len(taken) >= MAX_AGENT_REGEXPS:
+                refused += len(regexps) - index  # (the rest, not even looked at)
+                break
+            text = str(regexp)
+            if chars + len(text) > MAX_AGENT_REGEXP_CHARS:
+                refused += 1
+                continue
+            taken[int(sub_id)] = text
+            chars += len(text)
+        if refused:
+            self.refused_regexps += refused
+            self._log.warning(
+                "regexps",
+                "%d regexps of %s of %s refused: over %d regexps or %d characters",
+                refused, cut(key), cut(site), MAX_AGENT_REGEXPS, MAX_AGENT_REGEXP_CHARS,
+            )  # fmt: skip
+        return taken
+
     async def show(self, site: str, key: str, name: str, subscriptions: dict[int, str]) -> None:
-        """Show a remote agent here, or follow its new regexps."""
+        """Show a remote agent here, or follow its new regexps (by its proxy's
+        task: a newer message supersedes one still being applied)."""
         proxy = self._proxies.get((site, key))
         if proxy is not None:
-            self._resubscribe(proxy, subscriptions)
+            proxy.wanted = subscriptions
+            proxy.changed.set()
             return
         if len(self._proxies) >= self._options.max_remote_agents:
-            logger.warning("%s of %s not shown: %d remote agents", key, site, len(self._proxies))
+            self.not_shown += 1
+            self._log.warning(
+                "not shown",
+                "%s of %s not shown: %d remote agents",
+                cut(key), cut(site), len(self._proxies),
+            )  # fmt: skip
             return
         proxy = _Proxy(site, key, name, subscriptions)
         self._proxies[(site, key)] = proxy
@@ -130,11 +189,13 @@ class RemoteAgents:
                     proxy.bus = bus
                     self._ports.add(bus.port)
                     try:
-                        wanted, proxy.subscriptions = proxy.subscriptions, {}
-                        self._resubscribe(proxy, wanted)
+                        await self._resubscribe(proxy, bus)
                         await self._meet_local_agents(bus)
                         proxy.up.set()
-                        await self._forward_direct(proxy, bus)
+                        async with trio.open_nursery() as nursery:
+                            nursery.start_soon(self._follow_regexps, proxy, bus)
+                            await self._forward_direct(proxy, bus)
+                            nursery.cancel_scope.cancel()  # (the bus ended: so does following)
                     finally:
                         self._ports.discard(bus.port)
         finally:
@@ -153,26 +214,51 @@ class RemoteAgents:
                 while not self._local_agents() <= {agent_key(p) for p in bus.peers}:
                     await events.receive()
 
-    def _resubscribe(self, proxy: _Proxy, wanted: dict[int, str]) -> None:
-        bus = proxy.bus
-        if bus is None:
-            proxy.subscriptions = wanted
-            return
+    async def _follow_regexps(self, proxy: _Proxy, bus: trivy.IvyBus) -> None:
+        while True:
+            await proxy.changed.wait()
+            proxy.changed = trio.Event()
+            await self._resubscribe(proxy, bus)
+
+    async def _resubscribe(self, proxy: _Proxy, bus: trivy.IvyBus) -> None:
+        """Bind what ``proxy.wanted`` says, unbind the rest; yielding every
+        :data:`RESUBSCRIBE_SLICE`, and starting over from a newer ``wanted``."""
+        slices = _Slices()
+        while proxy.applied is not proxy.wanted:
+            target = proxy.wanted
+            if await self._apply(proxy, bus, target, slices):
+                proxy.applied = target
+
+    async def _apply(
+        self, proxy: _Proxy, bus: trivy.IvyBus, target: dict[int, str], slices: _Slices
+    ) -> bool:
+        """Apply ``target``; False if a newer one came meanwhile."""
         for remote_id, regexp in list(proxy.subscriptions.items()):
-            if wanted.get(remote_id) != regexp:
+            if await slices.next() and proxy.wanted is not target:
+                return False
+            if target.get(remote_id) != regexp:
                 local_id = proxy.local_ids.pop(remote_id, None)
                 if local_id is not None:
                     bus.unbind(local_id)
                 del proxy.subscriptions[remote_id]
-        for remote_id, regexp in wanted.items():
+        for remote_id, regexp in target.items():  # (``target`` is never mutated)
+            if await slices.next() and proxy.wanted is not target:
+                return False
             if remote_id in proxy.subscriptions:
                 continue
             try:
                 proxy.local_ids[remote_id] = bus.bind(self._forwarder(proxy, remote_id), regexp)
             except ValueError as exc:
-                logger.warning("%s's regexp %r cannot be proxied: %s", proxy.name, regexp, exc)
+                self.refused_regexps += 1
+                self._log.warning(
+                    "bad regexp",
+                    "%s's regexp %r cannot be proxied: %s",
+                    cut(proxy.name), cut(regexp), cut(exc),
+                )  # fmt: skip
                 continue
             proxy.subscriptions[remote_id] = regexp
+            self.bound += 1
+        return True
 
     def _forwarder(self, proxy: _Proxy, remote_id: int) -> Callable[..., Awaitable[None]]:
         # (awaited in the task reading the sender: a slow broker slows it)
@@ -201,9 +287,11 @@ class RemoteAgents:
                 item = {"kind": "die", "num_id": num_id, "text": ""}
                 self._outbox.send(proxy.site, _addressed(item, proxy, peer), peer)
             else:
-                logger.warning(
-                    "%s asked %s of %s to die: not passed on", peer, proxy.name, proxy.site
-                )
+                self._log.warning(
+                    "die",
+                    "%s asked %s of %s to die: not passed on",
+                    peer, cut(proxy.name), cut(proxy.site),
+                )  # fmt: skip
             return False  # (the proxy stays: its agent leaves if it obeys)
 
         return on_die
@@ -212,13 +300,15 @@ class RemoteAgents:
         """Hand a message from another site to the local agent it is for."""
         sender = self._proxies.get((str(item["from_site"]), str(item["from"])))
         if sender is None or sender.bus is None:
-            logger.info(
-                "a message from %s of %s, unknown here: dropped", item["from"], item["from_site"]
-            )
+            self._log.info(
+                "unknown sender",
+                "a message from %s of %s, unknown here: dropped",
+                cut(item["from"]), cut(item["from_site"]),
+            )  # fmt: skip
             return
         target = next((p for p in sender.bus.peers if agent_key(p) == item["to"]), None)
         if target is None:
-            logger.info("a message for %s, gone: dropped", item["to"])
+            self._log.info("gone receiver", "a message for %s, gone: dropped", cut(item["to"]))
             return
         if item["kind"] == "msg":
             groups = [str(g) for g in item["groups"]]
@@ -234,3 +324,18 @@ class RemoteAgents:
 def _addressed(item: dict[str, Any], proxy: _Proxy, sender: trivy.Peer) -> dict[str, Any]:
     item.update({"to": proxy.key, "from": agent_key(sender)})
     return item
+
+
+class _Slices:
+    """Time slices of work: :meth:`next` yields once one is used up."""
+
+    def __init__(self) -> None:
+        self._until = time.perf_counter() + RESUBSCRIBE_SLICE
+
+    async def next(self) -> bool:
+        """Yield to the scheduler if the slice is used up; whether it did."""
+        if time.perf_counter() < self._until:
+            return False
+        await trio.lowlevel.checkpoint()
+        self._until = time.perf_counter() + RESUBSCRIBE_SLICE
+        return True

@@ -37,6 +37,7 @@ import trio
 
 import trivy
 
+from ._limits import LimitedLog, cut
 from ._mqtt import MqttClient, MqttError, MqttMessage
 from ._options import BridgeOptions
 from ._remote import RemoteAgents, agent_key
@@ -53,6 +54,9 @@ MAX_PAYLOAD = 4 * 1024 * 1024
 SETTLE_QUIET = 0.2
 #: ... or this long at most, whatever the bus does.
 SETTLE_LONGEST = 2.0
+#: Our site's agents retained on the broker remembered at most, to clear those
+#: gone (more than the local agents any bus holds; the rest stay retained).
+MAX_STALE = 10_000
 
 
 def _ignore(*_args: object) -> None:
@@ -70,14 +74,18 @@ class Site:
         self.options = options
         #: This run's name: its start time first, so that older sorts first.
         self.instance = f"{time.time_ns():020d}-{secrets.token_hex(4)}"
-        self.remote = RemoteAgents(options, nursery, self, lambda: set(self._local))
+        #: What the broker's clients can make this bridge log, rate-limited.
+        self.log = LimitedLog(logger)
+        self.remote = RemoteAgents(options, nursery, self, lambda: set(self._local), self.log)
         self._mqtt: MqttClient | None = None
         self._observer: trivy.IvyBus | None = None
         self._live = False  # online on this connection (claim and sync done)
         self._local: dict[str, str] = {}  # our agents: key -> JSON state
         self._sent: dict[str, str] = {}  # what this connection published of them
         self._sites: dict[str, str] = {}  # other sites online -> their instance
-        self._seen: set[tuple[str, str]] = set()  # remote agents seen since connecting
+        #: Sites not remembered: ``max_sites`` were.
+        self.sites_refused = 0
+        self._seen: set[tuple[str, str]] = set()  # shown or pending, seen since connecting
         self._pending: dict[tuple[str, str], tuple[str, dict[int, str]]] = {}  # before live
         self._stale: set[str] = set()  # our site's agents the broker retained
         self._own_status = ""  # our site's retained status, at connection
@@ -240,7 +248,9 @@ class Site:
             try:
                 await self._on_message(message)
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                logger.warning("bad bridge message on %s: %s", message.topic, exc)
+                self.log.warning(
+                    "bad message", "bad bridge message on %s: %s", cut(message.topic), cut(exc)
+                )
         raise MqttError("the connection to the broker ended")
 
     async def _on_message(self, message: MqttMessage) -> None:
@@ -259,12 +269,12 @@ class Site:
             else:
                 self._other_site_said(parts[1], status, live=not message.retain)
         elif parts[0] == "claim" and message.payload.decode() != self.instance and self._live:
-            logger.warning("another bridge for site %r tried to start: refused", own)
+            self.log.warning("claim", "another bridge for site %r tried to start: refused", own)
             self._say_online()
         elif parts[0] == "agents" and len(parts) == 3:
             if parts[1] == own:
                 if message.retain and message.payload:
-                    self._stale.add(parts[2])
+                    self._stale_said(parts[2])
                 elif self._live and parts[2] in self._sent and not message.payload:
                     self._sent.pop(parts[2])  # (cleared by another: ours again)
                     self._publish_agent(parts[2])
@@ -291,9 +301,21 @@ class Site:
         elif self._live:  # a younger one, or an old one's will: we are the site
             self._say_online()
 
+    def _stale_said(self, key: str) -> None:
+        if len(self._stale) < MAX_STALE:
+            self._stale.add(key)
+        else:
+            self.log.warning("stale", "our agent %s retained: not remembered", cut(key))
+
     def _other_site_said(self, site: str, status: str, *, live: bool) -> None:
         state, _, instance = status.partition(" ")
         if state == "online":
+            if site not in self._sites and len(self._sites) >= self.options.max_sites:
+                self.sites_refused += 1
+                self.log.warning(
+                    "sites", "site %s ignored: %d sites known", cut(site), len(self._sites)
+                )
+                return
             self._sites[site] = instance
         elif state == "offline" and self._sites.get(site, instance) == instance:
             self._sites.pop(site, None)
@@ -320,13 +342,15 @@ class Site:
             self.remote.hide(site, key)
             return
         state = json.loads(payload)
-        subscriptions = {int(i): str(r) for i, r in state["subscriptions"].items()}
-        self._seen.add((site, key))
+        subscriptions = self.remote.capped(site, key, state["subscriptions"])
         if self._live:
             await self._show(site, key, str(state["name"]), subscriptions)
-        elif len(self._pending) < self.options.max_remote_agents:
+            if self.remote.is_shown(site, key):  # (bounded as the proxies are)
+                self._seen.add((site, key))
+        elif (site, key) in self._pending or len(self._pending) < self.options.max_remote_agents:
             # (shown once live: a bridge that turns out to be a duplicate shows nothing)
             self._pending[(site, key)] = (str(state["name"]), subscriptions)
+            self._seen.add((site, key))
 
     # ----------------------------------------------------- the outbox
     def send(self, site: str, item: dict[str, Any], sender: trivy.Peer) -> None:

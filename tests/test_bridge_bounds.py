@@ -1,0 +1,152 @@
+"""What a broker user can make a bridge spend is bounded: its event loop,
+its log and its memory (a real mosquitto, started by test_bridge's fixtures)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import trio
+
+import trivy
+from trivy.bridge import run_bridge
+from trivy.bridge._limits import LOG_BURST, LOG_CUT
+from trivy.bridge._mqtt import MqttClient, open_mqtt
+from trivy.bridge._remote import MAX_AGENT_REGEXPS
+from trivy.testing import wait_for_subscription
+
+from .heartbeat import Heartbeat
+from .test_bridge import TIMEOUT, broker, mosquitto, sites  # noqa: F401 (fixtures)
+
+
+def _agent(
+    hostile: MqttClient, site: str, key: str, regexps: list[str], name: str = "EVIL"
+) -> None:
+    state = {"name": name, "subscriptions": {str(i): r for i, r in enumerate(regexps)}}
+    hostile.publish(f"trivy/agents/{site}/{key}", json.dumps(state), retain=True)
+
+
+def _most_logged(started: float) -> int:
+    """Records of one kind the limiter lets through since ``started``."""
+    return LOG_BURST + int(trio.current_time() - started) + 1
+
+
+async def test_a_remote_agents_regexps_are_capped_and_bound_fairly(broker: int) -> None:  # noqa: F811
+    """30,000 regexps in one message: 10,000 are proxied, yielding as it goes;
+    the rest are refused and counted."""
+    bridges = sites(broker, "one")
+    heartbeat = Heartbeat()
+    with trio.fail_after(TIMEOUT):
+        async with (
+            trivy.open_ivy_bus("ALICE", bridges[0].bus) as alice,
+            open_mqtt("127.0.0.1", broker, client_id="hostile") as hostile,
+            trio.open_nursery() as nursery,
+        ):
+            site = await nursery.start(run_bridge, bridges[0])
+            nursery.start_soon(heartbeat.run)
+            hostile.publish("trivy/site/evil", b"online 1", retain=True)
+            _agent(hostile, "evil", "10.0.0.1:1", [f"^x{i} (.*)" for i in range(30_000)])
+            last = f"^x{MAX_AGENT_REGEXPS - 1} (.*)"
+            await wait_for_subscription(alice, "EVIL", last)
+            assert site.remote.refused_regexps == 30_000 - MAX_AGENT_REGEXPS
+            assert site.remote.bound == MAX_AGENT_REGEXPS
+            nursery.cancel_scope.cancel()
+    assert heartbeat.longest < 0.5, heartbeat.longest  # (it was 1.5 s, binding in one go)
+
+
+async def test_a_newer_agents_message_supersedes_one_being_applied(broker: int) -> None:  # noqa: F811
+    """Regexps being bound are given up for a newer message's, not bound in full."""
+    bridges = sites(broker, "one")
+    with trio.fail_after(TIMEOUT):
+        async with (
+            trivy.open_ivy_bus("ALICE", bridges[0].bus) as alice,
+            open_mqtt("127.0.0.1", broker, client_id="hostile") as hostile,
+            trio.open_nursery() as nursery,
+        ):
+            site = await nursery.start(run_bridge, bridges[0])
+            hostile.publish("trivy/site/evil", b"online 1", retain=True)
+            _agent(hostile, "evil", "10.0.0.1:1", ["^start$"])
+            await wait_for_subscription(alice, "EVIL", "^start$")
+            _agent(hostile, "evil", "10.0.0.1:1", [f"^x{i} (.*)" for i in range(MAX_AGENT_REGEXPS)])
+            _agent(hostile, "evil", "10.0.0.1:1", ["^final$"])
+            peer = await wait_for_subscription(alice, "EVIL", "^final$")
+            async with alice.events() as events:  # (the unbinding may still be on its way)
+                while len(peer.subscriptions) > 1:
+                    await events.receive()
+            assert list(peer.subscriptions.values()) == ["^final$"]
+            assert site.remote.bound < 1 + MAX_AGENT_REGEXPS + 1  # (given up part way)
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("bad", ["messages", "regexps"])
+async def test_a_flood_of_bad_input_logs_a_bounded_few_short_lines(
+    broker: int,  # noqa: F811
+    bad: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """500 malformed messages, or 500 regexps that do not compile: at most
+    the limiter's burst and one a second are logged, each line cut short."""
+    bridges = sites(broker, "one")
+    long = "x" * 1024
+    with trio.fail_after(TIMEOUT):
+        async with (
+            trivy.open_ivy_bus("ALICE", bridges[0].bus) as alice,
+            open_mqtt("127.0.0.1", broker, client_id="hostile") as hostile,
+            trio.open_nursery() as nursery,
+        ):
+            site = await nursery.start(run_bridge, bridges[0])
+            caplog.set_level(logging.INFO, "trivy.bridge")
+            started = trio.current_time()
+            hostile.publish("trivy/site/evil", b"online 1", retain=True)
+            if bad == "messages":
+                for _ in range(500):
+                    hostile.publish(f"trivy/to/one/{long}", b"{")
+            else:
+                _agent(hostile, "evil", "10.0.0.2:2", [f"^{long}{i}(" for i in range(500)])
+            # (one client's messages come in order: once this is in, so is the flood)
+            _agent(hostile, "evil", "10.0.0.1:1", ["^sync$"], name="SYNC")
+            await wait_for_subscription(alice, "SYNC", "^sync$")
+            kind = "bad message" if bad == "messages" else "bad regexp"
+            assert site.log.asked[kind] == 500
+            logged = [r.getMessage() for r in caplog.records if r.name == "trivy.bridge"]
+            assert LOG_BURST <= len(logged) <= _most_logged(started), len(logged)
+            assert max(map(len, logged)) < 3 * LOG_CUT + 100
+            nursery.cancel_scope.cancel()
+
+
+async def test_fake_sites_and_agents_are_remembered_up_to_their_caps(
+    broker: int,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """50 sites with 4 KiB names and 50 agents with 1 KiB keys: the caps
+    are held, what is over is counted, and a bounded few lines logged."""
+    bridges = sites(broker, "one", max_sites=4, max_remote_agents=2)
+    with trio.fail_after(TIMEOUT):
+        async with (
+            trivy.open_ivy_bus("ALICE", bridges[0].bus) as alice,
+            open_mqtt("127.0.0.1", broker, client_id="hostile") as hostile,
+            trio.open_nursery() as nursery,
+        ):
+            site = await nursery.start(run_bridge, bridges[0])
+            caplog.set_level(logging.INFO, "trivy.bridge")
+            started = trio.current_time()
+            hostile.publish("trivy/site/evil", b"online 1", retain=True)
+            _agent(hostile, "evil", "10.0.0.1:1", ["^v0$"])
+            await wait_for_subscription(alice, "EVIL", "^v0$")
+            for i in range(50):
+                hostile.publish(f"trivy/site/{i:04d}{'s' * 4096}", b"online 1", retain=True)
+            for i in range(50):
+                _agent(hostile, "evil", f"10.0.1.{i}:{i}{'k' * 1024}", ["^never$"])
+            _agent(hostile, "evil", "10.0.0.1:1", ["^v1$"])  # (in once the rest is)
+            await wait_for_subscription(alice, "EVIL", "^v1$")
+            assert site.sites_refused == 50 - 3  # (evil and 3 more)
+            assert len(site._sites) == 4
+            assert site.remote.not_shown == 50 - 1
+            assert len(site._seen) <= 2
+            logged = [r.getMessage() for r in caplog.records if r.name == "trivy.bridge"]
+            assert len(logged) <= 2 * _most_logged(started), len(logged)
+            assert max(map(len, logged)) < 3 * LOG_CUT + 100
+            for i in range(50):  # (mosquitto forgets when the test ends: tidy anyway)
+                hostile.publish(f"trivy/site/{i:04d}{'s' * 4096}", b"", retain=True)
+            nursery.cancel_scope.cancel()
