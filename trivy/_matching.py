@@ -136,8 +136,10 @@ class RegexpEntry(Generic[SubscriberT]):
         wire_regexp = regexp
         regexp = translate_posix_classes(regexp)  # ivy-c's [[:alpha:]], as re reads it
         # (bounded before it compiles: some regexps take seconds to compile)
+        # (groups counted before compiling: a regexp of MANY_GROUPS takes a
+        # guard slot of its peer, and the guard's size limits, like any other)
         safe_length, self.steps_per_char = check_regexp(
-            regexp, anchored=mode != "search", longest=MAX_TEXT_LENGTH
+            regexp, anchored=mode != "search", longest=MAX_TEXT_LENGTH, guard_groups=MANY_GROUPS
         )
         #: Texts longer than this may cost a search COSTLY_STEPS or more: the
         #: router times those searches and charges them to the subscribers.
@@ -151,10 +153,8 @@ class RegexpEntry(Generic[SubscriberT]):
         self.regexp = wire_regexp
         self.mode = mode
         self._re_find: Callable[[str], re.Match[str] | None] = getattr(pattern, mode)
-        self.safe_length = safe_length
+        self.safe_length = safe_length  # 0 for MANY_GROUPS: see _find_checked
         # The common case costs nothing: re's method itself, no length test.
-        if pattern.groups >= MANY_GROUPS:
-            self.safe_length = 0  # see _find_checked
         #: Whether some texts go to the guarded engine (compiled now, not
         #: while sending; ValueError if it cannot take the regexp).
         self.guarded = self.safe_length < MAX_TEXT_LENGTH

@@ -32,7 +32,7 @@ import math
 import re
 from typing import Any
 
-from ._regexp_chars import CharSet, char_set
+from ._regexp_chars import CharSet, Disjointness, char_set
 
 __all__ = ["MAX_COMPILE_STEPS", "SearchCost", "children", "compile_steps"]
 
@@ -126,18 +126,16 @@ class SearchCost:
         if not self._anchored and not self._flags & re.IGNORECASE:
             while self._prefix < len(parsed) and parsed[self._prefix][0] is _c.LITERAL:
                 self._prefix += 1
-        literals = [av for _op, av in parsed[: self._prefix]]
-        self._period = next(
-            (p for p in range(1, len(literals)) if literals[p:] == literals[:-p]), len(literals)
-        )
+        self._period = _period([av for _op, av in parsed[: self._prefix]])
+        self._walk = _Walk(parsed.state.groups - 1)
 
     def steps(self, n: int) -> float:
         """The most steps one search on a text of ``n`` characters may take (inf: overflow)."""
         if self._prefix:
-            _ways, rest, _tail = _sequence(self._parsed[self._prefix :], n, self._flags)
+            _ways, rest, _tail = _sequence(self._parsed[self._prefix :], n, self._flags, self._walk)
             found = n // self._period + 1  # where the prefix can be, at most
             return n * _SCAN + found * (self._prefix + rest + _POSITION)
-        _ways, cost, _tail = _sequence(self._parsed, n, self._flags)
+        _ways, cost, _tail = _sequence(self._parsed, n, self._flags, self._walk)
         positions = 1 if self._anchored else n + 1
         return positions * (cost + _POSITION)
 
@@ -148,19 +146,62 @@ class SearchCost:
         ``budget`` steps, or ``per_char`` steps a character: a linear cost
         is the price of a long text, whatever the regexp.
         """
-        if self._within(longest, budget, per_char):  # (the common case: one evaluation)
+        if self.within(longest, budget, per_char):  # (the common case: one evaluation)
             return longest
         low, high = -1, longest  # within at low (or low < 0), over at high
         while high - low > 1:
             middle = (low + high) // 2
-            if self._within(middle, budget, per_char):
+            if self.within(middle, budget, per_char):
                 low = middle
             else:
                 high = middle
         return max(low, 0)
 
-    def _within(self, n: int, budget: float, per_char: float) -> bool:
+    def within(self, n: int, budget: float, per_char: float) -> bool:
+        """Whether a search of ``n`` characters is within bounds (see :meth:`longest_within`)."""
         return self.steps(n) <= max(budget, per_char * n)
+
+
+def _period(literals: list[int]) -> int:
+    """The shortest period of ``literals`` (its length if none): linear, by KMP.
+
+    (Comparing the slices for each candidate period was quadratic: 16 Ki
+    literals took 370 ms.)
+    """
+    border = [0] * len(literals)  # longest proper border of literals[: i + 1]
+    k = 0
+    for i in range(1, len(literals)):
+        while k and literals[i] != literals[k]:
+            k = border[k - 1]
+        if literals[i] == literals[k]:
+            k += 1
+        border[i] = k
+    return len(literals) - border[-1] if literals else 0
+
+
+class _Walk:
+    """What evaluating one regexp's bound keeps from one length to the next.
+
+    The sets of its single-character items and which are disjoint depend on
+    the regexp only: computed once (by the items' identities: the parsed
+    regexp keeps them alive), within one budget (see
+    :class:`~trivy._regexp_chars.Disjointness`), however many lengths
+    :meth:`SearchCost.longest_within` tries.
+    """
+
+    __slots__ = ("disjoint", "marks", "sets")
+
+    def __init__(self, groups: int) -> None:
+        #: Marks the engine may save at once: two a capturing group.
+        self.marks = 2 * groups
+        self.sets: dict[tuple[Any, int, int], CharSet | None] = {}
+        self.disjoint = Disjointness()
+
+    def char_set(self, op: Any, av: Any, flags: int) -> CharSet | None:
+        key = (op, id(av), flags)
+        if key not in self.sets:
+            self.sets[key] = char_set(op, av, flags)
+        return self.sets[key]
 
 
 #: (ways, cost, tail): how many ways an item can match at one place, the
@@ -182,13 +223,15 @@ _SCAN = 0.5
 _ONE_CHAR = {_c.LITERAL, _c.NOT_LITERAL, _c.ANY, _c.IN}
 
 
-def _sequence(items: Any, n: int, flags: int) -> _Bound:
+def _sequence(items: Any, n: int, flags: int, walk: _Walk, saved: int = 0) -> _Bound:
     """The bound of matching ``items`` one after the other at one place.
 
     Each item is tried once per way of what precedes it; but after a repeat
     of characters disjoint from an item's first character, only one of the
     repeat's ways gets past that character (the way that ended where the
     repeat's characters did), so the rest cost a failed first test each.
+    ``saved``: the marks the engine saves at each choice here (inside a
+    repeat of more than one character; else 0).
     """
     ways, cost = 1.0, 0.0
     before = 1.0  # the ways of what precedes the previous item
@@ -198,9 +241,9 @@ def _sequence(items: Any, n: int, flags: int) -> _Bound:
             cost += ways
             before = ways
             continue
-        item_ways, item_cost, item_tail = _item(op, av, n, flags)
-        first = _first(op, av, flags) if tail is not None else None
-        if first is not None and tail is not None and tail.disjoint(first):
+        item_ways, item_cost, item_tail = _item(op, av, n, flags, walk, saved)
+        first = _first(op, av, flags, walk) if tail is not None else None
+        if first is not None and tail is not None and walk.disjoint(tail, first):
             cost += ways * _FIRST_TEST + before * item_cost
             ways = before
         elif item_cost:  # (inf ways times nothing is nothing, not NaN)
@@ -211,49 +254,55 @@ def _sequence(items: Any, n: int, flags: int) -> _Bound:
     return ways, cost, (tail if before <= 1.0 else None)
 
 
-def _item(op: Any, av: Any, n: int, flags: int) -> _Bound:
+def _item(op: Any, av: Any, n: int, flags: int, walk: _Walk, saved: int) -> _Bound:
     if op in _ONE_STEP:
         return 1.0, 1.0, None
     if op is _c.IN:
         return 1.0, float(len(av)), None
     if op is _c.SUBPATTERN:
-        ways, cost, tail = _sequence(av[3], n, _scoped(flags, av))
+        ways, cost, tail = _sequence(av[3], n, _scoped(flags, av), walk, saved)
         return ways, cost + (_MARKS if av[0] is not None else 0.0), tail
-    if op is _c.BRANCH:
-        ways, cost = 0.0, 1.0
+    if op is _c.BRANCH:  # (inside a repeat: the marks saved, and restored per alternative)
+        ways, cost = 0.0, 1.0 + saved
         for alternative in av[1]:
-            alternative_ways, alternative_cost, _tail = _sequence(alternative, n, flags)
+            alternative_ways, alternative_cost, _tail = _sequence(
+                alternative, n, flags, walk, saved
+            )
             ways += alternative_ways
-            cost += alternative_cost
+            cost += alternative_cost + saved
         return ways, cost, None
     if op in _REPEATS or op is _POSSESSIVE:
         low, high, body = av
-        body_ways, body_cost, _tail = _sequence(body, n, flags)
+        simple = len(body) == 1 and body[0][0] in _ONE_CHAR  # (one character: a fast loop)
+        # each iteration of a repeat of more than one character saves every
+        # mark set so far (sre's MARK_PUSH: 199 empty groups made it 8 us
+        # and 3 KB a character), and so does each choice inside it
+        inside = saved if simple else walk.marks
+        body_ways, body_cost, _tail = _sequence(body, n, flags, walk, inside)
         # each iteration that consumes takes a character; empty ones go on
         # to a counted repeat's count (an open one stops at the first)
         if body.getwidth()[0] > 0 or high == _c.MAXREPEAT:
             high = min(high, n + 1)
-        if len(body) != 1 or body[0][0] not in _ONE_CHAR:  # (one character: a fast loop)
-            body_cost += _ITERATION
+        body_cost += inside if simple else _ITERATION + inside
         ways, cost = _repeat(low, high, body_ways, body_cost)
         if op is _POSSESSIVE:
             return 1.0, cost, None
         tail = None
         if len(body) == 1 and high > low:
             body_op, body_av = body[0]
-            tail = char_set(body_op, body_av, flags)
+            tail = walk.char_set(body_op, body_av, flags)
         return ways, cost, tail
     if op in (_c.ASSERT, _c.ASSERT_NOT):  # explored in full, one way
-        return 1.0, _NESTED + _sequence(av[1], n, flags)[1], None
+        return 1.0, _NESTED + saved + _sequence(av[1], n, flags, walk, saved)[1], None
     if op is _ATOMIC:
-        return 1.0, _NESTED + _sequence(av, n, flags)[1], None
+        return 1.0, _NESTED + saved + _sequence(av, n, flags, walk, saved)[1], None
     if op is _c.GROUPREF:
         return 1.0, float(n + 1), None
     if op is _c.GROUPREF_EXISTS:
-        ways, cost = 0.0, 1.0
+        ways, cost = 0.0, 1.0 + saved
         for branch in av[1:]:
             branch_ways, branch_cost, _tail = (
-                _sequence(branch, n, flags) if branch is not None else (1.0, 0.0, None)
+                _sequence(branch, n, flags, walk, saved) if branch is not None else (1.0, 0.0, None)
             )
             ways += branch_ways
             cost += branch_cost
@@ -261,21 +310,21 @@ def _item(op: Any, av: Any, n: int, flags: int) -> _Bound:
     return 1.0, 1.0, None  # (anything else tests one position)
 
 
-def _first(op: Any, av: Any, flags: int) -> CharSet | None:
+def _first(op: Any, av: Any, flags: int, walk: _Walk) -> CharSet | None:
     """The set the first character an item consumes is in (None: not known, or none)."""
     if op is _c.SUBPATTERN:
         sub = av[3]
         if not len(sub):
             return None
         first_op, first_av = sub[0]
-        return _first(first_op, first_av, _scoped(flags, av))
+        return _first(first_op, first_av, _scoped(flags, av), walk)
     if op in _REPEATS or op is _POSSESSIVE:
         low, _high, body = av
         if low < 1 or not len(body):
             return None
         first_op, first_av = body[0]
-        return _first(first_op, first_av, flags)
-    return char_set(op, av, flags)
+        return _first(first_op, first_av, flags, walk)
+    return walk.char_set(op, av, flags)
 
 
 def _scoped(flags: int, group: Any) -> int:

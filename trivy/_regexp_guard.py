@@ -35,6 +35,8 @@ from ._regexp_cost import MAX_COMPILE_STEPS, SearchCost, children, compile_steps
 
 __all__ = [
     "MATCH_TIMEOUT",
+    "MAX_GROUPS",
+    "MAX_GUARDED_LENGTH",
     "REFERENCE_LENGTH",
     "SAFE_STEPS",
     "SAFE_STEPS_PER_CHAR",
@@ -65,6 +67,14 @@ MATCH_TIMEOUT = 0.02
 #: that much when it compiles (``(?:a{3000}){3000}`` took it 4 s and 2 GB;
 #: 100,000 takes it 35 ms, this about 10 ms).
 MAX_UNROLLED = 30_000
+#: Capturing groups a regexp may have: ``regex`` compiles them in a time
+#: quadratic in their number (8,191 empty groups took it 800 ms, 1,000 take
+#: it 14 ms); Ivy regexps have a handful.
+MAX_GROUPS = 1000
+#: Longest regexp the guarded engine may compile: ``regex`` takes up to 3 us
+#: a character (alternations, classes, groups), 12 ms for this, where 16 Ki
+#: characters took it 90 to 230 ms. A compile cannot be interrupted.
+MAX_GUARDED_LENGTH = 4096
 #: What a guarded search raises when it runs out of time.
 GuardTimeout = TimeoutError
 
@@ -119,7 +129,9 @@ class RegexpCheck(NamedTuple):
 REFERENCE_LENGTH = 1024
 
 
-def check_regexp(regexp: str, *, anchored: bool, longest: int) -> RegexpCheck:
+def check_regexp(
+    regexp: str, *, anchored: bool, longest: int, guard_groups: int | None = None
+) -> RegexpCheck:
     """Refuse what would cost too much to compile; the longest text ``re`` may search.
 
     Args:
@@ -127,6 +139,8 @@ def check_regexp(regexp: str, *, anchored: bool, longest: int) -> RegexpCheck:
       anchored: whether matching starts at the beginning of the text anyway
         (``match``/``fullmatch`` modes).
       longest: the longest text there is.
+      guard_groups: a regexp with this many groups needs the guard for
+        every text (safe length 0), whatever its bound.
 
     Returns:
       the longest text (up to ``longest``) whose search by ``re`` stays
@@ -137,13 +151,28 @@ def check_regexp(regexp: str, *, anchored: bool, longest: int) -> RegexpCheck:
     Raises:
       re.error: it does not parse.
       ValueError: it would cost too much to compile (classes over much of
-        Unicode), or it needs the guarded engine and is too big for it
-        (counted repeats that would unroll past :data:`MAX_UNROLLED`).
+        Unicode, over :data:`MAX_GROUPS` groups), or it needs the guarded
+        engine and is too big for it (over :data:`MAX_GUARDED_LENGTH`
+        characters, or counted repeats that would unroll past
+        :data:`MAX_UNROLLED`).
     """
     parsed = parse_compilable(regexp)
+    groups = parsed.state.groups - 1  # (group 0 is the whole match)
+    if groups > MAX_GROUPS:
+        raise ValueError(f"regexp too costly to compile ({groups} groups, over {MAX_GROUPS})")
     cost = SearchCost(parsed, anchored=anchored)
-    safe_length = cost.longest_within(SAFE_STEPS, SAFE_STEPS_PER_CHAR, longest)
+    if guard_groups is not None and groups >= guard_groups:
+        safe_length = 0
+    elif len(regexp) > MAX_GUARDED_LENGTH:  # all or nothing: one evaluation, no search
+        safe_length = longest if cost.within(longest, SAFE_STEPS, SAFE_STEPS_PER_CHAR) else 0
+    else:
+        safe_length = cost.longest_within(SAFE_STEPS, SAFE_STEPS_PER_CHAR, longest)
     if safe_length < longest:  # the guarded engine will compile it, unrolled
+        if len(regexp) > MAX_GUARDED_LENGTH:
+            raise ValueError(
+                f"regexp too big to match safely ({len(regexp)} characters that need"
+                f" the guarded engine, over {MAX_GUARDED_LENGTH})"
+            )
         size = _unrolled_size(parsed)
         if size > MAX_UNROLLED:
             raise ValueError(f"regexp too big to match safely (counted repeats of {size})")
