@@ -372,6 +372,7 @@ class IvyBus:
         self._running = True
         if self._to_self is not None:
             self._to_self.start(self.agent_name, self.port, self.agent_id, nursery)
+        nursery.start_soon(self._router.sweep)
         self._discovery.start(nursery, self.agent_id, self.agent_name)
         logger.info("%s joined %s (TCP port %d)", self.agent_name, self.bus_address, self.port)
 

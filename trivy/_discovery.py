@@ -185,8 +185,8 @@ class Discovery:
             try:
                 sock, (host, _port) = listener.accept()
             except BlockingIOError:
+                time_slice.waiting()
                 await trio.lowlevel.wait_readable(listener)
-                time_slice.restart()
                 continue
             except OSError as exc:
                 if exc.errno in RESOURCE_ERRNOS:
@@ -211,8 +211,8 @@ class Discovery:
             try:
                 data, (host, _port) = udp.recvfrom(ANNOUNCE_SIZE)
             except BlockingIOError:
+                time_slice.waiting()
                 await trio.lowlevel.wait_readable(udp)
-                time_slice.restart()
                 continue
             except OSError as exc:
                 if exc.errno in RESOURCE_ERRNOS:

@@ -16,8 +16,6 @@ from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any
 
-import trio
-
 from ._callbacks import call_logged, call_user
 from ._event_streams import EventHub
 from ._events import (
@@ -34,7 +32,7 @@ from ._events import (
     SubscriptionRemoved,
     new_match,
 )
-from ._fairness import SERVE_SLICE
+from ._fairness import SERVE_SLICE, shared_slice
 from ._local import Binding, LocalSubscriptions
 from ._logs import shorten
 from ._peer import PeerSession
@@ -63,10 +61,6 @@ from ._routing import Router
 __all__ = ["DieCallback", "Dispatcher"]
 
 logger = logging.getLogger("trivy")
-
-#: Seconds of regexp compiling after which the dispatcher yields to the
-#: other tasks (a regexp compiles in 30 ms at most, within the length limit).
-COMPILE_SLICE = 0.02
 
 #: Events served between two looks at the clock: a few, so that slow sync
 #: callbacks cannot hold the loop much past the slice.
@@ -111,7 +105,6 @@ class Dispatcher:
         self._stop = stop
         #: Requests of ours waiting for their answer (see ``_requests``).
         self.answers = PendingAnswers()
-        self._compile_time = 0.0  # seconds spent compiling since the last yield
         self._handlers: dict[type[Event], _Handler] = {
             RegexpAdded: self._regexp_added,
             RegexpRemoved: self._regexp_removed,
@@ -143,14 +136,13 @@ class Dispatcher:
         size: int
         # (a count compared, not masked: CPython 3.11 specializes ==, not &)
         served, look_at = 0, _EVENTS_PER_LOOK
-        started = perf_counter()
         for event in events:
             served += 1
             if served == look_at:
                 look_at += _EVENTS_PER_LOOK
-                if perf_counter() - started > SERVE_SLICE:
-                    await trio.lowlevel.checkpoint()  # fair by time: sync callbacks included
-                    started = perf_counter()
+                share = shared_slice()  # (the slice every reader shares)
+                if perf_counter() - share.started > SERVE_SLICE:
+                    await share.yield_turn()  # fair by time: sync callbacks included
             if type(event) is not tuple:
                 if not await handlers[type(event)](session, event):
                     return False
@@ -177,8 +169,7 @@ class Dispatcher:
         self._router.forget(session)
 
     def session_ended(self, session: PeerSession) -> None:
-        """Forget the session; report its peer gone if it was ready."""
-        self._router.forget(session)
+        """Forget the session (its subscriptions went when it closed); report its peer gone."""
         if self._peers.remove(session):
             logger.info("%s disconnected", session.peer)
             self.answers.peer_left(session.peer)
@@ -198,7 +189,6 @@ class Dispatcher:
     async def _regexp_added(self, session: PeerSession, event: RegexpAdded) -> bool:
         if event.replaced is not None:
             self._router.remove(session, event.sub_id, event.replaced)
-        started = perf_counter()
         try:
             self._router.add(session, event.sub_id, event.regexp)  # compiles it
         except REGEXP_ERRORS as exc:  # the matcher's verdict, the protocol's answer
@@ -208,12 +198,9 @@ class Dispatcher:
             )
         else:
             rejected = None
-        self._compile_time += perf_counter() - started
-        if self._compile_time > COMPILE_SLICE:
-            # Many new regexps in one read: let the other tasks run
-            # between compiles rather than after all of them.
-            self._compile_time = 0.0
-            await trio.lowlevel.checkpoint()
+        share = shared_slice()
+        if share.over():  # many new regexps: the other tasks run between compiles
+            await share.yield_turn()
         peer = session.peer
         if rejected is not None:
             return await self._regexp_rejected(session, rejected._replace(replaced=event.replaced))

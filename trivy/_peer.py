@@ -27,7 +27,7 @@ import trio
 
 from ._connection import Connection
 from ._events import Peer
-from ._fairness import SERVE_SLICE
+from ._fairness import SERVE_SLICE, shared_slice
 from ._liveness import configure_keepalive, watch_session
 from ._logs import LogLimiter
 from ._options import BusOptions
@@ -39,10 +39,10 @@ __all__ = ["PeerSession", "SessionHandler"]
 
 logger = logging.getLogger("trivy")
 
-#: Bytes asked of the kernel per read: parsing 64 KiB of the smallest MSGs
-#: (10,000 lines) takes a few ms, the longest the reader runs between two
-#: looks at the clock.
-RECEIVE_SIZE = 64 * 1024
+#: Bytes asked of the kernel per read (16 KiB of the smallest MSGs parse in
+#: under 1 ms), and by a reader that waited its turn for several passes.
+RECEIVE_SIZE = 16 * 1024
+SMALL_RECEIVE_SIZE = 4 * 1024
 
 
 class SessionHandler(Protocol):
@@ -344,10 +344,11 @@ class PeerSession:
         receive_data, output = conn.receive_data, self.output
         wait_readable = trio.lowlevel.wait_readable
         limit = self._options.send_buffer_limit
-        since = perf_counter()  # when this reader last yielded
+        share = shared_slice()  # (the loop's time, shared with every other reader)
+        size = RECEIVE_SIZE
         while True:
             try:
-                data = sock.recv(RECEIVE_SIZE)
+                data = sock.recv(size)
             except BlockingIOError:
                 data = None
             except OSError as exc:
@@ -374,19 +375,25 @@ class PeerSession:
                     # not deadlock.
                     await output.wait_for_room()
                     self._replies_mark = conn.replies_queued
-                if len(data) == RECEIVE_SIZE:  # the kernel may have more
-                    if perf_counter() - since > SERVE_SLICE:
-                        await trio.lowlevel.checkpoint()
-                        since = perf_counter()
+                if len(data) == size:  # the kernel may have more
+                    size = RECEIVE_SIZE
+                    if perf_counter() - share.started > SERVE_SLICE and not (
+                        await share.yield_turn()
+                    ):
+                        size = SMALL_RECEIVE_SIZE
                     continue
                 # A short read: the kernel had no more. Wait rather than try
-                # a read that would fail (an exception and a syscall per
-                # wake-up).
-            # (the wait inline, not a method: it runs once per message a
-            # lone peer sends, and a coroutine call is a cost on that path)
+                # a read that would fail (an exception and a syscall).
+            # (inline, not a method: it runs once per message a lone peer sends)
+            waited_at = share.ended = perf_counter()  # (SharedSlice.pause, inline)
             self._waiting_for_peer = True
             try:
                 await wait_readable(sock)
             finally:
                 self._waiting_for_peer = False
-            since = perf_counter()
+            now = perf_counter()  # (SharedSlice.resumed, inline as the wait is)
+            size = RECEIVE_SIZE
+            if share.started <= waited_at or now - share.ended > SERVE_SLICE:
+                share.started = now  # the first loop of this pass to serve
+            elif now - share.started > SERVE_SLICE and not await share.yield_turn():
+                size = SMALL_RECEIVE_SIZE

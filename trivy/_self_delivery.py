@@ -32,7 +32,6 @@ import collections
 import logging
 import re
 from collections.abc import Callable
-from time import perf_counter
 from types import MappingProxyType
 from typing import Any
 
@@ -41,7 +40,7 @@ import trio
 from ._callbacks import call_logged
 from ._errors import IvyIllegalStateError
 from ._events import Match, Peer, new_match
-from ._fairness import SERVE_SLICE
+from ._fairness import shared_slice
 from ._local import Binding, LocalSubscriptions
 from ._logs import LogLimiter
 from ._matching import MatchMode
@@ -141,11 +140,12 @@ class SelfDelivery:
     async def run(self) -> None:
         """The delivery task: our texts to our subscriptions, one by one, in order."""
         self._task = trio.lowlevel.current_task()
-        since = perf_counter()  # when it last yielded
+        share = shared_slice()  # (the loop's time, shared with the peers' readers)
         while True:
             while not self._queue:
+                waited_at = share.pause()
                 await self._queued.park()
-                since = perf_counter()
+                await share.resumed(waited_at)
             for target, match in self._queue[0]:
                 if type(target) is Binding:
                     args = (match.peer, *match.groups)
@@ -159,9 +159,8 @@ class SelfDelivery:
             self._queue.popleft()
             if len(self._queue) < MAX_QUEUED:
                 self._room.unpark()
-            if perf_counter() - since > SERVE_SLICE:  # fair by time, sync callbacks too
-                await trio.lowlevel.checkpoint()
-                since = perf_counter()
+            if share.over():  # fair by time, sync callbacks too
+                await share.yield_turn()
 
     # --------------------------------------------------------------- matching
     def _find(self, regexp: str) -> _Find:
