@@ -262,6 +262,32 @@ async def test_what_a_peer_makes_us_log_is_bounded_across_reconnects(bus: str) -
     assert handler.records < cycles * 20 / 4
 
 
+def test_what_many_hosts_make_us_log_is_bounded_together() -> None:
+    """1,500 loopback addresses, 5 connections each, 30 bad lines each: 149,401 records."""
+    from trivy._logs import ALL_SOURCES_BURST, ALL_SOURCES_INTERVAL, SourceLogs
+
+    handler = _CountingHandler()
+    logger = logging.getLogger("trivy.test-many-hosts")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logs = SourceLogs(logger)
+        started = time.monotonic()
+        for host in range(2000):  # (more than the hosts remembered, too)
+            for _ in range(5):
+                log = logs.for_connection(f"127.1.{host // 256}.{host % 256}")
+                for _ in range(30):
+                    log.warning("a bad line from %s", host)
+        elapsed = time.monotonic() - started
+    finally:
+        logger.removeHandler(handler)
+    # each record let through may carry the count of those held before it
+    assert handler.records <= 2 * (ALL_SOURCES_BURST + elapsed / ALL_SOURCES_INTERVAL + 1), (
+        handler.records,
+        elapsed,
+    )
+
+
 async def test_a_spoofed_announce_of_our_own_port_never_makes_us_our_peer(
     bus: str, caplog: pytest.LogCaptureFixture
 ) -> None:

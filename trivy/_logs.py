@@ -5,7 +5,8 @@ cut short, and each peer's records are rate-limited: a peer that sends a
 malformed line a microsecond cannot make us write megabytes a second. A
 connection's budget is drawn from its source host's too
 (:class:`SourceLogs`): a peer that reconnects gets a new connection, not a
-new budget.
+new budget; and the hosts' from one budget for all of them: connections
+from many addresses cannot add up to megabytes either.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import logging
 from time import monotonic
 
 __all__ = [
+    "ALL_SOURCES_BURST",
+    "ALL_SOURCES_INTERVAL",
     "LOG_BURST",
     "LOG_INTERVAL",
     "MAX_LOGGED",
@@ -39,6 +42,11 @@ SOURCE_BURST = 100
 SOURCE_INTERVAL = 0.2
 #: Hosts whose budgets are remembered (the least recent are forgotten).
 MAX_SOURCES = 1024
+#: Records about all the hosts together, in a burst, then one per
+#: ALL_SOURCES_INTERVAL: 1,500 hosts (all of 127/8 is this machine's) with
+#: a budget each made 149,401 records.
+ALL_SOURCES_BURST = 1000
+ALL_SOURCES_INTERVAL = 0.05
 
 
 def shorten(text: str, limit: int = MAX_LOGGED) -> str:
@@ -69,9 +77,10 @@ class LogLimiter:
         self._last = monotonic()
 
     def _take(self, now: float) -> bool:
+        """A token from this bucket and each of its parents', or none taken."""
         self._tokens = min(self.burst, self._tokens + (now - self._last) / self.interval)
         self._last = now
-        if self._tokens < 1:
+        if self._tokens < 1 or (self.parent is not None and not self.parent._take(now)):
             return False
         self._tokens -= 1
         return True
@@ -85,7 +94,7 @@ class LogLimiter:
         if not self.logger.isEnabledFor(level):
             return
         now = monotonic()
-        if not self._take(now) or (self.parent is not None and not self.parent._take(now)):
+        if not self._take(now):
             self.suppressed += 1
             return
         if self.suppressed:
@@ -107,17 +116,19 @@ class LogLimiter:
 
 
 class SourceLogs:
-    """One log budget per source host, shared by its connections, across reconnects."""
+    """One log budget per source host, shared by its connections, across
+    reconnects, and all within one budget for every host."""
 
     def __init__(self, logger: logging.Logger) -> None:
         self._logger = logger
+        self._all = LogLimiter(logger, ALL_SOURCES_BURST, ALL_SOURCES_INTERVAL)
         self._by_host: dict[str, LogLimiter] = {}  # least recently used first
 
     def for_connection(self, host: str) -> LogLimiter:
         """A new connection's limiter, within ``host``'s budget."""
         budget = self._by_host.pop(host, None)
         if budget is None:
-            budget = LogLimiter(self._logger, SOURCE_BURST, SOURCE_INTERVAL)
+            budget = LogLimiter(self._logger, SOURCE_BURST, SOURCE_INTERVAL, parent=self._all)
             if len(self._by_host) >= MAX_SOURCES:
                 del self._by_host[next(iter(self._by_host))]
         self._by_host[host] = budget
