@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from trivy import _regexp_guard
 from trivy._matching import MANY_GROUPS, NoMoreGuarded, RegexpEntry, compile_uncached
 from trivy._regexp_chars import Disjointness, char_set
 from trivy._regexp_cost import SearchCost, _period
@@ -130,6 +131,22 @@ def test_too_many_groups_are_refused_before_compiling() -> None:
     with pytest.raises(ValueError, match="groups"):
         check_regexp("()" * 8191, anchored=False, longest=LONGEST)  # 1 s a cycle before
     check_regexp("(a)" * MAX_GROUPS, anchored=False, longest=LONGEST)
+
+
+def test_a_regexp_of_thousands_of_groups_is_refused_before_parsing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Parsing 5,461 ``(|)`` alone took 37 ms: they are counted in the text first."""
+
+    class NoParser:
+        @staticmethod
+        def parse(regexp: str) -> None:
+            raise AssertionError("parsed")
+
+    monkeypatch.setattr(_regexp_guard, "_parser", NoParser)
+    for regexp in ("(|)" * 5461, "(?P<n>a)()" * 1100):
+        with pytest.raises(ValueError, match="groups"):
+            check_regexp(regexp, anchored=False, longest=LONGEST)
 
 
 def test_many_groups_take_a_guard_slot_before_compiling() -> None:

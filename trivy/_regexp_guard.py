@@ -113,6 +113,14 @@ def parse_compilable(regexp: str) -> Any:
     return parsed
 
 
+def _groups_at_most(regexp: str) -> int:
+    """About as many capturing groups as ``regexp`` has, or more, counted
+    before parsing (an escaped backslash before a group, or ``(`` in a
+    class, counts wrong: hence the margin where it is used)."""
+    opened = regexp.count("(") - regexp.count("\\(")
+    return opened - regexp.count("(?") + regexp.count("(?P<")
+
+
 class RegexpCheck(NamedTuple):
     """What :func:`check_regexp` found out about a regexp, before compiling it."""
 
@@ -156,6 +164,8 @@ def check_regexp(
         characters, or counted repeats that would unroll past
         :data:`MAX_UNROLLED`).
     """
+    if _groups_at_most(regexp) > 2 * MAX_GROUPS:  # (parsing them alone: 37 ms at 16 Ki)
+        raise ValueError(f"regexp too costly to compile (over {MAX_GROUPS} groups)")
     parsed = parse_compilable(regexp)
     groups = parsed.state.groups - 1  # (group 0 is the whole match)
     if groups > MAX_GROUPS:
