@@ -376,15 +376,16 @@ class IvyBus:
         self._discovery.start(nursery, self.agent_id, self.agent_name)
         logger.info("%s joined %s (TCP port %d)", self.agent_name, self.bus_address, self.port)
 
-    async def _serve(self, sock: socket.socket, host: str, peer_id: str | None, port: int) -> None:
-        """Run one new connection (discovery calls it) until it ends."""
+    async def _serve(self, sock: socket.socket, host: str, peer_id: str | None, port: int) -> bool:
+        """Run one new connection (discovery calls it) until it ends; whether it got ready."""
         log, pace = self._source_logs.for_connection(host), self._router.pace
         session = open_session(sock, host, self.options, self._dispatcher, peer_id, port, log, pace)
         if session is None or not self._running or not self._peers.add(session):
             sock.close()  # gone at once, we are leaving, ourselves, or one too many
-            return
+            return False
         session.send_handshake(self.port, self.agent_name, self._local.items())
         await session.run()
+        return session.ready
 
     def _say_bye(self) -> None:
         """Stop: end the channels, queue BYE to every peer (the sessions send it)."""

@@ -73,9 +73,9 @@ ACCEPTS_PER_SLICE = 16
 ANNOUNCE_SIZE = 1024
 
 #: ``serve(sock, host, agent_id, port)``: runs a new peer connection until it
-#: ends. ``agent_id`` and ``port`` come from the announce (None and 0 for a
-#: connection we accepted).
-ServeConnection = Callable[[socket.socket, str, "str | None", int], Awaitable[None]]
+#: ends; whether it finished its handshake. ``agent_id`` and ``port`` come
+#: from the announce (None and 0 for a connection we accepted).
+ServeConnection = Callable[[socket.socket, str, "str | None", int], Awaitable[bool]]
 
 
 def new_agent_id(port: int) -> str:
@@ -280,6 +280,7 @@ class Discovery:
                 timed_out = scope.cancelled_caught
         except OSError as exc:
             self._log.info("cannot connect to announced agent %s:%d: %s", host, port, exc)
+            self._attempts.failed(host, port, trio.current_time())
             return
         finally:
             # (no checkpoint from here to the bus registering the peer)
@@ -289,4 +290,7 @@ class Discovery:
         if timed_out:
             self._log.info("cannot connect to announced agent %s:%d: timed out", host, port)
         if sock is not None:
-            await self._serve(sock, host, agent_id, port)
+            if await self._serve(sock, host, agent_id, port):
+                self._attempts.succeeded(host, port)
+            else:  # (it accepted, then never finished its handshake)
+                self._attempts.failed(host, port, trio.current_time())
