@@ -5,8 +5,9 @@ blocks stalls that peer only. trivy's compat server hands every callback to
 one thread of the server's, in the order the bus produced them, so a
 callback that blocks stalls neither the bus (its PING answers, timers,
 other peers' traffic) nor the order in which the application sees events.
-The queue between them is bounded: when the application falls behind by
-that much, the bus waits for it (as ivy-python's socket threads would).
+The queue between them is bounded, in jobs and in the characters of their
+arguments: when the application falls behind by that much, the bus waits
+for it (as ivy-python's socket threads would).
 Stopping never blocks: the thread runs what is queued, then ends.
 """
 
@@ -22,14 +23,58 @@ import trio
 
 from ._constants import error
 
-__all__ = ["MAX_PENDING_CALLBACKS", "CallbackThread"]
+__all__ = ["ARG_COST", "MAX_PENDING_CALLBACKS", "MAX_PENDING_CHARS", "CallbackThread"]
 
 #: Callbacks queued for the application before the bus waits for it.
 MAX_PENDING_CALLBACKS = 10_000
+#: Characters of the queued callbacks' text arguments (a MSG's groups, a
+#: direct message) before the bus waits for the application, counting
+#: :data:`ARG_COST` more for each: the core's bound on a subscription's
+#: unread matches (16 Mi). A callback's are released once it has run; one
+#: callback is always taken, however big.
+MAX_PENDING_CHARS = 16 * 1024 * 1024
+#: What a text argument costs besides its characters (the core's cost of a
+#: MSG's group): 10,000 queued MSGs of 1 MiB held 10 GB before this bound.
+ARG_COST = 64
 #: How often a waiting thread looks whether it was told to stop (seconds).
 _POLL = 0.2
 
-_Job = tuple[Callable[..., Any], tuple[Any, ...], "list[Any] | None", "threading.Event | None"]
+_Job = tuple[Callable[..., Any], tuple[Any, ...], "list[Any] | None", "threading.Event | None", int]
+
+
+class _Chars:
+    """The characters the queued jobs hold, which a put waits for room in."""
+
+    def __init__(self) -> None:
+        self.held = 0
+        self._changed = threading.Condition()
+
+    def _fits(self, cost: int) -> bool:
+        # (one job always fits, or a bigger one would wait forever)
+        return not cost or not self.held or self.held + cost <= MAX_PENDING_CHARS
+
+    def take_nowait(self, cost: int) -> bool:
+        """Hold ``cost`` more characters if they fit now."""
+        with self._changed:
+            if not self._fits(cost):
+                return False
+            self.held += cost
+            return True
+
+    def take(self, cost: int, timeout: float) -> bool:
+        """Hold ``cost`` more characters once they fit, waiting ``timeout`` at most."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._fits(cost), timeout):
+                return False
+            self.held += cost
+            return True
+
+    def release(self, cost: int) -> None:
+        """Give back a job's characters (it has run, or was never queued)."""
+        if cost:
+            with self._changed:
+                self.held -= cost
+                self._changed.notify_all()
 
 
 class _Run:
@@ -37,6 +82,7 @@ class _Run:
 
     def __init__(self) -> None:
         self.queue: queue.Queue[_Job] = queue.Queue(MAX_PENDING_CALLBACKS)
+        self.chars = _Chars()
         self.stopping = False
         self.after: Callable[[], object] | None = None
         self.thread: threading.Thread | None = None
@@ -63,14 +109,17 @@ class CallbackThread:
         thread = self._run.thread
         return thread is not None and thread.ident == threading.get_ident()
 
+    def pending(self) -> tuple[int, int]:
+        """The queued callbacks and the characters they hold (the one running too)."""
+        run = self._run
+        return run.queue.qsize(), run.chars.held
+
     async def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         """Queue ``fn(*args)``; waits (without blocking trio) while the queue is full."""
-        run, job = self._run, (fn, args, None, None)
+        run, job = self._run, _job(fn, args)
         if run.stopping:
             return
-        try:
-            run.queue.put_nowait(job)
-        except queue.Full:
+        if not _put_nowait(run, job):
             await trio.to_thread.run_sync(_put, run, job, abandon_on_cancel=True)
 
     def submit_from_thread(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -82,7 +131,7 @@ class CallbackThread:
         if self.in_thread():
             fn(*args)
             return
-        run, job = self._run, (fn, args, None, None)
+        run, job = self._run, _job(fn, args)
         if not run.stopping:
             _put(run, job)
 
@@ -90,7 +139,7 @@ class CallbackThread:
         """Queue ``fn(*args)`` and wait for its result (None if it raised or was dropped)."""
         run, done = self._run, threading.Event()
         result: list[Any] = []
-        job: _Job = (fn, args, result, done)
+        job: _Job = (fn, args, result, done, 0)  # (only the bus's own calls)
         # (abandoned if the bus stops meanwhile: the callback may be what stops it)
         if not await trio.to_thread.run_sync(_put, run, job, abandon_on_cancel=True):
             return None
@@ -121,7 +170,7 @@ class CallbackThread:
     def _main(run: _Run) -> None:
         while True:
             try:
-                fn, args, result, done = run.queue.get(timeout=_POLL)
+                fn, args, result, done, cost = run.queue.get(timeout=_POLL)
             except queue.Empty:
                 if run.stopping:
                     break
@@ -137,6 +186,7 @@ class CallbackThread:
             except Exception:  # the handle_* defaults log theirs; an override's too
                 error("callback %r raised", fn, exc_info=True)
             finally:
+                run.chars.release(cost)
                 if done is not None:
                     done.set()
         if run.after is not None:
@@ -147,15 +197,39 @@ def _wake() -> None:
     """A job that does nothing: it wakes the thread to see it is told to stop."""
 
 
-_WAKE: _Job = (_wake, (), None, None)
+_WAKE: _Job = (_wake, (), None, None, 0)
+
+
+def _job(fn: Callable[..., Any], args: tuple[Any, ...]) -> _Job:
+    """A job for ``fn(*args)``, costing the characters of its text arguments."""
+    cost = sum(len(arg) + ARG_COST for arg in args if isinstance(arg, str))
+    return (fn, args, None, None, cost)
+
+
+def _put_nowait(run: _Run, job: _Job) -> bool:
+    """Put ``job`` if there is room now, in jobs and in characters."""
+    cost = job[4]
+    if not run.chars.take_nowait(cost):
+        return False
+    try:
+        run.queue.put_nowait(job)
+    except queue.Full:
+        run.chars.release(cost)
+        return False
+    return True
 
 
 def _put(run: _Run, job: _Job) -> bool:
     """Put ``job`` once there is room; False if the thread was told to stop first."""
+    cost = job[4]
+    while not run.chars.take(cost, _POLL):
+        if run.stopping:
+            return False
     while not run.stopping:
         try:
             run.queue.put(job, timeout=_POLL)
             return True
         except queue.Full:
             continue
+    run.chars.release(cost)
     return False
