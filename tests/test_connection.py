@@ -309,6 +309,19 @@ def test_malformed_flood_closes_but_a_few_do_not() -> None:
     assert conn.state is ConnectionState.CLOSED
 
 
+@pytest.mark.parametrize(
+    "line", [b"6 1\x02A\n", b"2 0\x02early\x03\n"], ids=["START twice", "a MSG first"]
+)
+def test_lines_out_of_place_count_as_malformed_in_a_row(line: bytes) -> None:
+    """They decode, but make no sense: 100,000 re-sent START_REGEXPs kept a peer on."""
+    conn = Connection()
+    if line.startswith(b"6 "):
+        feed(conn, [b"6 1\x02A\n5 0\x02\n"])
+    events = conn.receive_data(line * MAX_MALFORMED_STREAK)
+    assert isinstance(events[-1], Closing)
+    assert conn.state is ConnectionState.CLOSED
+
+
 def test_java_newline_escape() -> None:
     conn = Connection(java_newlines=True)
     events = feed(conn, [b"6 1\x02J\n5 0\x02\n2 0\x02two\x1alines\x03\n7 1\x02a\x1ab\n"])

@@ -262,6 +262,36 @@ async def test_what_a_peer_makes_us_log_is_bounded_across_reconnects(bus: str) -
     assert handler.records < cycles * 20 / 4
 
 
+async def test_what_refused_dies_and_reconnects_make_us_log_at_info_is_bounded(
+    bus: str,
+) -> None:
+    """100,000 DIE lines, refused: 100,000 INFO records (4.4 MB) before."""
+    handler = _CountingHandler()
+    handler.setLevel(logging.INFO)
+    trivy_logger = logging.getLogger("trivy")
+    level = trivy_logger.level
+    trivy_logger.addHandler(handler)
+    trivy_logger.setLevel(logging.INFO)
+    try:
+        with trio.fail_after(TIMEOUT):
+            async with trivy.open_ivy_bus("A", bus, on_die=lambda peer, num_id: False) as a:
+                for _ in range(20):  # connected, disconnected: 40 records before
+                    raw = await RawPeer.connect(a)
+                    await raw.handshake("CHURN")
+                    await _pong(raw, 1)
+                    await raw.aclose()
+                raw = await RawPeer.connect(a)
+                await raw.handshake("DIES")
+                await raw.send(b"8 0\x02\n" * 2000)
+                await _pong(raw, 2)
+                assert a.peer("DIES") is not None  # refused every one
+                await raw.aclose()
+    finally:
+        trivy_logger.removeHandler(handler)
+        trivy_logger.setLevel(level)
+    assert handler.records < 150, handler.records
+
+
 def test_what_many_hosts_make_us_log_is_bounded_together() -> None:
     """1,500 loopback addresses, 5 connections each, 30 bad lines each: 149,401 records."""
     from trivy._logs import ALL_SOURCES_BURST, ALL_SOURCES_INTERVAL, SourceLogs

@@ -341,7 +341,6 @@ class Connection(SendBuffer):
             msg = protocol.decode(line)
         except IvyMalformedMessage:
             return self._malformed(line, BAD_FORMAT)
-        self._malformed_streak = 0
         msg_type, num_id, params = msg
         if self.state is ConnectionState.AWAITING_START:
             if msg_type == MsgType.START_REGEXP:
@@ -350,11 +349,13 @@ class Connection(SendBuffer):
                     return self._closing(f"agent name over {self._max_name_length} characters")
                 self.state = ConnectionState.RECEIVING_SUBSCRIPTIONS
                 self.peer_name, self.peer_port = name, num_id
+                self._malformed_streak = 0
                 return PeerIdentified(self.peer_name, num_id)
             if msg_type not in (MsgType.BYE, MsgType.PING, MsgType.ERROR):
                 return self._malformed(line, "expected START_REGEXP first")
         elif msg_type == MsgType.START_REGEXP:
             return self._malformed(line, "START_REGEXP sent twice")
+        self._malformed_streak = 0  # (a line that made sense: those out of place do not)
 
         if self._java_newlines and msg_type in (MsgType.MSG, MsgType.DIRECT_MSG):
             params = params.replace(protocol.JAVA_NEWLINE_ESCAPE, "\n")

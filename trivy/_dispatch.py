@@ -171,7 +171,7 @@ class Dispatcher:
     def session_ended(self, session: PeerSession) -> None:
         """Forget the session (its subscriptions went when it closed); report its peer gone."""
         if self._peers.remove(session):
-            logger.info("%s disconnected", session.peer)
+            session.log.info("%s disconnected", session.peer)  # (rate-limited: churn)
             self.answers.peer_left(session.peer)
             self._hub.emit_nowait(PeerDisconnected(session.peer, session.end_reason))
 
@@ -232,7 +232,7 @@ class Dispatcher:
 
     async def _handshake_done(self, session: PeerSession, event: HandshakeDone) -> bool:
         self._peers.mark_ready(session)
-        logger.info("%s connected", session.peer)
+        session.log.info("%s connected", session.peer)
         if self._ready_message:
             self._router.route(self._ready_message, session, False)
         await self._hub.emit(PeerConnected(session.peer))
@@ -265,7 +265,7 @@ class Dispatcher:
         return True
 
     async def _die_requested(self, session: PeerSession, event: DieRequested) -> bool:
-        await self._die(session.peer, event.num_id)
+        await self._die(session, event.num_id)
         return True
 
     async def _malformed(self, session: PeerSession, event: Malformed) -> bool:
@@ -288,16 +288,16 @@ class Dispatcher:
         session.note_end(event.reason)
         return False
 
-    async def _die(self, peer: Peer, num_id: int) -> None:
-        refused = False
+    async def _die(self, session: PeerSession, num_id: int) -> None:
+        peer, refused = session.peer, False
         if self._on_die is not None:
             try:
                 refused = await call_user(self._on_die, peer, num_id) is False
             except Exception:
-                logger.exception("on_die callback raised; dying anyway")
+                session.log.exception("on_die callback raised; dying anyway")
         await self._hub.emit(DieReceived(peer, num_id, refused))
         if refused:
-            logger.info("%s asked us to die: refused", peer)
+            session.log.info("%s asked us to die: refused", peer)  # (rate-limited)
         else:
-            logger.info("%s asked us to die: stopping", peer)
+            session.log.info("%s asked us to die: stopping", peer)
             self._stop()
