@@ -141,3 +141,36 @@ async def test_a_send_spends_a_bounded_time_on_one_peers_regexps(bus: str) -> No
     assert left.reason.startswith("its regexps took over 20 ms")
     assert max(took) < PEER_SEND_BUDGET + 0.1, took
     assert heartbeat.longest < STALL, heartbeat.longest
+
+
+async def test_the_costly_regexps_of_all_the_peers_share_one_budget_a_send(bus: str) -> None:
+    """Many peers, each within its own 20 ms a send: 300 of them held a send 3.2 s."""
+    from trivy._routing import SEND_BUDGET
+
+    peers, per_peer = 12, 6
+    text = "x" * 100  # each of these regexps needs the guard: about 2 ms on it
+    with trio.fail_after(TIMEOUT * 2):
+        async with trivy.open_ivy_bus("A", bus) as a, a.events() as events:
+            raws = []
+            for index in range(peers):
+                raw = await RawPeer.connect(a)
+                lines = b"".join(
+                    b"1 %d\x02[a-z ]*[a-z ]*[A-Z%s]\n" % (k, chr(0x4E00 + index * 10 + k).encode())
+                    for k in range(per_peer)
+                )
+                await raw.send(b"6 %d\x02COSTLY%d\n%b5 0\x02\n" % (2000 + index, index, lines))
+                await _pong(raw, 1)
+                raws.append(raw)
+            took = []
+            for _ in range(3):
+                started = time.thread_time()  # (CPU: a loaded machine inflates no figure)
+                await a.send(text)
+                took.append(time.thread_time() - started)
+            # the peers that cost the most got their third strike: dropped
+            left = await wait_for_event(events, trivy.PeerDisconnected)
+            for raw in raws:
+                await raw.aclose()
+    print(f"sends took {[round(t * 1000) for t in took]} ms of CPU")
+    assert left.reason.startswith("its regexps took over")
+    # the budget, and the one search that crossed it (2 ms, 20 at most)
+    assert max(took) < SEND_BUDGET + 0.03, took

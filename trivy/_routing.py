@@ -81,6 +81,12 @@ MAX_PEER_STEPS_PER_CHAR = 200_000
 #: the cost bound, measured): past it, its other costly regexps are skipped
 #: for this send; at the third send over it, the peer is disconnected.
 PEER_SEND_BUDGET = 0.02
+#: Seconds one send may spend on the costly regexps of all the peers
+#: together: past it, the rest are skipped for this send, and the peers
+#: that spent over STRIKE_SHARE of it get a strike as over their own budget
+#: (300 peers, each within its own 20 ms, held a send 3.2 s).
+SEND_BUDGET = 2 * PEER_SEND_BUDGET
+STRIKE_SHARE = PEER_SEND_BUDGET / 4
 #: Subscriptions of a peer that leaves removed at once; more are left to
 #: :meth:`Router.sweep`, a slice at a time (10,000 took 11 ms, and 48 peers
 #: leaving together held the loop 466 ms).
@@ -111,6 +117,7 @@ class Router:
         # Time spent in timed searches for each peer during this send, the
         # peers over their budget, and their strikes over all sends.
         self._spent: dict[PeerSession, float] = {}
+        self._spent_in_all = 0.0
         self._over_budget: set[PeerSession] = set()
         self._budget_strikes: dict[PeerSession, int] = {}
         self._java_newlines = options.java_newlines
@@ -257,7 +264,9 @@ class Router:
             try:  # (free unless raised: the guard of a regexp that may backtrack)
                 if length <= entry.costly_above:  # cheap regexps, usual texts: no clock
                     found = find(text)
-                elif self._over_budget and self._all_over_budget(entry):
+                elif self._spent_in_all > SEND_BUDGET or (
+                    self._over_budget and self._all_over_budget(entry)
+                ):
                     continue
                 else:
                     found = self._timed_find(entry, find, text)
@@ -321,6 +330,13 @@ class Router:
             total = spent[session] = spent.get(session, 0.0) + seconds
             if total > PEER_SEND_BUDGET and session not in self._over_budget:
                 self._over_budget.add(session)
+        before, self._spent_in_all = self._spent_in_all, self._spent_in_all + seconds
+        if before <= SEND_BUDGET < self._spent_in_all:  # all the peers' together
+            self._over_budget.update(s for s, total in spent.items() if total > STRIKE_SHARE)
+            self._log.warning(
+                "the peers' costly regexps took over %g ms of one send; the rest were skipped",
+                SEND_BUDGET * 1000,
+            )
 
     def _all_over_budget(self, entry: RegexpEntry[PeerSession]) -> bool:
         return all(session in self._over_budget for session, _ in entry.subscribers)
@@ -339,6 +355,7 @@ class Router:
                 session.log.warning("%s: its regexps are too slow, disconnecting", session.peer)
                 session.abort(f"its regexps took over {PEER_SEND_BUDGET * 1000:g} ms of sends")
         self._spent.clear()
+        self._spent_in_all = 0.0
         self._over_budget.clear()
 
     def _disable_too_slow(self) -> None:
