@@ -115,7 +115,7 @@ async def test_ten_thousand_plain_regexps_fit_a_peers_budget(bus: str) -> None:
 async def test_a_send_spends_a_bounded_time_on_one_peers_regexps(bus: str) -> None:
     """Within the budget a character, thousands of lookaheads still cost a long
     text seconds: measured, one send spends 20 ms on them, then skips them."""
-    from trivy._routing import PEER_SEND_BUDGET
+    from trivy._send_budgets import PEER_SEND_BUDGET
 
     heartbeat = Heartbeat()
     regexps = b"".join(b"1 %d\x02(?=.{40})z%d\n" % (i, i) for i in range(10_000))
@@ -145,7 +145,7 @@ async def test_a_send_spends_a_bounded_time_on_one_peers_regexps(bus: str) -> No
 
 async def test_the_costly_regexps_of_all_the_peers_share_one_budget_a_send(bus: str) -> None:
     """Many peers, each within its own 20 ms a send: 300 of them held a send 3.2 s."""
-    from trivy._routing import SEND_BUDGET
+    from trivy._send_budgets import SEND_BUDGET
 
     peers, per_peer = 12, 6
     text = "x" * 100  # each of these regexps needs the guard: about 2 ms on it
@@ -174,3 +174,28 @@ async def test_the_costly_regexps_of_all_the_peers_share_one_budget_a_send(bus: 
     assert left.reason.startswith("its regexps took over")
     # the budget, and the one search that crossed it (2 ms, 20 at most)
     assert max(took) < SEND_BUDGET + 0.03, took
+
+
+async def test_a_peers_many_cheap_regexps_on_a_long_text_are_timed(bus: str) -> None:
+    """10,000 ``\\w\\W<c>``, each cheap, untimed: 220 ms a send of 1,000 characters."""
+    from trivy._send_budgets import PEER_SEND_BUDGET, TIMED_PEER_STEPS
+
+    regexps = b"".join(b"1 %d\x02\\w\\W%s\n" % (i, chr(0x4E00 + i).encode()) for i in range(2000))
+    text = "ab " * 600  # (each search under the bound that times it: 2,857 characters)
+    with trio.fail_after(TIMEOUT * 2):
+        async with trivy.open_ivy_bus("A", bus) as a, a.events() as events:
+            raw = await RawPeer.connect(a)
+            await raw.handshake("CHEAP", regexps)
+            await _pong(raw, 1)
+            took = []
+            for _ in range(3):
+                started = time.thread_time()
+                await a.send(text)
+                took.append(time.thread_time() - started)
+            left = await wait_for_event(events, trivy.PeerDisconnected)
+            await raw.aclose()
+    print(f"sends took {[round(t * 1000) for t in took]} ms of CPU")
+    assert left.reason.startswith("its regexps took over")
+    assert 2000 * len(text) > TIMED_PEER_STEPS  # (the model's few steps a character each)
+    # its budget, and the timing of searches it skips (about 1 us each)
+    assert max(took) < PEER_SEND_BUDGET + 0.03, took

@@ -34,6 +34,7 @@ from ._options import BusOptions
 from ._output import SendPace
 from ._peer import PeerSession
 from ._regexp_guard import MATCH_TIMEOUT
+from ._send_budgets import SendBudgets
 
 __all__ = ["CANCEL_CHECK_EVERY", "MAX_TEXT", "SENDS_PER_CHECKPOINT", "Router"]
 
@@ -77,16 +78,8 @@ MAX_GUARD_STRIKES = 3
 #: 10,000 unanchored literals take about 25,000; a send of 100 characters
 #: costs one peer 20 M steps at most (20-80 ms).
 MAX_PEER_STEPS_PER_CHAR = 200_000
-#: Seconds one send may spend on one peer's costly regexps (the backstop of
-#: the cost bound, measured): past it, its other costly regexps are skipped
-#: for this send; at the third send over it, the peer is disconnected.
-PEER_SEND_BUDGET = 0.02
-#: Seconds one send may spend on the costly regexps of all the peers
-#: together: past it, the rest are skipped for this send, and the peers
-#: that spent over STRIKE_SHARE of it get a strike as over their own budget
-#: (300 peers, each within its own 20 ms, held a send 3.2 s).
-SEND_BUDGET = 2 * PEER_SEND_BUDGET
-STRIKE_SHARE = PEER_SEND_BUDGET / 4
+#: ``route``'s length of a text all of whose searches are timed.
+_TIMED = 1 << 62
 #: Subscriptions of a peer that leaves removed at once; more are left to
 #: :meth:`Router.sweep`, a slice at a time (10,000 took 11 ms, and 48 peers
 #: leaving together held the loop 466 ms).
@@ -112,14 +105,10 @@ class Router:
         self._overflow_disconnects = options.overflow == "disconnect"
         # Per peer: its regexps that need the guard, and how many ran out of time.
         self._guarded: dict[PeerSession, int] = {}
-        self._steps_per_char: dict[PeerSession, float] = {}
         self._guard_strikes: dict[PeerSession, int] = {}
-        # Time spent in timed searches for each peer during this send, the
-        # peers over their budget, and their strikes over all sends.
-        self._spent: dict[PeerSession, float] = {}
-        self._spent_in_all = 0.0
-        self._over_budget: set[PeerSession] = set()
-        self._budget_strikes: dict[PeerSession, int] = {}
+        #: What the peers' regexps cost each send: their cost bounds, the time
+        #: their costly ones took, their strikes.
+        self.budgets = SendBudgets()
         self._java_newlines = options.java_newlines
         self._report = report
         self._log = LogLimiter(logger)
@@ -175,14 +164,14 @@ class Router:
             self.table.remove(session, sub_id, regexp)
             raise ValueError(too_many)
         # (one that needs the guard is bounded by it: 8 a peer, under a timeout)
-        steps = self._steps_per_char.get(session, 0.0) + _linear_cost(entry)
+        steps = self.budgets.steps(session) + _linear_cost(entry)
         if steps > MAX_PEER_STEPS_PER_CHAR:
             self.table.remove(session, sub_id, regexp)
             raise ValueError(
                 f"this peer's regexps would cost over {MAX_PEER_STEPS_PER_CHAR} steps"
                 " a character of every text"
             )
-        self._steps_per_char[session] = steps
+        self.budgets.set_steps(session, steps)
         if entry.guarded:
             self._guarded[session] = guarded + 1
 
@@ -190,7 +179,8 @@ class Router:
         """A peer unsubscribed."""
         entry = self.table.entry(regexp)
         if entry is not None and (session, sub_id) in entry.subscribers:
-            self._steps_per_char[session] -= _linear_cost(entry)
+            steps = self.budgets.steps(session) - _linear_cost(entry)
+            self.budgets.set_steps(session, steps)
             if entry.guarded:
                 self._guarded[session] -= 1
         self.table.remove(session, sub_id, regexp)
@@ -209,9 +199,8 @@ class Router:
             for sub_id, regexp in subscriptions:
                 self.table.remove(session, sub_id, regexp)
         self._guarded.pop(session, None)
-        self._steps_per_char.pop(session, None)
+        self.budgets.forget(session)
         self._guard_strikes.pop(session, None)
-        self._budget_strikes.pop(session, None)
 
     async def sweep(self) -> None:
         """Remove the subscriptions :meth:`forget` left, fair by time (a task of the bus)."""
@@ -259,14 +248,18 @@ class Router:
             table.single_bucket.get(text[:single], ()) if single else table.candidates(text)
         )
         too_slow = None
+        budgets = self.budgets
+        timed_above = budgets.timed_above
+        if timed_above < 0:  # (the peers' cost bounds changed)
+            timed_above = budgets.update_timed_above()
+        # a text past it: every search of this send is timed (see _send_budgets)
+        untimed_length = length if length <= timed_above else _TIMED
         for entry in candidates:
             find = entry.find  # (an attribute called as a method is not specialized)
             try:  # (free unless raised: the guard of a regexp that may backtrack)
-                if length <= entry.costly_above:  # cheap regexps, usual texts: no clock
+                if untimed_length <= entry.costly_above:  # cheap regexps, usual texts: no clock
                     found = find(text)
-                elif self._spent_in_all > SEND_BUDGET or (
-                    self._over_budget and self._all_over_budget(entry)
-                ):
+                elif budgets.spent and budgets.skips(entry):
                     continue
                 else:
                     found = self._timed_find(entry, find, text)
@@ -303,8 +296,8 @@ class Router:
                         self.congested.append(session)
                 count += 1
         self.pace.ended = perf_counter()  # (the peers' outputs tell a burst by it)
-        if self._spent:
-            self._end_of_send_budgets()
+        if budgets.spent:
+            budgets.end_of_send()
         if too_slow is not None:
             self._disable_too_slow()
         if self._to_abort:
@@ -321,42 +314,7 @@ class Router:
         try:
             return find(text)
         finally:
-            self._charge(entry, perf_counter() - started)
-
-    def _charge(self, entry: RegexpEntry[PeerSession], seconds: float) -> None:
-        """A timed search: its time is charged to each subscriber of the regexp."""
-        spent = self._spent
-        for session, _sub_id in entry.subscribers:
-            total = spent[session] = spent.get(session, 0.0) + seconds
-            if total > PEER_SEND_BUDGET and session not in self._over_budget:
-                self._over_budget.add(session)
-        before, self._spent_in_all = self._spent_in_all, self._spent_in_all + seconds
-        if before <= SEND_BUDGET < self._spent_in_all:  # all the peers' together
-            self._over_budget.update(s for s, total in spent.items() if total > STRIKE_SHARE)
-            self._log.warning(
-                "the peers' costly regexps took over %g ms of one send; the rest were skipped",
-                SEND_BUDGET * 1000,
-            )
-
-    def _all_over_budget(self, entry: RegexpEntry[PeerSession]) -> bool:
-        return all(session in self._over_budget for session, _ in entry.subscribers)
-
-    def _end_of_send_budgets(self) -> None:
-        """After a send: peers whose regexps took over their budget get a strike."""
-        for session in self._over_budget:
-            spent = self._spent[session] * 1000
-            strikes = self._budget_strikes[session] = self._budget_strikes.get(session, 0) + 1
-            session.log.warning(
-                "%s: its regexps took %.0f ms of one send; the rest were skipped",
-                session.peer,
-                spent,
-            )
-            if strikes >= MAX_GUARD_STRIKES:
-                session.log.warning("%s: its regexps are too slow, disconnecting", session.peer)
-                session.abort(f"its regexps took over {PEER_SEND_BUDGET * 1000:g} ms of sends")
-        self._spent.clear()
-        self._spent_in_all = 0.0
-        self._over_budget.clear()
+            self.budgets.charge(entry, perf_counter() - started)
 
     def _disable_too_slow(self) -> None:
         """Drop the regexps that ran out of time; their peers get an ERROR."""
