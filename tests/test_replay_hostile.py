@@ -137,3 +137,40 @@ def test_a_bad_field_is_named_in_one_sentence(line: str, said: str) -> None:
     with pytest.raises(RecordingError) as raised:
         list(decode_records([HEADER, line + "\n"]))
     assert str(raised.value) == f"line 2: {said}"
+
+
+async def test_records_skipped_let_the_loop_run(tmp_path: Path) -> None:
+    """300,000 records not played (``subscribed``) were read in one go: the
+    loop was held 1.4 s, and nothing else ran between the two texts."""
+    from trivy._playlist import FilePlaylist, selector
+    from trivy.recording import ReplayStats, replay
+
+    path = tmp_path / "skipped.jsonl"
+    skipped = json.dumps(
+        {"t": 0.005, "event": "subscribed", "agent": "A", "host": "h", "id": 1, "regexp": "x"}
+    )
+    path.write_text(
+        HEADER + _msg(0.0, "first") + (skipped + "\n") * 300_000 + _msg(0.01, "second"),
+        encoding="utf-8",
+    )
+    playlist = FilePlaylist(path, selector(), most_senders=64)
+    turns = 0
+    at_sent: list[int] = []
+
+    async def bystander() -> None:
+        nonlocal turns
+        while True:
+            await trio.lowlevel.checkpoint()
+            turns += 1
+
+    def on_sent(stats: ReplayStats) -> None:
+        at_sent.append(turns)
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(bystander)
+            stats = await replay(playlist, f"127.255.255.255:{free_udp_port()}", on_sent=on_sent)
+            nursery.cancel_scope.cancel()
+    assert stats.sent == 2
+    # one turn every 2 ms of reading (~700 here); there was one, at the end
+    assert at_sent[1] - at_sent[0] >= 50, at_sent

@@ -13,13 +13,13 @@ import gzip
 import math
 import re
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from typing import IO, cast
 
 from ._recording_format import Record, RecordingError, bounded_lines, decode_records
 
-__all__ = ["FilePlaylist", "ListPlaylist", "open_recording", "selector"]
+__all__ = ["FilePlaylist", "ListPlaylist", "open_recording", "select", "selector"]
 
 
 def open_recording(path: str | Path, mode: str) -> IO[str]:
@@ -64,6 +64,19 @@ def selector(
     )
 
 
+def select(
+    records: Iterable[Record],
+    *,
+    start: float = 0.0,
+    end: float = math.inf,
+    only: str | None = None,
+    agents: Iterable[str] | None = None,
+) -> list[Record]:
+    """The ``msg`` records to replay: within ``[start, end]`` seconds of the
+    recording, whose text ``only`` finds (a regexp), from ``agents`` (names)."""
+    return list(filter(selector(start=start, end=end, only=only, agents=agents), records))
+
+
 class ListPlaylist:
     """The ``msg`` records of a list, in memory."""
 
@@ -75,6 +88,10 @@ class ListPlaylist:
 
     def __iter__(self) -> Iterator[Record]:
         return iter(self._records)
+
+    def scan(self) -> Generator[Record | None, None, None]:
+        """The records played (as :meth:`FilePlaylist.scan`: none skipped here)."""
+        yield from self._records
 
 
 class FilePlaylist:
@@ -105,9 +122,16 @@ class FilePlaylist:
         self.senders = frozenset(senders)
 
     def _records(self) -> Iterator[Record]:
+        return (item for item in self.scan() if item is not None)
+
+    def scan(self) -> Generator[Record | None, None, None]:
+        """Each line of the file read: its record if played, else ``None``.
+
+        (A recording may hold millions of records not played: the ``None``
+        lets a caller on an event loop yield while it skips them.)
+        """
         for item in read_records(self._path):
-            if isinstance(item, Record) and self._selected(item):
-                yield item
+            yield item if isinstance(item, Record) and self._selected(item) else None
 
     def __iter__(self) -> Iterator[Record]:
         return self._records()

@@ -22,6 +22,7 @@ import contextlib
 import datetime
 import math
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AsyncExitStack
 from functools import partial
@@ -43,7 +44,7 @@ from ._events import (
 )
 from ._open import open_ivy_bus
 from ._options import BusOptionsArgs
-from ._playlist import FilePlaylist, ListPlaylist, open_recording, read_records, selector
+from ._playlist import FilePlaylist, ListPlaylist, open_recording, read_records, select
 from ._recording_format import Record, RecordingError, encode_header, encode_record
 from ._recording_format import json_string as _json_string
 
@@ -62,6 +63,7 @@ __all__ = [
     "open_recording",
     "record",
     "replay",
+    "select",
     "too_many_senders",
 ]
 
@@ -72,6 +74,8 @@ EVERYTHING = "^(.*)$"
 MAX_AGENTS = 64
 #: Seconds between two flushes of a recording: what a ``kill -9`` can lose.
 FLUSH_EVERY = 1.0
+#: Seconds a replay reads records it skips before it lets the loop run.
+SKIP_SLICE = 0.002
 
 
 def too_many_senders(most: int) -> str:
@@ -313,19 +317,6 @@ class ReplayStats:
     lateness: list[float] = attrs.field(factory=list)
 
 
-def select(
-    records: Iterable[Record],
-    *,
-    start: float = 0.0,
-    end: float = math.inf,
-    only: str | None = None,
-    agents: Iterable[str] | None = None,
-) -> list[Record]:
-    """The ``msg`` records to replay: within ``[start, end]`` seconds of the
-    recording, whose text ``only`` finds (a regexp), from ``agents`` (names)."""
-    return list(filter(selector(start=start, end=end, only=only, agents=agents), records))
-
-
 async def replay(
     records: Iterable[Record] | FilePlaylist | ListPlaylist,
     bus: str | None = None,
@@ -377,19 +368,28 @@ async def replay(
         length = (played.last_t - origin) / speed  # one pass, in seconds
         begin = trio.current_time()
         while True:
-            for r in played:
-                due = begin + (r.t - origin) / speed
-                if due > trio.current_time():
-                    await trio.sleep_until(due)
-                else:
-                    await trio.lowlevel.checkpoint()
-                if stats.passes == 0:
-                    stats.lateness.append(trio.current_time() - due)
-                if not await agents[as_agent or r.agent].send(r.text):
-                    stats.unheard += 1
-                stats.sent += 1
-                if on_sent is not None:
-                    on_sent(stats)
+            # (records not played are read too: millions of them must not hold the loop)
+            turn = time.perf_counter()
+            with contextlib.closing(played.scan()) as scanned:
+                for r in scanned:
+                    if r is None:
+                        if time.perf_counter() - turn > SKIP_SLICE:
+                            await trio.lowlevel.checkpoint()
+                            turn = time.perf_counter()
+                        continue
+                    due = begin + (r.t - origin) / speed
+                    if due > trio.current_time():
+                        await trio.sleep_until(due)
+                    else:
+                        await trio.lowlevel.checkpoint()
+                    turn = time.perf_counter()
+                    if stats.passes == 0:
+                        stats.lateness.append(trio.current_time() - due)
+                    if not await agents[as_agent or r.agent].send(r.text):
+                        stats.unheard += 1
+                    stats.sent += 1
+                    if on_sent is not None:
+                        on_sent(stats)
             stats.passes += 1
             if not loop:
                 return stats
