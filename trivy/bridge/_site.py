@@ -26,6 +26,7 @@ and forgotten them), and clears its site's agents that are no longer here.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
@@ -37,10 +38,11 @@ import trio
 
 import trivy
 
+from ._json import TooCostly, loads
 from ._limits import LimitedLog, cut
 from ._mqtt import MqttClient, MqttError, MqttMessage
 from ._options import BridgeOptions
-from ._remote import RemoteAgents, agent_key
+from ._remote import MAX_AGENT_REGEXPS, RemoteAgents, agent_key
 
 __all__ = ["MAX_PAYLOAD", "BridgeConflict", "Site"]
 
@@ -91,6 +93,8 @@ class Site:
         self._own_status = ""  # our site's retained status, at connection
         self._synced = trio.Event()
         self._dropped = 0  # messages dropped (over MAX_PAYLOAD, or no broker)
+        #: Messages refused unparsed: their parse would hold the loop (``_json``).
+        self.costly_refused = 0
         #: Connections to the broker that reached bridging (1 once started).
         self.connections = 0
         self._went_live = trio.Event()
@@ -142,7 +146,8 @@ class Site:
     def _local_changed(self, peer: trivy.Peer, *, present: bool) -> None:
         key = agent_key(peer)
         if present:
-            subscriptions = dict(peer.subscriptions)
+            # (no more than another site takes: a longer message would be refused whole)
+            subscriptions = dict(itertools.islice(peer.subscriptions.items(), MAX_AGENT_REGEXPS))
             self._local[key] = json.dumps({"name": peer.name, "subscriptions": subscriptions})
         else:
             self._local.pop(key, None)
@@ -247,6 +252,11 @@ class Site:
                 continue
             try:
                 await self._on_message(message)
+            except TooCostly as exc:
+                self.costly_refused += 1
+                self.log.warning(
+                    "costly", "bridge message on %s refused: %s", cut(message.topic), exc
+                )
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 self.log.warning(
                     "bad message", "bad bridge message on %s: %s", cut(message.topic), cut(exc)
@@ -281,7 +291,7 @@ class Site:
             elif parts[1] in self._sites:
                 await self._remote_agent_said(parts[1], parts[2], message.payload)
         elif parts[0] == "to" and len(parts) == 3:
-            item = json.loads(message.payload)
+            item = loads(message.payload)
             if not isinstance(item, dict):
                 raise TypeError("not an object")
             item["from_site"] = parts[2]  # (the topic says it: brokers' ACLs can enforce it)
@@ -341,7 +351,7 @@ class Site:
             self._pending.pop((site, key), None)
             self.remote.hide(site, key)
             return
-        state = json.loads(payload)
+        state = loads(payload)
         subscriptions = self.remote.capped(site, key, state["subscriptions"])
         if self._live:
             await self._show(site, key, str(state["name"]), subscriptions)
