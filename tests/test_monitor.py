@@ -33,7 +33,7 @@ from trivy.monitor._model import (
     UPDATE_POINTS,
     BusModel,
 )
-from trivy.monitor._web import FEED_BUFFER
+from trivy.monitor._web import FEED_BUFFER, FEED_BYTES, Feed, Viewer
 from trivy.testing import ivy_python_agent, wait_for_subscription
 
 TIMEOUT = 20
@@ -188,6 +188,27 @@ async def test_a_stalled_page_gets_updates_dropped_not_memory(bus: str) -> None:
                         seen = json.loads(line[6:])
                         break
                 assert seen["type"] == "snapshot" and seen["dropped"] >= 3
+
+
+async def test_a_stalled_page_holds_a_bounded_size_of_updates() -> None:
+    """Texts of astral characters take 12 bytes each in JSON: 32 pages that
+    never read, 32 updates each, held the monitor 2.2 GB."""
+    feed = Feed(BusModel())
+    viewer = Viewer()
+    feed.viewers.add(viewer)
+    update = {"type": "update", "tail": [["\U0001f600" * 100_000]]}  # 1.2 MB of JSON
+    size = len(json.dumps(update))
+    for _ in range(FEED_BUFFER):
+        feed.publish(update)
+    held = []
+    while True:
+        try:
+            held.append(len(viewer.receive.receive_nowait()))
+        except trio.WouldBlock:
+            break
+    assert sum(held) <= FEED_BYTES + size, sum(held)  # (38 MB before)
+    assert viewer.held == sum(held)  # (what the stream takes is given back there)
+    assert viewer.dropped == FEED_BUFFER - len(held)  # (some were snapshots, to resync)
 
 
 def test_the_model_is_bounded() -> None:

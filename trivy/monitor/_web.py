@@ -29,11 +29,14 @@ from starlette.types import Receive, Scope, Send
 
 from ._model import BusModel
 
-__all__ = ["FEED_BUFFER", "MAX_BODY", "MAX_VIEWERS", "Feed", "Viewer", "build_app"]
+__all__ = ["FEED_BUFFER", "FEED_BYTES", "MAX_BODY", "MAX_VIEWERS", "Feed", "Viewer", "build_app"]
 
 #: Updates held for one page; past them, updates are dropped for it (a
 #: slow or stalled tab), counted, and the next one it gets is a snapshot.
 FEED_BUFFER = 32
+#: ...and bytes of them (one is always taken): pages that never read, fed
+#: texts of astral characters (12 bytes each in JSON), held 2.2 GB.
+FEED_BYTES = 8 * 1024 * 1024
 COOKIE = "trivy_monitor_token"
 #: Pages open at once (each holds up to FEED_BUFFER updates); more are refused.
 MAX_VIEWERS = 32
@@ -52,6 +55,7 @@ class Viewer:
 
     def __init__(self) -> None:
         self.send, self.receive = trio.open_memory_channel[str](FEED_BUFFER)
+        self.held = 0  # characters of the updates waiting for it
         self.dropped = 0
         self.resync = False
 
@@ -79,16 +83,23 @@ class Feed:
         for viewer in self.viewers:
             payload_for = payload
             if viewer.resync:  # (it missed updates: all of it again, once it has room)
-                if viewer.send.statistics().current_buffer_used >= FEED_BUFFER:
+                if not _has_room(viewer, len(self.snapshot())):
                     viewer.dropped += 1
                     continue
                 payload_for = f'{self.snapshot()[:-1]}, "dropped": {viewer.dropped}}}'
-            try:
-                viewer.send.send_nowait(payload_for)
-                viewer.resync = False
-            except trio.WouldBlock:
+            if not _has_room(viewer, len(payload_for)):
                 viewer.dropped += 1
                 viewer.resync = True
+                continue
+            viewer.send.send_nowait(payload_for)  # (room checked)
+            viewer.held += len(payload_for)
+            viewer.resync = False
+
+
+def _has_room(viewer: Viewer, size: int) -> bool:
+    if viewer.send.statistics().current_buffer_used >= FEED_BUFFER:
+        return False
+    return not viewer.held or viewer.held + size <= FEED_BYTES
 
 
 Action = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -161,6 +172,7 @@ def build_app(
         async def stream() -> AsyncIterator[str]:
             yield f"data: {first}\n\n"
             async for payload in viewer.receive:
+                viewer.held -= len(payload)
                 yield f"data: {payload}\n\n"
 
         return _FeedResponse(feed, viewer, stream())
