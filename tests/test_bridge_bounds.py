@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -19,6 +22,19 @@ from trivy.testing import wait_for_subscription
 
 from .heartbeat import Heartbeat
 from .test_bridge import TIMEOUT, broker, mosquitto, sites  # noqa: F401 (fixtures)
+
+
+@asynccontextmanager
+async def _attacked(
+    bridge: Any, port: int
+) -> AsyncIterator[tuple[trivy.IvyBus, MqttClient, Any, trio.Nursery]]:
+    """ALICE on the site's bus, its bridge running, and a hostile client of the broker."""
+    async with (
+        trivy.open_ivy_bus("ALICE", bridge.bus) as alice,
+        open_mqtt("127.0.0.1", port, client_id="hostile") as hostile,
+        trio.open_nursery() as nursery,
+    ):
+        yield alice, hostile, await nursery.start(run_bridge, bridge), nursery
 
 
 def _agent(
@@ -39,12 +55,7 @@ async def test_a_remote_agents_regexps_are_capped_and_bound_fairly(broker: int) 
     bridges = sites(broker, "one")
     heartbeat = Heartbeat()
     with trio.fail_after(TIMEOUT):
-        async with (
-            trivy.open_ivy_bus("ALICE", bridges[0].bus) as alice,
-            open_mqtt("127.0.0.1", broker, client_id="hostile") as hostile,
-            trio.open_nursery() as nursery,
-        ):
-            site = await nursery.start(run_bridge, bridges[0])
+        async with _attacked(bridges[0], broker) as (alice, hostile, site, nursery):
             nursery.start_soon(heartbeat.run)
             hostile.publish("trivy/site/evil", b"online 1", retain=True)
             _agent(hostile, "evil", "10.0.0.1:1", [f"^x{i} (.*)" for i in range(15_000)])
@@ -60,12 +71,7 @@ async def test_a_newer_agents_message_supersedes_one_being_applied(broker: int) 
     """Regexps being bound are given up for a newer message's, not bound in full."""
     bridges = sites(broker, "one")
     with trio.fail_after(TIMEOUT):
-        async with (
-            trivy.open_ivy_bus("ALICE", bridges[0].bus) as alice,
-            open_mqtt("127.0.0.1", broker, client_id="hostile") as hostile,
-            trio.open_nursery() as nursery,
-        ):
-            site = await nursery.start(run_bridge, bridges[0])
+        async with _attacked(bridges[0], broker) as (alice, hostile, site, nursery):
             hostile.publish("trivy/site/evil", b"online 1", retain=True)
             _agent(hostile, "evil", "10.0.0.1:1", ["^start$"])
             await wait_for_subscription(alice, "EVIL", "^start$")
@@ -91,12 +97,7 @@ async def test_a_flood_of_bad_input_logs_a_bounded_few_short_lines(
     bridges = sites(broker, "one")
     long = "x" * 1024
     with trio.fail_after(TIMEOUT):
-        async with (
-            trivy.open_ivy_bus("ALICE", bridges[0].bus) as alice,
-            open_mqtt("127.0.0.1", broker, client_id="hostile") as hostile,
-            trio.open_nursery() as nursery,
-        ):
-            site = await nursery.start(run_bridge, bridges[0])
+        async with _attacked(bridges[0], broker) as (alice, hostile, site, nursery):
             caplog.set_level(logging.INFO, "trivy.bridge")
             started = trio.current_time()
             hostile.publish("trivy/site/evil", b"online 1", retain=True)
@@ -124,12 +125,7 @@ async def test_fake_sites_and_agents_are_remembered_up_to_their_caps(
     are held, what is over is counted, and a bounded few lines logged."""
     bridges = sites(broker, "one", max_sites=4, max_remote_agents=2)
     with trio.fail_after(TIMEOUT):
-        async with (
-            trivy.open_ivy_bus("ALICE", bridges[0].bus) as alice,
-            open_mqtt("127.0.0.1", broker, client_id="hostile") as hostile,
-            trio.open_nursery() as nursery,
-        ):
-            site = await nursery.start(run_bridge, bridges[0])
+        async with _attacked(bridges[0], broker) as (alice, hostile, site, nursery):
             caplog.set_level(logging.INFO, "trivy.bridge")
             started = trio.current_time()
             hostile.publish("trivy/site/evil", b"online 1", retain=True)
@@ -160,12 +156,7 @@ async def test_a_message_too_costly_to_parse_is_refused_unparsed(broker: int) ->
     bridges = sites(broker, "one")
     nested = ",".join(["[" * 20 + "]" * 20] * ((4 * 1024 * 1024 - 200) // 41))
     with trio.fail_after(TIMEOUT):
-        async with (
-            trivy.open_ivy_bus("ALICE", bridges[0].bus) as alice,
-            open_mqtt("127.0.0.1", broker, client_id="hostile") as hostile,
-            trio.open_nursery() as nursery,
-        ):
-            site = await nursery.start(run_bridge, bridges[0])
+        async with _attacked(bridges[0], broker) as (alice, hostile, site, nursery):
             hostile.publish("trivy/site/evil", b"online 1", retain=True)
             hostile.publish("trivy/to/one/evil", f'{{"text": "x", "junk": [{nested}]}}')
             regexps = [f"^x{i}, \\[{{: (.*)$" for i in range(MAX_AGENT_REGEXPS)]
