@@ -42,3 +42,28 @@ async def test_router_msgs_are_the_protocol_layers_bytes(bus: str) -> None:
     assert b"2 7\x02\x03b\x03plain\x03\n" in lines  # the format, spelled out once
     assert b"2 8\x02\n" in lines  # ...and with no group: no ETX at all
     assert sorted(lines) == sorted(expected)
+
+
+def test_a_closing_peer_is_neither_charged_nor_struck() -> None:
+    """Its subscriptions may wait for the sweep: no account is kept for it again."""
+    from types import SimpleNamespace
+
+    from trivy._send_budgets import MAX_BUDGET_STRIKES, PEER_SEND_BUDGET, SendBudgets
+
+    aborted: list[str] = []
+
+    class Session:  # (hashable, as a PeerSession is)
+        def __init__(self, closing: bool) -> None:
+            self.closing, self.peer = closing, "peer"
+            self.log = SimpleNamespace(warning=lambda *args: None)
+            self.abort = aborted.append
+
+    closing, live = Session(True), Session(False)
+    entry = SimpleNamespace(subscribers={(closing, 1): None, (live, 2): None})
+    budgets = SendBudgets()
+    for _ in range(MAX_BUDGET_STRIKES):
+        budgets.charge(entry, PEER_SEND_BUDGET * 2)  # type: ignore[arg-type]
+        assert budgets.skips(entry)  # type: ignore[arg-type]
+        budgets.end_of_send()
+    assert list(budgets.spent) == [] and len(aborted) == 1  # the live one only
+    assert closing not in budgets._strikes

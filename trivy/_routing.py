@@ -323,6 +323,8 @@ class Router:
         for entry in entries:
             for session, sub_id in list(entry.subscribers):
                 self.table.remove(session, sub_id, entry.regexp)  # its guard slot stays used
+                if session.closing:
+                    continue  # (forgotten: no strike kept for it)
                 session.reject_regexp(sub_id, entry.regexp, reason)
                 session.log.warning("%s: %r %s", session.peer, shorten(entry.regexp), reason)
                 self._report(SubscriptionRemoved(session.peer, sub_id, entry.regexp))

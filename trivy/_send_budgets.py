@@ -100,6 +100,8 @@ class SendBudgets:
         """A timed search: its time is charged to each subscriber of the regexp."""
         spent = self.spent
         for session, _sub_id in entry.subscribers:
+            if session.closing:
+                continue  # (forgotten, its subscriptions not swept yet: no strike kept)
             total = spent[session] = spent.get(session, 0.0) + seconds
             if total > PEER_SEND_BUDGET and session not in self._over:
                 self._over.add(session)
@@ -116,7 +118,7 @@ class SendBudgets:
         if self._spent_in_all > SEND_BUDGET:
             return True
         over = self._over
-        return bool(over) and all(session in over for session, _ in entry.subscribers)
+        return bool(over) and all(s in over or s.closing for s, _ in entry.subscribers)
 
     def end_of_send(self) -> None:
         """After a send: the peers over their budget get a strike (the third: out)."""
