@@ -136,7 +136,8 @@ async def test_peers_that_leave_with_many_subscriptions_do_not_hold_the_loop(bus
     subscriptions = b"".join(b"1 %d\x02^topic%d (.*)\n" % (i, i) for i in range(10_000))
     clock = PassClock()
     with trio.fail_after(60):
-        async with trivy.open_ivy_bus("A", bus) as a:
+        # (over the 50,000 subscriptions of all the peers a bus takes by default)
+        async with trivy.open_ivy_bus("A", bus, max_subscriptions=100_000) as a:
             raws = [await RawPeer.connect(a) for _ in range(10)]
             for index, raw in enumerate(raws):  # (each its own port: not a duplicate)
                 await raw.send(b"6 %d\x02RAW%d\n%b5 0\x02\n" % (2000 + index, index, subscriptions))

@@ -220,7 +220,7 @@ class Dispatcher:
     async def _regexp_rejected(self, session: PeerSession, event: RegexpRejected) -> bool:
         peer = session.peer
         regexp, reason = shorten(event.regexp), shorten(event.reason)
-        session.log.warning("%s sent a regexp that does not compile: %r: %s", peer, regexp, reason)
+        session.log.warning("%s: regexp %r refused: %s", peer, regexp, reason)
         if event.replaced is not None:
             self._router.remove(session, event.sub_id, event.replaced)
             await self._hub.emit(SubscriptionRemoved(peer, event.sub_id, event.replaced))

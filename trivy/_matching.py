@@ -190,6 +190,8 @@ class RegexpTable(Generic[SubscriberT]):
         self.max_characters = max_characters
         #: Characters of the distinct regexps compiled, in all.
         self.characters = 0
+        #: Subscriptions to them, in all.
+        self.subscriptions = 0
         self._entries: dict[str, RegexpEntry[SubscriberT]] = {}
         # prefix length → prefix → entries with that prefix: a text is looked
         # up once per distinct prefix length (a handful), whatever the count
@@ -240,7 +242,10 @@ class RegexpTable(Generic[SubscriberT]):
                 by_prefix.setdefault(entry.prefix, {})[entry] = None
             else:
                 self._unindexed[entry] = None
-        entry.subscribers[(subscriber, sub_id)] = None
+        subscribers = entry.subscribers
+        if (subscriber, sub_id) not in subscribers:
+            subscribers[(subscriber, sub_id)] = None
+            self.subscriptions += 1
         self._update_single_length()
         return entry
 
@@ -255,6 +260,7 @@ class RegexpTable(Generic[SubscriberT]):
             return
         if entry.subscribers.pop((subscriber, sub_id), False) is False:
             return  # (the value stored is None)
+        self.subscriptions -= 1
         if not entry.subscribers:
             del self._entries[regexp]
             self.characters -= len(regexp)

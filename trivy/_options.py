@@ -35,6 +35,7 @@ from ._peer_regexps import (
     MAX_PEER_REGEXP_BYTES,
     MAX_PEER_SUBSCRIPTIONS,
     MAX_REGEXP_LENGTH,
+    MAX_SUBSCRIPTIONS,
     PeerRegexps,
 )
 from .protocol import BusAddress
@@ -183,7 +184,8 @@ class BusOptions:
         byte before it is disconnected, freeing the ``send`` calls waiting
         for it; also the seconds those calls may wait for one peer in all,
         lately, whatever trickle it reads (0.1 s forgiven per second in
-        which nobody waits). ``math.inf``: wait for ever.
+        which nobody waits), and for all the peers together (then the one
+        with the most blame goes). ``math.inf``: wait for ever.
       heartbeat_interval: a peer silent for this long is sent a PING
         (``math.inf``: never).
       unresponsive_timeout: a peer silent (no byte, no PONG) for this long
@@ -216,6 +218,9 @@ class BusOptions:
       max_regexp_characters: characters of the regexps of all the peers
         together (16 Mi, each distinct regexp counted once); past it, a
         new regexp gets an ERROR.
+      max_subscriptions: subscriptions of all the peers together (50,000);
+        past it, a new one gets an ERROR unless its peer holds 100 or fewer
+        (so the table holds at most this plus 100 a peer).
 
     Raises:
       ValueError: a bad value; the message names it.
@@ -280,6 +285,9 @@ class BusOptions:
     )
     max_regexp_characters: int = attrs.field(
         default=MAX_TABLE_CHARACTERS, validator=not_negative("max_regexp_characters")
+    )
+    max_subscriptions: int = attrs.field(
+        default=MAX_SUBSCRIPTIONS, validator=not_negative("max_subscriptions")
     )
 
     def __attrs_post_init__(self) -> None:
@@ -354,6 +362,7 @@ class BusOptionsArgs(TypedDict, total=False):
     max_peers: int
     max_buffered_bytes: int
     max_regexp_characters: int
+    max_subscriptions: int
 
 
 #: The names :func:`~trivy.open_ivy_bus` accepts by keyword.

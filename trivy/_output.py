@@ -26,6 +26,7 @@ them waiting too long in all, whatever trickle it reads, is let go.
 from __future__ import annotations
 
 import logging
+import math
 import socket
 from collections.abc import Callable
 from contextlib import suppress
@@ -37,7 +38,7 @@ import trio
 from ._leaving import close_socket, linger
 from ._liveness import wait_taking
 from ._logs import LogLimiter
-from ._patience import Patience
+from ._patience import SharedPatience
 
 __all__ = ["DIRECT_WRITE_INTERVAL", "OutputSource", "PeerOutput", "SendPace"]
 
@@ -52,7 +53,7 @@ DIRECT_WRITE_INTERVAL = 50e-6
 
 
 class SendPace:
-    """When the bus last finished a send: a lone text, or one of a burst?
+    """Our sending, as every peer's output sees it: a lone text, or a burst?
 
     The router sets :attr:`ended` at the end of each send; a peer's output
     writes a MSG at once only if the previous send ended at least
@@ -60,14 +61,16 @@ class SendPace:
     once per message). Measured between sends, not per peer: a text to 16
     peers takes longer than the interval, and each peer's own last write
     would then always look old, so a fan-out burst went out one system call
-    per MSG.
+    per MSG. The senders' patience with all the peers is kept here too.
     """
 
-    __slots__ = ("ended",)
+    __slots__ = ("ended", "patience")
 
-    def __init__(self) -> None:
+    def __init__(self, patience: float = math.inf) -> None:
         #: ``perf_counter()`` when the bus last finished queuing a text.
         self.ended = 0.0
+        #: The senders' patience with all the peers together (seconds).
+        self.patience = SharedPatience(patience)
 
 
 class OutputSource(Protocol):
@@ -122,7 +125,9 @@ class PeerOutput:
         self._wake_writer = trio.lowlevel.ParkingLot()
         self._room = trio.lowlevel.ParkingLot()
         self._waiting_for_room = 0  # tasks in wait_for_room
-        self._patience = Patience(patience)
+        self._shared = self._pace.patience
+        self._host = _host_of(sock)
+        self._patience = self._shared.patience_for(self._host, patience, trio.current_time())
         self._out_of_patience = ""  # why the writer must let the peer go
         # Entered only while the writer waits for a full socket: the one
         # wait out of patience must end (no cancel scope per message).
@@ -206,26 +211,43 @@ class PeerOutput:
         """
         if not (self._open and self.over_limit()):
             return
-        patience = self._patience
+        patience, shared = self._patience, self._shared
         if not self._waiting_for_room:
-            patience.start_waiting(trio.current_time())
+            now = trio.current_time()
+            patience.start_waiting(now)
+            shared.start_waiting(self, now)
         self._waiting_for_room += 1
         try:
-            with trio.move_on_at(patience.runs_out_at()):
-                while self._open and self.over_limit():
-                    await self._room.park()
-                return
-            self._out_of_patience = (
-                f"kept our senders waiting {patience.budget:g} s over its limit, lately"
-            )
-            if self._stall_scope is not None:
-                self._stall_scope.cancel()
-            elif self._writer_idle:
-                self._wake()
+            while True:
+                own_end = patience.runs_out_at()
+                with trio.move_on_at(min(own_end, shared.runs_out_at())):
+                    while self._open and self.over_limit():
+                        await self._room.park()
+                    return
+                now = trio.current_time()
+                if now >= own_end:
+                    self.let_go(
+                        f"kept our senders waiting {patience.budget:g} s over its limit, lately"
+                    )
+                    return
+                shared.ran_out(now)  # (which may let this peer go: then it is closed)
         finally:
             self._waiting_for_room -= 1
             if not self._waiting_for_room:
-                patience.stop_waiting(trio.current_time())
+                now = trio.current_time()
+                patience.stop_waiting(now)
+                shared.stop_waiting(self, now)
+
+    def let_go(self, reason: str) -> None:
+        """Have the writer let the peer go (``reason`` ends its connection)."""
+        if self._out_of_patience:
+            return
+        self._out_of_patience = reason
+        self._shared.leave(self, trio.current_time())
+        if self._stall_scope is not None:
+            self._stall_scope.cancel()
+        elif self._writer_idle:
+            self._wake()
 
     # ------------------------------------------------------------- writing
     async def _send_queued(self, stall_timeout: float, *, judged: bool) -> bool:
@@ -307,6 +329,9 @@ class PeerOutput:
     def close(self) -> None:
         """Stop the waits for room: the peer is leaving (its bytes may still go)."""
         self._open = False
+        now = trio.current_time()
+        self._shared.leave(self, now)
+        self._shared.remember(self._host, self._patience, now)
         self._writer_idle = False  # no more direct writes
         self._source.wake_output = None
         self._room.unpark_all()
@@ -338,3 +363,11 @@ class PeerOutput:
         finally:  # (even when Ctrl-C lands here: the descriptor is not left open)
             close_socket(self._sock)
         return unsent
+
+
+def _host_of(sock: socket.socket) -> str:
+    """The peer's address (its account follows it across reconnects)."""
+    try:
+        return str(sock.getpeername()[0])
+    except OSError:  # (gone already)
+        return ""

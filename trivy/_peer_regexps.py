@@ -17,8 +17,10 @@ __all__ = [
     "MAX_PEER_REGEXP_BYTES",
     "MAX_PEER_SUBSCRIPTIONS",
     "MAX_REGEXP_LENGTH",
+    "MAX_SUBSCRIPTIONS",
     "MAX_SUBSCRIPTION_ID",
     "REGEXP_ERRORS",
+    "SUBSCRIPTION_FLOOR",
     "PeerRegexps",
     "regexp_error",
 ]
@@ -31,6 +33,15 @@ MAX_REGEXP_LENGTH = 16 * 1024
 #: Subscriptions one peer may hold at once. Real agents have tens; ten
 #: thousand leaves room for generated ones while bounding the table.
 MAX_PEER_SUBSCRIPTIONS = 10_000
+#: Subscriptions all the peers together may hold before new ones are
+#: refused: each one matching a text costs that send a MSG (about 0.7 us),
+#: and 300 peers of 10,000 ids made 3 million MSGs a send (2 s) and held
+#: 729 MB.
+MAX_SUBSCRIPTIONS = 50_000
+#: Subscriptions a peer may hold even past MAX_SUBSCRIPTIONS, so that no
+#: peers that subscribed first shut a newcomer out (real agents have tens):
+#: the table holds MAX_SUBSCRIPTIONS + SUBSCRIPTION_FLOOR x max_peers at most.
+SUBSCRIPTION_FLOOR = 100
 #: Characters of regexps one peer may hold in all: what its subscriptions
 #: cost us in memory, compiled, stays within a few megabytes.
 MAX_PEER_REGEXP_BYTES = 1024 * 1024

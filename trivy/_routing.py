@@ -33,6 +33,7 @@ from ._message_classes import MessageClasses
 from ._options import BusOptions
 from ._output import SendPace
 from ._peer import PeerSession
+from ._peer_regexps import SUBSCRIPTION_FLOOR
 from ._regexp_guard import MATCH_TIMEOUT
 from ._send_budgets import SendBudgets
 
@@ -101,7 +102,7 @@ class Router:
         #: Our message classes: peers' regexps outside them are not used.
         self.classes = MessageClasses(options.message_classes)
         #: When each send ended: the peers' outputs tell a burst by it.
-        self.pace = SendPace()
+        self.pace = SendPace(options.stall_timeout)
         self._overflow_disconnects = options.overflow == "disconnect"
         # Per peer: its regexps that need the guard, and how many ran out of time.
         self._guarded: dict[PeerSession, int] = {}
@@ -109,6 +110,7 @@ class Router:
         #: What the peers' regexps cost each send: their cost bounds, the time
         #: their costly ones took, their strikes.
         self.budgets = SendBudgets()
+        self._max_subscriptions = options.max_subscriptions
         self._java_newlines = options.java_newlines
         self._report = report
         self._log = LogLimiter(logger)
@@ -152,6 +154,14 @@ class Router:
         if not self.classes.admits(regexp):
             logger.debug("%s: %r fits none of our message classes: not used", session.peer, regexp)
             return
+        if (
+            self.table.subscriptions >= self._max_subscriptions
+            and len(session.peer.subscriptions) > SUBSCRIPTION_FLOOR  # (this one included)
+        ):
+            raise ValueError(
+                f"the peers hold {self._max_subscriptions} subscriptions in all;"
+                f" past that, {SUBSCRIPTION_FLOOR} a peer"
+            )
         guarded = self._guarded.get(session, 0)
         too_many = f"more than {MAX_GUARDED_PER_PEER} regexps that need the guard"
         try:  # (a peer at its cap: refused before anything compiles it)
@@ -259,7 +269,7 @@ class Router:
             try:  # (free unless raised: the guard of a regexp that may backtrack)
                 if untimed_length <= entry.costly_above:  # cheap regexps, usual texts: no clock
                     found = find(text)
-                elif budgets.spent and budgets.skips(entry):
+                elif budgets.spent and budgets.skips(entry, length):
                     continue
                 else:
                     found = self._timed_find(entry, find, text)

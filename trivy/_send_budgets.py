@@ -12,7 +12,8 @@ they are disconnected.
 A peer's cheap regexps add up too (10,000 of them each within the bound
 of a search: 220 ms for a text of 1,000 characters, untimed): once what
 the bound gives for all of one peer's regexps on a text reaches
-:data:`TIMED_PEER_STEPS`, every search of that send is timed
+:data:`TIMED_PEER_STEPS`, or for all the peers' regexps
+:data:`TIMED_ALL_STEPS`, every search of that send is timed
 (:attr:`SendBudgets.timed_above`).
 """
 
@@ -31,10 +32,12 @@ if TYPE_CHECKING:
     Costly = RegexpEntry[PeerSession]
 
 __all__ = [
+    "ALWAYS_SEARCHED",
     "MAX_BUDGET_STRIKES",
     "PEER_SEND_BUDGET",
     "SEND_BUDGET",
     "STRIKE_SHARE",
+    "TIMED_ALL_STEPS",
     "TIMED_PEER_STEPS",
     "SendBudgets",
 ]
@@ -53,9 +56,16 @@ MAX_BUDGET_STRIKES = 3
 #: (300 peers, each within its own 20 ms, held a send 3.2 s).
 SEND_BUDGET = 2 * PEER_SEND_BUDGET
 STRIKE_SHARE = PEER_SEND_BUDGET / 4
+#: Steps of a regexp's cost bound on a text under which it is searched even
+#: past SEND_BUDGET (a few us: an anchored regexp on any usual text), so
+#: that peers costly together do not starve another's ``^name (.*)``.
+ALWAYS_SEARCHED = 100
 #: Steps of the cost bound of all one peer's regexps on a text past which
 #: every search of the send is timed (1 to 4 ms of searches).
 TIMED_PEER_STEPS = 1_000_000
+#: ...and of all the peers' regexps together (10 to 40 ms): 1,000 peers,
+#: each just under TIMED_PEER_STEPS, would hold a send seconds untimed.
+TIMED_ALL_STEPS = 10 * TIMED_PEER_STEPS
 
 
 class SendBudgets:
@@ -92,8 +102,11 @@ class SendBudgets:
     # ------------------------------------------------------------ one send
     def update_timed_above(self) -> int:
         """Recompute :attr:`timed_above` (see the module docstring)."""
-        most = max(self._steps.values(), default=0.0)
-        self.timed_above = int(TIMED_PEER_STEPS / most) if most > 0 else 1 << 62
+        steps = self._steps.values()
+        most, total = max(steps, default=0.0), sum(steps)
+        self.timed_above = (
+            int(min(TIMED_PEER_STEPS / most, TIMED_ALL_STEPS / total)) if most > 0 else 1 << 62
+        )
         return self.timed_above
 
     def charge(self, entry: Costly, seconds: float) -> None:
@@ -113,9 +126,9 @@ class SendBudgets:
                 SEND_BUDGET * 1000,
             )
 
-    def skips(self, entry: Costly) -> bool:
-        """Whether the costly ``entry`` is skipped for the rest of this send."""
-        if self._spent_in_all > SEND_BUDGET:
+    def skips(self, entry: Costly, length: int) -> bool:
+        """Whether the costly ``entry`` is skipped for the rest of this send (of ``length``)."""
+        if self._spent_in_all > SEND_BUDGET and entry.steps_per_char * length >= ALWAYS_SEARCHED:
             return True
         over = self._over
         return bool(over) and all(s in over or s.closing for s, _ in entry.subscribers)

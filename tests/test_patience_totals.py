@@ -1,0 +1,183 @@
+"""The senders' patience with all the peers together, not only with each one.
+
+A peer over its limit makes ``send`` wait, and one that does so too much
+lately is let go (``stall_timeout``, forgiven a tenth of the quiet). Peers
+slow in turns each stay within that while ``send`` waits nearly all the
+time: these tests attack with them, in virtual time over real sockets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+
+import pytest
+import trio
+import trio.testing
+
+import trivy
+from trivy._patience import SharedPatience
+from trivy.testing import RawPeer, wait_for_event, wait_for_subscription
+
+TIMEOUT = 600  # virtual seconds
+TEXT = "x" * 10_000
+
+
+async def _slow_peer(bus: trivy.IvyBus, index: int) -> RawPeer:
+    """Raw peer ``index`` (its own port), with a tiny receive buffer, on ``^(x*)$``."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", bus.port))
+    raw = RawPeer(trio.SocketStream(trio.socket.from_stdlib_socket(sock)))
+    await raw.send(b"6 %d\x02SLOW%d\n1 0\x02^(x*)$\n5 0\x02\n" % (2000 + index, index))
+    await wait_for_subscription(bus, f"SLOW{index}", "^(x*)$")
+    # a small send buffer on our end too: the stall is in the agent's queue,
+    # not in megabytes of kernel buffers the test would have to fill
+    port = sock.getsockname()[1]
+    (ours,) = [s._sock for s in bus._peers if s.remote_address[1] == port]
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    return raw
+
+
+async def _read_but_in_turn(raw: RawPeer, turn: int, turns: int, slot: float) -> None:
+    """Read all it gets, but for one slot in ``turns``: its turn to make us wait."""
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        while True:
+            index = int(trio.current_time() / slot + 1e-9)  # (slots counted, not summed)
+            if index % turns == turn:
+                await trio.sleep_until((index + 1) * slot)
+                continue
+            with trio.move_on_at((index + (turn - index) % turns) * slot):
+                while await raw.stream.receive_some(65536):
+                    pass
+                return  # (the end of the stream)
+
+
+async def test_peers_slow_in_turns_cannot_keep_send_waiting(
+    bus: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """12 peers, each stalled one slot in 12 (within its own patience): send waited all along."""
+    turns, slot, duration = 12, 0.5, 60.0
+    with trio.fail_after(TIMEOUT):
+        async with (
+            trivy.open_ivy_bus("A", bus, send_buffer_limit=64 * 1024) as a,
+            a.events() as events,
+        ):
+            raws = [await _slow_peer(a, index) for index in range(turns)]
+            blocked = 0.0
+            async with trio.open_nursery() as nursery:
+                for turn, raw in enumerate(raws):
+                    nursery.start_soon(_read_but_in_turn, raw, turn, turns, slot)
+                end = trio.current_time() + duration
+                while trio.current_time() < end:
+                    start = trio.current_time()
+                    await a.send(TEXT)
+                    blocked += trio.current_time() - start
+                    await trio.sleep(0.02)  # (50 texts a second: 500 kB/s a peer)
+                nursery.cancel_scope.cancel()
+            reasons = []
+            while len(reasons) < turns - len(a.peers):
+                event = await events.receive()
+                if isinstance(event, trivy.PeerDisconnected):
+                    reasons.append(event.reason)
+            for raw in raws:
+                await raw.aclose()
+    print(f"send waited {blocked:.1f} s of {duration:g}; {len(reasons)} peers let go")
+    # each within its own patience: a drop is for all the peers' together
+    assert reasons and all("the most of all the peers" in reason for reason in reasons)
+    # once the 5 s were spent, the peers that kept it waiting went, in turn
+    assert blocked < 0.4 * duration, blocked  # (38 s, and none let go, each on its own)
+
+
+async def test_peers_behind_now_and_then_are_never_let_go(
+    bus: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Bursts that several slow peers take a while to read, with quiet between them."""
+    peers, bursts, per_burst = 3, 6, 300
+    blocked = 0.0
+    with trio.fail_after(10_000):
+        async with trivy.open_ivy_bus("A", bus, send_buffer_limit=64 * 1024) as a:
+            raws = [await _slow_peer(a, index) for index in range(peers)]
+            async with trio.open_nursery() as nursery:
+                for turn, raw in enumerate(raws):  # each stalls 0.1 s in 0.3 s
+                    nursery.start_soon(_read_but_in_turn, raw, turn, peers, 0.1)
+                for _ in range(bursts):
+                    start = trio.current_time()
+                    for _ in range(per_burst):
+                        await a.send(TEXT)
+                    blocked += trio.current_time() - start
+                    await trio.sleep(60)  # quiet: the waits are forgiven
+                assert len(a.peers) == peers  # never let go
+                nursery.cancel_scope.cancel()
+            for raw in raws:
+                await raw.aclose()
+    # the sends did wait, more than the patience in all
+    assert blocked > 2 * a.options.stall_timeout, blocked
+
+
+async def test_a_peer_that_reconnects_before_its_patience_runs_out_gets_no_new_one(
+    bus: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A never-reader that reconnects every 4.5 s, just within 5 s a connection."""
+    duration = 60.0
+    blocked = 0.0
+    with trio.fail_after(TIMEOUT):
+        async with (
+            trivy.open_ivy_bus("A", bus, send_buffer_limit=64 * 1024) as a,
+            a.events() as events,
+        ):
+            end = trio.current_time() + duration
+
+            async def reconnect() -> None:
+                for index in range(10_000):
+                    raw = await _slow_peer(a, index)
+                    with trio.move_on_after(4.5):  # (or at once, once dropped)
+                        while True:
+                            left = await wait_for_event(events, trivy.PeerDisconnected)
+                            if left.peer.name == f"SLOW{index}":
+                                break
+                    await raw.aclose()
+                    if trio.current_time() > end:
+                        return
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(reconnect)
+                while trio.current_time() < end:
+                    start = trio.current_time()
+                    await a.send(TEXT)
+                    blocked += trio.current_time() - start
+                    await trio.sleep(0.02)
+                nursery.cancel_scope.cancel()
+    print(f"send waited {blocked:.1f} s of {duration:g}")
+    # its first connection's 4.5 s, its second's last 0.5 s, then one second
+    # in eleven (what is forgiven): 50 s a minute before
+    assert blocked < 0.25 * duration, blocked
+
+
+class _Member:
+    """A peer's output as the shared patience sees it."""
+
+    def __init__(self) -> None:
+        self.reason = ""
+
+    def let_go(self, reason: str) -> None:
+        self.reason = reason
+
+
+def test_the_shared_patience_blames_each_peer_its_part() -> None:
+    shared = SharedPatience(5.0)
+    small, large = _Member(), _Member()
+    shared.start_waiting(large, 100.0)
+    shared.stop_waiting(large, 104.0)
+    shared.start_waiting(small, 104.0)  # (no quiet between: nothing forgiven)
+    shared.stop_waiting(small, 104.5)
+    # 10 s of quiet forgive 1 s of the 4.5: each part in proportion
+    shared.start_waiting(small, 114.5)
+    assert shared.blame(large, 114.5) == pytest.approx(4 * 3.5 / 4.5)
+    assert shared.blame(small, 114.5) == pytest.approx(0.5 * 3.5 / 4.5)
+    assert shared.runs_out_at() == pytest.approx(116.0)  # 1.5 s left of 5
+    shared.ran_out(116.0)  # the one with the most blame goes, though not waited for
+    assert large.reason.startswith("kept our senders waiting the most") and not small.reason
+    assert shared.runs_out_at() == pytest.approx(116.0 + 4 * 3.5 / 4.5)  # its part taken off
+    shared.leave(small, 117.0)  # gone: its part too
+    assert shared.account.waited(117.0) == pytest.approx(0.0)

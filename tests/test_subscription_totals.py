@@ -1,0 +1,103 @@
+"""What all the peers' subscriptions cost together, not only each one's.
+
+Each peer's subscriptions are bounded (10,000, 1 Mi characters, a cost
+bound a character of text), but a thousand peers each within its bounds
+could make every send of ours seconds of work: these tests attack from
+many raw sockets at once.
+"""
+
+from __future__ import annotations
+
+import time
+
+import trio
+
+import trivy
+from trivy.testing import RawPeer, wait_for_subscription
+
+TIMEOUT = 60
+
+
+async def _subscribe(bus: trivy.IvyBus, index: int, adds: bytes) -> tuple[RawPeer, list[bytes]]:
+    """Raw peer ``index`` (its own port), subscribed with ``adds``; its ERRORs."""
+    raw = await RawPeer.connect(bus)
+    await raw.send(b"6 %d\x02RAW%d\n%b5 0\x02\n9 1\x02\n" % (2000 + index, index, adds))
+    errors = []  # (our ERRORs to its regexps come before the PONG)
+    while (line := await raw.line()) != b"10 1\x02":
+        assert line, "the connection closed"
+        if line.startswith(b"3 "):
+            errors.append(line)
+    return raw, errors
+
+
+async def test_the_subscriptions_of_all_the_peers_are_bounded(bus: str) -> None:
+    """300 peers of 10,000 ids for one regexp made 3 million MSGs a send (2 s) and 729 MB."""
+    from trivy._peer_regexps import MAX_SUBSCRIPTIONS, SUBSCRIPTION_FLOOR
+
+    peers, ids = 8, 10_000
+    adds = b"".join(b"1 %d\x02^x\n" % i for i in range(ids))
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            raws, refused = [], []
+            for index in range(peers):
+                raw, errors = await _subscribe(a, index, adds)
+                raws.append(raw)
+                refused.append(len(errors))
+            # a newcomer still subscribes: the first peers did not shut it out
+            async with trivy.open_ivy_bus("GOOD", bus) as good:
+                sub = good.subscribe("^x(.*)")
+                await wait_for_subscription(a, "GOOD", sub.regexp)
+                count = await a.send("xyz")
+                assert (await sub.receive()).groups == ("yz",)
+            for raw in raws:
+                await raw.aclose()
+    assert sum(refused) == peers * ids - MAX_SUBSCRIPTIONS - 3 * SUBSCRIPTION_FLOOR, refused
+    # the first five filled the table; the others kept the floor a peer
+    assert refused[-1] == ids - SUBSCRIPTION_FLOOR
+    assert count == MAX_SUBSCRIPTIONS + 3 * SUBSCRIPTION_FLOOR + 1  # (was 80,001)
+
+
+async def test_a_lower_bound_on_subscriptions_is_an_option(bus: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus, max_subscriptions=150) as a:
+            raw, errors = await _subscribe(a, 0, b"".join(b"1 %d\x02^x\n" % i for i in range(300)))
+            _, more = await _subscribe(a, 1, b"1 0\x02^y\n")
+            await raw.aclose()
+    assert len(errors) == 300 - 150  # (the peer holds more than the floor, 100)
+    assert b"subscriptions in all" in errors[0]
+    assert not more
+
+
+async def test_many_peers_cheap_regexps_together_share_the_send_budget(bus: str) -> None:
+    """80 peers, each with 75 ``\\w\\W<c>`` just under its own timed bound: 240 ms a send."""
+    from trivy._send_budgets import SEND_BUDGET, TIMED_ALL_STEPS, TIMED_PEER_STEPS
+
+    peers, per_peer = 80, 75
+    text = "ok " * 600  # each peer's bound on it: 945,000 steps, untimed alone
+    assert per_peer * 7 * len(text) < TIMED_PEER_STEPS < TIMED_ALL_STEPS < peers * 945_000
+    with trio.fail_after(TIMEOUT):
+        async with (
+            trivy.open_ivy_bus("A", bus) as a,
+            trivy.open_ivy_bus("GOOD", bus) as good,
+        ):
+            raws = []
+            for index in range(peers):
+                adds = b"".join(
+                    b"1 %d\x02\\w\\W%s\n" % (k, chr(0x4E00 + index * per_peer + k).encode())
+                    for k in range(per_peer)
+                )
+                raws.append((await _subscribe(a, index, adds))[0])
+            # (no literal prefix, searched after theirs: the budget is spent by then)
+            sub = good.subscribe("^(?:ok|yes) (ok)")
+            await wait_for_subscription(a, "GOOD", sub.regexp)
+            took = []
+            for _ in range(3):
+                started = time.thread_time()  # (CPU: a loaded machine inflates no figure)
+                assert await a.send(text) == 1  # GOOD's anchored regexp is never skipped
+                took.append(time.thread_time() - started)
+                assert (await sub.receive()).groups == ("ok",)
+            for raw in raws:
+                await raw.aclose()
+    print(f"sends took {[round(t * 1000) for t in took]} ms of CPU")
+    # the budget, and the timing of the searches skipped
+    assert max(took) < SEND_BUDGET + 0.03, took
