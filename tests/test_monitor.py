@@ -21,6 +21,15 @@ import trio.testing
 
 import trivy
 from trivy.monitor import Monitor, MonitorOptions, _web, run_monitor
+from trivy.monitor._feed import (
+    FEED_BUFFER,
+    FEED_BYTES,
+    FEEDS_BYTES,
+    PAGE_TIMEOUT,
+    WRITE_PIECE,
+    Feed,
+    Viewer,
+)
 from trivy.monitor._grouping import Grouping
 from trivy.monitor._model import (
     AGENTS_PER_UPDATE,
@@ -33,7 +42,6 @@ from trivy.monitor._model import (
     UPDATE_POINTS,
     BusModel,
 )
-from trivy.monitor._web import FEED_BUFFER, FEED_BYTES, Feed, Viewer
 from trivy.testing import ivy_python_agent, wait_for_subscription
 
 TIMEOUT = 20
@@ -184,10 +192,14 @@ async def test_a_stalled_page_gets_updates_dropped_not_memory(bus: str) -> None:
                     i += 1
                 assert viewer.send.statistics().current_buffer_used <= FEED_BUFFER
                 async for line in lines:
-                    if line.startswith("data: ") and '"dropped"' in line:
-                        seen = json.loads(line[6:])
+                    if line.startswith("data: ") and '"type": "dropped"' in line:
+                        note = json.loads(line[6:])
                         break
-                assert seen["type"] == "snapshot" and seen["dropped"] >= 3
+                assert note["dropped"] >= 3
+                async for line in lines:  # ...and everything again, right after
+                    if line.startswith("data: "):
+                        assert json.loads(line[6:])["type"] == "snapshot"
+                        break
 
 
 async def test_a_stalled_page_holds_a_bounded_size_of_updates() -> None:
@@ -203,12 +215,70 @@ async def test_a_stalled_page_holds_a_bounded_size_of_updates() -> None:
     held = []
     while True:
         try:
-            held.append(len(viewer.receive.receive_nowait()))
+            held.append(viewer.receive.receive_nowait())
         except trio.WouldBlock:
             break
-    assert sum(held) <= FEED_BYTES + size, sum(held)  # (38 MB before)
-    assert viewer.held == sum(held)  # (what the stream takes is given back there)
-    assert viewer.dropped == FEED_BUFFER - len(held)  # (some were snapshots, to resync)
+    assert sum(map(len, held)) <= FEED_BYTES + size, sum(map(len, held))  # (38 MB before)
+    assert viewer.held == sum(map(len, held))  # (what the stream takes is given back there)
+    kinds = [json.loads(payload)["type"] for payload in held]
+    # every update queued, dropped, or replaced by a note and a snapshot, to resync
+    assert kinds.count("dropped") == kinds.count("snapshot") > 0
+    assert viewer.dropped + kinds.count("update") + kinds.count("snapshot") == FEED_BUFFER
+
+
+async def test_the_pages_share_what_waits_for_them_and_its_bound() -> None:
+    """Each stalled page held its own snapshots (about 20 MB each with astral
+    texts): 32 of them held 1.6 GB. A string waiting for many pages is now
+    counted, and held, once; all the pages together hold FEEDS_BYTES at most."""
+    feed = Feed(BusModel())
+    viewers = [feed.open_page() for _ in range(_web.MAX_VIEWERS)]
+    assert all(viewers)
+    update = {"type": "update", "tail": [["\U0001f600" * 100_000]]}  # 1.2 MB of JSON
+    for _ in range(FEED_BUFFER):
+        feed.publish(update)
+    per_page = max(viewer.held for viewer, _ in filter(None, viewers))
+    # one page's worth, and the pages' small notes and snapshots (x 32: 230 MB)
+    assert feed.held_bytes < per_page + 100_000, feed.held_bytes
+    for viewer, _ in filter(None, viewers):
+        feed.close_page(viewer)
+    # snapshots made apart (pages opened between updates) are each counted
+    big = iter(lambda: "x" * (20 * 1024 * 1024), None)
+    feed.snapshot = lambda: next(big)  # type: ignore[method-assign]
+    opened = [feed.open_page() for _ in range(4)]
+    assert opened[3] is None and all(opened[:3])  # (the fourth: over FEEDS_BYTES)
+    assert feed.held_bytes == 3 * 20 * 1024 * 1024 <= FEEDS_BYTES  # (the others' given back)
+
+
+async def test_a_page_is_written_in_pieces_and_gives_all_back() -> None:
+    feed = Feed(BusModel())
+    opened = feed.open_page()
+    assert opened is not None
+    viewer, first = opened
+    feed.publish({"type": "update", "tail": [["x" * 300_000]]})
+    stream = feed.stream(viewer, first)
+    pieces = [await stream.__anext__() for _ in range(3)]  # the snapshot
+    assert pieces[0] == "data: " and pieces[2] == "\n\n"
+    pieces = [await stream.__anext__() for _ in range(4)]
+    assert max(map(len, pieces)) <= WRITE_PIECE  # (the update, a piece at a time)
+    await stream.aclose()  # (the response ends in the middle of it)
+    feed.close_page(viewer)
+    assert feed.held_bytes == 0 and not feed.viewers
+
+
+async def test_a_page_that_takes_nothing_for_long_is_closed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    feed = Feed(BusModel())
+    opened = feed.open_page()
+    assert opened is not None
+    viewer, _ = opened
+    feed.publish({"type": "update"})  # (waits for it: it takes nothing)
+    await trio.sleep(PAGE_TIMEOUT / 2)
+    feed.publish({"type": "update"})
+    assert not viewer.scope.cancel_called
+    await trio.sleep(PAGE_TIMEOUT / 2 + 1)
+    feed.publish({"type": "update"})
+    assert viewer.scope.cancel_called  # (its response ends: close_page frees the rest)
 
 
 def test_the_model_is_bounded() -> None:
@@ -343,6 +413,10 @@ async def test_pages_that_come_together_are_counted_at_once(
             await trio.testing.wait_all_tasks_blocked()
             assert sorted(statuses) == [200, 200] + [503] * 8
             assert len(feed.viewers) == 2 and len(made) == 1
+            for viewer in list(feed.viewers):  # as for pages that take nothing for long
+                viewer.scope.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            assert feed.viewers == set() and feed.held_bytes == 0
             nursery.cancel_scope.cancel()
         assert feed.viewers == set()
         with pytest.raises(OSError):

@@ -26,9 +26,10 @@ from hypercorn.trio import serve
 import trivy
 
 from ._agent import follow_bus, hear_everything, make_actions
+from ._feed import Feed
 from ._grouping import Grouping
 from ._model import MAX_FIELDS, BusModel
-from ._web import Feed, build_app
+from ._web import build_app
 
 __all__ = ["Monitor", "MonitorOptions", "run_monitor"]
 

@@ -15,8 +15,9 @@ import trio
 
 import trivy
 
+from ._feed import Feed
 from ._model import BusModel
-from ._web import Action, Feed
+from ._web import Action
 
 __all__ = ["TICK", "follow_bus", "hear_everything", "make_actions", "peer_key"]
 

@@ -20,23 +20,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from typing import Any
 
-import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from ._model import BusModel
+from ._feed import Feed, Viewer
 
-__all__ = ["FEED_BUFFER", "FEED_BYTES", "MAX_BODY", "MAX_VIEWERS", "Feed", "Viewer", "build_app"]
+__all__ = ["MAX_BODY", "MAX_VIEWERS", "build_app"]
 
-#: Updates held for one page; past them, updates are dropped for it (a
-#: slow or stalled tab), counted, and the next one it gets is a snapshot.
-FEED_BUFFER = 32
-#: ...and bytes of them (one is always taken): pages that never read, fed
-#: texts of astral characters (12 bytes each in JSON), held 2.2 GB.
-FEED_BYTES = 8 * 1024 * 1024
 COOKIE = "trivy_monitor_token"
 #: Pages open at once (each holds up to FEED_BUFFER updates); more are refused.
 MAX_VIEWERS = 32
@@ -48,58 +41,6 @@ STATIC = {
     "uPlot.iife.min.js": "text/javascript",
     "uPlot.min.css": "text/css",
 }
-
-
-class Viewer:
-    """One open page: its queue of updates."""
-
-    def __init__(self) -> None:
-        self.send, self.receive = trio.open_memory_channel[str](FEED_BUFFER)
-        self.held = 0  # characters of the updates waiting for it
-        self.dropped = 0
-        self.resync = False
-
-
-class Feed:
-    """The open pages, and what goes to each."""
-
-    def __init__(self, model: BusModel) -> None:
-        self.model = model
-        #: The open pages, and those being opened (counted from their request on).
-        self.viewers: set[Viewer] = set()
-        self._snapshot: str | None = None
-
-    def snapshot(self) -> str:
-        """The model's snapshot, as JSON: made at most once between two updates
-        (the updates that follow carry whatever changed since the last one)."""
-        if self._snapshot is None:
-            self._snapshot = json.dumps(self.model.snapshot(trio.current_time()))
-        return self._snapshot
-
-    def publish(self, update: dict[str, Any]) -> None:
-        """One update to every page; a page that is behind gets it dropped."""
-        payload = json.dumps(update)
-        self._snapshot = None  # (taken before this update: it may miss its changes)
-        for viewer in self.viewers:
-            payload_for = payload
-            if viewer.resync:  # (it missed updates: all of it again, once it has room)
-                if not _has_room(viewer, len(self.snapshot())):
-                    viewer.dropped += 1
-                    continue
-                payload_for = f'{self.snapshot()[:-1]}, "dropped": {viewer.dropped}}}'
-            if not _has_room(viewer, len(payload_for)):
-                viewer.dropped += 1
-                viewer.resync = True
-                continue
-            viewer.send.send_nowait(payload_for)  # (room checked)
-            viewer.held += len(payload_for)
-            viewer.resync = False
-
-
-def _has_room(viewer: Viewer, size: int) -> bool:
-    if viewer.send.statistics().current_buffer_used >= FEED_BUFFER:
-        return False
-    return not viewer.held or viewer.held + size <= FEED_BYTES
 
 
 Action = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -161,21 +102,11 @@ def build_app(
             return Response(f"{MAX_VIEWERS} pages are open already", status_code=503)
         # Counted at once, before any await: requests that come together
         # cannot all pass the check above. _FeedResponse gives the place back.
-        viewer = Viewer()
-        feed.viewers.add(viewer)
-        try:
-            first = feed.snapshot()
-        except BaseException:
-            feed.viewers.discard(viewer)
-            raise
-
-        async def stream() -> AsyncIterator[str]:
-            yield f"data: {first}\n\n"
-            async for payload in viewer.receive:
-                viewer.held -= len(payload)
-                yield f"data: {payload}\n\n"
-
-        return _FeedResponse(feed, viewer, stream())
+        opened = feed.open_page()
+        if opened is None:
+            return Response("the pages hold too much already", status_code=503)
+        viewer, first = opened
+        return _FeedResponse(feed, viewer, feed.stream(viewer, first))
 
     async def window(request: Request) -> Response:
         if (refusal := refused(request)) is not None:
@@ -221,10 +152,10 @@ class _FeedResponse(StreamingResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await super().__call__(scope, receive, send)
+            with self.viewer.scope:  # (cancelled: a page that took nothing for long)
+                await super().__call__(scope, receive, send)
         finally:
-            self.feed.viewers.discard(self.viewer)
-            self.viewer.send.close()
+            self.feed.close_page(self.viewer)
 
 
 def _asset(name: str) -> bytes:

@@ -218,6 +218,10 @@ function addTail(lines) {
 
 // -------------------------------------------------------------------- feed
 function apply(message) {
+  if (message.type === "dropped") { // (the snapshot that follows it has everything)
+    document.getElementById("dropped").textContent = `${message.dropped} updates dropped (this page was behind)`;
+    return;
+  }
   state.clock = message.clock;
   const agentsChanged = message.type === "snapshot" || message.agents.length || (message.gone || []).length;
   if (message.type === "snapshot") {
@@ -237,9 +241,6 @@ function apply(message) {
     renderKind(kind);
   }
   document.getElementById("texts").textContent = `${message.texts} texts`;
-  if (message.dropped) {
-    document.getElementById("dropped").textContent = `${message.dropped} updates dropped (this page was behind)`;
-  }
   const events = document.getElementById("events");
   for (const [number, line] of message.events) {
     if (number <= state.lastEvent) continue; // (the snapshot had it)
