@@ -25,6 +25,7 @@ from hypercorn.trio import serve
 
 import trivy
 
+from . import _feed
 from ._agent import follow_bus, hear_everything, make_actions
 from ._feed import Feed
 from ._grouping import Grouping
@@ -126,6 +127,11 @@ def _listening(host: str, port: int) -> Iterator[socket.socket]:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "TCP_USER_TIMEOUT"):  # (Linux; the pages' sockets inherit it)
+            # The server writes to a page shielded from cancellation: a page
+            # that takes no byte for this long is aborted by the kernel.
+            timeout = int(_feed.PAGE_TIMEOUT * 1000)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, timeout)
         sock.bind((host, port))
         sock.listen(128)
         yield sock

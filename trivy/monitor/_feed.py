@@ -44,8 +44,10 @@ FEEDS_BYTES = 64 * 1024 * 1024
 #: read holds in the server's buffers, not its whole snapshot again.
 WRITE_PIECE = 64 * 1024
 #: Seconds a page may take nothing while updates wait for it: then it is
-#: closed (a browser reconnects by itself), and what waited for it freed.
-PAGE_TIMEOUT = 60.0
+#: closed (a browser reconnects by itself), and what waited for it freed;
+#: and seconds its connection may take no byte (``TCP_USER_TIMEOUT``): the
+#: server writes to it shielded from cancellation.
+PAGE_TIMEOUT = 30.0
 
 
 class _Held:
@@ -98,6 +100,7 @@ class Feed:
         #: The open pages, and those being opened (counted from their request on).
         self.viewers: set[Viewer] = set()
         self._snapshot: str | None = None
+        self._snapshot_size = 0  # (of the last one made)
         self._held = _Held()
 
     @property
@@ -110,6 +113,7 @@ class Feed:
         (the updates that follow carry whatever changed since the last one)."""
         if self._snapshot is None:
             self._snapshot = json.dumps(self.model.snapshot(trio.current_time()))
+            self._snapshot_size = len(self._snapshot)
         return self._snapshot
 
     def publish(self, update: dict[str, Any]) -> None:
@@ -125,10 +129,16 @@ class Feed:
                 viewer.served_at = now
             if viewer.resync:  # (it missed updates: all of it again, once it has room)
                 note = f'{{"type": "dropped", "dropped": {viewer.dropped}}}'
-                if self._queue(viewer, (note, self.snapshot())):
+                # (once it took all it had, and the last snapshot would fit all
+                # the pages: a snapshot is not made for nothing at every tick)
+                if (
+                    not viewer.held
+                    and self._held.size + self._snapshot_size <= FEEDS_BYTES
+                    and self._queue(viewer, (note, self.snapshot()))
+                ):
                     viewer.resync = False
-                else:
-                    viewer.dropped += 1
+                    continue
+                viewer.dropped += 1
             elif not self._queue(viewer, (payload,)):
                 viewer.dropped += 1
                 viewer.resync = True
