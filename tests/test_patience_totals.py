@@ -154,6 +154,27 @@ async def test_a_peer_that_reconnects_before_its_patience_runs_out_gets_no_new_o
     assert blocked < 0.25 * duration, blocked
 
 
+async def test_a_reader_paused_for_its_peer_is_no_sender_waiting(
+    bus: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A peer that floods PINGs and never reads their PONGs pauses its own
+    reader: charged to it, not to the senders' patience with all the peers
+    (which it would fill, and get another peer dropped)."""
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus, send_buffer_limit=64 * 1024) as a:
+            raw = await _slow_peer(a, 0)
+            (session,) = a._peers
+            with contextlib.suppress(trio.TooSlowError):
+                with trio.fail_after(2):  # (until the agent stops reading it)
+                    while True:
+                        await raw.send(b"".join(b"9 %d\x02\n" % i for i in range(10_000)))
+            await trio.sleep(1)
+            now = trio.current_time()
+            assert session.output._patience.waited(now) > 1  # its reader waited for it
+            assert a._router.pace.patience.account.waited(now) == 0
+            await raw.aclose()
+
+
 class _Member:
     """A peer's output as the shared patience sees it."""
 

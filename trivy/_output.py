@@ -125,6 +125,7 @@ class PeerOutput:
         self._wake_writer = trio.lowlevel.ParkingLot()
         self._room = trio.lowlevel.ParkingLot()
         self._waiting_for_room = 0  # tasks in wait_for_room
+        self._senders_waiting = 0  # ...of which senders
         self._shared = self._pace.patience
         self._host = _host_of(sock)
         self._patience = self._shared.patience_for(self._host, patience, trio.current_time())
@@ -202,25 +203,31 @@ class PeerOutput:
         started, self._congested = not self._congested, True
         return started
 
-    async def wait_for_room(self) -> None:
+    async def wait_for_room(self, *, sender: bool = True) -> None:
         """Wait until at most ``limit`` bytes are queued, or the output is closed.
 
         The wait is charged to the peer: once it has kept tasks waiting for
         its patience in all (lately), the writer lets it go and every wait
-        ends.
+        ends. A ``sender``'s wait also counts in the senders' patience with
+        all the peers (not the peer's own reader's: a peer that floods PINGs
+        and never reads their PONGs makes no sender wait).
         """
         if not (self._open and self.over_limit()):
             return
         patience, shared = self._patience, self._shared
+        now = trio.current_time()
         if not self._waiting_for_room:
-            now = trio.current_time()
             patience.start_waiting(now)
-            shared.start_waiting(self, now)
         self._waiting_for_room += 1
+        if sender:
+            if not self._senders_waiting:
+                shared.start_waiting(self, now)
+            self._senders_waiting += 1
         try:
             while True:
                 own_end = patience.runs_out_at()
-                with trio.move_on_at(min(own_end, shared.runs_out_at())):
+                shared_end = shared.runs_out_at() if sender else math.inf
+                with trio.move_on_at(min(own_end, shared_end)):
                     while self._open and self.over_limit():
                         await self._room.park()
                     return
@@ -232,11 +239,14 @@ class PeerOutput:
                     return
                 shared.ran_out(now)  # (which may let this peer go: then it is closed)
         finally:
+            now = trio.current_time()
             self._waiting_for_room -= 1
             if not self._waiting_for_room:
-                now = trio.current_time()
                 patience.stop_waiting(now)
-                shared.stop_waiting(self, now)
+            if sender:
+                self._senders_waiting -= 1
+                if not self._senders_waiting:
+                    shared.stop_waiting(self, now)
 
     def let_go(self, reason: str) -> None:
         """Have the writer let the peer go (``reason`` ends its connection)."""

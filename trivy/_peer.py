@@ -374,7 +374,7 @@ class PeerSession:
                     # reads costs one read's replies). Our own MSGs never
                     # pause the reader: two agents flooding each other must
                     # not deadlock.
-                    await output.wait_for_room()
+                    await output.wait_for_room(sender=False)
                     self._replies_mark = conn.replies_queued
                 if len(data) == size:  # the kernel may have more
                     size = RECEIVE_SIZE
