@@ -27,6 +27,7 @@ from . import protocol
 from ._connection import MAX_LINE_LENGTH, REFUSED, msg_payload
 from ._events import BusEvent, Congestion, SubscriptionRemoved
 from ._fairness import shared_slice
+from ._fan_out import FAN_OUT_CHECK, FanOutClock, route_rest
 from ._logs import LogLimiter, shorten
 from ._matching import NoMoreGuarded, RegexpEntry, RegexpTable
 from ._message_classes import MessageClasses
@@ -114,11 +115,13 @@ class Router:
         self._java_newlines = options.java_newlines
         self._report = report
         self._log = LogLimiter(logger)
-        self._too_slow: list[RegexpEntry[PeerSession]] = []
+        #: The regexps that ran out of time during a send (disabled after it).
+        self.too_slow: list[RegexpEntry[PeerSession]] = []
         self._to_abort: list[PeerSession] = []
         # Peers gone whose subscriptions are still in the table (see sweep).
         self._to_forget: dict[PeerSession, list[tuple[int, str]]] = {}
         self._swept = trio.lowlevel.ParkingLot()
+        self._fan_out = FanOutClock()
         #: Peers that went over their limit during a waiting send.
         self.congested: list[PeerSession] = []
         #: Calls of ``send`` before the next that awaits :meth:`cancel_point`
@@ -264,6 +267,7 @@ class Router:
             timed_above = budgets.update_timed_above()
         # a text past it: every search of this send is timed (see _send_budgets)
         untimed_length = length if length <= timed_above else _TIMED
+        check_at = FAN_OUT_CHECK
         for entry in candidates:
             find = entry.find  # (an attribute called as a method is not specialized)
             try:  # (free unless raised: the guard of a regexp that may backtrack)
@@ -272,11 +276,11 @@ class Router:
                 elif budgets.spent and budgets.skips(entry, length):
                     continue
                 else:
-                    found = self._timed_find(entry, find, text)
+                    found = self.timed_find(entry, find, text)
             except TimeoutError:
                 found = None
                 too_slow = entry
-                self._too_slow.append(entry)
+                self.too_slow.append(entry)
             if found is None:
                 continue
             payload = msg_payload(found.groups(""))  # a group that took no part: ""
@@ -301,10 +305,17 @@ class Router:
                 if status:  # (QUEUED is 0: one test in the common case)
                     if status == REFUSED:
                         self._overflow(session, len(payload) + 8)
+                        check_at -= 1  # (a MSG refused counts for the clock)
                         continue
                     if session not in self.congested:  # QUEUED_OVER_LIMIT
                         self.congested.append(session)
                 count += 1
+            if count >= check_at:  # (rare: thousands of MSGs for one text)
+                check_at = self._fan_out.check(count, self.pace.ended)
+                if check_at < 0:  # over the budget: one MSG more a peer, at most
+                    count += route_rest(entry, candidates, text, only, wait, self)
+                    too_slow = self.too_slow[-1] if self.too_slow else too_slow
+                    break
         self.pace.ended = perf_counter()  # (the peers' outputs tell a burst by it)
         if budgets.spent:
             budgets.end_of_send()
@@ -316,7 +327,16 @@ class Router:
                 session.abort()
         return count
 
-    def _timed_find(
+    def queued(self, session: PeerSession, status: int, size: int) -> bool:
+        """A MSG of ``size`` bytes was queued with ``status``; whether it was taken."""
+        if status == REFUSED:
+            self._overflow(session, size + 8)
+            return False
+        if status and session not in self.congested:  # QUEUED_OVER_LIMIT
+            self.congested.append(session)
+        return True
+
+    def timed_find(
         self, entry: RegexpEntry[PeerSession], find: Callable[[str], Any], text: str
     ) -> Any:
         """A search that may be costly: its time, even when it runs out, is charged."""
@@ -328,7 +348,7 @@ class Router:
 
     def _disable_too_slow(self) -> None:
         """Drop the regexps that ran out of time; their peers get an ERROR."""
-        entries, self._too_slow = self._too_slow, []
+        entries, self.too_slow = self.too_slow, []
         reason = f"regexp too slow to match (over {MATCH_TIMEOUT * 1000:g} ms): disabled"
         for entry in entries:
             for session, sub_id in list(entry.subscribers):

@@ -1,0 +1,120 @@
+"""A send whose matches take too long: each peer gets one MSG more at most.
+
+Each subscription bound holds (50,000 for all the peers, 100 a peer past
+them, a cost bound per regexp), yet a text that matches many of them costs
+a send a MSG each, built apart when the regexps differ: 999 peers of 100
+cheap regexps of 42 groups, all matching, made one send 0.8 s of CPU. So
+``route`` looks at the clock every :data:`FAN_OUT_CHECK` subscriptions
+matched (:class:`FanOutClock`); once it has spent ``SEND_BUDGET`` since the
+first look, :func:`route_rest` finishes the send: each peer gets the first
+MSG of its own that matches, and no more, so the subscriptions of many
+cannot starve another's; a regexp none of whose peers is left to serve is
+not even searched.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ._connection import msg_payload
+from ._logs import LogLimiter
+from ._send_budgets import SEND_BUDGET, SendBudgets
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._matching import RegexpEntry
+    from ._peer import PeerSession
+
+    Entry = RegexpEntry[PeerSession]
+
+__all__ = ["FAN_OUT_CHECK", "FanOutClock", "route_rest"]
+
+logger = logging.getLogger("trivy")
+
+#: Subscriptions matched by one text past which ``route`` looks at the
+#: clock, and every as many more.
+FAN_OUT_CHECK = 1024
+
+
+class FanOutClock:
+    """When the matches of the present send were first looked at."""
+
+    def __init__(self) -> None:
+        self._since = 0.0
+        self._log = LogLimiter(logger)
+
+    def check(self, count: int, last_send_ended: float) -> int:
+        """``count`` MSGs made (or refused): the next check, or -1 if over budget."""
+        now = perf_counter()
+        if self._since <= last_send_ended:  # (the first look of this send)
+            self._since = now
+        elif now - self._since > SEND_BUDGET:
+            self._log.warning(
+                "the subscriptions one text matched took over %g ms: one MSG more a peer",
+                SEND_BUDGET * 1000,
+            )
+            return -1
+        return count + FAN_OUT_CHECK
+
+
+class Routes(Protocol):
+    """What :func:`route_rest` needs of the router."""
+
+    budgets: SendBudgets
+    too_slow: list[Any]
+
+    def timed_find(self, entry: Entry, find: Callable[[str], Any], text: str) -> Any:
+        """A search that may be costly, timed and charged."""
+        ...
+
+    def queued(self, session: PeerSession, status: int, size: int) -> bool:
+        """A MSG queued with ``status``; whether it was taken."""
+        ...
+
+
+def route_rest(
+    after: Entry,
+    candidates: Iterable[Entry],
+    text: str,
+    only: PeerSession | None,
+    wait: bool,
+    router: Routes,
+) -> int:
+    """The rest of a send, the entries of ``candidates`` past ``after``; the MSGs queued."""
+    entries = iter(candidates)
+    for entry in entries:  # (once a send at most: this send took 40 ms already)
+        if entry is after:
+            break
+    served: set[PeerSession] = set()
+    count = 0
+    budgets, length = router.budgets, len(text)
+    for entry in entries:
+        pending = [
+            (session, sub_id)
+            for session, sub_id in entry.subscribers
+            if session not in served and not session.closing and only in (None, session)
+        ]
+        if not pending or (budgets.spent and budgets.skips(entry, length)):
+            continue  # (not even searched)
+        try:
+            found = router.timed_find(entry, entry.find, text)
+        except TimeoutError:
+            router.too_slow.append(entry)
+            continue
+        if found is None:
+            continue
+        payload = msg_payload(found.groups(""))
+        for session, sub_id in pending:
+            if session in served:
+                continue  # (a peer subscribed twice to this regexp)
+            served.add(session)
+            try:
+                status = session.queue_msg(sub_id, payload, wait)
+            except ValueError:  # (over the line limit: the others still get theirs)
+                continue
+            count += router.queued(session, status, len(payload))
+    return count
