@@ -135,3 +135,30 @@ async def test_many_subscriptions_matched_by_one_text_cost_a_bounded_send(bus: s
                 await raw.aclose()
     print(f"sends took {[round(t * 1000) for t in took]} ms of CPU")
     assert max(took) < SEND_BUDGET + 0.045, took  # (95 ms before)
+
+
+async def test_a_light_peers_regexps_are_searched_past_the_budget(bus: str) -> None:
+    """50 peers of 400 ``^h.*\\w\\W<c>`` spent the 40 ms of every send before a
+    newcomer's ``^hello (.*)``, searched last and skipped for every text of 99
+    characters or more: it missed them all."""
+    peers, per_peer = 50, 400
+    text = "hello " + "z" * 200
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            raws = []
+            for index in range(peers):
+                adds = b"".join(
+                    b"1 %d\x02^h.*\\w\\W%s\n" % (k, chr(0x10000 + index * per_peer + k).encode())
+                    for k in range(per_peer)
+                )
+                raws.append((await _subscribe(a, index, adds))[0])
+            async with trivy.open_ivy_bus("GOOD", bus) as good:
+                subs = [good.subscribe("^hello (.*)"), good.subscribe("^hello (\\w+)")]
+                for sub in subs:
+                    await wait_for_subscription(a, "GOOD", sub.regexp)
+                for _ in range(5):
+                    await a.send(text)
+                    for sub in subs:  # (a light peer: its regexps searched all the same)
+                        assert (await sub.receive()).groups == ("z" * 200,)
+            for raw in raws:
+                await raw.aclose()

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ALWAYS_SEARCHED",
+    "LIGHT_PEER_STEPS",
     "MAX_BUDGET_STRIKES",
     "PEER_SEND_BUDGET",
     "SEND_BUDGET",
@@ -60,6 +61,11 @@ STRIKE_SHARE = PEER_SEND_BUDGET / 4
 #: past SEND_BUDGET (a few us: an anchored regexp on any usual text), so
 #: that peers costly together do not starve another's ``^name (.*)``.
 ALWAYS_SEARCHED = 100
+#: ...and so is a regexp (that needs no guard) of a peer whose regexps all
+#: together are within this bound on the text (a few of them: 1,000 such
+#: peers cost 10 to 40 ms): 100 peers of 400 `^h.*\w\W<c>` made a
+#: newcomer's `^hello (.*)` miss every text of 99 characters or more.
+LIGHT_PEER_STEPS = 10_000
 #: Steps of the cost bound of all one peer's regexps on a text past which
 #: every search of the send is timed (1 to 4 ms of searches).
 TIMED_PEER_STEPS = 1_000_000
@@ -128,10 +134,22 @@ class SendBudgets:
 
     def skips(self, entry: Costly, length: int) -> bool:
         """Whether the costly ``entry`` is skipped for the rest of this send (of ``length``)."""
-        if self._spent_in_all > SEND_BUDGET and entry.steps_per_char * length >= ALWAYS_SEARCHED:
+        if (
+            self._spent_in_all > SEND_BUDGET
+            and entry.steps_per_char * length >= ALWAYS_SEARCHED
+            and (entry.guarded or not self._light_subscriber(entry, length))
+        ):
             return True
         over = self._over
         return bool(over) and all(s in over or s.closing for s, _ in entry.subscribers)
+
+    def _light_subscriber(self, entry: Costly, length: int) -> bool:
+        """Whether a peer of ``entry`` is light: all its regexps within LIGHT_PEER_STEPS."""
+        limit, steps, over = LIGHT_PEER_STEPS / length, self._steps, self._over
+        return any(
+            not s.closing and s not in over and steps.get(s, 0.0) <= limit
+            for s, _ in entry.subscribers
+        )
 
     def end_of_send(self) -> None:
         """After a send: the peers over their budget get a strike (the third: out)."""
