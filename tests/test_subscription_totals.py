@@ -9,6 +9,7 @@ many raw sockets at once.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import trio
 
@@ -28,6 +29,19 @@ async def _subscribe(bus: trivy.IvyBus, index: int, adds: bytes) -> tuple[RawPee
         if line.startswith(b"3 "):
             errors.append(line)
     return raw, errors
+
+
+async def _peers_with(
+    bus: trivy.IvyBus, peers: int, per_peer: int, regexp: Callable[[int, int], bytes]
+) -> list[RawPeer]:
+    """``peers`` raw peers, peer i subscribed to ``regexp(i, k)`` for k < ``per_peer``."""
+    raws = []
+    for index in range(peers):
+        adds = b"".join(b"1 %d\x02%s\n" % (k, regexp(index, k)) for k in range(per_peer))
+        raw, errors = await _subscribe(bus, index, adds)
+        assert not errors  # (all taken)
+        raws.append(raw)
+    return raws
 
 
 async def test_the_subscriptions_of_all_the_peers_are_bounded(bus: str) -> None:
@@ -80,13 +94,9 @@ async def test_many_peers_cheap_regexps_together_share_the_send_budget(bus: str)
             trivy.open_ivy_bus("A", bus) as a,
             trivy.open_ivy_bus("GOOD", bus) as good,
         ):
-            raws = []
-            for index in range(peers):
-                adds = b"".join(
-                    b"1 %d\x02\\w\\W%s\n" % (k, chr(0x4E00 + index * per_peer + k).encode())
-                    for k in range(per_peer)
-                )
-                raws.append((await _subscribe(a, index, adds))[0])
+            raws = await _peers_with(
+                a, peers, per_peer, lambda i, k: b"\\w\\W" + chr(0x4E00 + i * per_peer + k).encode()
+            )
             # (no literal prefix, searched after theirs: the budget is spent by then)
             sub = good.subscribe("^(?:ok|yes) (ok)")
             await wait_for_subscription(a, "GOOD", sub.regexp)
@@ -113,15 +123,9 @@ async def test_many_subscriptions_matched_by_one_text_cost_a_bounded_send(bus: s
     text = "x" + "y" * 99
     with trio.fail_after(TIMEOUT):
         async with trivy.open_ivy_bus("A", bus) as a:
-            raws = []
-            for index in range(peers):
-                adds = b"".join(
-                    b"1 %d\x02^x%s(?#%d.%d)\n" % (k, groups.encode(), index, k)
-                    for k in range(per_peer)
-                )
-                raw, errors = await _subscribe(a, index, adds)
-                assert not errors
-                raws.append(raw)
+            raws = await _peers_with(
+                a, peers, per_peer, lambda i, k: b"^x%s(?#%d.%d)" % (groups.encode(), i, k)
+            )
             async with trivy.open_ivy_bus("GOOD", bus) as good:
                 sub = good.subscribe("^x(y*)$")  # (after theirs: searched last)
                 await wait_for_subscription(a, "GOOD", sub.regexp)
@@ -145,13 +149,8 @@ async def test_a_light_peers_regexps_are_searched_past_the_budget(bus: str) -> N
     text = "hello " + "z" * 200
     with trio.fail_after(TIMEOUT):
         async with trivy.open_ivy_bus("A", bus) as a:
-            raws = []
-            for index in range(peers):
-                adds = b"".join(
-                    b"1 %d\x02^h.*\\w\\W%s\n" % (k, chr(0x10000 + index * per_peer + k).encode())
-                    for k in range(per_peer)
-                )
-                raws.append((await _subscribe(a, index, adds))[0])
+            unique = lambda i, k: chr(0x10000 + i * per_peer + k).encode()  # noqa: E731
+            raws = await _peers_with(a, peers, per_peer, lambda i, k: b"^h.*\\w\\W" + unique(i, k))
             async with trivy.open_ivy_bus("GOOD", bus) as good:
                 subs = [good.subscribe("^hello (.*)"), good.subscribe("^hello (\\w+)")]
                 for sub in subs:
