@@ -4,8 +4,8 @@ Each subscription bound holds (50,000 for all the peers, 100 a peer past
 them, a cost bound per regexp), yet a text that matches many of them costs
 a send a MSG each, built apart when the regexps differ: 999 peers of 100
 cheap regexps of 42 groups, all matching, made one send 0.8 s of CPU. So
-``route`` looks at the clock every :data:`FAN_OUT_CHECK` subscriptions
-matched (:class:`FanOutClock`); once it has spent ``SEND_BUDGET`` since the
+``route`` looks at the clock every :data:`FAN_OUT_CHECK` MSGs made or
+refused (:class:`FanOutClock`); once it has spent ``SEND_BUDGET`` since the
 first look, :func:`route_rest` finishes the send: each peer gets the first
 MSG of its own that matches, and no more, so the subscriptions of many
 cannot starve another's; a regexp none of whose peers is left to serve is
@@ -35,7 +35,7 @@ __all__ = ["FAN_OUT_CHECK", "FanOutClock", "route_rest"]
 
 logger = logging.getLogger("trivy")
 
-#: Subscriptions matched by one text past which ``route`` looks at the
+#: MSGs made or refused for one text past which ``route`` looks at the
 #: clock, and every as many more.
 FAN_OUT_CHECK = 1024
 

@@ -302,6 +302,7 @@ class Router:
                 except ValueError as exc:  # (one peer's line: the others still get theirs)
                     self._log.warning("%s: MSG not sent: %s", session.peer, exc)
                     continue
+                # (what Router.queued does, inline: this runs once per MSG)
                 if status:  # (QUEUED is 0: one test in the common case)
                     if status == REFUSED:
                         self._overflow(session, len(payload) + 8)
