@@ -64,6 +64,19 @@ def test_one_entry_per_distinct_regexp() -> None:
     assert len(table) == 0 and list(table.candidates("x")) == []
 
 
+def test_an_entry_keeps_its_subscriptions_by_peer_too() -> None:
+    """What is done once a peer (a search charged, one MSG more) loops over peers."""
+    table: RegexpTable[str] = RegexpTable()
+    for peer, sub_id in [("a", 0), ("b", 5), ("a", 1), ("a", 1)]:
+        entry = table.add(peer, sub_id, "^x")
+    assert entry.peers == {"a": {0: None, 1: None}, "b": {5: None}}
+    assert table.subscriptions == 3
+    table.remove("a", 0, "^x")
+    table.remove("b", 5, "^x")
+    assert entry.peers == {"a": {1: None}}
+    assert list(entry.subscribers) == [("a", 1)]
+
+
 regexps = st.sampled_from(
     ["^word", "^wo", "^w(o)?rd", "word", "^x|word", "(?i)^WORD", "^[a-z]+", "^wordy?", r"^\w"]
 )

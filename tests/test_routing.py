@@ -59,7 +59,11 @@ def test_a_closing_peer_is_neither_charged_nor_struck() -> None:
             self.abort = aborted.append
 
     closing, live = Session(True), Session(False)
-    entry = SimpleNamespace(subscribers={(closing, 1): None, (live, 2): None}, steps_per_char=1)
+    entry = SimpleNamespace(
+        subscribers={(closing, 1): None, (live, 2): None},
+        peers={closing: {1: None}, live: {2: None}},
+        steps_per_char=1,
+    )
     budgets = SendBudgets()
     for _ in range(MAX_BUDGET_STRIKES):
         budgets.charge(entry, PEER_SEND_BUDGET * 2)  # type: ignore[arg-type]

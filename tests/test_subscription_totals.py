@@ -11,9 +11,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import pytest
 import trio
 
 import trivy
+from trivy import _fan_out
 from trivy.testing import RawPeer, wait_for_subscription
 
 TIMEOUT = 60
@@ -44,10 +46,13 @@ async def _peers_with(
     return raws
 
 
-async def test_the_subscriptions_of_all_the_peers_are_bounded(bus: str) -> None:
+async def test_the_subscriptions_of_all_the_peers_are_bounded(
+    bus: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """300 peers of 10,000 ids for one regexp made 3 million MSGs a send (2 s) and 729 MB."""
     from trivy._peer_regexps import MAX_SUBSCRIPTIONS, SUBSCRIPTION_FLOOR
 
+    monkeypatch.setattr(_fan_out, "SEND_BUDGET", 10.0)  # (every MSG counted, however slow)
     peers, ids = 8, 10_000
     adds = b"".join(b"1 %d\x02^x\n" % i for i in range(ids))
     with trio.fail_after(TIMEOUT):
@@ -161,3 +166,39 @@ async def test_a_light_peers_regexps_are_searched_past_the_budget(bus: str) -> N
                         assert (await sub.receive()).groups == ("z" * 200,)
             for raw in raws:
                 await raw.aclose()
+
+
+async def test_one_regexps_many_subscriptions_cost_a_bounded_send(
+    bus: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """150,000 subscriptions of one ``^x`` (each peer within its bounds, the
+    total raised) cost a send 70 to 107 ms: the clock was looked at between
+    regexps only, never within one regexp's subscribers."""
+    peers, ids = 20, 7_500
+    # (a budget spent at the second look: the MSGs a send makes are then
+    # counted exactly, whatever the machine's speed)
+    monkeypatch.setattr(_fan_out, "SEND_BUDGET", 0.0)
+    adds = b"".join(b"1 %d\x02^x(.*)\n" % i for i in range(ids))
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus, max_subscriptions=200_000) as a:
+            raws = []
+            for index in range(peers):
+                raw, errors = await _subscribe(a, index, adds)
+                assert not errors
+                raws.append(raw)
+            async with trivy.open_ivy_bus("GOOD", bus) as good:
+                sub = good.subscribe("^x(.*)")  # (the same regexp: its last subscriber)
+                await wait_for_subscription(a, "GOOD", sub.regexp)
+                started = time.thread_time()
+                count = await a.send("xyz")
+                took = time.thread_time() - started
+                assert (await sub.receive()).groups == ("yz",)
+            for raw in raws[1:]:  # every peer got one MSG at least, none twice
+                assert await raw.line() == b"2 0\x02yz\x03"
+            first = [await raws[0].line() for _ in range(2 * _fan_out.FAN_OUT_CHECK)]
+            assert first == [b"2 %d\x02yz\x03" % i for i in range(len(first))]
+            for raw in raws:
+                await raw.aclose()
+    print(f"the send took {took * 1000:.0f} ms of CPU")
+    # two looks at the clock, then one MSG more for each other peer
+    assert count == 2 * _fan_out.FAN_OUT_CHECK + peers  # (was 150,001)

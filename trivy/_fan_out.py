@@ -5,11 +5,12 @@ them, a cost bound per regexp), yet a text that matches many of them costs
 a send a MSG each, built apart when the regexps differ: 999 peers of 100
 cheap regexps of 42 groups, all matching, made one send 0.8 s of CPU. So
 ``route`` looks at the clock every :data:`FAN_OUT_CHECK` MSGs made or
-refused (:class:`FanOutClock`); once it has spent ``SEND_BUDGET`` since the
-first look, :func:`route_rest` finishes the send: each peer gets the first
-MSG of its own that matches, and no more, so the subscriptions of many
-cannot starve another's; a regexp none of whose peers is left to serve is
-not even searched.
+refused (:class:`FanOutClock`), within a regexp's subscribers too (one ``^x``
+may have 150,000); once it has spent ``SEND_BUDGET`` since the first look,
+:func:`route_rest` finishes the send: each peer gets the first MSG of its
+own that matches, and no more, so the subscriptions of many cannot starve
+another's; a regexp none of whose peers is left to serve is not even
+searched. Its loops are over a regexp's peers, not its subscriptions.
 """
 
 from __future__ import annotations
@@ -77,44 +78,74 @@ class Routes(Protocol):
 
 
 def route_rest(
-    after: Entry,
+    entry: Entry,
+    last: PeerSession,
+    last_id: int,
+    payload: bytes,
     candidates: Iterable[Entry],
     text: str,
     only: PeerSession | None,
     wait: bool,
     router: Routes,
 ) -> int:
-    """The rest of a send, the entries of ``candidates`` past ``after``; the MSGs queued."""
-    entries = iter(candidates)
-    for entry in entries:  # (once a send at most: this send took 40 ms already)
-        if entry is after:
+    """The rest of a send stopped after ``last``'s subscription ``last_id`` to
+    ``entry`` (whose MSG is ``payload``): the MSGs queued.
+
+    Each peer gets one MSG more at most: first the peers of ``entry`` that got
+    none of its MSGs yet, then the peers of the candidates past it. Its loops
+    are over peers, not subscriptions.
+    """
+    # (once a send at most: this send took 40 ms already)
+    done: set[PeerSession] = set()  # (those of entry served: no second MSG of it)
+    for session, sub_id in entry.subscribers:  # (cheap against the MSGs they cost)
+        done.add(session)
+        if session is last and sub_id == last_id:
             break
     served: set[PeerSession] = set()
-    count = 0
+    count = _one_more_each(entry, payload, done, served, only, wait, router)
+    entries = iter(candidates)
+    for after in entries:
+        if after is entry:
+            break
     budgets, length = router.budgets, len(text)
     for entry in entries:
-        pending = [
-            (session, sub_id)
-            for session, sub_id in entry.subscribers
-            if session not in served and not session.closing and only in (None, session)
-        ]
-        if not pending or (budgets.spent and budgets.skips(entry, length)):
+        if not any(_pending(session, served, only) for session in entry.peers):
             continue  # (not even searched)
+        if budgets.spent and budgets.skips(entry, length):
+            continue
         try:
             found = router.timed_find(entry, entry.find, text)
         except TimeoutError:
             router.too_slow.append(entry)
             continue
-        if found is None:
+        if found is not None:
+            payload = msg_payload(found.groups(""))
+            count += _one_more_each(entry, payload, served, served, only, wait, router)
+    return count
+
+
+def _pending(session: PeerSession, served: set[PeerSession], only: PeerSession | None) -> bool:
+    return session not in served and not session.closing and only in (None, session)
+
+
+def _one_more_each(
+    entry: Entry,
+    payload: bytes,
+    skipped: set[PeerSession],
+    served: set[PeerSession],
+    only: PeerSession | None,
+    wait: bool,
+    router: Routes,
+) -> int:
+    """One MSG of ``entry`` to each of its peers not in ``skipped``; the MSGs queued."""
+    count = 0
+    for session, ids in entry.peers.items():
+        if not _pending(session, skipped, only) or session in served:
             continue
-        payload = msg_payload(found.groups(""))
-        for session, sub_id in pending:
-            if session in served:
-                continue  # (a peer subscribed twice to this regexp)
-            served.add(session)
-            try:
-                status = session.queue_msg(sub_id, payload, wait)
-            except ValueError:  # (over the line limit: the others still get theirs)
-                continue
-            count += router.queued(session, status, len(payload))
+        served.add(session)
+        try:
+            status = session.queue_msg(next(iter(ids)), payload, wait)
+        except ValueError:  # (over the line limit: the others still get theirs)
+            continue
+        count += router.queued(session, status, len(payload))
     return count

@@ -125,6 +125,7 @@ class RegexpEntry(Generic[SubscriberT]):
         "find",
         "guarded",
         "mode",
+        "peers",
         "prefix",
         "regexp",
         "safe_length",
@@ -163,6 +164,10 @@ class RegexpEntry(Generic[SubscriberT]):
         self.prefix = literal_prefix(regexp, anchored=mode != "search")
         #: (subscriber, id) pairs, as a dict: removal is O(1) in any order.
         self.subscribers: dict[tuple[SubscriberT, int], None] = {}
+        #: The same, by subscriber: what is done once per peer (a search
+        #: charged, one MSG more past the send's budget) is O(peers), not
+        #: O(subscriptions) (one regexp may have 150,000).
+        self.peers: dict[SubscriberT, dict[int, None]] = {}
 
     def _find_checked(self, text: str) -> Any:
         found = self._re_find(text) if len(text) <= self.safe_length else self._guarded(text)  # type: ignore[misc]
@@ -245,6 +250,7 @@ class RegexpTable(Generic[SubscriberT]):
         subscribers = entry.subscribers
         if (subscriber, sub_id) not in subscribers:
             subscribers[(subscriber, sub_id)] = None
+            entry.peers.setdefault(subscriber, {})[sub_id] = None
             self.subscriptions += 1
         self._update_single_length()
         return entry
@@ -260,6 +266,10 @@ class RegexpTable(Generic[SubscriberT]):
             return
         if entry.subscribers.pop((subscriber, sub_id), False) is False:
             return  # (the value stored is None)
+        ids = entry.peers[subscriber]
+        del ids[sub_id]
+        if not ids:
+            del entry.peers[subscriber]
         self.subscriptions -= 1
         if not entry.subscribers:
             del self._entries[regexp]

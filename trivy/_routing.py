@@ -306,17 +306,22 @@ class Router:
                 if status:  # (QUEUED is 0: one test in the common case)
                     if status == REFUSED:
                         self._overflow(session, len(payload) + 8)
-                        check_at -= 1  # (a MSG refused counts for the clock)
-                        continue
-                    if session not in self.congested:  # QUEUED_OVER_LIMIT
+                        check_at -= 1  # (a MSG refused counts for the clock...)
+                        count -= 1  # (...but is not sent)
+                    elif session not in self.congested:  # QUEUED_OVER_LIMIT
                         self.congested.append(session)
                 count += 1
-            if count >= check_at:  # (rare: thousands of MSGs for one text)
-                check_at = self._fan_out.check(count, self.pace.ended)
-                if check_at < 0:  # over the budget: one MSG more a peer, at most
-                    count += route_rest(entry, candidates, text, only, wait, self)
-                    too_slow = self.too_slow[-1] if self.too_slow else too_slow
-                    break
+                # (within a regexp's subscribers: one may have 150,000)
+                if count >= check_at:  # (rare: thousands of MSGs for one text)
+                    check_at = self._fan_out.check(count, self.pace.ended)
+                    if check_at < 0:
+                        break
+            else:
+                continue
+            # over the budget: one MSG more a peer, at most
+            count += route_rest(entry, session, sub_id, payload, candidates, text, only, wait, self)
+            too_slow = self.too_slow[-1] if self.too_slow else too_slow
+            break
         self.pace.ended = perf_counter()  # (the peers' outputs tell a burst by it)
         if budgets.spent:
             budgets.end_of_send()

@@ -118,7 +118,7 @@ class SendBudgets:
     def charge(self, entry: Costly, seconds: float) -> None:
         """A timed search: its time is charged to each subscriber of the regexp."""
         spent = self.spent
-        for session, _sub_id in entry.subscribers:
+        for session in entry.peers:
             if session.closing:
                 continue  # (forgotten, its subscriptions not swept yet: no strike kept)
             total = spent[session] = spent.get(session, 0.0) + seconds
@@ -141,14 +141,13 @@ class SendBudgets:
         ):
             return True
         over = self._over
-        return bool(over) and all(s in over or s.closing for s, _ in entry.subscribers)
+        return bool(over) and all(s in over or s.closing for s in entry.peers)
 
     def _light_subscriber(self, entry: Costly, length: int) -> bool:
         """Whether a peer of ``entry`` is light: all its regexps within LIGHT_PEER_STEPS."""
         limit, steps, over = LIGHT_PEER_STEPS / length, self._steps, self._over
         return any(
-            not s.closing and s not in over and steps.get(s, 0.0) <= limit
-            for s, _ in entry.subscribers
+            not s.closing and s not in over and steps.get(s, 0.0) <= limit for s in entry.peers
         )
 
     def end_of_send(self) -> None:
