@@ -233,10 +233,10 @@ class IvyBus:
     async def send(self, text: str, *, to: Peer | None = None) -> int:
         """Send a text to every peer subscription it matches (``to``: one peer's only).
 
-        Waits while a target peer's output buffer is over its limit
-        (lossless backpressure). It yields to the scheduler only when it
-        waits and once per 1024 calls, which is what lets many sends leave in
-        one write. A cancel point in batches: the first call after it yielded
+        Waits while a target peer's output buffer is over its limit (within
+        ``stall_timeout``, see the liveness guide). It yields to the scheduler
+        only when it waits and once per 1024 calls, which is what lets many
+        sends leave in one write. A cancel point in batches: the first call after it yielded
         and every 16th call check for cancellation, so a cancellation lands
         within 16 calls; a call that raises ``Cancelled`` sent nothing. With
         ``send_to_self``, our copy is queued with the peers' and delivered

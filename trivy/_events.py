@@ -189,7 +189,8 @@ class DieReceived:
 class Congestion:
     """A peer's outgoing buffer is over its limit.
 
-    ``dropped`` is the number of bytes ``send_nowait`` discarded for it.
+    ``dropped`` is the number of bytes discarded for it: by ``send_nowait``,
+    or by ``send`` when it waits for no peer (see the backpressure guide).
     """
 
     peer: Peer

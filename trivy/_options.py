@@ -184,8 +184,9 @@ class BusOptions:
         byte before it is disconnected, freeing the ``send`` calls waiting
         for it; also the seconds those calls may wait for one peer in all,
         lately, whatever trickle it reads (0.1 s forgiven per second in
-        which nobody waits), and for all the peers together (then the one
-        with the most blame goes). ``math.inf``: wait for ever.
+        which nobody waits), and for all the peers together (then they
+        wait for none until it is forgiven: a peer they would wait for gets
+        ``overflow`` until it takes all it has). ``math.inf``: wait for ever.
       heartbeat_interval: a peer silent for this long is sent a PING
         (``math.inf``: never).
       unresponsive_timeout: a peer silent (no byte, no PONG) for this long

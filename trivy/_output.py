@@ -20,7 +20,10 @@ Tasks that must not queue more for a full peer wait in
 :meth:`PeerOutput.wait_for_room`: a waiting ``send``, and the reader of a
 peer whose own lines made us answer past its limit. The time they wait is
 charged to the peer (:class:`~trivy._patience.Patience`): one that keeps
-them waiting too long in all, whatever trickle it reads, is let go.
+them waiting too long in all, whatever trickle it reads, is let go. Once
+senders waited too long for all the peers together, a peer they would wait
+for is excused instead: its MSGs over the limit are refused until it takes
+all it has (:class:`~trivy._patience.SharedPatience`).
 """
 
 from __future__ import annotations
@@ -82,6 +85,8 @@ class OutputSource(Protocol):
     bytes_unsent: int
     #: ...and the limit on both.
     send_limit: int
+    #: Whether MSGs over the limit are refused even for a waiting sender.
+    excused: bool
     #: Called when a MSG is queued while the writer waits for bytes.
     wake_output: Callable[[int], None] | None
 
@@ -210,7 +215,9 @@ class PeerOutput:
         its patience in all (lately), the writer lets it go and every wait
         ends. A ``sender``'s wait also counts in the senders' patience with
         all the peers (not the peer's own reader's: a peer that floods PINGs
-        and never reads their PONGs makes no sender wait).
+        and never reads their PONGs makes no sender wait); when that runs
+        out, the wait ends and the peer is excused (see
+        :class:`~trivy._patience.SharedPatience`).
         """
         if not (self._open and self.over_limit()):
             return
@@ -224,20 +231,20 @@ class PeerOutput:
                 shared.start_waiting(self, now)
             self._senders_waiting += 1
         try:
-            while True:
-                own_end = patience.runs_out_at()
-                shared_end = shared.runs_out_at() if sender else math.inf
-                with trio.move_on_at(min(own_end, shared_end)):
-                    while self._open and self.over_limit():
-                        await self._room.park()
-                    return
-                now = trio.current_time()
-                if now >= own_end:
-                    self.let_go(
-                        f"kept our senders waiting {patience.budget:g} s over its limit, lately"
-                    )
-                    return
-                shared.ran_out(now)  # (which may let this peer go: then it is closed)
+            own_end = patience.runs_out_at()
+            shared_end = shared.runs_out_at() if sender else math.inf
+            with trio.move_on_at(min(own_end, shared_end)):
+                while self._open and self.over_limit():
+                    await self._room.park()
+                return
+            if trio.current_time() >= own_end:
+                budget = patience.budget
+                self.let_go(f"kept our senders waiting {budget:g} s over its limit, lately")
+                return
+            # The senders waited their patience for all the peers: this
+            # peer's lag may be none of its fault. It is not disconnected,
+            # but nobody waits for it until it takes all it has.
+            self._source.excused = True
         finally:
             now = trio.current_time()
             self._waiting_for_room -= 1
@@ -253,7 +260,7 @@ class PeerOutput:
         if self._out_of_patience:
             return
         self._out_of_patience = reason
-        self._shared.leave(self, trio.current_time())
+        self._shared.stop_waiting(self, trio.current_time())
         if self._stall_scope is not None:
             self._stall_scope.cancel()
         elif self._writer_idle:
@@ -298,7 +305,7 @@ class PeerOutput:
             del data[:sent]
             source.bytes_unsent = len(data)
             if not data and not source.bytes_queued:
-                self._congested = False
+                self._congested = source.excused = False
             if self._room and not self.over_limit():
                 self._room.unpark_all()
 
@@ -340,7 +347,7 @@ class PeerOutput:
         """Stop the waits for room: the peer is leaving (its bytes may still go)."""
         self._open = False
         now = trio.current_time()
-        self._shared.leave(self, now)
+        self._shared.stop_waiting(self, now)
         self._shared.remember(self._host, self._patience, now)
         self._writer_idle = False  # no more direct writes
         self._source.wake_output = None

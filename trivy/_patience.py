@@ -13,9 +13,7 @@ does, within the budget: no ``send`` waits longer than that for one peer.
 
 from __future__ import annotations
 
-from typing import Protocol
-
-__all__ = ["FORGIVEN_PER_SECOND", "MAX_HOSTS_REMEMBERED", "Impatient", "Patience", "SharedPatience"]
+__all__ = ["FORGIVEN_PER_SECOND", "MAX_HOSTS_REMEMBERED", "Patience", "SharedPatience"]
 
 #: Hosts whose last peer's account SharedPatience remembers for the next.
 MAX_HOSTS_REMEMBERED = 1024
@@ -66,39 +64,27 @@ class Patience:
         """Start from an account of ``waited`` seconds as of ``as_of`` (not waiting)."""
         self._waited, self._since, self._waiting = waited, as_of, False
 
-    @property
-    def settled(self) -> float:
-        """Seconds waited, net of what was forgiven, as of the last change."""
-        return self._waited
-
-    def forgive(self, seconds: float, now: float) -> None:
-        """Take ``seconds`` off the account (a peer it waited for is gone)."""
-        waiting = self._waiting
-        self._waited = self.waited(now)
-        self._since = now
-        self._waited = max(0.0, self._waited - seconds)
-        self._waiting = waiting
-
-
-class Impatient(Protocol):
-    """A peer's output, as the senders' patience with all the peers sees it."""
-
-    def let_go(self, reason: str) -> None:
-        """Have the peer's writer let it go (every wait for it ends)."""
-        ...
-
 
 class SharedPatience:
-    """The seconds senders waited for any of the peers, lately, and whose fault.
+    """The seconds senders waited for any of the peers, lately.
 
     Each peer's own :class:`Patience` forgives it while senders wait for
     the others, so peers slow in turns (40 in staggered phases kept ``send``
     waiting 57 s a minute, each within its own budget) never ran out of it.
     This account counts the time some sender waited, for whichever peer,
-    and forgives at the same rate, only when nobody waits; each peer's part
-    of it (its blame) is forgiven in proportion. Once the account reaches
-    ``budget``, the peer with the most blame is let go, and its blame taken
-    off the account.
+    and forgives at the same rate, only when nobody waits. Once it reaches
+    ``budget``, the peers waited for are excused (see
+    :meth:`PeerOutput.wait_for_room <trivy._output.PeerOutput.wait_for_room>`):
+    the senders stop waiting for them and their MSGs over the limit are
+    dropped until they take all they have; and so is, at once, any peer that
+    would make a sender wait before the account is forgiven some of it.
+
+    Nobody is disconnected for it: which peer is to blame cannot be told
+    from the account (30 peers that each lagged once, then a peer that
+    lagged 0.6 s after them: the latter had the most blame and was
+    dropped, isolated for a lag well within its own patience). Nor does a
+    peer that leaves take its part with it: peers that reconnect as soon
+    as they are dropped would then start the account over, again and again.
 
     A peer's own account also outlives its connection: the next connection
     from its host starts from it (:meth:`patience_for`), so that a peer
@@ -112,8 +98,7 @@ class SharedPatience:
 
     def __init__(self, budget: float) -> None:
         self.account = Patience(budget)
-        self._blame: dict[Impatient, float] = {}  # settled, as of the last wait's end
-        self._waited_since: dict[Impatient, float] = {}  # those waited for now
+        self._waited_for: set[object] = set()  # the peers senders wait for now
         # host → (its last peer's account, as of when), oldest first
         self._by_host: dict[str, tuple[float, float]] = {}
 
@@ -139,59 +124,20 @@ class SharedPatience:
             if len(by_host) > MAX_HOSTS_REMEMBERED:
                 del by_host[next(iter(by_host))]
 
-    def start_waiting(self, member: Impatient, now: float) -> None:
+    def start_waiting(self, member: object, now: float) -> None:
         """Senders start to wait for ``member`` (nobody did)."""
-        if not self._waited_since:
-            before = self.account.settled
+        if not self._waited_for:
             self.account.start_waiting(now)
-            self._forgive_in_proportion(before, self.account.settled)
-        self._waited_since[member] = now
+        self._waited_for.add(member)
 
-    def stop_waiting(self, member: Impatient, now: float) -> None:
-        """Nobody waits for ``member`` any more."""
-        since = self._waited_since.pop(member, None)
-        if since is None:
+    def stop_waiting(self, member: object, now: float) -> None:
+        """Nobody waits for ``member`` any more (or it left)."""
+        if member not in self._waited_for:
             return
-        self._blame[member] = self._blame.get(member, 0.0) + now - since
-        if not self._waited_since:
+        self._waited_for.discard(member)
+        if not self._waited_for:
             self.account.stop_waiting(now)
 
     def runs_out_at(self) -> float:
         """When the account reaches its budget if the present waits go on."""
         return self.account.runs_out_at()
-
-    def blame(self, member: Impatient, now: float) -> float:
-        """``member``'s part of the account."""
-        since = self._waited_since.get(member)
-        return self._blame.get(member, 0.0) + (0.0 if since is None else now - since)
-
-    def leave(self, member: Impatient, now: float) -> None:
-        """``member`` is gone: its part of the account goes with it."""
-        self.stop_waiting(member, now)
-        self.account.forgive(self._blame.pop(member, 0.0), now)
-
-    def ran_out(self, now: float) -> None:
-        """The account reached its budget: let go of the peer with the most blame."""
-        members = {*self._blame, *self._waited_since}
-        worst = max(members, key=lambda member: self.blame(member, now), default=None)
-        if worst is None:  # (nobody to blame: what is left is rounding)
-            self.account.forgive(self.account.waited(now), now)
-            return
-        self.leave(worst, now)
-        worst.let_go(
-            f"kept our senders waiting the most of all the peers, who made them"
-            f" wait {self.account.budget:g} s in all, lately"
-        )
-
-    def _forgive_in_proportion(self, before: float, after: float) -> None:
-        """The account was forgiven from ``before`` to ``after``: so is each part."""
-        if after >= before:
-            return
-        ratio = after / before
-        blame = self._blame
-        for member, part in list(blame.items()):
-            part *= ratio
-            if part < 1e-6:
-                del blame[member]
-            else:
-                blame[member] = part

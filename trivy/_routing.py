@@ -7,7 +7,8 @@ and has each matching subscriber's connection queue one MSG
 the peer had room): one payload per matching regexp
 (:func:`~trivy._connection.msg_payload`), shared by all its subscribers.
 A peer whose output is over its limit either makes ``send`` wait
-(lossless) or, for ``send_nowait``, gets the overflow policy.
+(lossless, unless the peer is excused: see ``_patience``) or, for
+``send_nowait``, gets the overflow policy.
 """
 
 from __future__ import annotations

@@ -64,6 +64,9 @@ class SendBuffer:
       send_limit: the limit on both.
       max_excess: how far past ``send_limit`` a sender that will wait may
         queue (:data:`MAX_EXCESS`, less when many peers share the memory).
+      excused: the senders do not wait for the peer (their patience with
+        all the peers ran out): its MSGs over ``send_limit`` are refused, as
+        for a sender that will not wait, until its output is empty again.
       wake_output: set by an I/O layer while it waits for bytes: called
         with the bytes queued before, when a MSG is queued.
       replies_queued: bytes of replies (PONG, ERROR) queued so far, in all:
@@ -77,6 +80,7 @@ class SendBuffer:
         self.bytes_unsent = 0
         self.send_limit = send_limit
         self.max_excess = MAX_EXCESS
+        self.excused = False
         self.wake_output: Callable[[int], None] | None = None
         self.replies_queued = 0
         self._said_bye = False
@@ -120,7 +124,7 @@ class SendBuffer:
         Returns :data:`QUEUED`, :data:`QUEUED_OVER_LIMIT` (the peer was
         over ``send_limit`` and ``may_exceed``: the sender should wait for
         room) or :data:`REFUSED` (over the limit and not ``may_exceed``, or
-        over it by ``max_excess``: nothing was queued).
+        ``excused``, or over it by ``max_excess``: nothing was queued).
 
         Raises:
           IvyIllegalStateError: BYE was sent, or our handshake was not.
@@ -129,7 +133,7 @@ class SendBuffer:
         before = self.bytes_queued
         queued = before + self.bytes_unsent
         limit = self.send_limit
-        if queued > limit and (not may_exceed or queued > limit + self.max_excess):
+        if queued > limit and (not may_exceed or self.excused or queued > limit + self.max_excess):
             return REFUSED
         if not self._open:
             self._check_open()
