@@ -39,6 +39,18 @@ async def _slow_peer(bus: trivy.IvyBus, index: int) -> RawPeer:
     return raw
 
 
+async def _send_for(bus: trivy.IvyBus, duration: float) -> float:
+    """TEXT sent 50 times a second (500 kB/s a peer) for ``duration``: seconds ``send`` waited."""
+    blocked = 0.0
+    end = trio.current_time() + duration
+    while trio.current_time() < end:
+        start = trio.current_time()
+        await bus.send(TEXT)
+        blocked += trio.current_time() - start
+        await trio.sleep(0.02)
+    return blocked
+
+
 async def _read_but_in_turn(raw: RawPeer, turn: int, turns: int, slot: float) -> None:
     """Read all it gets, but for one slot in ``turns``: its turn to make us wait."""
     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
@@ -64,7 +76,6 @@ async def test_peers_slow_in_turns_cannot_keep_send_waiting(
             a.events() as events,
         ):
             raws = [await _slow_peer(a, index) for index in range(turns)]
-            blocked = 0.0
             congested = set()  # the peers whose MSGs were dropped while excused
 
             async def watch() -> None:
@@ -76,12 +87,7 @@ async def test_peers_slow_in_turns_cannot_keep_send_waiting(
                 nursery.start_soon(watch)
                 for turn, raw in enumerate(raws):
                     nursery.start_soon(_read_but_in_turn, raw, turn, turns, slot)
-                end = trio.current_time() + duration
-                while trio.current_time() < end:
-                    start = trio.current_time()
-                    await a.send(TEXT)
-                    blocked += trio.current_time() - start
-                    await trio.sleep(0.02)  # (50 texts a second: 500 kB/s a peer)
+                blocked = await _send_for(a, duration)
                 assert len(a.peers) == turns  # none disconnected for it
                 nursery.cancel_scope.cancel()
             for raw in raws:
@@ -118,16 +124,10 @@ async def test_peers_slow_in_turns_that_reconnect_cannot_keep_send_waiting(
                     await trio.sleep_until(starts + slot)
                     await raw.aclose()
 
-            blocked = 0.0
             async with trio.open_nursery() as nursery:
                 for turn in range(turns):
                     nursery.start_soon(slow_in_turn, turn)
-                end = trio.current_time() + duration
-                while trio.current_time() < end:
-                    start = trio.current_time()
-                    await a.send(TEXT)
-                    blocked += trio.current_time() - start
-                    await trio.sleep(0.02)
+                blocked = await _send_for(a, duration)
                 nursery.cancel_scope.cancel()
     print(f"send waited {blocked:.1f} s of {duration:g}; {connections} connections")
     assert connections > 5 * turns  # (they did come back, again and again)
@@ -162,12 +162,7 @@ async def test_others_filling_the_account_get_no_peer_dropped(
             async with trio.open_nursery() as nursery:
                 for raw, (stall_from, stall_to) in zip(raws, lags, strict=True):
                     nursery.start_soon(_read_but_once, raw, stall_from, stall_to)
-                blocked = 0.0
-                while trio.current_time() < start + 20:
-                    before = trio.current_time()
-                    await a.send(TEXT)
-                    blocked += trio.current_time() - before
-                    await trio.sleep(0.02)
+                blocked = await _send_for(a, 20.0)
                 left = sorted(peer.name for peer in a.peers)
                 print(f"send waited {blocked:.1f} s; {len(left)} peers left")
                 assert f"SLOW{attackers}" in left  # the peer that lagged once, later
@@ -211,7 +206,6 @@ async def test_a_peer_that_reconnects_before_its_patience_runs_out_gets_no_new_o
 ) -> None:
     """A never-reader that reconnects every 4.5 s, just within 5 s a connection."""
     duration = 60.0
-    blocked = 0.0
     with trio.fail_after(TIMEOUT):
         async with (
             trivy.open_ivy_bus("A", bus, send_buffer_limit=64 * 1024) as a,
@@ -233,11 +227,7 @@ async def test_a_peer_that_reconnects_before_its_patience_runs_out_gets_no_new_o
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(reconnect)
-                while trio.current_time() < end:
-                    start = trio.current_time()
-                    await a.send(TEXT)
-                    blocked += trio.current_time() - start
-                    await trio.sleep(0.02)
+                blocked = await _send_for(a, duration)
                 nursery.cancel_scope.cancel()
     print(f"send waited {blocked:.1f} s of {duration:g}")
     # its first connection's 4.5 s, its second's last 0.5 s, then one second
