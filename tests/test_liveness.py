@@ -179,6 +179,7 @@ class _Bytes:
         self.bytes_unsent = 0
         self.send_limit = 0
         self.wake_output = None
+        self.excused = False
 
     @property
     def bytes_queued(self) -> int:

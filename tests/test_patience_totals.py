@@ -175,6 +175,107 @@ async def test_others_filling_the_account_get_no_peer_dropped(
                 await raw.aclose()
 
 
+async def _stall_and_drain(bus: trivy.IvyBus, index: int, stall: float, drain: float) -> None:
+    """A peer that stalls ``stall`` s then reads for ``drain`` s, again and again,
+    reconnecting as another when dropped."""
+    for again in range(1_000_000):
+        raw = await _slow_peer(bus, 100 * again + index)
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while True:
+                await trio.sleep(stall)
+                with trio.move_on_after(drain):
+                    while await raw.stream.receive_some(65536):
+                        pass
+        await raw.aclose()
+
+
+@pytest.mark.parametrize("overflow", ["drop", "disconnect"])
+async def test_a_healthy_peers_burst_is_not_refused_while_the_account_is_spent(
+    bus: str, autojump_clock: trio.testing.MockClock, overflow: str
+) -> None:
+    """2 peers stalling in turns keep the senders' patience with all the peers
+    spent; a healthy peer, over its limit only within a burst of ``send``
+    calls that had not yielded yet, was excused at once: its MSGs refused
+    (with ``overflow="disconnect"``: disconnected)."""
+    bursts, burst, small = 20, 200, "x" * 1000  # (for the stalling peers too)
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus(
+            "A", bus, send_buffer_limit=64 * 1024, overflow=overflow
+        ) as a:
+            healthy = await RawPeer.connect(a)
+            await healthy.handshake("HEALTHY", b"1 0\x02^(x*)$\n")
+            await wait_for_subscription(a, "HEALTHY", "^(x*)$")
+            got, all_got, rest = 0, trio.Event(), b""
+
+            async def read_healthy() -> None:
+                nonlocal got, rest
+                expected = b"2 0\x02%b\x03" % small.encode()
+                while data := await healthy.stream.receive_some(65536):  # (6.4 MB/s)
+                    *lines, rest = (rest + data).split(b"\n")
+                    got += lines.count(expected)
+                    if got == bursts * burst:
+                        all_got.set()
+                    await trio.sleep(0.01)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read_healthy)
+                for index in range(2):
+                    nursery.start_soon(_stall_and_drain, a, index, 0.5, 0.02)
+                await _send_for(a, 10.0)  # (the account spent)
+                spent = a._router.pace.patience.account.waited(trio.current_time())
+                for _ in range(bursts):
+                    for _ in range(burst):  # (over its limit within the burst)
+                        await a.send(small)
+                    await _send_for(a, 1.0)
+                with trio.move_on_after(5):
+                    await all_got.wait()
+                nursery.cancel_scope.cancel()
+    print(f"the account: {spent:.2f} s of 5; the healthy peer got {got} of {bursts * burst}")
+    assert spent > 4.5
+    assert got == bursts * burst
+
+
+async def _trickle(raw: RawPeer, start: float) -> None:
+    """Read all it gets until ``start``, then 64 KiB every 2 s."""
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        with trio.move_on_at(start):
+            while await raw.stream.receive_some(65536):
+                pass
+        while True:
+            await trio.sleep(2)
+            if not await raw.stream.receive_some(65536):
+                return
+
+
+async def test_a_peers_own_patience_holds_while_it_is_excused(
+    bus: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A peer that reads a trickle is let go once it alone kept the senders
+    waiting 5 s; when another peer had made them wait a little before, the
+    account of all the peers ran out first and excused it: it stayed for the
+    whole minute, holding its MSGs."""
+    with trio.fail_after(TIMEOUT):
+        async with (
+            trivy.open_ivy_bus("A", bus, send_buffer_limit=64 * 1024) as a,
+            a.events() as events,
+        ):
+            start = trio.current_time()
+            lags, trickles = await _slow_peer(a, 0), await _slow_peer(a, 1)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_read_but_once, lags, start + 2.8, start + 3.1)
+                nursery.start_soon(_trickle, trickles, start + 3.0)
+                nursery.start_soon(_send_for, a, 60.0)
+                left = await wait_for_event(events, trivy.PeerDisconnected)
+                while left.peer.name != "SLOW1":
+                    left = await wait_for_event(events, trivy.PeerDisconnected)
+                nursery.cancel_scope.cancel()
+            assert [peer.name for peer in a.peers] == ["SLOW0"]
+    assert isinstance(left, trivy.PeerDisconnected), left
+    print(f"let go after {trio.current_time() - start:.1f} s: {left.reason}")
+    assert "over its limit" in left.reason
+    assert trio.current_time() - start < 15  # (for the whole minute before)
+
+
 async def test_peers_behind_now_and_then_are_never_let_go(
     bus: str, autojump_clock: trio.testing.MockClock
 ) -> None:

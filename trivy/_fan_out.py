@@ -49,7 +49,7 @@ class FanOutClock:
         self._log = LogLimiter(logger)
 
     def check(self, count: int, last_send_ended: float) -> int:
-        """``count`` MSGs made (or refused): the next check, or -1 if over budget."""
+        """``count`` MSGs made: the next check, or -1 if over budget."""
         now = perf_counter()
         if self._since <= last_send_ended:  # (the first look of this send)
             self._since = now
@@ -79,23 +79,23 @@ class Routes(Protocol):
 
 def route_rest(
     entry: Entry,
-    last: PeerSession,
-    last_id: int,
-    payload: bytes,
     candidates: Iterable[Entry],
     text: str,
     only: PeerSession | None,
     wait: bool,
     router: Routes,
+    stopped: tuple[PeerSession, int, bytes],
 ) -> int:
-    """The rest of a send stopped after ``last``'s subscription ``last_id`` to
-    ``entry`` (whose MSG is ``payload``): the MSGs queued.
+    """The rest of a send stopped at ``entry``: the MSGs queued.
 
-    Each peer gets one MSG more at most: first the peers of ``entry`` that got
-    none of its MSGs yet, then the peers of the candidates past it. Its loops
-    are over peers, not subscriptions.
+    ``stopped``: the send stopped among ``entry``'s subscribers, after that
+    peer's subscription id, with that MSG. Each peer gets one MSG
+    more at most: first the peers of ``entry`` that got none of its MSGs
+    yet, then the peers of the candidates past it. Its loops are over peers,
+    not subscriptions; it walks the candidates left, once.
     """
     # (once a send at most: this send took 40 ms already)
+    last, last_id, payload = stopped
     done: set[PeerSession] = set()  # (those of entry served: no second MSG of it)
     for session, sub_id in entry.subscribers:  # (cheap against the MSGs they cost)
         done.add(session)
@@ -109,8 +109,18 @@ def route_rest(
             break
     budgets, length = router.budgets, len(text)
     for entry in entries:
-        if not any(_pending(session, served, only) for session in entry.peers):
-            continue  # (not even searched)
+        # (inline, not any() over a generator: one text may have 150,000 candidates)
+        if only is not None:
+            if only in served:
+                break
+            if only not in entry.peers or only.closing:
+                continue
+        else:
+            for session in entry.peers:
+                if session not in served and not session.closing:
+                    break
+            else:
+                continue  # (nobody left to serve: not even searched)
         if budgets.spent and budgets.skips(entry, length):
             continue
         try:
@@ -122,10 +132,6 @@ def route_rest(
             payload = msg_payload(found.groups(""))
             count += _one_more_each(entry, payload, served, served, only, wait, router)
     return count
-
-
-def _pending(session: PeerSession, served: set[PeerSession], only: PeerSession | None) -> bool:
-    return session not in served and not session.closing and only in (None, session)
 
 
 def _one_more_each(
@@ -140,7 +146,9 @@ def _one_more_each(
     """One MSG of ``entry`` to each of its peers not in ``skipped``; the MSGs queued."""
     count = 0
     for session, ids in entry.peers.items():
-        if not _pending(session, skipped, only) or session in served:
+        if session in skipped or session in served or session.closing:
+            continue
+        if only is not None and session is not only:
             continue
         served.add(session)
         try:

@@ -42,6 +42,7 @@ from ._leaving import close_socket, linger
 from ._liveness import wait_taking
 from ._logs import LogLimiter
 from ._patience import SharedPatience
+from ._sockets import peer_host
 
 __all__ = ["DIRECT_WRITE_INTERVAL", "OutputSource", "PeerOutput", "SendPace"]
 
@@ -129,10 +130,10 @@ class PeerOutput:
         self._writer_idle = False  # the writer waits for bytes
         self._wake_writer = trio.lowlevel.ParkingLot()
         self._room = trio.lowlevel.ParkingLot()
-        self._waiting_for_room = 0  # tasks in wait_for_room
+        self._waiting_for_room = 0  # tasks in wait_for_room, and one while excused
         self._senders_waiting = 0  # ...of which senders
         self._shared = self._pace.patience
-        self._host = _host_of(sock)
+        self._host = peer_host(sock)  # (its account follows it across reconnects)
         self._patience = self._shared.patience_for(self._host, patience, trio.current_time())
         self._out_of_patience = ""  # why the writer must let the peer go
         # Entered only while the writer waits for a full socket: the one
@@ -203,9 +204,13 @@ class PeerOutput:
         """Count a refused MSG; True when it starts an episode of congestion.
 
         An episode lasts until the output is empty again: it is reported once.
+        An excused peer whose own patience ran out meanwhile is let go.
         """
         self.dropped_bytes += size
         started, self._congested = not self._congested, True
+        if self._source.excused and trio.current_time() >= self._patience.runs_out_at():
+            budget = self._patience.budget
+            self.let_go(f"kept over its limit {budget:g} s in all, lately, taking a trickle")
         return started
 
     async def wait_for_room(self, *, sender: bool = True) -> None:
@@ -241,10 +246,15 @@ class PeerOutput:
                 budget = patience.budget
                 self.let_go(f"kept our senders waiting {budget:g} s over its limit, lately")
                 return
-            # The senders waited their patience for all the peers: this
-            # peer's lag may be none of its fault. It is not disconnected,
-            # but nobody waits for it until it takes all it has.
-            self._source.excused = True
+            # The senders' patience with all the peers ran out: this peer's
+            # lag may be none of its fault. Nobody waits for it until it
+            # takes all it has, if still over its limit after its writer's
+            # turn (a sender that did not yield yet is no fault of its).
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            if self._open and self.over_limit() and not self._source.excused:
+                self._source.excused = True
+                # (its own account runs on meanwhile, as if they waited)
+                self._waiting_for_room += 1
         finally:
             now = trio.current_time()
             self._waiting_for_room -= 1
@@ -305,7 +315,12 @@ class PeerOutput:
             del data[:sent]
             source.bytes_unsent = len(data)
             if not data and not source.bytes_queued:
-                self._congested = source.excused = False
+                self._congested = False
+                if source.excused:  # (it took all it had: senders wait for it again)
+                    source.excused = False
+                    self._waiting_for_room -= 1
+                    if not self._waiting_for_room:
+                        self._patience.stop_waiting(trio.current_time())
             if self._room and not self.over_limit():
                 self._room.unpark_all()
 
@@ -380,11 +395,3 @@ class PeerOutput:
         finally:  # (even when Ctrl-C lands here: the descriptor is not left open)
             close_socket(self._sock)
         return unsent
-
-
-def _host_of(sock: socket.socket) -> str:
-    """The peer's address (its account follows it across reconnects)."""
-    try:
-        return str(sock.getpeername()[0])
-    except OSError:  # (gone already)
-        return ""

@@ -20,8 +20,7 @@ from typing import Any
 
 import trio
 
-# (per message: trio.X is a load CPython 3.11 leaves generic, as trio has a
-# module __getattr__)
+# (per message: trio.X would stay a generic load: trio has a module __getattr__)
 from trio.lowlevel import checkpoint_if_cancelled
 
 from . import protocol
@@ -268,7 +267,7 @@ class Router:
             timed_above = budgets.update_timed_above()
         # a text past it: every search of this send is timed (see _send_budgets)
         untimed_length = length if length <= timed_above else _TIMED
-        check_at = FAN_OUT_CHECK
+        check_at, clock = FAN_OUT_CHECK, self._fan_out
         for entry in candidates:
             find = entry.find  # (an attribute called as a method is not specialized)
             try:  # (free unless raised: the guard of a regexp that may backtrack)
@@ -312,15 +311,14 @@ class Router:
                     elif session not in self.congested:  # QUEUED_OVER_LIMIT
                         self.congested.append(session)
                 count += 1
-                # (within a regexp's subscribers: one may have 150,000)
-                if count >= check_at:  # (rare: thousands of MSGs for one text)
-                    check_at = self._fan_out.check(count, self.pace.ended)
-                    if check_at < 0:
-                        break
+                # (rare: thousands of MSGs a text; checked within a regexp's too)
+                if count >= check_at and (check_at := clock.check(count, self.pace.ended)) < 0:
+                    break
             else:
                 continue
             # over the budget: one MSG more a peer, at most
-            count += route_rest(entry, session, sub_id, payload, candidates, text, only, wait, self)
+            stopped = (session, sub_id, payload)
+            count += route_rest(entry, candidates, text, only, wait, self, stopped)
             too_slow = self.too_slow[-1] if self.too_slow else too_slow
             break
         self.pace.ended = perf_counter()  # (the peers' outputs tell a burst by it)
@@ -331,7 +329,7 @@ class Router:
         if self._to_abort:
             sessions, self._to_abort = self._to_abort, []
             for session in sessions:
-                session.abort()
+                session.abort("output buffer full (overflow policy: disconnect)")
         return count
 
     def queued(self, session: PeerSession, status: int, size: int) -> bool:
