@@ -130,10 +130,10 @@ async def test_a_send_spends_a_bounded_time_on_one_peers_regexps(bus: str) -> No
             await _pong(raw, 1)
             nursery.start_soon(heartbeat.run)
             took = []
-            for _ in range(3):
-                started = time.perf_counter()
+            for _ in range(3):  # (CPU time: a busy machine may hold the process off)
+                started = time.thread_time()
                 await a.send("a" * 10_000)
-                took.append(time.perf_counter() - started)
+                took.append(time.thread_time() - started)
             left = await wait_for_event(events, trivy.PeerDisconnected)
             nursery.cancel_scope.cancel()
             await raw.aclose()
