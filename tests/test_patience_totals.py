@@ -189,15 +189,16 @@ async def _stall_and_drain(bus: trivy.IvyBus, index: int, stall: float, drain: f
         await raw.aclose()
 
 
-@pytest.mark.parametrize("overflow", ["drop", "disconnect"])
+@pytest.mark.parametrize(("overflow", "senders"), [("drop", 1), ("disconnect", 1), ("drop", 2)])
 async def test_a_healthy_peers_burst_is_not_refused_while_the_account_is_spent(
-    bus: str, autojump_clock: trio.testing.MockClock, overflow: str
+    bus: str, autojump_clock: trio.testing.MockClock, overflow: str, senders: int
 ) -> None:
     """2 peers stalling in turns keep the senders' patience with all the peers
     spent; a healthy peer, over its limit only within a burst of ``send``
     calls that had not yielded yet, was excused at once: its MSGs refused
-    (with ``overflow="disconnect"``: disconnected)."""
-    bursts, burst, small = 20, 200, "x" * 1000  # (for the stalling peers too)
+    (with ``overflow="disconnect"``: disconnected); and with two tasks
+    sending, for what the other queued while its writer had its turn."""
+    bursts, burst, small = 20 // senders, 200, "x" * 1000  # (for the stalling peers too)
     with trio.fail_after(TIMEOUT):
         async with trivy.open_ivy_bus(
             "A", bus, send_buffer_limit=64 * 1024, overflow=overflow
@@ -223,16 +224,48 @@ async def test_a_healthy_peers_burst_is_not_refused_while_the_account_is_spent(
                     nursery.start_soon(_stall_and_drain, a, index, 0.5, 0.02)
                 await _send_for(a, 10.0)  # (the account spent)
                 spent = a._router.pace.patience.account.waited(trio.current_time())
-                for _ in range(bursts):
-                    for _ in range(burst):  # (over its limit within the burst)
-                        await a.send(small)
-                    await _send_for(a, 1.0)
+
+                async def send_bursts() -> None:
+                    for _ in range(bursts // senders):
+                        for _ in range(burst):  # (over its limit within the burst)
+                            await a.send(small)
+                        await _send_for(a, 1.0)
+
+                async with trio.open_nursery() as senders_nursery:
+                    for _ in range(senders):
+                        senders_nursery.start_soon(send_bursts)
                 with trio.move_on_after(5):
                     await all_got.wait()
                 nursery.cancel_scope.cancel()
     print(f"the account: {spent:.2f} s of 5; the healthy peer got {got} of {bursts * burst}")
     assert spent > 4.5
     assert got == bursts * burst
+
+
+async def test_an_agent_is_not_let_go_for_another_on_its_host(
+    bus: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A peer that never reads is let go at its 5 s; the next connection from
+    its host (on one machine, every agent's) started from that account, when
+    accounts were remembered by host: a peer that then lagged once for 1 s
+    was let go too."""
+    with trio.fail_after(TIMEOUT):
+        async with (
+            trivy.open_ivy_bus("A", bus, send_buffer_limit=64 * 1024) as a,
+            a.events() as events,
+            trio.open_nursery() as nursery,
+        ):
+            never = await _slow_peer(a, 0)  # (never reads)
+            nursery.start_soon(_send_for, a, 60.0)
+            left = await wait_for_event(events, trivy.PeerDisconnected)
+            assert left.peer.name == "SLOW0", left
+            lags = await _slow_peer(a, 1)
+            start = trio.current_time()
+            nursery.start_soon(_read_but_once, lags, start + 1, start + 2)
+            await trio.sleep(20)
+            assert "SLOW1" in [peer.name for peer in a.peers]
+            nursery.cancel_scope.cancel()
+            await never.aclose()
 
 
 async def _trickle(raw: RawPeer, start: float) -> None:
@@ -331,8 +364,8 @@ async def test_a_peer_that_reconnects_before_its_patience_runs_out_gets_no_new_o
                 blocked = await _send_for(a, duration)
                 nursery.cancel_scope.cancel()
     print(f"send waited {blocked:.1f} s of {duration:g}")
-    # its first connection's 4.5 s, its second's last 0.5 s, then one second
-    # in eleven (what is forgiven): 50 s a minute before
+    # the 5 s of the account for all the peers (leaving takes nothing off
+    # it), then one second in eleven (what is forgiven): 60 s before
     assert blocked < 0.25 * duration, blocked
 
 

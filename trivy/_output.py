@@ -20,10 +20,9 @@ Tasks that must not queue more for a full peer wait in
 :meth:`PeerOutput.wait_for_room`: a waiting ``send``, and the reader of a
 peer whose own lines made us answer past its limit. The time they wait is
 charged to the peer (:class:`~trivy._patience.Patience`): one that keeps
-them waiting too long in all, whatever trickle it reads, is let go. Once
-senders waited too long for all the peers together, a peer they would wait
-for is excused instead: its MSGs over the limit are refused until it takes
-all it has (:class:`~trivy._patience.SharedPatience`).
+them waiting too long in all, whatever trickle it reads, is let go. Past
+their patience with all the peers, a peer they would wait for is excused:
+its MSGs over the limit refused until it takes all it has.
 """
 
 from __future__ import annotations
@@ -41,8 +40,7 @@ import trio
 from ._leaving import close_socket, linger
 from ._liveness import wait_taking
 from ._logs import LogLimiter
-from ._patience import SharedPatience
-from ._sockets import peer_host
+from ._patience import Patience, SharedPatience
 
 __all__ = ["DIRECT_WRITE_INTERVAL", "OutputSource", "PeerOutput", "SendPace"]
 
@@ -130,11 +128,11 @@ class PeerOutput:
         self._writer_idle = False  # the writer waits for bytes
         self._wake_writer = trio.lowlevel.ParkingLot()
         self._room = trio.lowlevel.ParkingLot()
-        self._waiting_for_room = 0  # tasks in wait_for_room, and one while excused
         self._senders_waiting = 0  # ...of which senders
         self._shared = self._pace.patience
-        self._host = peer_host(sock)  # (its account follows it across reconnects)
-        self._patience = self._shared.patience_for(self._host, patience, trio.current_time())
+        self._patience = Patience(patience)
+        self._charged = False  # excused and over its limit: charged as if waited for
+        self._taken = 0  # bytes the kernel took, in all
         self._out_of_patience = ""  # why the writer must let the peer go
         # Entered only while the writer waits for a full socket: the one
         # wait out of patience must end (no cancel scope per message).
@@ -195,6 +193,7 @@ class PeerOutput:
             sent = self._sock.send(data)
         except OSError:  # full, or broken: the writer task deals with it
             sent = 0
+        self._taken += sent
         del data[:sent]
         if data:
             source.bytes_unsent = len(data)
@@ -208,10 +207,20 @@ class PeerOutput:
         """
         self.dropped_bytes += size
         started, self._congested = not self._congested, True
-        if self._source.excused and trio.current_time() >= self._patience.runs_out_at():
-            budget = self._patience.budget
-            self.let_go(f"kept over its limit {budget:g} s in all, lately, taking a trickle")
+        if self._source.excused:  # (over its limit, then: charged again)
+            now = trio.current_time()
+            self._charge(True, now)
+            if now >= self._patience.runs_out_at():
+                budget = self._patience.budget
+                self.let_go(f"kept over its limit {budget:g} s in all, lately, taking a trickle")
         return started
+
+    def _charge(self, charged: bool, now: float) -> None:
+        """Charge the excused peer as if waited for (over its limit), or stop."""
+        if charged != self._charged:
+            self._charged = charged
+            patience = self._patience
+            (patience.add_waiter if charged else patience.remove_waiter)(now)
 
     async def wait_for_room(self, *, sender: bool = True) -> None:
         """Wait until at most ``limit`` bytes are queued, or the output is closed.
@@ -228,9 +237,7 @@ class PeerOutput:
             return
         patience, shared = self._patience, self._shared
         now = trio.current_time()
-        if not self._waiting_for_room:
-            patience.start_waiting(now)
-        self._waiting_for_room += 1
+        patience.add_waiter(now)
         if sender:
             if not self._senders_waiting:
                 shared.start_waiting(self, now)
@@ -250,16 +257,16 @@ class PeerOutput:
             # lag may be none of its fault. Nobody waits for it until it
             # takes all it has, if still over its limit after its writer's
             # turn (a sender that did not yield yet is no fault of its).
+            # (what another sender queued meanwhile is no fault of its either)
+            before, taken = self.size, self._taken
             await trio.lowlevel.cancel_shielded_checkpoint()
-            if self._open and self.over_limit() and not self._source.excused:
-                self._source.excused = True
-                # (its own account runs on meanwhile, as if they waited)
-                self._waiting_for_room += 1
+            left = before - (self._taken - taken)
+            if self._open and left > self._source.send_limit and self.over_limit():
+                self._source.excused = True  # (and its own account runs on:)
+                self._charge(True, trio.current_time())
         finally:
             now = trio.current_time()
-            self._waiting_for_room -= 1
-            if not self._waiting_for_room:
-                patience.stop_waiting(now)
+            patience.remove_waiter(now)
             if sender:
                 self._senders_waiting -= 1
                 if not self._senders_waiting:
@@ -312,15 +319,13 @@ class PeerOutput:
                     return False
                 self.drains += 1
                 continue
+            self._taken += sent
             del data[:sent]
             source.bytes_unsent = len(data)
             if not data and not source.bytes_queued:
-                self._congested = False
-                if source.excused:  # (it took all it had: senders wait for it again)
-                    source.excused = False
-                    self._waiting_for_room -= 1
-                    if not self._waiting_for_room:
-                        self._patience.stop_waiting(trio.current_time())
+                self._congested = source.excused = False  # (senders wait for it again)
+            if self._charged and not self.over_limit():  # (under its limit: not charged)
+                self._charge(False, trio.current_time())
             if self._room and not self.over_limit():
                 self._room.unpark_all()
 
@@ -361,9 +366,7 @@ class PeerOutput:
     def close(self) -> None:
         """Stop the waits for room: the peer is leaving (its bytes may still go)."""
         self._open = False
-        now = trio.current_time()
-        self._shared.stop_waiting(self, now)
-        self._shared.remember(self._host, self._patience, now)
+        self._shared.stop_waiting(self, trio.current_time())
         self._writer_idle = False  # no more direct writes
         self._source.wake_output = None
         self._room.unpark_all()

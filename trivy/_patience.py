@@ -13,10 +13,8 @@ does, within the budget: no ``send`` waits longer than that for one peer.
 
 from __future__ import annotations
 
-__all__ = ["FORGIVEN_PER_SECOND", "MAX_HOSTS_REMEMBERED", "Patience", "SharedPatience"]
+__all__ = ["FORGIVEN_PER_SECOND", "Patience", "SharedPatience"]
 
-#: Hosts whose last peer's account SharedPatience remembers for the next.
-MAX_HOSTS_REMEMBERED = 1024
 #: Seconds of waiting forgiven per second in which nobody waits: a peer may
 #: keep senders waiting one second in eleven for ever, and the whole budget
 #: once in a while.
@@ -36,6 +34,19 @@ class Patience:
         self._waited = 0.0  # net of what was forgiven, as of _since
         self._since = 0.0
         self._waiting = False
+        self._waiters = 0
+
+    def add_waiter(self, now: float) -> None:
+        """One more waits for the peer (or is counted as if it did)."""
+        if not self._waiters:
+            self.start_waiting(now)
+        self._waiters += 1
+
+    def remove_waiter(self, now: float) -> None:
+        """One fewer waits for the peer."""
+        self._waiters -= 1
+        if not self._waiters:
+            self.stop_waiting(now)
 
     def start_waiting(self, now: float) -> None:
         """Someone starts to wait for the peer (nobody did)."""
@@ -60,10 +71,6 @@ class Patience:
             return self._waited + now - self._since
         return max(0.0, self._waited - (now - self._since) * FORGIVEN_PER_SECOND)
 
-    def resume(self, waited: float, as_of: float) -> None:
-        """Start from an account of ``waited`` seconds as of ``as_of`` (not waiting)."""
-        self._waited, self._since, self._waiting = waited, as_of, False
-
 
 class SharedPatience:
     """The seconds senders waited for any of the peers, lately.
@@ -86,11 +93,6 @@ class SharedPatience:
     peer that leaves take its part with it: peers that reconnect as soon
     as they are dropped would then start the account over, again and again.
 
-    A peer's own account also outlives its connection: the next connection
-    from its host starts from it (:meth:`patience_for`), so that a peer
-    that reconnects just before its budget is spent (4.5 s of every 5)
-    gets the rest of it, not a new one.
-
     Args:
       budget: seconds of waiting for all the peers together, net of what
         was forgiven (``math.inf``: never).
@@ -99,30 +101,6 @@ class SharedPatience:
     def __init__(self, budget: float) -> None:
         self.account = Patience(budget)
         self._waited_for: set[object] = set()  # the peers senders wait for now
-        # host → (its last peer's account, as of when), oldest first
-        self._by_host: dict[str, tuple[float, float]] = {}
-
-    def patience_for(self, host: str, budget: float, now: float) -> Patience:
-        """The account of a new connection from ``host``: where its last one left it."""
-        patience = Patience(budget)
-        remembered = self._by_host.get(host)
-        if remembered is not None:
-            patience.resume(*remembered)
-        return patience
-
-    def remember(self, host: str, patience: Patience, now: float) -> None:
-        """A connection from ``host`` closes: its account waits for the next one."""
-        waited = patience.waited(now)
-        by_host = self._by_host
-        remembered = by_host.pop(host, None)
-        if remembered is not None:  # (several peers on one host: the worst is kept)
-            other = Patience(patience.budget)
-            other.resume(*remembered)
-            waited = max(waited, other.waited(now))
-        if waited > 0:
-            by_host[host] = (waited, now)
-            if len(by_host) > MAX_HOSTS_REMEMBERED:
-                del by_host[next(iter(by_host))]
 
     def start_waiting(self, member: object, now: float) -> None:
         """Senders start to wait for ``member`` (nobody did)."""

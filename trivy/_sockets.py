@@ -16,7 +16,7 @@ import trio
 
 from .protocol import BusAddress, is_multicast
 
-__all__ = ["connect_tcp", "open_discovery_socket", "open_listener", "peer_host"]
+__all__ = ["connect_tcp", "open_discovery_socket", "open_listener"]
 
 #: Pending connections the kernel queues for the listener.
 LISTEN_BACKLOG = 128
@@ -95,11 +95,3 @@ async def connect_tcp(host: str, port: int) -> socket.socket:
         if error:
             raise OSError(error, f"cannot connect to {host}:{port}")
     return sock
-
-
-def peer_host(sock: socket.socket) -> str:
-    """The address of a connected socket's peer ("" if it is gone already)."""
-    try:
-        return str(sock.getpeername()[0])
-    except OSError:
-        return ""
