@@ -26,6 +26,8 @@ from trivy._patience import Patience
 from trivy._peers import MAX_PENDING_HANDSHAKES
 from trivy.testing import RawPeer, wait_for_event, wait_for_subscription
 
+from .test_patience_totals import send_in_bursts
+
 TIMEOUT = 60  # virtual seconds, where the clock is mocked
 
 TEXT = "x" * 1000
@@ -132,18 +134,12 @@ async def test_a_peer_that_is_behind_now_and_then_is_never_let_go(
 ) -> None:
     bursts, per_burst = 8, 4000
     received = [0]
-    blocked = 0.0
     with trio.fail_after(10_000):
         async with trivy.open_ivy_bus("A", bus, send_buffer_limit=256 * 1024) as a:
             slow = await _small_window_peer(a, "SLOW", b"^(x*)$")
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_read_slowly, slow, 65536, 0.1, received)
-                for _ in range(bursts):
-                    start = trio.current_time()
-                    for _ in range(per_burst):
-                        await a.send(TEXT)
-                    blocked += trio.current_time() - start
-                    await trio.sleep(60)  # quiet: the waits are forgiven
+                blocked = await send_in_bursts(a, bursts, per_burst, TEXT)
                 assert [p.name for p in a.peers] == ["SLOW"]  # never let go
                 nursery.cancel_scope.cancel()
             # the sends did wait, more than the patience in all

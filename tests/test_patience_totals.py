@@ -51,6 +51,19 @@ async def _send_for(bus: trivy.IvyBus, duration: float) -> float:
     return blocked
 
 
+async def send_in_bursts(bus: trivy.IvyBus, bursts: int, per_burst: int, text: str) -> float:
+    """``bursts`` bursts of ``per_burst`` sends, 60 s of quiet after each (the
+    waits forgiven): the seconds ``send`` waited."""
+    blocked = 0.0
+    for _ in range(bursts):
+        start = trio.current_time()
+        for _ in range(per_burst):
+            await bus.send(text)
+        blocked += trio.current_time() - start
+        await trio.sleep(60)
+    return blocked
+
+
 async def _read_but_in_turn(raw: RawPeer, turn: int, turns: int, slot: float) -> None:
     """Read all it gets, but for one slot in ``turns``: its turn to make us wait."""
     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
@@ -314,19 +327,13 @@ async def test_peers_behind_now_and_then_are_never_let_go(
 ) -> None:
     """Bursts that several slow peers take a while to read, with quiet between them."""
     peers, bursts, per_burst = 3, 6, 300
-    blocked = 0.0
     with trio.fail_after(10_000):
         async with trivy.open_ivy_bus("A", bus, send_buffer_limit=64 * 1024) as a:
             raws = [await _slow_peer(a, index) for index in range(peers)]
             async with trio.open_nursery() as nursery:
                 for turn, raw in enumerate(raws):  # each stalls 0.1 s in 0.3 s
                     nursery.start_soon(_read_but_in_turn, raw, turn, peers, 0.1)
-                for _ in range(bursts):
-                    start = trio.current_time()
-                    for _ in range(per_burst):
-                        await a.send(TEXT)
-                    blocked += trio.current_time() - start
-                    await trio.sleep(60)  # quiet: the waits are forgiven
+                blocked = await send_in_bursts(a, bursts, per_burst, TEXT)
                 assert len(a.peers) == peers  # never let go
                 nursery.cancel_scope.cancel()
             for raw in raws:

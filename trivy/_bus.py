@@ -236,11 +236,12 @@ class IvyBus:
         Waits while a target peer's output buffer is over its limit (within
         ``stall_timeout``, see the liveness guide). It yields to the scheduler
         only when it waits and once per 1024 calls, which is what lets many
-        sends leave in one write. A cancel point in batches: the first call after it yielded
-        and every 16th call check for cancellation, so a cancellation lands
-        within 16 calls; a call that raises ``Cancelled`` sent nothing. With
-        ``send_to_self``, our copy is queued with the peers' and delivered
-        by a task of the bus; ``send`` waits while 1000 of ours wait.
+        sends leave in one write. A cancel point in batches: the first call
+        after it yielded and every 16th call check for cancellation, so a
+        cancellation lands within 16 calls; a call that raises ``Cancelled``
+        sent nothing. With ``send_to_self``, our copy is queued with the
+        peers' and delivered by a task of the bus; ``send`` waits while 1000
+        of ours wait.
 
         Returns:
           the number of MSGs sent (0: nobody was interested).
