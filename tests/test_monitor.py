@@ -32,6 +32,7 @@ from trivy.monitor._feed import (
     Viewer,
 )
 from trivy.monitor._grouping import Grouping
+from trivy.monitor._hangup import hang_up_pages
 from trivy.monitor._model import (
     AGENTS_PER_UPDATE,
     MAX_AGENTS,
@@ -307,6 +308,59 @@ async def test_a_page_that_never_reads_is_closed_and_frees_all(
                 i += 1
                 await trio.sleep(0.001)  # (a flood at a pace)
             assert running.feed.held_bytes == 0
+            sock.close()
+
+
+async def test_stopping_does_not_wait_for_a_page_that_never_reads(bus: str) -> None:
+    """The server's write to a page is shielded from cancellation: with a
+    page that read nothing, stopping the monitor waited 30 s (until the
+    kernel gave the connection up). Its pages are now hung up on; the
+    process's other connections (the bus's) are left alone."""
+    with trio.fail_after(TIMEOUT):
+        async with (
+            trivy.open_ivy_bus("FLOOD", bus) as flood,
+            trivy.open_ivy_bus("OTHER", bus) as other,
+            other.subscribe("^after (.*)") as after,
+        ):
+            async with trio.open_nursery() as nursery:
+                options = MonitorOptions(bus=bus, port=0, update_interval=0.01)
+                running = await nursery.start(run_monitor, options)
+                await wait_for_subscription(flood, "TRIVYMONITOR", "^(.*)$")
+                port = int(running.url.rsplit(":", 1)[1].strip("/"))
+                page = socket.socket()
+                page.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                page.connect(("127.0.0.1", port))
+                page.sendall(b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % port)
+                i = 0  # (until updates are dropped for it: the server's write waits)
+                while not any(viewer.dropped for viewer in running.feed.viewers):
+                    await flood.send(f"DATA {i} " + "x" * 290)
+                    i += 1
+                    await trio.sleep(0.001)  # (a flood at a pace)
+                stopping = trio.current_time()
+                nursery.cancel_scope.cancel()
+            assert trio.current_time() - stopping < 2  # (30 s before)
+            await wait_for_subscription(flood, "OTHER", "^after (.*)")
+            await flood.send("after stop")
+            assert (await after.receive()).groups == ("stop",)
+            page.close()
+
+
+def test_hanging_up_touches_only_the_connections_accepted_on_the_address() -> None:
+    listeners = [socket.create_server(("127.0.0.1", 0)) for _ in range(2)]
+    clients = [socket.create_connection(lst.getsockname()) for lst in listeners]
+    accepted = [lst.accept()[0] for lst in listeners]
+    try:
+        assert hang_up_pages(listeners[0].getsockname()) == 1
+        assert clients[0].recv(1) == b""  # (hung up)
+        clients[1].sendall(b"x")  # (the other server's: still connected)
+        assert accepted[1].recv(1) == b"x"
+        accepted[1].sendall(b"y")
+        assert clients[1].recv(1) == b"y"
+        wildcard = ("0.0.0.0", listeners[1].getsockname()[1])
+        assert hang_up_pages(wildcard) == 1  # (every address of the port)
+        assert clients[1].recv(1) == b""
+    finally:
+        for sock in (*listeners, *clients, *accepted):
             sock.close()
 
 

@@ -29,6 +29,7 @@ from . import _feed
 from ._agent import follow_bus, hear_everything, make_actions
 from ._feed import Feed
 from ._grouping import Grouping
+from ._hangup import hang_up_pages
 from ._model import MAX_FIELDS, BusModel
 from ._web import build_app
 
@@ -103,7 +104,8 @@ async def run_monitor(
         grouping = None if options.kinds is None else Grouping(options.kinds, MAX_FIELDS)
         feed = Feed(BusModel(grouping))
         with _listening(options.host, options.port) as sock:
-            port = sock.getsockname()[1]
+            listening = sock.getsockname()
+            port = listening[1]
             config = Config()
             config.bind = [f"fd://{os.dup(sock.fileno())}"]  # (Hypercorn owns the copy)
         hosts = {f"{h}:{port}" for h in ("127.0.0.1", "localhost", "[::1]", options.host)}
@@ -111,6 +113,7 @@ async def run_monitor(
         app = build_app(feed, actions, allowed_hosts=hosts if loopback else None, token=token)
         config.accesslog = None
         config.errorlog = None
+        nursery.start_soon(_hang_up_when_stopped, listening)
         await nursery.start(_serve, app, config)
         nursery.start_soon(follow_bus, bus, texts, feed, options.update_interval)
         host = options.host
@@ -139,3 +142,12 @@ def _listening(host: str, port: int) -> Iterator[socket.socket]:
 
 async def _serve(app: Any, config: Config, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     await serve(app, config, task_status=task_status)
+
+
+async def _hang_up_when_stopped(listening: tuple[Any, ...]) -> None:
+    """When the monitor stops, its pages are hung up on: the server's
+    shielded write to a page that reads nothing would hold the exit 30 s."""
+    try:
+        await trio.sleep_forever()
+    finally:
+        hang_up_pages(listening)
