@@ -54,7 +54,7 @@ async def follow_bus(
             await trio.sleep(interval)
             update = model.changes(trio.current_time())
             if update is not None:
-                feed.publish(update)
+                await feed.publish(update)
 
 
 async def _follow_texts(texts: trivy.Subscription, model: BusModel) -> None:

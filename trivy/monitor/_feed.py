@@ -1,10 +1,11 @@
 """What goes to each open page, and the memory it may hold, bounded.
 
-Every update goes to every page as one shared string; a page that is
-behind has updates dropped and, once it has room, gets a snapshot (shared
-too) and a note of how many it missed. The bytes waiting are bounded per
+Every update goes to every page as one shared message (its JSON, in
+pieces: see ``_json_slices``); a page that is behind has updates dropped
+and, once it has room, gets a snapshot (shared too) and a note of how
+many it missed. The bytes waiting are bounded per
 page (:data:`FEED_BYTES`) and for all the pages together
-(:data:`FEEDS_BYTES`), each string counted once however many pages it
+(:data:`FEEDS_BYTES`), each message counted once however many pages it
 waits for; a page is written a piece at a time (:data:`WRITE_PIECE`), so
 one that does not read holds no copy of a whole snapshot; and a page that
 took nothing for :data:`PAGE_TIMEOUT` while updates waited is closed.
@@ -12,12 +13,12 @@ took nothing for :data:`PAGE_TIMEOUT` while updates waited is closed.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import trio
 
+from ._json_slices import Encoded, dumps_in_slices
 from ._model import BusModel
 
 __all__ = [
@@ -51,23 +52,23 @@ PAGE_TIMEOUT = 30.0
 
 
 class _Held:
-    """The strings waiting for the pages, each counted once (by identity)."""
+    """The messages waiting for the pages, each counted once (by identity)."""
 
     def __init__(self) -> None:
         self.size = 0
-        self._counts: dict[int, tuple[str, int]] = {}  # (the string kept: ids stay unique)
+        self._counts: dict[int, tuple[Encoded, int]] = {}  # (the message kept: ids stay unique)
 
-    def fits(self, payloads: tuple[str, ...]) -> bool:
+    def fits(self, payloads: tuple[Encoded, ...]) -> bool:
         new = sum(len(p) for p in payloads if id(p) not in self._counts)
         return self.size + new <= FEEDS_BYTES
 
-    def take(self, payload: str) -> None:
+    def take(self, payload: Encoded) -> None:
         _, count = self._counts.get(id(payload), (payload, 0))
         if not count:
             self.size += len(payload)
         self._counts[id(payload)] = (payload, count + 1)
 
-    def release(self, payload: str) -> None:
+    def release(self, payload: Encoded) -> None:
         _, count = self._counts[id(payload)]
         if count == 1:
             del self._counts[id(payload)]
@@ -80,7 +81,7 @@ class Viewer:
     """One open page: its queue of updates."""
 
     def __init__(self) -> None:
-        self.send, self.receive = trio.open_memory_channel[str](FEED_BUFFER)
+        self.send, self.receive = trio.open_memory_channel[Encoded](FEED_BUFFER)
         self.held = 0  # characters of the updates waiting for it
         self.dropped = 0
         self.resync = False
@@ -89,7 +90,16 @@ class Viewer:
         #: Its response's scope: cancelled to close a page that takes nothing.
         self.scope = trio.CancelScope()
         #: What is being written to it (taken from the queue, still held).
-        self.writing: str | None = None
+        self.writing: Encoded | None = None
+
+
+class _Making:
+    """A snapshot being encoded, for the pages that open meanwhile."""
+
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
+        self.done = trio.Event()
+        self.text: Encoded | None = None
 
 
 class Feed:
@@ -99,42 +109,49 @@ class Feed:
         self.model = model
         #: The open pages, and those being opened (counted from their request on).
         self.viewers: set[Viewer] = set()
-        self._snapshot: str | None = None
+        self._generation = 0  # (updates published so far)
+        self._snapshot: tuple[int, Encoded] | None = None  # (of which generation, its JSON)
+        self._making: _Making | None = None
         self._snapshot_size = 0  # (of the last one made)
         self._held = _Held()
 
     @property
     def held_bytes(self) -> int:
-        """Characters waiting for the pages, each string counted once."""
+        """Characters waiting for the pages, each message counted once."""
         return self._held.size
 
-    def snapshot(self) -> str:
-        """The model's snapshot, as JSON: made at most once between two updates
-        (the updates that follow carry whatever changed since the last one)."""
-        if self._snapshot is None:
-            self._snapshot = json.dumps(self.model.snapshot(trio.current_time()))
-            self._snapshot_size = len(self._snapshot)
-        return self._snapshot
+    async def publish(self, update: dict[str, Any]) -> None:
+        """One update to every page; a page that is behind gets it dropped.
 
-    def publish(self, update: dict[str, Any]) -> None:
-        """One update to every page; a page that is behind gets it dropped."""
-        payload = json.dumps(update)
-        self._snapshot = None  # (taken before this update: it may miss its changes)
+        The pages it goes to, and the snapshot of those that missed
+        updates, are taken at once, with the update: a page that opens while
+        they are encoded gets a snapshot taken after it, not this update.
+        """
+        self._generation += 1
         now = trio.current_time()
-        for viewer in self.viewers:
+        viewers = list(self.viewers)
+        snapshot = None
+        # (once a page took all it had, and the last snapshot would fit all the
+        # pages: a snapshot is not made for nothing at every update)
+        if self._held.size + self._snapshot_size <= FEEDS_BYTES and any(
+            viewer.resync and not viewer.held for viewer in viewers
+        ):
+            snapshot = await self._make_snapshot()  # (taken before anything yields)
+        payload = await dumps_in_slices(update)
+        for viewer in viewers:
+            if viewer not in self.viewers:  # (closed meanwhile)
+                continue
             if viewer.held and now - viewer.served_at > PAGE_TIMEOUT:
                 viewer.scope.cancel()  # (its response ends, and gives all back)
                 continue
             if not viewer.held:
                 viewer.served_at = now
             if viewer.resync:  # (it missed updates: all of it again, once it has room)
-                note = f'{{"type": "dropped", "dropped": {viewer.dropped}}}'
-                # (once it took all it had, and the last snapshot would fit all
-                # the pages: a snapshot is not made for nothing at every tick)
+                note = Encoded((f'{{"type": "dropped", "dropped": {viewer.dropped}}}',))
                 if (
-                    not viewer.held
-                    and self._held.size + self._snapshot_size <= FEEDS_BYTES
-                    and self._queue(viewer, (note, self.snapshot()))
+                    snapshot is not None
+                    and not viewer.held
+                    and self._queue(viewer, (note, snapshot))
                 ):
                     viewer.resync = False
                     continue
@@ -143,7 +160,35 @@ class Feed:
                 viewer.dropped += 1
                 viewer.resync = True
 
-    def _queue(self, viewer: Viewer, payloads: tuple[str, ...]) -> bool:
+    async def _snapshot_now(self) -> Encoded:
+        """The model's snapshot, as JSON, taken no earlier than the last
+        update: made at most once between two updates, shared by the pages
+        that open meanwhile (those updates carry whatever changed since)."""
+        while True:
+            generation = self._generation
+            if self._snapshot is not None and self._snapshot[0] == generation:
+                return self._snapshot[1]
+            making = self._making
+            if making is None or making.generation != generation:
+                return await self._make_snapshot()
+            await making.done.wait()
+            if making.text is not None:  # (else its maker was cancelled)
+                return making.text
+
+    async def _make_snapshot(self) -> Encoded:
+        making = self._making = _Making(self._generation)
+        try:
+            making.text = await dumps_in_slices(self.model.snapshot(trio.current_time()))
+        finally:
+            if self._making is making:
+                self._making = None
+            making.done.set()
+        self._snapshot_size = len(making.text)
+        if self._generation == making.generation:  # (no update since it was taken)
+            self._snapshot = (making.generation, making.text)
+        return making.text
+
+    def _queue(self, viewer: Viewer, payloads: tuple[Encoded, ...]) -> bool:
         """Queue ``payloads`` for ``viewer`` if it and all the pages have room."""
         size = sum(map(len, payloads))
         room = FEED_BUFFER - viewer.send.statistics().current_buffer_used
@@ -157,25 +202,34 @@ class Feed:
         viewer.held += size
         return True
 
-    def open_page(self) -> tuple[Viewer, str] | None:
-        """A new page and its first snapshot; None if the pages hold too much."""
-        first = self.snapshot()
-        if not self._held.fits((first,)):
-            return None
+    async def open_page(self) -> tuple[Viewer, Encoded] | None:
+        """A new page and its first snapshot; None if the pages hold too much.
+
+        The page is counted from the call on, before anything yields.
+        """
         viewer = Viewer()
         self.viewers.add(viewer)
+        try:
+            first = await self._snapshot_now()
+        except BaseException:
+            self.close_page(viewer)
+            raise
+        if not self._held.fits((first,)):
+            self.close_page(viewer)
+            return None
         self._held.take(first)
         viewer.writing = first  # (to be written, held until then)
         return viewer, first
 
-    async def stream(self, viewer: Viewer, first: str) -> AsyncIterator[str]:
+    async def stream(self, viewer: Viewer, first: Encoded) -> AsyncIterator[str]:
         """The page's server-sent events, a piece at a time (``first``: its snapshot)."""
         viewer.writing = first
         while True:
             payload = viewer.writing
             yield "data: "
-            for start in range(0, len(payload), WRITE_PIECE):
-                yield payload[start : start + WRITE_PIECE]
+            for piece in payload.pieces:
+                for start in range(0, len(piece), WRITE_PIECE):
+                    yield piece[start : start + WRITE_PIECE]
             yield "\n\n"
             viewer.writing = None
             self._held.release(payload)

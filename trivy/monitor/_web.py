@@ -100,9 +100,9 @@ def build_app(
             return refusal
         if len(feed.viewers) >= MAX_VIEWERS:
             return Response(f"{MAX_VIEWERS} pages are open already", status_code=503)
-        # Counted at once, before any await: requests that come together
+        # Counted at once, before anything yields: requests that come together
         # cannot all pass the check above. _FeedResponse gives the place back.
-        opened = feed.open_page()
+        opened = await feed.open_page()
         if opened is None:
             return Response("the pages hold too much already", status_code=503)
         viewer, first = opened
