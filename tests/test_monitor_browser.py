@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -151,6 +152,24 @@ async def test_the_page_shows_the_bus_and_drives_it(bus: str, browser: Any) -> N
                 )
             )
             assert "ALT#1" in legend
+            # a page that reconnects (closed by the server, or behind: a
+            # snapshot) gets the points it missed meanwhile in its plots
+            cut = time.time()
+            for viewer in monitor.feed.viewers:
+                viewer.scope.cancel()  # (the browser is back about 3 s later)
+            gaps = """
+                const times = series.get("ALT#1").points.map((p) => p[0]);
+                if (times[times.length - 1] < arguments[1]) return null;
+                let widest = 0;
+                for (let i = 1; i < times.length; i++) {
+                  if (times[i] > arguments[0]) widest = Math.max(widest, times[i] - times[i - 1]);
+                }
+                return widest;
+            """
+            widest = await in_browser(
+                lambda: until(browser, lambda d: d.execute_script(gaps, cut - 1, cut + 5))
+            )
+            assert widest < 1.0, widest  # (its 3 s away, without the reload)
             # the tail
             await in_browser(lambda: until(browser, lambda d: "SPEED" in text_of(d, "#tail")))
             if target := os.environ.get("TRIVY_MONITOR_SCREENSHOT"):

@@ -153,6 +153,20 @@ async function toggleSeries(kind, field) {
   markSeriesButtons();
 }
 
+async function reloadSeries() {
+  // after a snapshot (the page reconnected, or was behind): the points of the
+  // updates it missed come from the windows, those that came since are kept
+  for (const [key, s] of [...series]) {
+    const response = await fetch(`/api/window?kind=${encodeURIComponent(s.kind)}`);
+    const window_ = await response.json();
+    if (series.get(key) !== s) continue; // (removed meanwhile)
+    const points = window_.filter((p) => p[s.field] !== null).map((p) => [epoch(p[0]), p[s.field]]);
+    const last = points.length ? points[points.length - 1][0] : -Infinity;
+    s.points = points.concat(s.points.filter(([t]) => t > last));
+  }
+  rebuildChart();
+}
+
 function addPoints(points) {
   for (const s of series.values()) {
     for (const p of points[s.kind] || []) {
@@ -257,6 +271,7 @@ function apply(message) {
   }
   if (agentsChanged) { renderAgents(); markSeriesButtons(); }
   redrawChart();
+  if (message.type === "snapshot" && series.size) reloadSeries();
 }
 
 function connect() {
