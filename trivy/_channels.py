@@ -116,6 +116,25 @@ class BufferedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
             self._consumers_waiting -= 1
         return True
 
+    def _put_many(self, items: list[T]) -> int:
+        """Append small items (within :data:`BIG_ITEM`) while there is room.
+
+        Returns how many were taken: all of them when the channel is closed
+        or ended (dropped, as :meth:`_put` drops them).
+        """
+        if self._closed or self._ended:
+            return len(items)
+        room = self.max_buffer - len(self._buffer)
+        if room < len(items):
+            if room <= 0:
+                return 0
+            items = items[:room]
+        self._buffer.extend(items)
+        if self._consumers_waiting:
+            woken = self._readable.unpark(count=min(len(items), self._consumers_waiting))
+            self._consumers_waiting -= len(woken)
+        return len(items)
+
     def _put_anyway(self, item: T, size: int = 0) -> None:
         """Append even past the limits (dropped only if closed or ended)."""
         if self._closed or self._ended:

@@ -17,11 +17,13 @@ from time import perf_counter
 from typing import Any
 
 from ._callbacks import call_logged, call_user
+from ._channels import BIG_ITEM, Subscription
 from ._event_streams import EventHub
 from ._events import (
     DieReceived,
     DirectMessage,
     ErrorReceived,
+    Match,
     Peer,
     PeerConnected,
     PeerDisconnected,
@@ -65,6 +67,14 @@ logger = logging.getLogger("trivy")
 #: Events served between two looks at the clock: a few, so that slow sync
 #: callbacks cannot hold the loop much past the slice.
 _EVENTS_PER_LOOK = 16
+
+
+async def _put_batch(target: Subscription, batch: list[Match]) -> None:
+    """Put small matches in a subscription's buffer, waiting for room past its limit."""
+    taken = target._put_many(batch)
+    for match in batch[taken:] if taken < len(batch) else ():
+        await target._put(match)
+
 
 #: ``on_die(peer, num_id)``, sync or async; returning False refuses to die.
 DieCallback = Callable[[Peer, int], "Awaitable[bool | None] | bool | None"]
@@ -134,6 +144,11 @@ class Dispatcher:
         sub_id: int
         groups: tuple[str, ...]
         size: int
+        # The matches of consecutive MSGs for one subscription are put in its
+        # buffer together, before anything else happens (a handler, a
+        # callback, a yield): as if one by one, one call for all of them.
+        batch: list[Match] = []
+        batch_target: Any = None
         # (a count compared, not masked: CPython 3.11 specializes ==, not &)
         served, look_at = 0, _EVENTS_PER_LOOK
         for event in events:
@@ -142,8 +157,14 @@ class Dispatcher:
                 look_at += _EVENTS_PER_LOOK
                 share = shared_slice()  # (the slice every reader shares)
                 if perf_counter() - share.started > SERVE_SLICE:
+                    if batch:
+                        await _put_batch(batch_target, batch)
+                        batch = []
                     await share.yield_turn()  # fair by time: sync callbacks included
             if type(event) is not tuple:
+                if batch:
+                    await _put_batch(batch_target, batch)
+                    batch = []
                 if not await handlers[type(event)](session, event):
                     return False
                 continue
@@ -152,16 +173,27 @@ class Dispatcher:
             target = local.get(sub_id)
             if target is None:
                 continue  # unsubscribed meanwhile
+            if target is batch_target and size <= BIG_ITEM:  # (the usual MSG)
+                batch.append(new_match(peer, groups, sub_id))
+                continue
+            if batch:
+                await _put_batch(batch_target, batch)
+                batch = []
             # type() rather than isinstance: Subscription's ABC metaclass
             # makes isinstance a Python-level check, and this runs per MSG.
             if type(target) is Binding:
                 pending = call_logged(target.callback, (peer, *groups), target.regexp)
                 if pending is not None:
                     await pending
-            else:
+            elif size <= BIG_ITEM:
+                batch_target = target
+                batch.append(new_match(peer, groups, sub_id))
+            else:  # (a big one is counted against the buffer's bytes)
                 match = new_match(peer, groups, sub_id)
                 if not target._put_nowait(match, size):  # type: ignore[union-attr]
                     await target._put(match, size)  # type: ignore[union-attr]
+        if batch:
+            await _put_batch(batch_target, batch)
         return True
 
     def session_closing(self, session: PeerSession) -> None:
