@@ -356,6 +356,17 @@ def test_crlf_lines_read_the_same_on_both_paths() -> None:
     assert events[-2:] == [TextReceived(0, ("a",), ANY), TextReceived(1, ("b",), ANY)]
 
 
+@pytest.mark.parametrize("cut", range(1, 9))
+def test_a_crlf_msg_cut_anywhere_reads_the_same(cut: int) -> None:
+    """The CR is looked for in a read and in what is held of its first line:
+    a MSG cut just before its LF, or anywhere, is read as a whole one."""
+    conn = Connection()
+    conn.receive_data(b"6 1\x02A\r\n5 0\x02\r\n")
+    line = b"2 0\x02ab\x03\r\n"
+    events = conn.receive_data(line[:cut]) + conn.receive_data(line[cut:])
+    assert events == [TextReceived(0, ("ab",), ANY)]
+
+
 @pytest.mark.parametrize("split", range(0, 13))
 def test_line_limit_is_exact_however_the_line_is_split(split: int) -> None:
     from trivy._lines import LineBuffer

@@ -280,11 +280,14 @@ class Connection(SendBuffer):
         if not data:
             self.state = _CLOSED
             return [Bye()]
+        # (a CR anywhere in what these lines are made of: a CRLF peer, maybe)
+        carriage_returns = b"\r" in data or self._lines.holds(b"\r")
         lines, too_long = self._lines.feed(data)
         events: list[Event] = []
         append = events.append
         ready = self.state is _READY
         ids = self._msg_ids
+        java_newlines = self._java_newlines
         for line in lines:
             # Fast path for the most common line: a MSG once ready.
             if ready and line[:2] == "2 ":
@@ -299,9 +302,9 @@ class Connection(SendBuffer):
                         ids[head] = sub_id
                 if sep and sub_id >= 0:
                     self._malformed_streak = 0
-                    if params[-1:] == "\r":  # a CRLF peer
+                    if carriage_returns and params[-1:] == "\r":  # a CRLF peer
                         params = params[:-1]
-                    if self._java_newlines:
+                    if java_newlines:
                         params = params.replace(protocol.JAVA_NEWLINE_ESCAPE, "\n")
                     parts = params.split(ARG_END)
                     if not parts[-1]:  # after the final ETX, or no params at all

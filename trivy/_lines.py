@@ -86,6 +86,10 @@ class LineBuffer:
         """Bytes of the unfinished line held."""
         return len(self._partial)
 
+    def holds(self, byte: bytes) -> bool:
+        """Whether the unfinished line holds ``byte``."""
+        return byte in self._partial
+
     def clear(self) -> None:
         """Forget the unfinished line."""
         self._partial = bytearray()
