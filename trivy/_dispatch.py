@@ -20,6 +20,7 @@ from ._callbacks import call_logged, call_user
 from ._channels import BIG_ITEM, Subscription
 from ._event_streams import EventHub
 from ._events import (
+    MATCH_MAKERS,
     DieReceived,
     DirectMessage,
     ErrorReceived,
@@ -149,6 +150,7 @@ class Dispatcher:
         # callback, a yield): as if one by one, one call for all of them.
         batch: list[Match] = []
         batch_target: Any = None
+        make, set_peer, set_groups, set_subscription_id = MATCH_MAKERS
         # (a count compared, not masked: CPython 3.11 specializes ==, not &)
         served, look_at = 0, _EVENTS_PER_LOOK
         for event in events:
@@ -174,7 +176,11 @@ class Dispatcher:
             if target is None:
                 continue  # unsubscribed meanwhile
             if target is batch_target and size <= BIG_ITEM:  # (the usual MSG)
-                batch.append(new_match(peer, groups, sub_id))
+                match = make(Match)  # (new_match, inline: this runs per MSG)
+                set_peer(match, peer)
+                set_groups(match, groups)
+                set_subscription_id(match, sub_id)
+                batch.append(match)
                 continue
             if batch:
                 await _put_batch(batch_target, batch)

@@ -78,6 +78,10 @@ _set_groups = vars(Match)["groups"].__set__
 _set_subscription_id = vars(Match)["subscription_id"].__set__
 
 
+#: What :func:`new_match` calls, for a loop that makes matches inline.
+MATCH_MAKERS = (_new_object, _set_peer, _set_groups, _set_subscription_id)
+
+
 def new_match(peer: Peer, groups: tuple[str, ...], subscription_id: int) -> Match:
     """``Match(peer, groups, subscription_id)``, made a third faster: the same frozen object.
 
