@@ -8,8 +8,11 @@ the feed and acts as a page would. The browser itself is in
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import json
+import os
+import resource
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -22,7 +25,7 @@ import trio
 import trio.testing
 
 import trivy
-from trivy.monitor import Monitor, MonitorOptions, _feed, _web, run_monitor
+from trivy.monitor import Monitor, MonitorOptions, _feed, _hangup, _web, run_monitor
 from trivy.monitor._feed import (
     FEED_BUFFER,
     FEED_BYTES,
@@ -33,7 +36,7 @@ from trivy.monitor._feed import (
     Viewer,
 )
 from trivy.monitor._grouping import Grouping
-from trivy.monitor._hangup import hang_up_pages
+from trivy.monitor._hangup import DescriptorReserve, hang_up_pages
 from trivy.monitor._json_slices import Encoded, dumps_in_slices
 from trivy.monitor._model import (
     AGENTS_PER_UPDATE,
@@ -351,12 +354,25 @@ async def test_stopping_does_not_wait_for_a_page_that_never_reads(bus: str) -> N
             page.close()
 
 
-def test_hanging_up_touches_only_the_connections_accepted_on_the_address() -> None:
+@pytest.mark.parametrize("tables", ["kernel", "none"])
+def test_hanging_up_touches_only_the_connections_accepted_on_the_address(
+    tables: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """By the kernel's table of connections (Linux), or, without one, by
+    asking each socket its addresses; either way no other socket changes:
+    asking made every socket of the process non-blocking under a default
+    timeout (its file's flag, shared with its owner)."""
+    if tables == "none":
+        monkeypatch.setattr(_hangup, "_TCP_TABLES", {f: "/nonexistent" for f in (2, 10)})
     listeners = [socket.create_server(("127.0.0.1", 0)) for _ in range(2)]
     clients = [socket.create_connection(lst.getsockname()) for lst in listeners]
     accepted = [lst.accept()[0] for lst in listeners]
+    unrelated = socket.socketpair()
+    socket.setdefaulttimeout(10)
     try:
         assert hang_up_pages(listeners[0].getsockname()) == 1
+        for sock in (*unrelated, clients[1], accepted[1]):  # (the file's flag itself)
+            assert not fcntl.fcntl(sock.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK
         assert clients[0].recv(1) == b""  # (hung up)
         clients[1].sendall(b"x")  # (the other server's: still connected)
         assert accepted[1].recv(1) == b"x"
@@ -365,8 +381,50 @@ def test_hanging_up_touches_only_the_connections_accepted_on_the_address() -> No
         wildcard = ("0.0.0.0", listeners[1].getsockname()[1])
         assert hang_up_pages(wildcard) == 1  # (every address of the port)
         assert clients[1].recv(1) == b""
+        # another family's server on the same port is not ours
+        v6_port = listeners[1].getsockname()[1]
+        for sock in (clients[1], accepted[1]):
+            sock.close()
+        try:
+            v6 = socket.create_server(("::1", v6_port), family=socket.AF_INET6)
+        except OSError:
+            return  # (no IPv6 loopback here)
+        with (
+            v6,
+            socket.create_connection(("::1", v6_port)) as v6_client,
+            v6.accept()[0] as v6_accepted,
+        ):
+            assert hang_up_pages(wildcard) == 0
+            v6_client.sendall(b"z")
+            assert v6_accepted.recv(1) == b"z"
     finally:
-        for sock in (*listeners, *clients, *accepted):
+        socket.setdefaulttimeout(None)
+        for sock in (*listeners, *clients, *accepted, *unrelated):
+            sock.close()
+
+
+def test_with_every_descriptor_taken_the_reserve_still_lets_pages_be_hung_up() -> None:
+    """A client holding hundreds of requests open can take every descriptor:
+    listing them and shutting a page down need one (0 hung up before)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    page = socket.create_connection(server.getsockname())
+    accepted, _ = server.accept()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    reserve = DescriptorReserve()
+    taken = []
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 8, hard))
+        with pytest.raises(OSError):
+            while True:
+                taken.append(os.open(os.devnull, os.O_RDONLY))
+        reserve.release()
+        assert hang_up_pages(server.getsockname()) == 1
+        assert page.recv(1) == b""
+    finally:
+        for fd in taken:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        for sock in (server, page, accepted):
             sock.close()
 
 
@@ -642,3 +700,99 @@ async def test_messages_encoded_in_slices_are_what_json_makes() -> None:
     for message in (model.snapshot(1.0), model.changes(1.0), {"rates": {1: 2.0, "a": None}}):
         assert message is not None
         assert (await dumps_in_slices(message)).text() == json.dumps(message)
+
+
+async def test_a_page_that_takes_a_long_snapshot_slowly_is_not_closed(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page reading 1.2 MB a second never finished a 50 MB snapshot: it
+    was closed at 30 s, as if it took nothing, and again once reconnected.
+    Taking a piece of a message now counts as taking."""
+    feed = Feed(BusModel())
+    big = {"type": "snapshot", "tail": ["x" * (40 * WRITE_PIECE)]}
+    monkeypatch.setattr(feed.model, "snapshot", lambda _now: big)
+    opened = await feed.open_page()
+    assert opened is not None
+    viewer, first = opened
+    stream = feed.stream(viewer, first)
+    assert await stream.__anext__() == "data: "
+    for _ in range(40):  # (a piece every 10 s: 400 s for the snapshot)
+        assert len(await stream.__anext__()) == WRITE_PIECE
+        await trio.sleep(10)
+        await feed.publish({"type": "update"})  # (it waits for the page)
+    assert not viewer.scope.cancel_called
+    await trio.sleep(PAGE_TIMEOUT + 1)  # (then it takes nothing)
+    await feed.publish({"type": "update"})
+    assert viewer.scope.cancel_called
+    await stream.aclose()
+    feed.close_page(viewer)
+
+
+async def test_a_page_that_would_not_fit_is_refused_before_its_snapshot_is_made(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A page refused for lack of room had a full snapshot made for it
+    first: a client reopening pages kept the loop encoding 50 MB ones."""
+    feed = Feed(BusModel())
+    made = []
+    big = {"type": "snapshot", "tail": ["x" * (40 * 1024 * 1024)]}
+    monkeypatch.setattr(feed.model, "snapshot", lambda _now: made.append(1) or big)
+    assert await feed.open_page() is not None  # (it never reads: its snapshot is held)
+    for _ in range(3):
+        await feed.publish({"type": "update"})
+        assert await feed.open_page() is None  # (40 + 40 MB over FEEDS_BYTES)
+    assert len(made) == 1  # (4 before)
+
+
+async def test_one_snapshot_is_encoded_at_a_time_and_none_kept_for_no_page(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = BusModel()  # (a snapshot of several slices, three of which fit FEEDS_BYTES)
+    for i in range(MAX_AGENTS):
+        model.agent_seen(0.0, f"h:{i}", f"A{i}" * 100, "h", {j: "x" * 300 for j in range(100)})
+    feed = Feed(model)
+    in_flight, most = 0, 0
+    make = feed._make_snapshot
+
+    async def counted() -> Encoded:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            return await make()
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(feed, "_make_snapshot", counted)
+    opened: list[Any] = []
+
+    async def open_one() -> None:
+        opened.append(await feed.open_page())
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):  # (pages opening between updates: each its own snapshot)
+            nursery.start_soon(open_one)
+            await trio.lowlevel.checkpoint()  # (its snapshot started, a slice encoded...)
+            await feed.publish({"type": "update"})  # (...and an update before it is done)
+    assert most == 1 and all(opened)
+    for viewer, _ in opened:
+        feed.close_page(viewer)
+    assert feed.held_bytes == 0 and not feed._snapshot_ready()
+
+
+async def test_a_kinds_points_and_its_window_are_encoded_point_by_point() -> None:
+    """One kind's 600 points of 16 numbers that print slowly were one item:
+    25 ms of the loop for an update (or a plot's window) of them."""
+    slow = -1.2345678901234567e-300
+    points = [[float(t), *[slow] * 16] for t in range(600)]
+    steps = _LongestStep()
+    trio.lowlevel.add_instrument(steps)
+    gc.disable()  # (a collection of the tests' heap is no step of ours)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(dumps_in_slices, {"type": "update", "points": {"W": points}})
+            nursery.start_soon(dumps_in_slices, points)
+    finally:
+        gc.enable()
+        trio.lowlevel.remove_instrument(steps)
+    assert steps.longest < 0.010, steps.longest

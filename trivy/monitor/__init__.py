@@ -29,7 +29,7 @@ from . import _feed
 from ._agent import follow_bus, hear_everything, make_actions
 from ._feed import Feed
 from ._grouping import Grouping
-from ._hangup import hang_up_pages
+from ._hangup import DescriptorReserve, hang_up_pages
 from ._model import MAX_FIELDS, BusModel
 from ._web import build_app
 
@@ -147,7 +147,9 @@ async def _serve(app: Any, config: Config, *, task_status: Any = trio.TASK_STATU
 async def _hang_up_when_stopped(listening: tuple[Any, ...]) -> None:
     """When the monitor stops, its pages are hung up on: the server's
     shielded write to a page that reads nothing would hold the exit 30 s."""
+    reserve = DescriptorReserve()
     try:
         await trio.sleep_forever()
     finally:
+        reserve.release()  # (one descriptor free, whatever a client holds)
         hang_up_pages(listening)

@@ -133,8 +133,10 @@ class Feed:
         snapshot = None
         # (once a page took all it had, and the last snapshot would fit all the
         # pages: a snapshot is not made for nothing at every update)
-        if self._held.size + self._snapshot_size <= FEEDS_BYTES and any(
-            viewer.resync and not viewer.held for viewer in viewers
+        if (
+            self._making is None  # (else those pages wait for a later update)
+            and self._held.size + self._snapshot_size <= FEEDS_BYTES
+            and any(viewer.resync and not viewer.held for viewer in viewers)
         ):
             snapshot = await self._make_snapshot()  # (taken before anything yields)
         payload = await dumps_in_slices(update)
@@ -166,14 +168,18 @@ class Feed:
         that open meanwhile (those updates carry whatever changed since)."""
         while True:
             generation = self._generation
-            if self._snapshot is not None and self._snapshot[0] == generation:
-                return self._snapshot[1]
+            if self._snapshot_ready():
+                return self._snapshot[1]  # type: ignore[index]
             making = self._making
-            if making is None or making.generation != generation:
+            if making is None:
                 return await self._make_snapshot()
+            # (one is encoded at a time: this one, or then one of now)
             await making.done.wait()
-            if making.text is not None:  # (else its maker was cancelled)
+            if making.generation == generation and making.text is not None:
                 return making.text
+
+    def _snapshot_ready(self) -> bool:
+        return self._snapshot is not None and self._snapshot[0] == self._generation
 
     async def _make_snapshot(self) -> Encoded:
         making = self._making = _Making(self._generation)
@@ -207,6 +213,8 @@ class Feed:
 
         The page is counted from the call on, before anything yields.
         """
+        if self._held.size + self._snapshot_size > FEEDS_BYTES and not self._snapshot_ready():
+            return None  # (the snapshot it needs would not fit: not made for nothing)
         viewer = Viewer()
         self.viewers.add(viewer)
         try:
@@ -230,6 +238,7 @@ class Feed:
             for piece in payload.pieces:
                 for start in range(0, len(piece), WRITE_PIECE):
                     yield piece[start : start + WRITE_PIECE]
+                    viewer.served_at = trio.current_time()  # (it takes it: a slow link)
             yield "\n\n"
             viewer.writing = None
             self._held.release(payload)
@@ -244,6 +253,8 @@ class Feed:
     def close_page(self, viewer: Viewer) -> None:
         """The page's response ended: its place and what waited for it are given back."""
         self.viewers.discard(viewer)
+        if not self.viewers:
+            self._snapshot = None  # (made for pages: none left to share it)
         viewer.send.close()
         if viewer.writing is not None:  # (its response ended in the middle of it)
             self._held.release(viewer.writing)

@@ -19,12 +19,14 @@ from typing import Any
 
 import trio
 
-__all__ = ["ENCODE_SLICE", "PIECE", "Encoded", "dumps_in_slices"]
+__all__ = ["DEPTH", "ENCODE_SLICE", "PIECE", "Encoded", "dumps_in_slices"]
 
 #: Seconds of encoding between two yields to the loop.
 ENCODE_SLICE = 0.002
 #: Characters a piece is joined up to (one item may make a longer one).
 PIECE = 64 * 1024
+#: Levels of lists and dicts encoded an item at a time.
+DEPTH = 3
 
 
 class Encoded:
@@ -44,35 +46,38 @@ class Encoded:
         return "".join(self.pieces)
 
 
-async def dumps_in_slices(message: dict[str, Any]) -> Encoded:
+async def dumps_in_slices(message: Any) -> Encoded:
     """What ``json.dumps(message)`` makes, in pieces, letting the loop run
     every ENCODE_SLICE.
 
-    The items of ``message``'s values that are lists or dicts are encoded
-    one by one (each is bounded by the model: an agent, a kind, a line).
+    Lists and dicts are encoded an item at a time down to :data:`DEPTH`
+    levels (a snapshot's agents, an update's points by kind and each point
+    of them); what is below is one item (an agent's regexps, a point's
+    numbers, each bounded by the model).
     """
     out = _Pieces()
-    out.add("{")
-    for number, (key, value) in enumerate(message.items()):
-        out.add((", " if number else "") + json.dumps(key) + ": ")
-        if isinstance(value, list):
-            out.add("[")
-            for index, item in enumerate(value):
-                out.add((", " if index else "") + json.dumps(item))
-                await out.tick()
-            out.add("]")
-        elif isinstance(value, dict):
-            out.add("{")
-            for index, (name, item) in enumerate(value.items()):
-                # (keys as json makes them: 1 -> "1")
-                out.add((", " if index else "") + json.dumps({name: item})[1:-1])
-                await out.tick()
-            out.add("}")
-        else:
-            out.add(json.dumps(value))
-            await out.tick()
-    out.add("}")
+    await _encode(message, DEPTH, out)
     return out.done()
+
+
+async def _encode(value: Any, depth: int, out: _Pieces) -> None:
+    if depth and isinstance(value, list):
+        out.add("[")
+        for index, item in enumerate(value):
+            if index:
+                out.add(", ")
+            await _encode(item, depth - 1, out)
+        out.add("]")
+    elif depth and isinstance(value, dict):
+        out.add("{")
+        for index, (name, item) in enumerate(value.items()):
+            # (keys as json makes them: 1 -> "1")
+            out.add((", " if index else "") + json.dumps({name: None})[1:-5])
+            await _encode(item, depth - 1, out)
+        out.add("}")
+    else:
+        out.add(json.dumps(value))
+        await out.tick()
 
 
 class _Pieces:

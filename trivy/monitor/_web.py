@@ -27,6 +27,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from ._feed import Feed, Viewer
+from ._json_slices import dumps_in_slices
 
 __all__ = ["MAX_BODY", "MAX_VIEWERS", "build_app"]
 
@@ -111,7 +112,8 @@ def build_app(
     async def window(request: Request) -> Response:
         if (refusal := refused(request)) is not None:
             return refusal
-        return JSONResponse(feed.model.window(request.query_params.get("kind", "")))
+        window = await dumps_in_slices(feed.model.window(request.query_params.get("kind", "")))
+        return Response(window.text(), media_type="application/json")
 
     async def act(request: Request) -> Response:
         if (refusal := refused(request)) is not None:
