@@ -28,11 +28,14 @@ from ._cli_bridge import add_bridge_arguments, run_bridge
 from ._cli_common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
+    EXIT_OK,
     EXIT_USAGE,
     CommandFailed,
     UsageError,
     err,
     log_escaped,
+    run_until_interrupted,
+    stdout_to_devnull,
 )
 from ._cli_monitor import add_monitor_arguments, run_monitor
 from ._daemon import DEFAULT_DAEMON_PORT, run_daemon
@@ -265,15 +268,37 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
 }
 
 
+#: Commands that watch SIGINT and SIGTERM themselves (to close a recording,
+#: restore the terminal...); the others are run until one comes.
+WATCH_SIGNALS_THEMSELVES = frozenset({"probe", "record", "replay", "bridge", "monitor"})
+
+
+async def _until_interrupted(args: argparse.Namespace) -> int:
+    """Run the command; SIGINT or SIGTERM ends it as Ctrl-C does (BYE, 130)."""
+    code = EXIT_INTERRUPTED
+
+    async def command() -> None:
+        nonlocal code
+        code = await RUNNERS[args.command](args)
+
+    return EXIT_INTERRUPTED if await run_until_interrupted(command) else code
+
+
 def _run(args: argparse.Namespace) -> int:
     log_escaped()
+    runner = RUNNERS[args.command]
     try:
         with terminal_restored():
-            return trio.run(RUNNERS[args.command], args)
+            if args.command in WATCH_SIGNALS_THEMSELVES:
+                return trio.run(runner, args)
+            return trio.run(_until_interrupted, args)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except Exception as exc:
         failure = _alone(exc)
+        if isinstance(failure, BrokenPipeError):  # (our output's reader left: `| head`)
+            stdout_to_devnull()
+            return EXIT_OK
         if isinstance(failure, UsageError):
             err(f"error: {failure}")
             return EXIT_USAGE

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._cli_common import EXIT_INTERRUPTED, EXIT_OK, CommandFailed, UsageError, run_until_interrupted
+from ._cli_common import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    CommandFailed,
+    UsageError,
+    error_in,
+    run_until_interrupted,
+)
 
 __all__ = ["add_bridge_arguments", "run_bridge"]
 
@@ -58,6 +65,9 @@ async def run_bridge(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     try:
         interrupted = await run_until_interrupted(lambda: run_bridge_command(options))
-    except BridgeFailed as exc:
-        raise CommandFailed(str(exc)) from None
+    except Exception as exc:  # (nurseries wrap it in groups)
+        failure = error_in(exc, BridgeFailed)
+        if failure is None:
+            raise
+        raise CommandFailed(str(failure)) from None
     return EXIT_INTERRUPTED if interrupted else EXIT_OK

@@ -8,6 +8,7 @@ none of them.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -117,6 +118,14 @@ async def run_until_interrupted(run: Callable[[], Awaitable[object]]) -> bool:
     return interrupted
 
 
+def stdout_to_devnull() -> None:
+    """stdout's reader is gone (``| head``): what is still written goes
+    nowhere, not into an error as Python exits."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def out(text: str) -> None:
     """Print one line on stdout, escaped, flushed at once (the output may be a pipe)."""
     print(printable(text), flush=True)
@@ -170,10 +179,18 @@ async def join(
 
 def os_error_in(exc: BaseException) -> OSError | None:
     """The OSError ``exc`` is, or holds (nurseries wrap errors in groups)."""
-    if isinstance(exc, OSError):
+    found = error_in(exc, OSError)
+    return found if isinstance(found, OSError) else None
+
+
+def error_in(
+    exc: BaseException, kinds: type[BaseException] | tuple[type[BaseException], ...]
+) -> BaseException | None:
+    """The error of one of ``kinds`` that ``exc`` is, or holds in its groups."""
+    if isinstance(exc, kinds):
         return exc
     for inner in getattr(exc, "exceptions", ()):
-        found = os_error_in(inner)
+        found = error_in(inner, kinds)
         if found is not None:
             return found
     return None

@@ -8,7 +8,14 @@ from typing import Any
 
 import trio
 
-from ._cli_common import EXIT_INTERRUPTED, EXIT_OK, CommandFailed, UsageError, run_until_interrupted
+from ._cli_common import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    CommandFailed,
+    UsageError,
+    os_error_in,
+    run_until_interrupted,
+)
 
 __all__ = ["add_monitor_arguments", "run_monitor"]
 
@@ -25,7 +32,7 @@ def add_monitor_arguments(commands: Any) -> None:
     monitor.add_argument(
         "--bind",
         default="127.0.0.1",
-        help="the address to serve on (127.0.0.1); any other needs the printed token",
+        help="the address to serve on (127.0.0.1); off loopback, pages need the printed token",
     )
     monitor.add_argument("-n", "--name", default="TRIVYMONITOR", help="the agent's name")
     monitor.add_argument(
@@ -62,6 +69,9 @@ async def run_monitor(args: argparse.Namespace) -> int:
 
     try:
         interrupted = await run_until_interrupted(monitor)
-    except OSError as exc:
-        raise CommandFailed(f"cannot serve the monitor on {args.bind}:{args.port}: {exc}") from None
+    except Exception as exc:  # (nurseries wrap it in groups)
+        failure = os_error_in(exc)
+        if failure is None:
+            raise
+        raise CommandFailed(f"cannot serve the monitor: {failure.strerror or failure}") from None
     return EXIT_INTERRUPTED if interrupted else EXIT_OK

@@ -39,6 +39,8 @@ def wire_regexp(regexp: str) -> str:
       ValueError: it contains a newline, does not compile, would cost too
         much to compile, or is longer than peers with default limits accept.
     """
+    if not isinstance(regexp, str):  # (bind(regexp, callback), arguments swapped...)
+        raise TypeError(f"a regexp is a str, not {type(regexp).__name__}: {regexp!r}")
     if "\n" in regexp:
         raise ValueError(f"a regexp cannot contain a newline: {regexp!r}")
     expanded = protocol.expand_intervals(regexp)

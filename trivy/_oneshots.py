@@ -22,13 +22,23 @@ from ._probe_commands import peers_count
 __all__ = ["run_die", "run_ping", "run_send", "run_who"]
 
 
+#: Seconds without an agent joining or subscribing before ``ping`` and
+#: ``die`` act: the agents of one name connect one after another.
+SETTLE = 0.2
+
+
 @asynccontextmanager
 async def _joined_with(args: argparse.Namespace) -> AsyncIterator[IvyBus | None]:
-    """Join, wait for agent ``args.agent``: the bus, or None if it did not come."""
-    async with join(bus_options(args.name, args.bus)) as bus:
+    """Join, wait for agent ``args.agent`` and for the bus to settle (every
+    agent of that name connected): the bus, or None if it did not come."""
+    async with join(bus_options(args.name, args.bus)) as bus, bus.events() as events:
         with trio.move_on_after(args.timeout) as waiting:
             await bus.wait_for_peer(args.agent)
-        yield None if waiting.cancelled_caught else bus
+        if waiting.cancelled_caught:
+            yield None
+            return
+        await _settle(events, SETTLE, args.timeout)
+        yield bus
 
 
 def _not_found(name: str | None, seconds: float) -> int:

@@ -115,7 +115,7 @@ def resolve_bus(bus: str | BusAddress | None) -> BusAddress:
     if isinstance(bus, BusAddress):
         address = bus
     elif isinstance(bus, str) and not bus.strip():
-        raise ValueError("an empty bus string: give NETWORKS:PORT, or None for the default")
+        raise ValueError("an empty bus string: give NETWORKS:PORT (as 127:2010)")
     else:
         address = protocol.parse_bus(bus or os.environ.get(protocol.IVYBUS_ENV))
     for network in address.networks:

@@ -28,6 +28,7 @@ from ._cli_common import (
     out,
     printable,
     run_until_interrupted,
+    stdout_to_devnull,
 )
 from ._events import Peer
 from ._options import BusOptions
@@ -132,6 +133,8 @@ class _Printer:
 
     def __init__(self, reader: _StdinReader) -> None:
         self._reader = reader
+        #: Set when stdout's reader left (``| head``): the probe then ends.
+        self.reader_gone = trio.Event()
         self._readline = None
         if reader.interactive:
             with contextlib.suppress(ImportError):
@@ -140,6 +143,13 @@ class _Printer:
                 self._readline = readline
 
     def __call__(self, text: str) -> None:
+        try:
+            self._print(text)
+        except BrokenPipeError:  # (called from the bus's callbacks: ended here)
+            stdout_to_devnull()
+            self.reader_gone.set()
+
+    def _print(self, text: str) -> None:
         reader = self._reader
         if self._readline is None:
             out(text)
@@ -209,6 +219,7 @@ async def run_probe(args: argparse.Namespace) -> int:
             for regexp in regexps:
                 probe.bind(regexp)
             nursery.start_soon(probe.show_events, events)
+            nursery.start_soon(_cancel_when, printer.reader_gone, nursery.cancel_scope)
             while not probe.done:
                 line = await reader.readline()
                 if line is None:
@@ -217,3 +228,8 @@ async def run_probe(args: argparse.Namespace) -> int:
             nursery.cancel_scope.cancel()
 
     return EXIT_INTERRUPTED if await run_until_interrupted(session) else EXIT_OK
+
+
+async def _cancel_when(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()

@@ -243,10 +243,13 @@ class Router:
         Raises:
           ValueError: the text contains a newline (and ``java_newlines`` is off).
         """
-        if "\n" in text:
-            if not self._java_newlines:
-                raise ValueError(f"an Ivy message cannot contain a newline: {text!r}")
-            text = text.replace("\n", protocol.JAVA_NEWLINE_ESCAPE)
+        try:  # (free unless raised: bytes, say, where a str is due)
+            if "\n" in text:
+                if not self._java_newlines:
+                    raise ValueError(f"an Ivy message cannot contain a newline: {text!r}")
+                text = text.replace("\n", protocol.JAVA_NEWLINE_ESCAPE)
+        except TypeError:
+            raise TypeError(f"an Ivy text is a str, not {type(text).__name__}") from None
         length = len(text)
         if not length:
             return 0  # ivy-c sends nothing for an empty text

@@ -12,8 +12,9 @@ those two modules (the same module objects) to everything imported after
 it; :func:`uninstall` undoes it.
 
 The API stays synchronous: the bus runs in a background thread under
-``trio.run``, callbacks run in that thread with ivy-python's signatures, and
-every public method may be called from any thread. See ``docs/compat.md``
+``trio.run``, callbacks run in order on a thread of the server's own with
+ivy-python's signatures, and every public method may be called from any
+thread. See ``docs/compat.md``
 for what is supported and how it differs from ivy-python.
 """
 

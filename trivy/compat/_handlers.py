@@ -3,8 +3,9 @@
 ivy-python agents often subclass ``IvyServer`` and override a ``handle_*``
 method to see or change what happens on an event. trivy's compat server
 routes each event of its bus through the same methods, with ivy-python's
-signatures, in the bus thread; the defaults call the registered callbacks.
-So an override still runs, and calling ``super()`` keeps the default.
+signatures, on the server's callback thread; the defaults call the
+registered callbacks. So an override still runs, and calling ``super()``
+keeps the default.
 
 What is internal to ivy-python's socket threads (``register_client``,
 ``serve_forever``) keeps its name with a documented meaning, since trivy's

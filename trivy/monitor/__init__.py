@@ -135,8 +135,11 @@ def _listening(host: str, port: int) -> Iterator[socket.socket]:
             # that takes no byte for this long is aborted by the kernel.
             timeout = int(_feed.PAGE_TIMEOUT * 1000)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, timeout)
-        sock.bind((host, port))
-        sock.listen(128)
+        try:
+            sock.bind((host, port))
+            sock.listen(128)
+        except OSError as exc:  # (say which address: the bus's are others)
+            raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from exc
         yield sock
 
 
