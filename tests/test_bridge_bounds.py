@@ -174,3 +174,25 @@ def test_a_text_of_1_mib_dense_in_tokens_still_parses() -> None:
     payload = json.dumps(item).encode()
     assert payload.count(b",") > MAX_JSON_TOKENS
     assert loads(payload) == item
+
+
+async def test_one_hostile_message_never_takes_the_bridge_down(broker: int) -> None:  # noqa: F811
+    """Each of these made the bridge exit ("unexpected error, a bug"), and,
+    retained, at every start: an agent named "" or with a newline (the
+    proxy's bus refused the name), JSON nested 1,100 deep (RecursionError),
+    an id of Infinity (OverflowError). Now each is a bad message, logged."""
+    bridges = sites(broker, "one")
+    nested = "[" * 1100 + "]" * 1100
+    with trio.fail_after(TIMEOUT):
+        async with _attacked(bridges[0], broker) as (alice, hostile, site, nursery):
+            hostile.publish("trivy/site/evil", b"online 1", retain=True)
+            _agent(hostile, "evil", "10.0.0.1:1", ["^a (.*)"], name="")
+            _agent(hostile, "evil", "10.0.0.1:2", ["^b (.*)"], name="EVIL\nX")
+            hostile.publish("trivy/agents/evil/10.0.0.1:3", nested, retain=True)
+            item = '{"kind": "direct", "num_id": Infinity, "text": "x", "from_site": "evil"}'
+            hostile.publish("trivy/to/one/evil", item)
+            _agent(hostile, "evil", "10.0.0.1:4", ["^good (.*)"], name="GOOD")
+            await wait_for_subscription(alice, "GOOD", "^good (.*)")  # (after them all)
+            assert site.log.asked["bad message"] == 4
+            assert alice.peer("EVIL") is None and alice.peer("") is None
+            nursery.cancel_scope.cancel()

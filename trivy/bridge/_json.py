@@ -74,9 +74,17 @@ def loads(payload: bytes) -> Any:
     Raises:
       TooCostly: over :data:`MAX_JSON_TOKENS` tokens, or an integer over
         :data:`MAX_INT_DIGITS` digits.
-      ValueError: not JSON.
+      ValueError: not JSON (NaN and Infinity included), or nested too deep.
     """
     tokens = json_tokens(payload)
     if tokens > MAX_JSON_TOKENS:
         raise TooCostly(f"{tokens} JSON tokens, over {MAX_JSON_TOKENS}")
-    return json.loads(payload, parse_int=_int)
+    try:
+        return json.loads(payload, parse_int=_int, parse_constant=_no_constant)
+    except RecursionError:  # (a few KB of brackets: no site sends that)
+        raise ValueError("JSON nested too deep") from None
+
+
+def _no_constant(name: str) -> Any:
+    # NaN and Infinity are Python's, not JSON's: no id or count is one.
+    raise ValueError(f"{name} is not JSON")

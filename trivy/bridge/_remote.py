@@ -198,6 +198,12 @@ class RemoteAgents:
                             nursery.cancel_scope.cancel()  # (the bus ended: so does following)
                     finally:
                         self._ports.discard(bus.port)
+        except Exception as exc:  # (one remote agent never takes the bridge down)
+            self._log.warning(
+                "proxy failed",
+                "%s of %s not shown: %s",
+                cut(proxy.key), cut(proxy.site), cut(exc),
+            )  # fmt: skip
         finally:
             proxy.up.set()  # (hidden before it was up: nothing to wait for)
             if self._proxies.get((proxy.site, proxy.key)) is proxy:
@@ -312,13 +318,20 @@ class RemoteAgents:
             return
         if item["kind"] == "msg":
             groups = [str(g) for g in item["groups"]]
-            sender.bus.send_raw(target, MsgType.MSG, int(item["sub"]), groups)
+            sender.bus.send_raw(target, MsgType.MSG, _number(item["sub"]), groups)
         elif item["kind"] == "direct":
-            sender.bus.send_direct(target, int(item["num_id"]), str(item["text"]))
+            sender.bus.send_direct(target, _number(item["num_id"]), str(item["text"]))
         elif item["kind"] == "error":
-            sender.bus.send_error(target, int(item["num_id"]), str(item["text"]))
+            sender.bus.send_error(target, _number(item["num_id"]), str(item["text"]))
         elif item["kind"] == "die" and self._options.allow_die:
-            sender.bus.send_die(target, int(item["num_id"]))
+            sender.bus.send_die(target, _number(item["num_id"]))
+
+
+def _number(value: Any) -> int:
+    """An id from another site: an int, or ValueError (a float's is not one)."""
+    if type(value) is not int:
+        raise ValueError(f"an id is an integer, not {cut(repr(value))}")
+    return value
 
 
 def _addressed(item: dict[str, Any], proxy: _Proxy, sender: trivy.Peer) -> dict[str, Any]:

@@ -352,14 +352,16 @@ class Site:
             self.remote.hide(site, key)
             return
         state = loads(payload)
+        name = str(state["name"])
+        trivy.BusOptions(agent_name=name, bus=self.options.bus)  # (ValueError: no agent's name)
         subscriptions = self.remote.capped(site, key, state["subscriptions"])
         if self._live:
-            await self._show(site, key, str(state["name"]), subscriptions)
+            await self._show(site, key, name, subscriptions)
             if self.remote.is_shown(site, key):  # (bounded as the proxies are)
                 self._seen.add((site, key))
         elif (site, key) in self._pending or len(self._pending) < self.options.max_remote_agents:
             # (shown once live: a bridge that turns out to be a duplicate shows nothing)
-            self._pending[(site, key)] = (str(state["name"]), subscriptions)
+            self._pending[(site, key)] = (name, subscriptions)
             self._seen.add((site, key))
 
     # ----------------------------------------------------- the outbox
