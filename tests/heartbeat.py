@@ -1,4 +1,4 @@
-"""A task that measures how long the event loop went without running it."""
+"""How long the event loop went without running a task, or ran one step."""
 
 from __future__ import annotations
 
@@ -22,3 +22,21 @@ class Heartbeat:
             now = time.perf_counter()
             self.longest = max(self.longest, now - last)
             last = now
+
+
+class LongestStep(trio.abc.Instrument):
+    """The longest step of any task, in CPU time (what the loop was held).
+
+    The step running when it is added is not counted.
+    """
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._started: float | None = None
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self._started = time.thread_time()
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        if self._started is not None:
+            self.longest = max(self.longest, time.thread_time() - self._started)

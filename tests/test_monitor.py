@@ -51,6 +51,8 @@ from trivy.monitor._model import (
 )
 from trivy.testing import ivy_python_agent, wait_for_subscription
 
+from .heartbeat import LongestStep
+
 TIMEOUT = 20
 
 
@@ -651,21 +653,6 @@ def _full_model() -> BusModel:
     return model
 
 
-class _LongestStep(trio.abc.Instrument):
-    """The longest step of any task, in CPU time (what the loop was held)."""
-
-    def __init__(self) -> None:
-        self.longest = 0.0
-        self._started: float | None = None  # (the step running when it was added: not counted)
-
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        self._started = time.thread_time()
-
-    def after_task_step(self, task: trio.lowlevel.Task) -> None:
-        if self._started is not None:
-            self.longest = max(self.longest, time.thread_time() - self._started)
-
-
 async def test_a_full_snapshot_does_not_hold_the_loop_and_pages_share_it() -> None:
     """A full model's snapshot is tens of MB of JSON: encoded in one call
     when a page opened, it held the loop 40 to 110 ms. It is now encoded a
@@ -678,7 +665,7 @@ async def test_a_full_snapshot_does_not_hold_the_loop_and_pages_share_it() -> No
         assert opened is not None
         firsts.append(opened[1])
 
-    steps = _LongestStep()
+    steps = LongestStep()
     trio.lowlevel.add_instrument(steps)
     gc.disable()  # (a collection of the tests' heap is no step of ours)
     try:
@@ -785,7 +772,7 @@ async def test_a_kinds_points_and_its_window_are_encoded_point_by_point() -> Non
     25 ms of the loop for an update (or a plot's window) of them."""
     slow = -1.2345678901234567e-300
     points = [[float(t), *[slow] * 16] for t in range(600)]
-    steps = _LongestStep()
+    steps = LongestStep()
     trio.lowlevel.add_instrument(steps)
     gc.disable()  # (a collection of the tests' heap is no step of ours)
     try:

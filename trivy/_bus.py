@@ -384,7 +384,7 @@ class IvyBus:
         if session is None or not self._running or not self._peers.add(session):
             sock.close()  # gone at once, we are leaving, ourselves, or one too many
             return False
-        session.send_handshake(self.port, self.agent_name, self._local.items())
+        session.send_handshake(self.port, self.agent_name, self._local.handshake_lines())
         await session.run()
         return session.ready
 

@@ -152,7 +152,7 @@ class Connection(SendBuffer):
         return text
 
     def send_handshake(
-        self, port: int, agent_name: str, subscriptions: Iterable[tuple[int, str]]
+        self, port: int, agent_name: str, subscriptions: Iterable[tuple[int, str]] | bytes
     ) -> None:
         """Open our side: START_REGEXP (our port and name), our regexps, END_REGEXP.
 
@@ -163,8 +163,11 @@ class Connection(SendBuffer):
             raise IvyIllegalStateError("the handshake was sent already")
         self._said_hello = self._open = True
         self._queue(MsgType.START_REGEXP, port, agent_name)
-        for sub_id, regexp in subscriptions:
-            self._queue(MsgType.ADD_REGEXP, sub_id, regexp)
+        if isinstance(subscriptions, bytes):  # (their ADD_REGEXP lines, encoded)
+            self._queue_lines(subscriptions)
+        else:
+            for sub_id, regexp in subscriptions:
+                self._queue(MsgType.ADD_REGEXP, sub_id, regexp)
         self._queue(MsgType.END_REGEXP, 0)
 
     def send_subscription(self, sub_id: int, regexp: str) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from time import perf_counter
 from types import MappingProxyType
 from typing import Protocol
@@ -190,8 +190,8 @@ class PeerSession:
         self._end_reason = self._end_reason or reason
 
     # ---------------------------------------------------------------- output
-    def send_handshake(self, port: int, agent_name: str, subs: Iterable[tuple[int, str]]) -> None:
-        """Our START_REGEXP, our regexps, END_REGEXP."""
+    def send_handshake(self, port: int, agent_name: str, subs: bytes) -> None:
+        """Our START_REGEXP, our regexps' ADD_REGEXP lines, END_REGEXP."""
         self._conn.send_handshake(port, agent_name, subs)
         self.output.flush_soon()
 

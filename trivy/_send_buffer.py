@@ -114,6 +114,12 @@ class SendBuffer:
         self._outgoing += line
         self.bytes_queued += len(line)
 
+    def _queue_lines(self, lines: bytes) -> None:
+        """Lines encoded already (each checked as :meth:`_queue` would)."""
+        self._check_open()
+        self._outgoing += lines
+        self.bytes_queued += len(lines)
+
     def send_msg_payload(self, sub_id: int, payload: bytes, may_exceed: bool = False) -> int:
         """One MSG made of :func:`msg_payload`'s bytes, if the peer has room.
 
