@@ -109,3 +109,19 @@ def test_an_obeyed_die_tells_the_application_callback_of_each_agent_left(port: i
     finally:
         killer.close()
         bystander.close()
+
+
+def test_a_regexp_that_does_not_compile_is_refused_at_once_not_kept(port: int) -> None:
+    """Kept, it made the next start() fail with a nested exception group."""
+    server = IvyServer("COMPAT", usesDaemons=True)
+    good = server.bind_msg(print, "^good (.*)")
+    with pytest.raises(ValueError, match="bad regexp"):
+        server.bind_msg(print, "((")
+    assert server.get_subscriptions() == [(good, "^good (.*)")]
+    server.start(f"127:{port}")  # (it raised here)
+    try:
+        with pytest.raises(ValueError, match="bad regexp"):
+            server.bind_msg(print, "((")
+        assert server.get_subscriptions() == [(good, "^good (.*)")]
+    finally:
+        server.stop()

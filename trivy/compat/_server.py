@@ -25,6 +25,7 @@ from .. import (
     SubscriptionChanged,
     SubscriptionRemoved,
 )
+from .._local import wire_regexp
 from .._matching import MatchMode
 from .._open import run_bus
 from ._bridge import BusThread
@@ -274,7 +275,12 @@ class IvyServer(ServerHandlers, ServerInspection):
 
         Returns:
           the binding's id, for :meth:`unbind_msg`.
+
+        Raises:
+          ValueError: the regexp does not compile (or is one trivy refuses),
+            before or after start: it is not kept (it failed the next start).
         """
+        wire_regexp(regexp)  # (the check the bus makes as it binds)
         with self._lock:
             sub_id = next(self._next_id)
             binding = self._bindings[sub_id] = _Binding(on_msg_fct, regexp, sub_id)
