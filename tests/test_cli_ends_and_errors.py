@@ -137,3 +137,34 @@ async def test_the_apis_common_mistakes_say_what_is_wrong(bus: str) -> None:
             me.bind("^swapped (.*)", print)  # type: ignore[arg-type]
     done = await run("who", "-b", "")
     assert done.returncode == 2 and b"None" not in done.stderr, done.stderr
+
+
+async def test_the_probe_prints_what_a_peer_sent_in_the_order_it_came() -> None:
+    """MSGs were printed at once, direct messages and errors when the event
+    task ran: after the MSGs that followed them, or never when a DIE came
+    next (the probe left first)."""
+    bus = f"127:{free_udp_port()}"
+    with trio.fail_after(TEST_TIMEOUT):
+        async with (
+            running("probe", "-b", bus, "-n", "TP", "^(.*)$") as probe,
+            trivy.open_ivy_bus("SEND", bus) as sender,
+        ):
+            await wait_for_subscription(sender, "TP", "^(.*)$")
+            tp = await sender.wait_for_peer("TP")
+            await sender.send("one")
+            sender.send_direct(tp, 1, "direct")
+            await sender.send("two")
+            sender.send_error(tp, 2, "error")
+            await sender.send("three")
+            sender.send_direct(tp, 3, "last")
+            sender.send_die(tp)
+            assert await probe.finish() == 0
+    said = [line for line in probe.lines if line.startswith("SEND sent")]
+    assert said == [
+        "SEND sent 'one'",
+        "SEND sent a direct message, id=1: 'direct'",
+        "SEND sent 'two'",
+        "SEND sent an error, id=2: 'error'",
+        "SEND sent 'three'",
+        "SEND sent a direct message, id=3: 'last'",
+    ], probe.lines

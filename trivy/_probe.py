@@ -205,7 +205,11 @@ async def run_probe(args: argparse.Namespace) -> int:
     reader = _StdinReader()
     printer = _Printer(reader)
 
+    probe: Probe | None = None
+
     def on_die(peer: Peer, num_id: int) -> None:
+        if probe is not None:
+            probe.show_pending()  # (what came before the DIE, first)
         printer(f"{peer.name} asked us to die")
 
     async def session() -> None:
@@ -214,6 +218,7 @@ async def run_probe(args: argparse.Namespace) -> int:
             bus.events() as events,
             trio.open_nursery() as nursery,
         ):
+            nonlocal probe
             probe = Probe(bus, printer, show_bindings=args.show_bindings, quiet=args.quiet)
             probe.say(f"Broadcasting on {bus.bus_address}")
             for regexp in regexps:

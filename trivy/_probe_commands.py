@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import trio
 
 from ._bus import IvyBus
+from ._event_streams import EventStream
 from ._events import (
     BusEvent,
     DirectMessage,
@@ -104,6 +105,7 @@ class Probe:
         self.show_bindings = show_bindings
         self.done = False
         self._announced: set[Peer] = set()
+        self._events: EventStream[BusEvent] | None = None
 
     def _announce(self, peer: Peer) -> None:
         """Print ``peer``'s connected line once, before any other line about it."""
@@ -113,44 +115,64 @@ class Probe:
 
     def print_match(self, peer: Peer, *groups: str) -> None:
         """The binding callback: ``NAME sent 'g1' 'g2'``."""
+        self.show_pending()
         self._announce(peer)
         self.out(format_match(peer, groups))
+
+    def show_pending(self) -> None:
+        """Print the events that came before now, first.
+
+        The reader emits a peer's events as it reads them, and calls the
+        bindings at once: what came on the wire before a MSG (a direct
+        message, an ERROR) waits in the event stream, and was printed after
+        it, or never when a DIE ended the probe first.
+        """
+        while self._events is not None:
+            try:
+                event = self._events.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            self._show(event)
 
     def bind(self, regexp: str) -> int:
         """Bind ``regexp`` to :meth:`print_match`; returns its id."""
         return self.bus.bind(self.print_match, regexp)
 
-    async def show_events(self, events: trio.abc.ReceiveChannel[BusEvent]) -> None:
+    async def show_events(self, events: EventStream[BusEvent]) -> None:
         """Print connections, direct messages, errors and (when on) subscriptions."""
-        out = self.out
+        self._events = events
         async for event in events:
-            if isinstance(event, PeerDisconnected):
-                self._announced.discard(event.peer)
-                self.say(f"{event.peer.name} disconnected from {event.peer.host}")
-                continue
-            if isinstance(event, SubscriptionAdded | SubscriptionChanged):
-                self._check_class(event.peer, event.subscription_id, event.regexp)
-            subscription = SubscriptionAdded | SubscriptionChanged | SubscriptionRemoved
-            if isinstance(event, subscription) and not self.show_bindings:
-                continue
-            self._announce(event.peer)  # (its subscriptions come before its handshake ends)
-            if isinstance(event, DirectMessage):
-                out(f"{event.peer.name} sent a direct message, id={event.num_id}: '{event.text}'")
-            elif isinstance(event, ErrorReceived):
-                out(f"{event.peer.name} sent an error, id={event.num_id}: '{event.text}'")
-            elif isinstance(event, SubscriptionAdded):
-                out(f"{event.peer.name} subscribed id={event.subscription_id} '{event.regexp}'")
-            elif isinstance(event, SubscriptionChanged):
-                out(
-                    f"{event.peer.name} changed id={event.subscription_id}"
-                    f" '{event.old_regexp}' -> '{event.regexp}'"
-                )
-            elif isinstance(event, SubscriptionRemoved):
-                out(f"{event.peer.name} unsubscribed id={event.subscription_id} '{event.regexp}'")
-            elif isinstance(event, PeerUnresponsive):
-                out(f"{event.peer.name} answers nothing (silent for {event.silent_for:.0f} s)")
-            elif isinstance(event, PeerResponsive):
-                out(f"{event.peer.name} answers again")
+            self._show(event)
+
+    def _show(self, event: BusEvent) -> None:
+        out = self.out
+        if isinstance(event, PeerDisconnected):
+            self._announced.discard(event.peer)
+            self.say(f"{event.peer.name} disconnected from {event.peer.host}")
+            return
+        if isinstance(event, SubscriptionAdded | SubscriptionChanged):
+            self._check_class(event.peer, event.subscription_id, event.regexp)
+        subscription = SubscriptionAdded | SubscriptionChanged | SubscriptionRemoved
+        if isinstance(event, subscription) and not self.show_bindings:
+            return
+        self._announce(event.peer)  # (its subscriptions come before its handshake ends)
+        if isinstance(event, DirectMessage):
+            out(f"{event.peer.name} sent a direct message, id={event.num_id}: '{event.text}'")
+        elif isinstance(event, ErrorReceived):
+            out(f"{event.peer.name} sent an error, id={event.num_id}: '{event.text}'")
+        elif isinstance(event, SubscriptionAdded):
+            out(f"{event.peer.name} subscribed id={event.subscription_id} '{event.regexp}'")
+        elif isinstance(event, SubscriptionChanged):
+            out(
+                f"{event.peer.name} changed id={event.subscription_id}"
+                f" '{event.old_regexp}' -> '{event.regexp}'"
+            )
+        elif isinstance(event, SubscriptionRemoved):
+            out(f"{event.peer.name} unsubscribed id={event.subscription_id} '{event.regexp}'")
+        elif isinstance(event, PeerUnresponsive):
+            out(f"{event.peer.name} answers nothing (silent for {event.silent_for:.0f} s)")
+        elif isinstance(event, PeerResponsive):
+            out(f"{event.peer.name} answers again")
 
     def _check_class(self, peer: Peer, sub_id: int, regexp: str) -> None:
         """Say so when our message classes (``-c``) make a peer's regexp useless,
