@@ -16,7 +16,7 @@ import trivy
 from trivy.bridge import run_bridge
 from trivy.bridge._json import MAX_JSON_TOKENS, loads
 from trivy.bridge._limits import LOG_BURST, LOG_CUT
-from trivy.bridge._mqtt import MqttClient, open_mqtt
+from trivy.bridge._mqtt import RECEIVED_BYTES, MqttClient, open_mqtt
 from trivy.bridge._remote import MAX_AGENT_REGEXPS
 from trivy.testing import wait_for_subscription
 
@@ -196,3 +196,35 @@ async def test_one_hostile_message_never_takes_the_bridge_down(broker: int) -> N
             assert site.log.asked["bad message"] == 4
             assert alice.peer("EVIL") is None and alice.peer("") is None
             nursery.cancel_scope.cancel()
+
+
+async def test_what_the_bridge_has_not_taken_is_bounded_in_bytes(broker: int) -> None:  # noqa: F811
+    """Received messages were held by count (1,000) alone: 400 of 4 MiB for
+    a bridge that was behind held 1.65 GB. Reading stops once RECEIVED_BYTES
+    are held, and goes on as the bridge takes them: nothing is lost."""
+    payload = b"x" * (4 * 1024 * 1024 - 64)
+    with trio.fail_after(TIMEOUT * 3):
+        async with (
+            open_mqtt("127.0.0.1", broker, client_id="behind") as behind,
+            open_mqtt("127.0.0.1", broker, client_id="sender") as sender,
+        ):
+            behind.subscribe("t/#")
+            received = behind.__aiter__()
+            while True:  # (until the subscription is in place)
+                sender.publish("t/first", b"")
+                with trio.move_on_after(0.2):
+                    assert (await received.__anext__()).topic == "t/first"
+                    break
+            for i in range(40):  # (160 MiB)
+                sender.publish(f"t/{i}", payload)
+            while behind.held < RECEIVED_BYTES:  # noqa: ASYNC110 (a count, no event)
+                await trio.sleep(0.05)
+            await trio.sleep(1.0)  # (time to read more, were it not stopped)
+            assert behind.held < RECEIVED_BYTES + 16 * 1024 * 1024, behind.held
+            topics = []
+            async for message in received:
+                if message.topic != "t/first":
+                    topics.append(message.topic)
+                if len(topics) == 40:
+                    break
+            assert topics == [f"t/{i}" for i in range(40)]

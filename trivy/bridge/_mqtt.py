@@ -24,12 +24,16 @@ import paho.mqtt.client as paho
 import trio
 from paho.mqtt.enums import CallbackAPIVersion
 
-__all__ = ["MqttClient", "MqttError", "MqttMessage", "open_mqtt"]
+__all__ = ["RECEIVED_BYTES", "MqttClient", "MqttError", "MqttMessage", "open_mqtt"]
 
 #: Seconds between two calls of paho's ``loop_misc`` (keepalive, timeouts).
 MISC_EVERY = 1.0
 #: Received messages held for the bridge before reading the broker pauses.
 RECEIVED_BUFFER = 1000
+#: ...and bytes of them: 1,000 messages of 4 MiB held 4 GiB. Reading stops
+#: once they are held (what one read brings, the socket's buffer, comes on
+#: top) until the bridge takes some.
+RECEIVED_BYTES = 64 * 1024 * 1024
 #: Messages paho may hold for the broker (unacknowledged and unsent):
 #: past it, publish fails and the message is dropped, rather than memory
 #: growing with a broker that is slow or gone.
@@ -61,6 +65,9 @@ class MqttClient:
         self._client = client
         self._send, self._received = trio.open_memory_channel[MqttMessage](RECEIVED_BUFFER)
         self._arrived: list[MqttMessage] = []  # (filled by paho's callback)
+        #: Bytes of the received messages the bridge has not taken yet.
+        self.held = 0
+        self._taken = trio.Event()
         self._failure = ""
         self._woken = False
         self._waiting: trio.CancelScope | None = None
@@ -74,7 +81,9 @@ class MqttClient:
 
     # paho's callbacks, called from loop_read/loop_write/loop_misc
     def _on_message(self, _client: Any, _userdata: Any, message: Any) -> None:
-        self._arrived.append(MqttMessage(message.topic, bytes(message.payload), message.retain))
+        payload = bytes(message.payload)
+        self.held += len(payload)
+        self._arrived.append(MqttMessage(message.topic, payload, message.retain))
 
     def _on_connect(self, _c: Any, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
@@ -117,8 +126,17 @@ class MqttClient:
         """Whether the broker refused or dropped us (the driver then ends)."""
         return bool(self._failure)
 
-    def __aiter__(self) -> AsyncIterator[MqttMessage]:
-        return self._received.__aiter__()
+    def __aiter__(self) -> MqttClient:
+        return self
+
+    async def __anext__(self) -> MqttMessage:
+        try:  # (cancelled, it takes nothing: the iteration goes on)
+            message = await self._received.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+        self.held -= len(message.payload)
+        self._taken.set()
+        return message
 
     def _check(self, result: int) -> None:
         if self._failure:
@@ -144,7 +162,12 @@ class MqttClient:
                         await trio.lowlevel.wait_writable(sock)
             # (TLS may hold decrypted bytes the socket no longer signals)
             readable = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
-            if not readable and not self._woken and not client.want_write():
+            if self.held >= RECEIVED_BYTES:  # (the bridge is behind: no more read)
+                readable = False
+                self._taken = trio.Event()
+                with trio.move_on_at(next_misc):
+                    await self._taken.wait()
+            elif not readable and not self._woken and not client.want_write():
                 with trio.move_on_at(next_misc) as self._waiting:  # (publish cancels it)
                     await trio.lowlevel.wait_readable(sock)
                     readable = True
