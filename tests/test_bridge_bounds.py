@@ -18,6 +18,7 @@ from trivy.bridge._json import MAX_JSON_TOKENS, loads
 from trivy.bridge._limits import LOG_BURST, LOG_CUT
 from trivy.bridge._mqtt import RECEIVED_BYTES, MqttClient, open_mqtt
 from trivy.bridge._remote import MAX_AGENT_REGEXPS
+from trivy.bridge._site import MAX_KEPT
 from trivy.testing import wait_for_subscription
 
 from .heartbeat import Heartbeat
@@ -228,3 +229,26 @@ async def test_what_the_bridge_has_not_taken_is_bounded_in_bytes(broker: int) ->
                 if len(topics) == 40:
                     break
             assert topics == [f"t/{i}" for i in range(40)]
+
+
+async def test_a_sites_status_and_our_retained_keys_are_kept_short(broker: int) -> None:  # noqa: F811
+    """A site's status was kept whole as its instance: 64 sites saying
+    "online" and 4 MiB held 330 MB. Our site's retained keys of 60 KB
+    were remembered, 10,000 of them."""
+    bridges = sites(broker, "one")
+    big = b"online " + b"x" * (4 * 1024 * 1024 - 64)
+    with trio.fail_after(TIMEOUT):
+        async with _attacked(bridges[0], broker) as (alice, hostile, site, nursery):
+            for i in range(8):
+                hostile.publish(f"trivy/site/big{i}", big, retain=True)
+            hostile.publish("trivy/site/evil", b"online 1", retain=True)
+            _agent(hostile, "evil", "10.0.0.1:1", ["^v0$"])
+            await wait_for_subscription(alice, "EVIL", "^v0$")  # (after the big ones)
+            assert len(site._sites) == 9
+            assert max(map(len, site._sites.values())) <= MAX_KEPT + 16
+            for i in range(8):  # (mosquitto forgets when the test ends: tidy anyway)
+                hostile.publish(f"trivy/site/big{i}", b"", retain=True)
+            nursery.cancel_scope.cancel()
+    before = set(site._stale)
+    site._stale_said("k" * (MAX_KEPT + 1))  # (a key of ours, retained: too long to keep)
+    assert site._stale == before
