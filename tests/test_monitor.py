@@ -63,6 +63,17 @@ async def monitor(bus: str, **options: Any) -> AsyncIterator[Monitor]:
         nursery.cancel_scope.cancel()
 
 
+def _page_that_never_reads(url: str) -> socket.socket:
+    """A page's connection that asks for the feed, with a small receive
+    buffer, and never reads a byte of it."""
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    page = socket.socket()
+    page.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    page.connect(("127.0.0.1", port))
+    page.sendall(b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % port)
+    return page
+
+
 async def first_event(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
     async with client.stream("GET", url + "api/events") as stream:
         async for line in stream.aiter_lines():
@@ -307,11 +318,7 @@ async def test_a_page_that_never_reads_is_closed_and_frees_all(
             trivy.open_ivy_bus("FLOOD", bus) as flood,
         ):
             await wait_for_subscription(flood, "TRIVYMONITOR", "^(.*)$")
-            port = int(running.url.rsplit(":", 1)[1].strip("/"))
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.connect(("127.0.0.1", port))
-            sock.sendall(b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % port)
+            sock = _page_that_never_reads(running.url)
             opened, i = False, 0
             while not opened or running.feed.viewers:  # (it never reads a byte)
                 opened = opened or bool(running.feed.viewers)
@@ -337,11 +344,7 @@ async def test_stopping_does_not_wait_for_a_page_that_never_reads(bus: str) -> N
                 options = MonitorOptions(bus=bus, port=0, update_interval=0.01)
                 running = await nursery.start(run_monitor, options)
                 await wait_for_subscription(flood, "TRIVYMONITOR", "^(.*)$")
-                port = int(running.url.rsplit(":", 1)[1].strip("/"))
-                page = socket.socket()
-                page.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-                page.connect(("127.0.0.1", port))
-                page.sendall(b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % port)
+                page = _page_that_never_reads(running.url)
                 i = 0  # (until updates are dropped for it: the server's write waits)
                 while not any(viewer.dropped for viewer in running.feed.viewers):
                     await flood.send(f"DATA {i} " + "x" * 290)
