@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -252,3 +255,35 @@ async def test_a_sites_status_and_our_retained_keys_are_kept_short(broker: int) 
     before = set(site._stale)
     site._stale_said("k" * (MAX_KEPT + 1))  # (a key of ours, retained: too long to keep)
     assert site._stale == before
+
+
+async def test_a_frozen_local_agent_delays_the_remote_agents_once(broker: int) -> None:  # noqa: F811
+    """Each new proxy waits (2 s at most) for the local agents to connect to
+    it, and the bridge reads nothing meanwhile: with one local agent frozen
+    (SIGSTOP), 20 remote agents took 38 s to come. A local agent that did
+    not meet a proxy in time is not waited for by the next ones."""
+    bridges = sites(broker, "one")
+    bus = bridges[0].bus
+    with trio.fail_after(TIMEOUT * 2):
+        async with _attacked(bridges[0], broker) as (alice, hostile, site, nursery):
+            frozen = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "trivy", "probe", "-b", bus, "-n", "FROZEN", "-q"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+            )
+            try:
+                await site._observer.wait_for_peer("FROZEN")
+                frozen.send_signal(signal.SIGSTOP)
+                hostile.publish("trivy/site/evil", b"online 1", retain=True)
+                started = trio.current_time()
+                for i in range(5):
+                    _agent(hostile, "evil", f"10.0.0.1:{i}", [f"^v{i}$"], name=f"EVIL{i}")
+                for i in range(5):
+                    await wait_for_subscription(alice, f"EVIL{i}", f"^v{i}$")
+                took = trio.current_time() - started
+            finally:
+                frozen.send_signal(signal.SIGCONT)
+                frozen.kill()
+                await frozen.wait()
+            assert took < 5.0, took  # (2 s for the first, not 2 s each: 10 s before)
+            nursery.cancel_scope.cancel()

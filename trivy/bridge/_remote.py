@@ -27,6 +27,11 @@ __all__ = ["MAX_AGENT_REGEXPS", "MAX_AGENT_REGEXP_CHARS", "Outbox", "RemoteAgent
 
 #: The longest a new proxy waits for the local agents to connect to it.
 MEETING_LONGEST = 2.0
+#: Seconds a local agent that did not meet a proxy in time is not waited
+#: for by the next ones (unless it meets one): a frozen agent made each new
+#: proxy wait the 2 s, and the bridge read nothing meanwhile (20 remote
+#: agents: 38 s).
+LATE_EXCUSED = 60.0
 #: Regexps of one remote agent proxied at most, and their characters in all:
 #: the core's bounds on one peer's subscriptions, which every local trivy
 #: agent applies to the proxy anyway; those past them are refused (counted).
@@ -89,6 +94,7 @@ class RemoteAgents:
         #: Regexps of remote agents bound here (proxied), all told.
         self.bound = 0
         self._local_agents = local_agents
+        self._late: dict[str, float] = {}  # local agents that did not meet a proxy: when
         self._nursery = nursery
         self._outbox = outbox
         self._proxies: dict[tuple[str, str], _Proxy] = {}
@@ -215,10 +221,18 @@ class RemoteAgents:
         What arrives for them from the agent it stands for is then delivered,
         not dropped for want of a connection.
         """
-        with trio.move_on_after(MEETING_LONGEST):
+        now = trio.current_time()
+        self._late = {key: at for key, at in self._late.items() if now - at < LATE_EXCUSED}
+        with trio.move_on_after(MEETING_LONGEST) as waiting:
             async with bus.events() as events:
-                while not self._local_agents() <= {agent_key(p) for p in bus.peers}:
+                while not self._local_agents() - set(self._late) <= _keys(bus):
                     await events.receive()
+        met = _keys(bus)
+        for key in set(self._late) & met:  # (it meets proxies again)
+            del self._late[key]
+        if waiting.cancelled_caught:
+            for key in self._local_agents() - met:
+                self._late[key] = trio.current_time()
 
     async def _follow_regexps(self, proxy: _Proxy, bus: trivy.IvyBus) -> None:
         while True:
@@ -325,6 +339,10 @@ class RemoteAgents:
             sender.bus.send_error(target, _number(item["num_id"]), str(item["text"]))
         elif item["kind"] == "die" and self._options.allow_die:
             sender.bus.send_die(target, _number(item["num_id"]))
+
+
+def _keys(bus: trivy.IvyBus) -> set[str]:
+    return {agent_key(peer) for peer in bus.peers}
 
 
 def _number(value: Any) -> int:
