@@ -578,3 +578,23 @@ async def test_a_frozen_broker_slows_the_sender_and_loses_nothing(mosquitto: Mos
             assert (await big.receive()).groups == (str(queued), "last")  # (nothing twice)
             print(f"the sender felt the frozen broker after {queued} texts of 1 KB")
             nursery.cancel_scope.cancel()
+
+
+async def test_the_command_refused_for_a_site_bridged_already_says_so_in_one_line(
+    broker: int,
+) -> None:
+    """It said "unexpected error, a bug: BridgeConflict: ...": the refusal
+    came wrapped in an exception group."""
+    (one,) = sites(broker, "one")
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_bridge, one)
+            done = await trio.run_process(
+                [sys.executable, "-m", "trivy", "bridge", "-b", f"127:{free_udp_port()}",
+                 "--broker", f"mqtt://127.0.0.1:{broker}", "--site", "one"],
+                capture_stderr=True, check=False,
+            )  # fmt: skip
+            nursery.cancel_scope.cancel()
+    assert done.returncode == 1
+    lines = done.stderr.decode().splitlines()
+    assert len(lines) == 1 and "is already bridged" in lines[0] and "bug" not in lines[0], lines
