@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -112,11 +113,24 @@ async def test_telemetry_publisher_and_running_average(bus: str) -> None:
             finally:
                 publisher.kill()
                 averager.kill()
-    # each average is the mean of the last `count` readings of its sensor
+    # What the thermometer sends is known (its curve, from tick 1): the tester
+    # heard a run of it, and each average is the mean of a run of it (the
+    # averager's, from the first reading it heard: either of the two may have
+    # connected to the thermometer after its first tick).
+    for sensor, heard in readings.items():
+        sent = _sent(sensor, len(heard) + 50)
+        assert any(sent[start : start + len(heard)] == heard for start in range(50)), sensor
     for sensor, mean, count in averages:
-        seen = readings[sensor]
-        windows = [seen[end - count : end] for end in range(count, len(seen) + 1)]
+        sent = _sent(sensor, count + 50)
+        windows = [sent[start : start + count] for start in range(50)]
         assert any(abs(sum(w) / count - mean) < 0.01 for w in windows), (sensor, mean, count)
+
+
+def _sent(sensor: str, ticks: int) -> list[float]:
+    """The readings examples/telemetry.py sends for ``sensor``, from its first tick."""
+    offset = {"north": 0.0, "south": 3.0}[sensor]
+    curve = (20.0 + offset + 2.0 * math.sin(tick / 5) for tick in range(1, ticks + 1))
+    return [float(f"{celsius:.2f}") for celsius in curve]
 
 
 async def test_request_reply_over_direct_messages(bus: str) -> None:
