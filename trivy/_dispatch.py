@@ -147,7 +147,7 @@ class Dispatcher:
         size: int
         # The matches of consecutive MSGs for one subscription are put in its
         # buffer together, before anything else happens (a handler, a
-        # callback, a yield): as if one by one, one call for all of them.
+        # callback, a yield) and every 16 events: as if one by one.
         batch: list[Match] = []
         batch_target: Any = None
         make, set_peer, set_groups, set_subscription_id = MATCH_MAKERS
@@ -157,11 +157,11 @@ class Dispatcher:
             served += 1
             if served == look_at:
                 look_at += _EVENTS_PER_LOOK
+                if batch:  # (16 matches at most wait here: none made past a full buffer)
+                    await _put_batch(batch_target, batch)
+                    batch = []
                 share = shared_slice()  # (the slice every reader shares)
                 if perf_counter() - share.started > SERVE_SLICE:
-                    if batch:
-                        await _put_batch(batch_target, batch)
-                        batch = []
                     await share.yield_turn()  # fair by time: sync callbacks included
             if type(event) is not tuple:
                 if batch:
