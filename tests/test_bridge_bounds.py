@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -286,4 +287,34 @@ async def test_a_frozen_local_agent_delays_the_remote_agents_once(broker: int) -
                 frozen.kill()
                 await frozen.wait()
             assert took < 5.0, took  # (2 s for the first, not 2 s each: 10 s before)
+            nursery.cancel_scope.cancel()
+
+
+def _descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+async def test_the_proxies_of_remote_agents_do_not_connect_among_themselves(broker: int) -> None:  # noqa: F811
+    """40 remote agents: each proxy is connected to the local agent alone, and
+    the bridge's descriptors grow with their number, not its square (each
+    proxy connected to every other one: 1,560 more descriptors)."""
+    count = 40
+    bridges = sites(broker, "one")
+    with trio.fail_after(TIMEOUT):
+        async with _attacked(bridges[0], broker) as (alice, hostile, site, nursery):
+            before = _descriptors()
+            hostile.publish("trivy/site/evil", b"online 1", retain=True)
+            async with alice.events() as events:
+                for i in range(count):
+                    _agent(hostile, "evil", f"10.0.0.1:{i + 1}", [f"^to{i} (.*)"], name=f"R{i}")
+                while sum(p.name.startswith("R") for p in alice.peers) < count:
+                    await events.receive()
+            proxies = [proxy.bus for proxy in site.remote._proxies.values()]
+            assert len(proxies) == count
+            for bus in proxies:
+                assert bus is not None and [p.name for p in bus.peers] == ["ALICE"]
+            # each proxy: its listener, its UDP socket, and both ends of its
+            # connection with ALICE (in this process too)
+            assert _descriptors() - before <= 5 * count
             nursery.cancel_scope.cancel()

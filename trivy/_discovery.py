@@ -93,7 +93,7 @@ class Discovery:
     Args:
       options: the bus (networks and UDP port), the listener's address
         (``host``; a loopback host keeps the UDP socket on loopback too),
-        multicast settings and the allowed peer networks.
+        multicast settings, the allowed peer networks and the refused peers.
       serve: runs each new connection (see :data:`ServeConnection`).
       is_connected: whether we already have a connection to the agent
         listening on ``(host, port)``.
@@ -111,6 +111,7 @@ class Discovery:
         self._multicast_ttl = options.multicast_ttl
         self._multicast_interface = options.multicast_interface
         self._allows = options.allows
+        self._refuses = options.refuses
         self._refused: set[tuple[str, str]] = set()  # logged once each
         self._serve = serve
         self._is_connected = is_connected
@@ -242,7 +243,7 @@ class Discovery:
                 continue  # our own announce came back
             # Known by address only: ivy-python's announced id is not unique
             # (it is the first word of the agent name when the name has spaces).
-            if self._is_connected(host, announce.port):
+            if self._is_connected(host, announce.port) or self._refuses(host, announce.port):
                 continue
             self._offer(host, announce.port, announce.agent_id)
 

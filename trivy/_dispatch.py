@@ -266,7 +266,7 @@ class Dispatcher:
 
     async def _identified(self, session: PeerSession, event: PeerIdentified) -> bool:
         session.identify(event.name, event.port)
-        return self._peers.resolve_duplicate(session)
+        return self._peers.identified(session)
 
     async def _handshake_done(self, session: PeerSession, event: HandshakeDone) -> bool:
         self._peers.mark_ready(session)

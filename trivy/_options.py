@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Literal, TypedDict
 
 import attrs
 
 from . import protocol
 from ._connection import MAX_NAME_LENGTH, Connection
+from ._logs import LogLimiter
 from ._matching import MAX_TABLE_CHARACTERS, MatchMode
 from ._memory_shares import DEFAULT_MAX_BUFFERED_BYTES
 from ._option_checks import (
@@ -58,6 +60,9 @@ __all__ = [
     "OverflowPolicy",
     "resolve_bus",
 ]
+
+#: An application's predicate that keeps failing is logged boundedly.
+_log = LogLimiter(logging.getLogger("trivy"))
 
 OverflowPolicy = Literal["drop", "disconnect"]
 
@@ -203,6 +208,12 @@ class BusOptions:
         elsewhere are ignored and connections from elsewhere closed at once,
         each source logged once. Empty (the default): any. Loopback is
         always allowed.
+      refuse_peer: ``refuse_peer(host, port)`` True for an agent (the
+        address it listens on) that this one must not connect with: its
+        announces are ignored, and a connection from it ends, with a BYE,
+        once its hello names its port. For a process that runs several
+        agents which need no connection among them (the MQTT bridge's
+        proxies). A predicate that raises refuses nothing (logged).
       max_regexp_length, max_peer_subscriptions, max_peer_regexp_bytes:
         what one peer may subscribe with: the longest regexp (16 Ki
         characters), how many at once (10,000), how many characters in all
@@ -268,6 +279,9 @@ class BusOptions:
     allowed_networks: tuple[ipaddress.IPv4Network, ...] = attrs.field(
         default=(), converter=networks
     )
+    refuse_peer: Callable[[str, int], bool] | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.is_callable())
+    )
     max_regexp_length: int = attrs.field(
         default=MAX_REGEXP_LENGTH, validator=not_negative("max_regexp_length")
     )
@@ -315,6 +329,16 @@ class BusOptions:
             return False
         return any(ip in network for network in self.allowed_networks)
 
+    def refuses(self, host: str, port: int) -> bool:
+        """Whether ``refuse_peer`` refuses the agent listening on ``host:port``."""
+        if self.refuse_peer is None:
+            return False
+        try:
+            return bool(self.refuse_peer(host, port))
+        except Exception:  # (the application's predicate: its bug refuses nobody)
+            _log.exception("refuse_peer(%r, %d) failed: not refused", host, port)
+            return False
+
     def new_connection(self) -> Connection:
         """The protocol state for a new peer, with these options' limits."""
         regexps = PeerRegexps(
@@ -356,6 +380,7 @@ class BusOptionsArgs(TypedDict, total=False):
     drop_unresponsive: bool
     dead_host_timeout: float
     allowed_networks: Iterable[str] | str | None
+    refuse_peer: Callable[[str, int], bool] | None
     max_regexp_length: int
     max_peer_subscriptions: int
     max_peer_regexp_bytes: int

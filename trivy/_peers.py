@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import trio
 
@@ -55,9 +55,15 @@ class PeerSet:
     With ``shares``, the peers' memory limits follow their number.
     """
 
-    def __init__(self, max_peers: int = MAX_PEERS, shares: MemoryShares | None = None) -> None:
+    def __init__(
+        self,
+        max_peers: int = MAX_PEERS,
+        shares: MemoryShares | None = None,
+        refuses: Callable[[str, int], bool] | None = None,
+    ) -> None:
         self._max_peers = max_peers
         self._shares = shares
+        self._refuses = refuses
         self._sessions: dict[PeerSession, None] = {}
         self._by_peer: dict[Peer, PeerSession] = {}
         self._log = LogLimiter(logger)  # (a flood of connections is logged boundedly)
@@ -68,7 +74,7 @@ class PeerSet:
     def for_options(cls, options: BusOptions) -> PeerSet:
         """The set with the options' bounds on peers and on their memory."""
         shares = MemoryShares(options.max_buffered_bytes, options.send_buffer_limit)
-        return cls(options.max_peers, shares)
+        return cls(options.max_peers, shares, options.refuses)
 
     def __iter__(self) -> Iterator[PeerSession]:
         return iter(list(self._sessions))
@@ -174,6 +180,20 @@ class PeerSet:
     def is_connected(self, host: str, port: int) -> bool:
         """Whether a session with the agent listening on ``host:port`` exists."""
         return any(s.peer.host == host and s.peer.port == port for s in self._sessions)
+
+    def identified(self, session: PeerSession) -> bool:
+        """A session's hello named its agent: whether it goes on.
+
+        An agent the options' ``refuse_peer`` refuses is told BYE and let
+        go; a duplicate is resolved (:meth:`resolve_duplicate`).
+        """
+        peer = session.peer
+        if self._refuses is not None and self._refuses(peer.host, peer.port):
+            session.log.info("%s: refused (refuse_peer)", peer)
+            session.say_bye()
+            session.abort()
+            return False
+        return self.resolve_duplicate(session)
 
     def resolve_duplicate(self, session: PeerSession) -> bool:
         """A newly identified session duplicates another: close one of the two.

@@ -26,6 +26,7 @@ import trivy
 
 from ._mqtt import MqttClient, MqttError, open_mqtt
 from ._options import BridgeOptions
+from ._own import OwnAgents
 from ._site import BridgeConflict, Site
 
 __all__ = ["BridgeConflict", "BridgeOptions", "MqttError", "Site", "run_bridge"]
@@ -59,11 +60,15 @@ async def run_bridge(
       OSError: the bus cannot be joined.
     """
     try:
+        own = OwnAgents()  # (the observer and the proxies: no connection among them)
         async with (
-            trivy.open_ivy_bus(f"TRIVYBRIDGE-{options.site}", options.bus) as observer,
+            trivy.open_ivy_bus(
+                f"TRIVYBRIDGE-{options.site}", options.bus, refuse_peer=own
+            ) as observer,
             trio.open_nursery() as nursery,
         ):
-            site = Site(options, nursery)
+            own.ports.add(observer.port)
+            site = Site(options, nursery, own)
             await nursery.start(site.follow_local, observer)
             await _stay_connected(site, task_status)
     except BaseExceptionGroup as group:  # (one clear error for the caller)

@@ -26,7 +26,8 @@ class BridgeOptions:
       topic: the topics' prefix; sites of one bridged bus share it, so one
         broker serves several deployments side by side.
       max_remote_agents: remote agents shown here at most (each proxy is an
-        agent: a socket and tasks); agents beyond are not shown.
+        agent: a listener, a UDP socket, a connection a local agent, and
+        tasks; the proxies refuse each other); agents beyond are not shown.
       max_sites: other sites remembered at most (anyone who may publish
         on the broker can name sites); sites beyond are ignored.
       keepalive: seconds between the client's keepalives: a bridge that

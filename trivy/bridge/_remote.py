@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any, Protocol
 
 import attrs
@@ -22,6 +23,7 @@ from trivy.protocol import MsgType
 
 from ._limits import LimitedLog, cut
 from ._options import BridgeOptions
+from ._own import OwnAgents
 
 __all__ = ["MAX_AGENT_REGEXPS", "MAX_AGENT_REGEXP_CHARS", "Outbox", "RemoteAgents", "agent_key"]
 
@@ -82,8 +84,9 @@ class RemoteAgents:
         options: BridgeOptions,
         nursery: trio.Nursery,
         outbox: Outbox,
-        local_agents: Callable[[], set[str]],
+        local_agents: Callable[[], AbstractSet[str]],
         log: LimitedLog,
+        own: OwnAgents,
     ) -> None:
         self._options = options
         self._log = log
@@ -98,14 +101,14 @@ class RemoteAgents:
         self._nursery = nursery
         self._outbox = outbox
         self._proxies: dict[tuple[str, str], _Proxy] = {}
-        self._ports: set[int] = set()
+        self._own = own  # (the proxies' ports among them)
         # names of proxies joining: the observer may meet one before its port is known
         self._starting: dict[str, int] = {}
 
     def is_proxy(self, peer: trivy.Peer) -> bool:
         """Whether ``peer`` is (or may be: one joining by that name) one of our
         proxies, never published back."""
-        return peer.port in self._ports or peer.name in self._starting
+        return self._own(peer.host, peer.port) or peer.name in self._starting
 
     def shown(self) -> set[tuple[str, str]]:
         """The (site, key) of every remote agent shown here."""
@@ -190,10 +193,10 @@ class RemoteAgents:
         try:
             with proxy.scope:
                 async with trivy.open_ivy_bus(
-                    proxy.name, self._options.bus, on_die=self._on_die(proxy)
+                    proxy.name, self._options.bus, on_die=self._on_die(proxy), refuse_peer=self._own
                 ) as bus:
                     proxy.bus = bus
-                    self._ports.add(bus.port)
+                    self._own.ports.add(bus.port)
                     try:
                         await self._resubscribe(proxy, bus)
                         await self._meet_local_agents(bus)
@@ -203,7 +206,7 @@ class RemoteAgents:
                             await self._forward_direct(proxy, bus)
                             nursery.cancel_scope.cancel()  # (the bus ended: so does following)
                     finally:
-                        self._ports.discard(bus.port)
+                        self._own.ports.discard(bus.port)
         except Exception as exc:  # (one remote agent never takes the bridge down)
             self._log.warning(
                 "proxy failed",

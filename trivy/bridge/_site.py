@@ -42,6 +42,7 @@ from ._json import TooCostly, loads
 from ._limits import LimitedLog, cut
 from ._mqtt import MqttClient, MqttError, MqttMessage
 from ._options import BridgeOptions
+from ._own import OwnAgents
 from ._remote import MAX_AGENT_REGEXPS, RemoteAgents, agent_key
 
 __all__ = ["MAX_PAYLOAD", "BridgeConflict", "Site"]
@@ -76,17 +77,17 @@ class BridgeConflict(RuntimeError):
 class Site:
     """The bridge of one site (see the module's docstring)."""
 
-    def __init__(self, options: BridgeOptions, nursery: trio.Nursery) -> None:
+    def __init__(self, options: BridgeOptions, nursery: trio.Nursery, own: OwnAgents) -> None:
         self.options = options
         #: This run's name: its start time first, so that older sorts first.
         self.instance = f"{time.time_ns():020d}-{secrets.token_hex(4)}"
         #: What the broker's clients can make this bridge log, rate-limited.
         self.log = LimitedLog(logger)
-        self.remote = RemoteAgents(options, nursery, self, lambda: set(self._local), self.log)
+        self._local: dict[str, str] = {}  # our agents: key -> JSON state
+        self.remote = RemoteAgents(options, nursery, self, self._local.keys, self.log, own)
         self._mqtt: MqttClient | None = None
         self._observer: trivy.IvyBus | None = None
         self._live = False  # online on this connection (claim and sync done)
-        self._local: dict[str, str] = {}  # our agents: key -> JSON state
         self._sent: dict[str, str] = {}  # what this connection published of them
         self._sites: dict[str, str] = {}  # other sites online -> their instance
         #: Sites not remembered: ``max_sites`` were.
