@@ -8,6 +8,7 @@ import pytest
 import trio
 
 import trivy
+from trivy.bridge._own import OwnAgents
 
 
 class _Group:
@@ -126,3 +127,15 @@ async def test_a_predicate_that_raises_refuses_nobody(
 def test_the_predicate_must_be_callable() -> None:
     with pytest.raises(TypeError, match="refuse_peer"):
         trivy.BusOptions(agent_name="A", refuse_peer=42)  # type: ignore[arg-type]
+
+
+def test_the_bridge_tells_its_own_agents_by_port_and_this_machine() -> None:
+    """A port number is one agent's on one host only: an agent elsewhere with
+    the number of a proxy's port is not one of the bridge's (it was taken
+    for one, and never published)."""
+    own = OwnAgents()
+    own.ports.add(40_000)
+    assert own("127.0.0.1", 40_000)
+    assert not own("127.0.0.1", 40_001)
+    assert not own("192.0.2.7", 40_000)  # (TEST-NET-1: no machine's address)
+    assert not own("not an address", 40_000)
