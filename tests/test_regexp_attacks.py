@@ -69,6 +69,27 @@ async def test_a_regexp_that_would_compile_for_seconds_is_refused_at_once(bus: s
     assert stall < STALL, stall
 
 
+async def test_classes_of_a_few_characters_past_latin1_are_counted_before_compiling(
+    bus: str,
+) -> None:
+    """3,270 classes of three such characters in a regexp compiled for 270 ms
+    (a table of the whole BMP each): 64 of them held the loop 300 ms a line."""
+    regexp = "^" + "[\u0100\u0200\u0300]" * 3270
+    regexps = [(regexp + str(i)).encode() for i in range(8)]
+    stall, errors = await _attack(bus, regexps, ["hello"])
+    assert len(errors) == 8
+    assert all(b"too costly to compile" in error for error in errors)
+    assert stall < STALL, stall
+
+
+async def test_categories_under_two_flags_cannot_hide_exponential_backtracking(bus: str) -> None:
+    """Unicode's \\w and ASCII's \\W were taken as disjoint: a search of 24
+    letters past ASCII held the loop 1.3 s, each more doubling it."""
+    regexps = [b"(?:\\w*(?a:\\W))*(?!)", b"(?:\\d*(?a:\\W))*(?!)"]
+    stall, _errors = await _attack(bus, regexps, ["\u00e9" * 24, "\u0663" * 24, "ok"])
+    assert stall < STALL, stall
+
+
 async def test_nested_fixed_repeats_around_lookaheads_are_bounded(bus: str) -> None:
     """2,000 of them made every send of a 100-character text take 14 s."""
     shape = b"(?:(?=(?:(?=(?:(?=.{16}).){16}).){16}).){16}(?!)z%d"

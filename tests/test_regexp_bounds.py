@@ -77,6 +77,18 @@ def test_disjoint_sets(one: str, other: str, disjoint: bool) -> None:
     assert Disjointness()(*reversed(sets)) is disjoint  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("one", "other"), [(r"\w", r"\W"), (r"\d", r"\W"), (r"\s", r"\S"), (r"\D", r"\d")]
+)
+def test_categories_under_different_flags_are_not_told_apart(one: str, other: str) -> None:
+    """The first under Unicode's flag, the second under ASCII's: they share
+    characters past ASCII (a letter is Unicode's \\w and ASCII's \\W)."""
+    ((op, av),), ((other_op, other_av),) = _parser.parse(one), _parser.parse(other)
+    sets = char_set(op, av, 0), char_set(other_op, other_av, re.ASCII)
+    assert Disjointness()(*sets) is False  # type: ignore[arg-type]
+    assert Disjointness()(*reversed(sets)) is False  # type: ignore[arg-type]
+
+
 def test_past_its_budget_a_set_is_taken_as_overlapping() -> None:
     sets = _set("[a-z]"), _set(r"\d")
     assert Disjointness(budget=25)(*sets) is False  # type: ignore[arg-type]

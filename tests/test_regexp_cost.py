@@ -36,7 +36,12 @@ EXAMPLES = int(os.environ.get("TRIVY_REGEXP_EXAMPLES", "300"))
 MAX_TRIED_STEPS = 2e7
 
 _ATOMS = st.sampled_from(
-    ["a", "b", ".", r"\d", r"\w", r"\s", r"\S", "[ab]", "[^a]", r"[a-z\d]", "x", " ", r"\W"]
+    [
+        *("a", "b", ".", r"\d", r"\w", r"\s", r"\S", "[ab]", "[^a]", r"[a-z\d]", "x", " ", r"\W"),
+        # categories under ASCII's flag beside Unicode's (which share letters
+        # past ASCII), and characters past it
+        *(r"(?a:\W)", r"(?a:\w)", r"(?a:\D)", r"(?a:\S)", r"[^\W\d]", "\u00e9"),
+    ]
 )
 
 
@@ -64,9 +69,9 @@ def _combine(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
 
 _REGEXPS = st.recursive(_ATOMS, _combine, max_leaves=12)
 #: A short piece, repeated: long texts that make the same choices again.
-_TEXTS = st.tuples(st.text(alphabet="aab x1", max_size=12), st.integers(1, 400)).map(
-    lambda piece: piece[0] * piece[1]
-)
+_TEXTS = st.tuples(
+    st.text(alphabet="aab x1\u00e9\u0663\u00a0", max_size=12), st.integers(1, 400)
+).map(lambda piece: piece[0] * piece[1])
 
 
 def _search_time(pattern: re.Pattern[str], text: str) -> float:
@@ -113,6 +118,10 @@ def test_a_search_never_costs_more_than_the_model_says(
         ("(?:(?=(?:(?=(?:(?=.{16}).){16}).){16}).){16}(?!)z0", "a" * 100),
         (".*.{1054}(?!)z0", "a" * 3162),
         ("(?:.{999}){100}(?!)", "a" * 200_000),
+        # Unicode \w and ASCII \W were told apart: 24 letters past ASCII, 1.3 s
+        (r"(?:\w*(?a:\W))*(?!)", "\u00e9" * 24),
+        (r"(?:\d*(?a:\W))*(?!)", "\u0663" * 24),
+        (r"(?:\s*(?a:\S))*(?!)", "\u00a0" * 24),
     ],
 )
 def test_the_red_teams_regexps_are_bounded_by_the_model(regexp: str, text: str) -> None:
@@ -129,7 +138,12 @@ def test_the_red_teams_regexps_are_bounded_by_the_model(regexp: str, text: str) 
 
 
 _CLASSES = st.sampled_from(
-    ["[a-z]", "[\u0000-\uffff]", "[\u0100-\u0fff]", "[^\u0000-\u00ff]", r"[\w\s]", "[0-9]", "k"]
+    [
+        *("[a-z]", "[\u0000-\uffff]", "[\u0100-\u0fff]", "[^\u0000-\u00ff]", r"[\w\s]", "[0-9]"),
+        "k",
+        # a few characters past Latin-1: a table of the whole BMP (85 us each)
+        *("[\u0100\u0200\u0300]", "[\u0430\u0431\u0432k]"),
+    ]
 )
 
 

@@ -41,7 +41,8 @@ _CATEGORIES = {
     _c.CATEGORY_WORD: r"\w",
     _c.CATEGORY_NOT_WORD: r"\W",
 }
-#: Categories known never to share a character (either flag set).
+#: Categories known never to share a character, both under the same flags
+#: (Unicode ``\w`` and ASCII ``\W`` share every letter past ASCII).
 _DISJOINT = {
     frozenset({_c.CATEGORY_DIGIT, _c.CATEGORY_NOT_DIGIT}),
     frozenset({_c.CATEGORY_SPACE, _c.CATEGORY_NOT_SPACE}),
@@ -61,7 +62,8 @@ class CharSet:
       ranges: sorted disjoint ``(low, high)`` code point ranges.
       tests: compiled categories (``\\d``...), at most one of each.
       negate: the set is every character *not* in the ranges or categories.
-      category: the one category the set is, if it is just that (``\\S``).
+      category: the one category the set is, if it is just that (``\\S``),
+        with whether it is ASCII's: ``(category, ascii)``.
     """
 
     __slots__ = ("_lows", "category", "negate", "ranges", "tests")
@@ -132,7 +134,13 @@ class Disjointness:
         if one.plain and one.size() <= min(_MAX_LISTED, self.budget):
             self.budget -= one.size()
             return not any(other.contains(code) for code in one.codes())
-        return frozenset({one.category, other.category}) in _DISJOINT
+        mine, theirs = one.category, other.category
+        return (
+            mine is not None
+            and theirs is not None
+            and mine[1] == theirs[1]  # (under different flags: never told apart)
+            and frozenset({mine[0], theirs[0]}) in _DISJOINT
+        )
 
 
 def _ranges_disjoint(one: _Ranges, other: _Ranges) -> bool:
@@ -210,7 +218,9 @@ def _in(items: Any, flags: int) -> CharSet | None:
     chars = _checked(CharSet(_merged(ranges)), flags)
     if chars is None:
         return None
-    only = next(iter(categories)) if len(categories) == 1 and not chars.ranges else None
+    only = None
+    if len(categories) == 1 and not chars.ranges:
+        only = (next(iter(categories)), bool(flags & re.ASCII))
     return CharSet(
         chars.ranges,
         tuple(categories.values()),
