@@ -135,6 +135,10 @@ async def test_the_apis_common_mistakes_say_what_is_wrong(bus: str) -> None:
             await me.send(b"bytes")  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="a regexp is a str, not builtin_function"):
             me.bind("^swapped (.*)", print)  # type: ignore[arg-type]
+        # (peers refuse a MSG of more groups than that: it could never come)
+        with pytest.raises(ValueError, match="a regexp of 1001 groups: peers send 1000 at most"):
+            me.subscribe("(a)" * 1001)
+        me.subscribe("(a)" * 1000)
     done = await run("who", "-b", "")
     assert done.returncode == 2 and b"None" not in done.stderr, done.stderr
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from unittest.mock import ANY
 
 import pytest
@@ -38,6 +39,7 @@ from trivy._protocol_events import (
     TextReceived,
     UnknownType,
 )
+from trivy.protocol import MAX_MSG_GROUPS
 
 from .transcripts import PEER_NAMES, PEER_TCP, RECORDER_HANDSHAKE, RECORDER_TCP
 
@@ -382,3 +384,37 @@ def test_line_limit_is_exact_however_the_line_is_split(split: int) -> None:
             assert "x" * size not in lines and "b" not in lines
         else:
             assert lines == ["a", "x" * 10, "b"]
+
+
+@pytest.mark.parametrize("trailing_etx", [True, False])
+@pytest.mark.parametrize("ready", [True, False])
+def test_a_msg_of_more_groups_than_any_regexp_has_is_refused_unsplit(
+    trailing_etx: bool, ready: bool
+) -> None:
+    """524,000 one-byte groups in a 1 MiB line: 47 ms to split, 44 MB held."""
+    conn = Connection()
+    conn.receive_data(b"6 1\x02A\n" + (b"5 0\x02\n" if ready else b""))
+    end = b"\x03" if trailing_etx else b""
+    most = b"\x03".join([b"g"] * MAX_MSG_GROUPS) + end
+    (fine,) = conn.receive_data(b"2 7\x02" + most + b"\n")
+    assert fine == (7, ("g",) * MAX_MSG_GROUPS, ANY)
+    conn.data_to_send()
+    (refused,) = conn.receive_data(b"2 7\x02" + b"g\x03" * MAX_MSG_GROUPS + b"g" + end + b"\n")
+    assert isinstance(refused, Malformed)
+    assert f"over {MAX_MSG_GROUPS} groups".encode() in conn.data_to_send()
+    (after,) = conn.receive_data(b"2 7\x02x\x03\n")  # (and nothing else is lost)
+    assert after == (7, ("x",), ANY)
+
+
+def test_a_msgs_size_counts_what_its_groups_cost_in_memory() -> None:
+    """Counted in characters, a MSG of characters past ASCII took up to four
+    times what it said (a str of them keeps 2 or 4 bytes each)."""
+    conn = Connection()
+    conn.receive_data(b"6 1\x02A\n5 0\x02\n")
+    text = "\U0001f600" * 1000 + "x" * 100_000
+    ((_id, groups, size),) = conn.receive_data(b"2 1\x02" + text.encode() + b"\x03\n")
+    real = sys.getsizeof(groups) + sum(sys.getsizeof(group) for group in groups)
+    assert real <= size
+    ((_id, groups, size),) = conn.receive_data(b"2 1\x02" + b"\x80\x03" * 999 + b"\n")
+    real = sys.getsizeof(groups) + sum(sys.getsizeof(group) for group in groups)
+    assert real <= size

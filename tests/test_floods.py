@@ -83,3 +83,28 @@ async def test_connections_to_an_agent_of_many_subscriptions_each_cost_little(bu
             assert [await raw.line() for _ in range(5003)][-2] == b"1 5000\x02^last"
             await raw.aclose()
             await first.aclose()
+
+
+async def test_lines_of_a_million_tiny_groups_are_refused_before_they_are_split(
+    bus: str,
+) -> None:
+    """1 MiB MSGs of 524,000 one-byte groups: each split in one step of 47 ms
+    (and 44 MB held a line: 925 MB for 20 silent peers)."""
+    line = b"2 777\x02" + b"\x80\x03" * 524_285 + b"\n"
+    with trio.fail_after(30):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            raw = await RawPeer.connect(a)
+            await raw.handshake("GROUPS")
+            steps = LongestStep()
+            trio.lowlevel.add_instrument(steps)
+            try:
+                await raw.send(line * 8 + b"9 1\x02\n")
+                refused = 0
+                while (answer := await raw.line()) != b"10 1\x02":
+                    refused += answer.endswith(b"over 1000 groups")
+            finally:
+                trio.lowlevel.remove_instrument(steps)
+            assert refused == 8
+            print(f"longest step {steps.longest * 1000:.1f} ms")
+            assert steps.longest < 0.025, steps.longest
+            await raw.aclose()

@@ -143,7 +143,8 @@ class IvyBus:
         ADD_REGEXP goes to every peer now; closing the subscription (leaving
         its ``async with`` block) sends DEL_REGEXP. While ``max_buffer``
         matches wait unread, or big ones (over 4 Ki) of ``max_buffer_bytes``
-        in all (characters, and 64 a group), reading from the sending peer
+        in all (bytes, as counted: characters, four times past ASCII, and
+        64 a group), reading from the sending peer
         pauses.
 
         Raises:
@@ -207,7 +208,8 @@ class IvyBus:
         leaving, a DIE and congestion are kept up to twice the buffer), so
         a slow reader stalls nobody. ``"wait"`` loses nothing, but makes
         every peer's reader wait for this one. Big events (texts over 4 Ki
-        characters) count against ``max_buffer_bytes`` as well.
+        characters) count against ``max_buffer_bytes`` as well (four bytes
+        a character for a text past ASCII).
         """
         return self._hub.events(max_buffer, overflow, max_buffer_bytes)
 

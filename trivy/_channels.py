@@ -29,11 +29,13 @@ __all__ = ["BufferedReceiveChannel", "Subscription"]
 
 T = TypeVar("T")
 
-#: Items larger than this (characters of text) are counted against a
-#: channel's ``max_bytes``; smaller ones are bounded by ``max_buffer`` alone
-#: (1000 of them hold 4 MiB at most), and cost no bookkeeping.
+#: Items larger than this are counted against a channel's ``max_bytes``
+#: (their size: the characters of their text, four times when it is not
+#: ASCII, and a match's groups' objects); smaller ones are bounded by
+#: ``max_buffer`` alone (1000 of them hold 4 MiB at most), and cost no
+#: bookkeeping.
 BIG_ITEM = 4096
-#: Default ``max_bytes``: the characters of big items a channel holds before
+#: Default ``max_bytes``: the size of the big items a channel holds before
 #: its producer waits (or, for an event stream, drops).
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 #: Items a consumer takes from a non-empty buffer between two checkpoints at

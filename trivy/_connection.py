@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from . import protocol
 from ._errors import IvyIllegalStateError, IvyMalformedMessage
 from ._lines import LineBuffer
-from ._msg_bytes import MAX_CACHED_HEAD, MSG_HEADS, msg_head, msg_payload
+from ._msg_bytes import MSG_HEADS, MSG_IDS, msg_head, msg_id, msg_payload
 from ._peer_regexps import PeerRegexps
 from ._protocol_events import (
     Bye,
@@ -47,7 +47,7 @@ from ._send_buffer import (
     REFUSED,
     SendBuffer,
 )
-from .protocol import ARG_END, ARG_START, MsgType
+from .protocol import ARG_END, ARG_START, MAX_MSG_GROUPS, MsgType
 
 __all__ = [
     "GROUP_COST",
@@ -81,12 +81,10 @@ BAD_FORMAT = "bad format request expected 'type id ...'"
 ALREADY_CONNECTED = "Application already connected"
 
 #: What a group of a MSG costs in memory besides its characters: the string
-#: object and its slot in the tuple. A MSG's size counts it, so 349,524
-#: two-character groups are 23 MB, not 1 MiB.
+#: object and its slot in the tuple. A MSG's size counts it, and four times
+#: its all when it is not ASCII (a character may then take 4 bytes, and a
+#: group's object 84): 1,000 two-character groups are 66 KB, not 2 KB.
 GROUP_COST = 64
-#: Distinct incoming MSG heads remembered per connection (a peer uses as many
-#: ids as we have subscriptions); only short ones, so junk costs nothing.
-_MAX_CACHED_IDS = 4096
 _BYE = protocol.encode(MsgType.BYE, 0)
 
 
@@ -142,8 +140,6 @@ class Connection(SendBuffer):
         self._next_ping_id = 1
         self._lines = LineBuffer(max_line_length)
         self._malformed_streak = 0
-        # "2 <id>" → id: parsing the same few ids again costs more than a look-up
-        self._msg_ids: dict[str, int] = {}
 
     # ---------------------------------------------------------------- output
     def _text(self, text: str) -> str:
@@ -289,7 +285,7 @@ class Connection(SendBuffer):
         events: list[Event] = []
         append = events.append
         ready = self.state is _READY
-        ids = self._msg_ids
+        ids = MSG_IDS  # ("2 <id>" → id: a look-up costs less than parsing)
         java_newlines = self._java_newlines
         for line in lines:
             # Fast path for the most common line: a MSG once ready.
@@ -297,23 +293,20 @@ class Connection(SendBuffer):
                 head, sep, params = line.partition(ARG_START)
                 sub_id = ids.get(head)
                 if sub_id is None:
-                    try:
-                        sub_id = int(head[2:])
-                    except ValueError:
-                        sub_id = -1
-                    if len(ids) < _MAX_CACHED_IDS and len(head) <= MAX_CACHED_HEAD:
-                        ids[head] = sub_id
+                    sub_id = msg_id(head)
                 if sep and sub_id >= 0:
                     self._malformed_streak = 0
                     if carriage_returns and params[-1:] == "\r":  # a CRLF peer
                         params = params[:-1]
                     if java_newlines:
                         params = params.replace(protocol.JAVA_NEWLINE_ESCAPE, "\n")
-                    parts = params.split(ARG_END)
+                    parts = params.split(ARG_END, MAX_MSG_GROUPS)  # (split no further)
                     if not parts[-1]:  # after the final ETX, or no params at all
                         parts.pop()
-                    append((sub_id, tuple(parts), len(params) + GROUP_COST * len(parts)))
-                    continue
+                    if len(parts) <= MAX_MSG_GROUPS:  # (more: the general path refuses it)
+                        cost = len(params) + GROUP_COST * len(parts)
+                        append((sub_id, tuple(parts), cost if params.isascii() else 4 * cost))
+                        continue
             event = self._line_event(line)
             if event is not None:
                 append(event)
@@ -366,8 +359,11 @@ class Connection(SendBuffer):
         if self._java_newlines and msg_type in (MsgType.MSG, MsgType.DIRECT_MSG):
             params = params.replace(protocol.JAVA_NEWLINE_ESCAPE, "\n")
         if msg_type == MsgType.MSG:
+            if params.count(ARG_END, 0, -1) >= MAX_MSG_GROUPS:  # (before splitting it)
+                return self._malformed(line, f"a MSG of over {MAX_MSG_GROUPS} groups")
             groups = protocol.split_msg_params(params)
-            return (num_id, groups, len(params) + GROUP_COST * len(groups))
+            cost = len(params) + GROUP_COST * len(groups)
+            return (num_id, groups, cost if params.isascii() else 4 * cost)
         if msg_type == MsgType.ADD_REGEXP:
             return self._regexp_added(num_id, params[:-1] if params.endswith(ARG_END) else params)
         if msg_type == MsgType.DEL_REGEXP:

@@ -102,7 +102,9 @@ class EventHub:
     async def emit(self, event: BusEvent) -> None:
         """Give ``event`` to every stream: dropped or waited for where one is full."""
         keep = isinstance(event, _LIFECYCLE)
-        size = len(event.text) if isinstance(event, (DirectMessage, ErrorReceived)) else 0
+        size = 0
+        if isinstance(event, (DirectMessage, ErrorReceived)):  # (4 bytes a character past ASCII)
+            size = len(event.text) if event.text.isascii() else 4 * len(event.text)
         if isinstance(event, DirectMessage):
             for direct in list(self._direct_streams):  # one may close while we wait
                 if direct.overflow == "wait":

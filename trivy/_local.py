@@ -49,10 +49,14 @@ def wire_regexp(regexp: str) -> str:
         raise ValueError(f"a regexp of {size} characters: peers refuse over {MAX_REGEXP_LENGTH}")
     try:
         # (bounded first: a bridge binds regexps another site chose)
-        parse_compilable(expanded)
+        groups = parse_compilable(expanded).state.groups - 1
         re.compile(expanded)
     except (re.error, OverflowError, RecursionError) as exc:
         raise ValueError(f"bad regexp {regexp!r}: {exc}") from None
+    if groups > protocol.MAX_MSG_GROUPS:  # (its MSGs would be refused)
+        raise ValueError(
+            f"a regexp of {groups} groups: peers send {protocol.MAX_MSG_GROUPS} at most"
+        )
     return expanded
 
 

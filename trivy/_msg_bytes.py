@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from .protocol import ARG_END
 
-__all__ = ["MAX_CACHED_HEAD", "MSG_HEADS", "msg_head", "msg_payload"]
+__all__ = ["MAX_CACHED_HEAD", "MSG_HEADS", "MSG_IDS", "msg_head", "msg_id", "msg_payload"]
 
 _join = ARG_END.join
 _LAST_END = ARG_END + "\n"  # (one concatenation: cheaper than a tuple to join)
@@ -33,6 +33,26 @@ def msg_head(sub_id: int) -> bytes:
         if len(MSG_HEADS) < _MAX_MSG_HEADS and len(head) <= MAX_CACHED_HEAD:
             MSG_HEADS[sub_id] = head  # peers choose the ids: only short ones
     return head
+
+
+#: ``"2 <id>"`` → id, for the heads of the MSGs the peers send us: parsed
+#: once for every connection (the ids are ours, the same for all peers),
+#: and only ours are likely: ids under this, written as we write them.
+#: Heads are not remembered per connection (4,096 junk heads each kept
+#: 660 KB a connection).
+MSG_IDS: dict[str, int] = {}
+_MAX_MSG_ID = 4096
+
+
+def msg_id(head: str) -> int:
+    """The subscription id of a MSG's head ``"2 <id>"`` (-1: none)."""
+    try:
+        sub_id = int(head[2:])
+    except ValueError:
+        return -1
+    if 0 <= sub_id < _MAX_MSG_ID and head[2:] == str(sub_id):
+        MSG_IDS[head] = sub_id
+    return sub_id
 
 
 def msg_payload(groups: Sequence[str]) -> bytes:

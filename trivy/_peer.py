@@ -331,7 +331,7 @@ class PeerSession:
     async def _write(self) -> None:
         reason = await self.output.run_writer(self._options.stall_timeout)
         if reason.startswith("connection lost"):
-            logger.info("%s: %s while sending", self.peer, reason)
+            self.log.info("%s: %s while sending", self.peer, reason)
         else:
             self.log.warning("%s: %s, disconnecting", self.peer, reason)
         self.abort(reason)
@@ -353,7 +353,7 @@ class PeerSession:
             except BlockingIOError:
                 data = None
             except OSError as exc:
-                logger.info("%s: connection lost: %s", self.peer, exc)
+                self.log.info("%s: connection lost: %s", self.peer, exc)
                 self.note_end(f"connection lost: {exc}")
                 return
             if data is not None:
@@ -363,9 +363,9 @@ class PeerSession:
                 events = receive_data(data)
                 if not await dispatch(self, events) or not data:
                     return
-                # Replies (PONG, ERROR) go once the lines before them were
-                # acted on: a PONG tells the peer everything it sent before
-                # is handled.
+                del events  # (what it held is delivered, or dropped: not kept while waiting)
+                # Replies (PONG, ERROR) go once the lines before them were acted
+                # on: a PONG tells the peer everything it sent before is handled.
                 output.flush_soon()
                 if conn.replies_queued - self._replies_mark > limit:
                     # Its lines alone made us answer past its limit since we

@@ -26,6 +26,8 @@ from ._peer import PeerSession, SessionHandler
 __all__ = ["PeerSet", "duplicate_loser", "open_session"]
 
 logger = logging.getLogger("trivy")
+#: Connections lost before their session began: anyone may make them.
+_lost_at_once = LogLimiter(logger)
 
 #: Seconds after a peer's handshake during which a second connection from
 #: the same agent is taken as the two agents having connected to each other
@@ -95,7 +97,7 @@ class PeerSet:
                 session.remote_address,
                 session.local_address,
             ):
-                logger.info("connected to ourselves through %s: closing", session.remote_address)
+                self._log.info("connected to ourselves through %s: closing", session.remote_address)
                 other.abort()
                 return False
         if len(self._sessions) >= self._max_peers:
@@ -225,7 +227,7 @@ class PeerSet:
                     mine = duplicate_loser(session.local_address[1], session.remote_address[1])
                     theirs = duplicate_loser(other.local_address[1], other.remote_address[1])
                     loser = session if mine > theirs else other
-                    logger.info("%s: duplicate connection, closing one", session.peer)
+                    session.log.info("%s: duplicate connection, closing one", session.peer)
                 loser.reject_duplicate()
                 return loser is not session
         return True
@@ -255,5 +257,5 @@ def open_session(
             pace,
         )
     except OSError as exc:  # the peer left at once
-        logger.info("connection with %s lost at once: %s", host, exc)
+        (log or _lost_at_once).info("connection with %s lost at once: %s", host, exc)
         return None

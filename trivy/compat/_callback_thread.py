@@ -201,8 +201,13 @@ _WAKE: _Job = (_wake, (), None, None, 0)
 
 
 def _job(fn: Callable[..., Any], args: tuple[Any, ...]) -> _Job:
-    """A job for ``fn(*args)``, costing the characters of its text arguments."""
-    cost = sum(len(arg) + ARG_COST for arg in args if isinstance(arg, str))
+    """A job for ``fn(*args)``, costing its text arguments (4 bytes a
+    character in a text past ASCII, as a str of them may take)."""
+    cost = sum(
+        (len(arg) if arg.isascii() else 4 * len(arg)) + ARG_COST
+        for arg in args
+        if isinstance(arg, str)
+    )
     return (fn, args, None, None, cost)
 
 
