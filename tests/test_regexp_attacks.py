@@ -90,6 +90,17 @@ async def test_categories_under_two_flags_cannot_hide_exponential_backtracking(b
     assert stall < STALL, stall
 
 
+async def test_regexps_costly_whatever_the_text_share_a_budget_too(bus: str) -> None:
+    """113 ``^(?:){300000}``: 7 ms a search on any text, counted at 1,756 steps
+    a character, so a peer's budget took them all, and a send of two
+    characters, untimed, held the loop 366 ms (10 peers: 2.9 s)."""
+    regexps = [b"^(?:){%d}z" % (300_000 + k) for k in range(113)]
+    stall, errors = await _attack(bus, regexps, ["ok", "hello", "ok"])
+    assert stall < STALL, stall
+    assert len(errors) >= 112
+    assert all(b"steps every text" in error for error in errors)
+
+
 async def test_nested_fixed_repeats_around_lookaheads_are_bounded(bus: str) -> None:
     """2,000 of them made every send of a 100-character text take 14 s."""
     shape = b"(?:(?=(?:(?=(?:(?=.{16}).){16}).){16}).){16}(?!)z%d"
@@ -114,7 +125,7 @@ async def test_a_fixed_repeat_of_a_fixed_repeat_on_a_long_text_is_guarded(bus: s
 async def test_many_regexps_each_cheap_enough_share_one_budget(bus: str) -> None:
     """10,000 lookaheads of 40 characters, each under the guard's radar: a send
     of 100 characters ran them all (40-160 ms)."""
-    from trivy._routing import MAX_PEER_STEPS_PER_CHAR
+    from trivy._send_budgets import MAX_PEER_STEPS_PER_CHAR
 
     regexps = [b"(?=.{40})z%d" % i for i in range(10_000)]
     stall, errors = await _attack(bus, regexps, ["a" * 100] * 5)

@@ -114,8 +114,9 @@ class RegexpEntry(Generic[SubscriberT]):
         to a guarded engine (see :mod:`trivy._regexp_guard`) and may raise
         ``TimeoutError``.
       safe_length: the longest text ``re`` is given for this regexp.
-      steps_per_char: the bound on its search's steps a character of text
-        (see :class:`~trivy._regexp_guard.RegexpCheck`).
+      steps_per_char, fixed_steps: the bound on its search's steps, a
+        character of text and whatever the text (see
+        :class:`~trivy._regexp_guard.RegexpCheck`).
     """
 
     __slots__ = (
@@ -123,6 +124,7 @@ class RegexpEntry(Generic[SubscriberT]):
         "_re_find",
         "costly_above",
         "find",
+        "fixed_steps",
         "guarded",
         "mode",
         "peers",
@@ -139,15 +141,16 @@ class RegexpEntry(Generic[SubscriberT]):
         # (bounded before it compiles: some regexps take seconds to compile)
         # (groups counted before compiling: a regexp of MANY_GROUPS takes a
         # guard slot of its peer, and the guard's size limits, like any other)
-        safe_length, self.steps_per_char = check_regexp(
+        safe_length, self.steps_per_char, self.fixed_steps = check_regexp(
             regexp, anchored=mode != "search", longest=MAX_TEXT_LENGTH, guard_groups=MANY_GROUPS
         )
         #: Texts longer than this may cost a search COSTLY_STEPS or more: the
         #: router times those searches and charges them to the subscribers.
         #: An int, as a text's length is: comparing an int with a float is
         #: not specialized, and the router does it for every candidate.
-        steps = self.steps_per_char
-        self.costly_above = int(COSTLY_STEPS / steps) if steps else sys.maxsize
+        steps, within = self.steps_per_char, COSTLY_STEPS - self.fixed_steps
+        # (-1: costly whatever the text)
+        self.costly_above = -1 if within <= 0 else int(within / steps) if steps else sys.maxsize
         if safe_length < MAX_TEXT_LENGTH and not may_guard:
             raise NoMoreGuarded(regexp)
         pattern = compile_uncached(regexp)

@@ -130,6 +130,11 @@ class RegexpCheck(NamedTuple):
     #: what it adds to every send that runs it (a peer's regexps share a
     #: budget of them).
     steps_per_char: float
+    #: ...and the steps its bound has on a text of one character past that
+    #: rate: what a search costs whatever the text (``^(?:){300000}``: 1.8 M
+    #: steps, 7 ms, counted 1,756 a character, so 113 of them fit a peer's
+    #: budget and cost a send of two characters 366 ms, untimed).
+    fixed_steps: float = 0.0
 
 
 #: The text length at which a regexp's cost a character is taken (a long
@@ -187,7 +192,7 @@ def check_regexp(
         if size > MAX_UNROLLED:
             raise ValueError(f"regexp too big to match safely (counted repeats of {size})")
     per_char = cost.steps(REFERENCE_LENGTH) / (REFERENCE_LENGTH + 1)
-    return RegexpCheck(safe_length, per_char)
+    return RegexpCheck(safe_length, per_char, max(0.0, cost.steps(1) - per_char))
 
 
 def guarded_find(regexp: str, mode: str) -> Callable[[str], Any]:

@@ -74,12 +74,6 @@ SHORT_TEXT = 1024
 MAX_GUARDED_PER_PEER = 8
 #: A peer whose regexps ran out of time this many times is disconnected.
 MAX_GUARD_STRIKES = 3
-#: What one peer's regexps may cost together, in steps of the cost bound a
-#: character of a text (``_regexp_cost``): every send runs them, so they
-#: share this budget (those that need the guard are bounded by it instead).
-#: 10,000 unanchored literals take about 25,000; a send of 100 characters
-#: costs one peer 20 M steps at most (20-80 ms).
-MAX_PEER_STEPS_PER_CHAR = 200_000
 #: ``route``'s length of a text all of whose searches are timed.
 _TIMED = 1 << 62
 #: Subscriptions of a peer that leaves removed at once; more are left to
@@ -176,15 +170,11 @@ class Router:
         if entry.guarded and guarded >= MAX_GUARDED_PER_PEER:  # (an entry another peer made)
             self.table.remove(session, sub_id, regexp)
             raise ValueError(too_many)
-        # (one that needs the guard is bounded by it: 8 a peer, under a timeout)
-        steps = self.budgets.steps(session) + _linear_cost(entry)
-        if steps > MAX_PEER_STEPS_PER_CHAR:
+        try:
+            self.budgets.admit(session, entry)
+        except ValueError:
             self.table.remove(session, sub_id, regexp)
-            raise ValueError(
-                f"this peer's regexps would cost over {MAX_PEER_STEPS_PER_CHAR} steps"
-                " a character of every text"
-            )
-        self.budgets.set_steps(session, steps)
+            raise
         if entry.guarded:
             self._guarded[session] = guarded + 1
 
@@ -192,8 +182,7 @@ class Router:
         """A peer unsubscribed."""
         entry = self.table.entry(regexp)
         if entry is not None and (session, sub_id) in entry.subscribers:
-            steps = self.budgets.steps(session) - _linear_cost(entry)
-            self.budgets.set_steps(session, steps)
+            self.budgets.release(session, entry)
             if entry.guarded:
                 self._guarded[session] -= 1
         self.table.remove(session, sub_id, regexp)
@@ -391,8 +380,3 @@ class Router:
         congested, self.congested = self.congested, []
         for session in congested:
             await session.output.wait_for_room()
-
-
-def _linear_cost(entry: RegexpEntry[PeerSession]) -> float:
-    """What a regexp adds to its peer's budget: its steps a character, unless guarded."""
-    return 0.0 if entry.guarded else entry.steps_per_char

@@ -35,6 +35,8 @@ __all__ = [
     "ALWAYS_SEARCHED",
     "LIGHT_PEER_STEPS",
     "MAX_BUDGET_STRIKES",
+    "MAX_PEER_FIXED_STEPS",
+    "MAX_PEER_STEPS_PER_CHAR",
     "PEER_SEND_BUDGET",
     "SEND_BUDGET",
     "STRIKE_SHARE",
@@ -45,6 +47,17 @@ __all__ = [
 
 logger = logging.getLogger("trivy")
 
+#: What one peer's regexps may cost together, in steps of the cost bound a
+#: character of a text (``_regexp_cost``): every send runs them, so they
+#: share this budget (those that need the guard are bounded by it instead).
+#: 10,000 unanchored literals take about 25,000; a send of 100 characters
+#: costs one peer 20 M steps at most (20-80 ms).
+MAX_PEER_STEPS_PER_CHAR = 200_000
+#: ...and in steps whatever the text (the bound of a text of one character
+#: past its rate a character): 2 to 8 ms a send. 10,000 anchored literals
+#: take about 170,000; one ``^(?:){300000}`` 1.8 M (7 ms every send: 113 of
+#: them, each within the rate, held a send of two characters 366 ms).
+MAX_PEER_FIXED_STEPS = 2_000_000
 #: Seconds one send may spend on one peer's costly regexps (the backstop of
 #: the cost bound, measured): past it, its other costly regexps are skipped
 #: for this send; at the MAX_BUDGET_STRIKES-th send over it, the peer is
@@ -83,17 +96,44 @@ class SendBudgets:
         self._spent_in_all = 0.0
         self._over: set[Subscriber] = set()
         self._strikes: dict[Subscriber, int] = {}
-        #: Each peer's cost bound, in steps a character of text.
+        #: Each peer's cost bound, in steps a character of text, and whatever
+        #: the text.
         self._steps: dict[Subscriber, float] = {}
+        self._fixed: dict[Subscriber, float] = {}
         #: Texts longer than this have every search timed (-1: to be recomputed).
         self.timed_above = -1
         self._log = LogLimiter(logger)
 
     # ------------------------------------------------------------ the peers
-    def set_steps(self, session: Subscriber, steps_per_char: float) -> None:
-        """What all of a peer's regexps cost a character of text, now."""
-        self._steps[session] = steps_per_char
+    def admit(self, session: Subscriber, entry: Costly) -> None:
+        """A peer subscribes with ``entry``: add its cost to the peer's, if
+        within the peer's budget (one that needs the guard is bounded by it).
+
+        Raises:
+          ValueError: over the budget (nothing added).
+        """
+        if entry.guarded:
+            return
+        steps = self._steps.get(session, 0.0) + entry.steps_per_char
+        fixed = self._fixed.get(session, 0.0) + entry.fixed_steps
+        if steps > MAX_PEER_STEPS_PER_CHAR:
+            raise ValueError(
+                f"this peer's regexps would cost over {MAX_PEER_STEPS_PER_CHAR} steps"
+                " a character of every text"
+            )
+        if fixed > MAX_PEER_FIXED_STEPS:
+            raise ValueError(
+                f"this peer's regexps would cost over {MAX_PEER_FIXED_STEPS} steps every text"
+            )
+        self._steps[session], self._fixed[session] = steps, fixed
         self.timed_above = -1  # (recomputed at the next send)
+
+    def release(self, session: Subscriber, entry: Costly) -> None:
+        """A peer unsubscribes from ``entry`` (admitted before)."""
+        if not entry.guarded:
+            self._steps[session] = self._steps.get(session, 0.0) - entry.steps_per_char
+            self._fixed[session] = self._fixed.get(session, 0.0) - entry.fixed_steps
+            self.timed_above = -1
 
     def steps(self, session: Subscriber) -> float:
         """What all of a peer's regexps cost a character of text."""
@@ -102,18 +142,19 @@ class SendBudgets:
     def forget(self, session: Subscriber) -> None:
         """The peer left."""
         self._steps.pop(session, None)
+        self._fixed.pop(session, None)
         self._strikes.pop(session, None)
         self.timed_above = -1
 
     # ------------------------------------------------------------ one send
     def update_timed_above(self) -> int:
         """Recompute :attr:`timed_above` (see the module docstring)."""
-        steps = self._steps.values()
-        most, total = max(steps, default=0.0), sum(steps)
-        self.timed_above = (
-            int(min(TIMED_PEER_STEPS / most, TIMED_ALL_STEPS / total)) if most > 0 else 1 << 62
-        )
-        return self.timed_above
+        fixed = self._fixed
+        longest = _within(TIMED_ALL_STEPS, sum(fixed.values()), sum(self._steps.values()))
+        for session, steps in self._steps.items():
+            longest = min(longest, _within(TIMED_PEER_STEPS, fixed.get(session, 0.0), steps))
+        self.timed_above = longest
+        return longest
 
     def charge(self, entry: Costly, seconds: float) -> None:
         """A timed search: its time is charged to each subscriber of the regexp."""
@@ -166,3 +207,11 @@ class SendBudgets:
         self.spent.clear()
         self._spent_in_all = 0.0
         self._over.clear()
+
+
+def _within(bound: float, fixed: float, per_char: float) -> int:
+    """The longest text whose cost ``fixed + per_char * length`` is under
+    ``bound`` (0: none, as a text sent is never empty; 2**62: any)."""
+    if fixed >= bound:
+        return 0
+    return int((bound - fixed) / per_char) if per_char > 0 else 1 << 62
