@@ -162,3 +162,35 @@ async def test_announces_of_listeners_that_hang_up_do_not_make_a_connection_each
         listener.close()
     # 0.5 s, 1 s, 2 s... between two tries of one address: 3 or 4 each in 1.5 s
     assert 4 <= accepted <= 5 * len(ports), accepted
+
+
+async def test_one_host_holding_every_connection_makes_room_for_another(bus: str) -> None:
+    """1,000 connections of one host that said hello and then nothing kept
+    every newcomer out: now one from another host takes the place of that
+    host's newest, and that host gets no more than its share."""
+    from trivy.testing import RawPeer
+
+    most = 8
+    with trio.fail_after(20):
+        async with trivy.open_ivy_bus("A", bus, max_peers=most) as a:
+            hogs = []
+            for i in range(most):
+                stream = await trio.open_tcp_stream("127.0.0.1", a.port, local_address="127.0.0.2")
+                hog = RawPeer(stream)
+                await hog.send(b"6 %d\x02HOG%d\n5 0\x02\n" % (30_000 + i, i))
+                hogs.append(hog)
+            while len(a.peers) < most:
+                await trio.testing.wait_all_tasks_blocked()
+            # one more of that host is closed at once
+            extra = RawPeer(
+                await trio.open_tcp_stream("127.0.0.1", a.port, local_address="127.0.0.2")
+            )
+            assert await extra.stream.receive_some(100) == b""
+            async with trivy.open_ivy_bus("NEWCOMER", bus) as newcomer:
+                await a.wait_for_peer("NEWCOMER")
+                await newcomer.wait_for_peer("A")
+                names = sorted(p.name for p in a.peers)
+                assert "NEWCOMER" in names and "HOG7" not in names  # (its newest went)
+                assert len([n for n in names if n.startswith("HOG")]) == most - 1
+            for hog in hogs:
+                await hog.aclose()

@@ -100,7 +100,7 @@ class PeerSet:
                 self._log.info("connected to ourselves through %s: closing", session.remote_address)
                 other.abort()
                 return False
-        if len(self._sessions) >= self._max_peers:
+        if len(self._sessions) >= self._max_peers and not self._make_room(session.peer.host):
             self._log.warning(
                 "%d connections: closing a new one, from %s", len(self._sessions), session.peer.host
             )
@@ -122,6 +122,26 @@ class PeerSet:
         self._by_peer[session.peer] = session
         if self._shares is not None:
             self._shares.peers_changed(self._sessions, session)
+        return True
+
+    def _make_room(self, host: str) -> bool:
+        """At ``max_peers``, a newcomer from ``host`` takes the place of the
+        newest connection of the host that holds the most, if that one holds
+        two more than ``host``: one host cannot keep the others out (1,000
+        silent connections of one kept every newcomer out). Whether it did."""
+        by_host: dict[str, list[PeerSession]] = {}
+        for other in self._sessions:
+            if not other.closing:
+                by_host.setdefault(other.peer.host, []).append(other)
+        most = max(by_host.values(), key=len, default=[])
+        if len(most) < len(by_host.get(host, ())) + 2:
+            return False
+        newest = most[-1]
+        self._log.warning(
+            "%d connections, %d from %s: closing its newest for one from %s",
+            len(self._sessions), len(most), newest.peer.host, host,
+        )  # fmt: skip
+        newest.abort("too many connections from its host, with others waiting")
         return True
 
     def remove(self, session: PeerSession) -> bool:
