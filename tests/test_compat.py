@@ -598,7 +598,7 @@ def test_seed_example_runs(port: int, capsys: pytest.CaptureFixture[str]) -> Non
 def test_std_api(port: int, monkeypatch: pytest.MonkeyPatch) -> None:
     from trivy.compat import std_api
 
-    monkeypatch.setattr(std_api, "_server", None)  # the module's one agent, per test
+    monkeypatch.setattr(std_api, "_IvyServer", None)  # the module's one agent, per test
     got: queue.Queue[tuple[str, ...]] = queue.Queue()
     rec = Recorder()
     other = make_server(rec, "OTHER")
@@ -606,6 +606,7 @@ def test_std_api(port: int, monkeypatch: pytest.MonkeyPatch) -> None:
     other.start(f"127:{port}")
     conn = Recorder()
     std_api.IvyInit("STDAPI", "stdapi ready", 0, conn.app, lambda agent, num_id: None)
+    assert isinstance(std_api._IvyServer, IvyServer)  # (ivy-python's name for it)
     with pytest.raises(IvyIllegalStateError):
         std_api.IvyInit("TWICE")
     std_api.IvyBindMsg(lambda agent, *groups: got.put(groups), "^cmd (.*)")

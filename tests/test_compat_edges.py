@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import queue
+import sys
 import threading
 from typing import Any
 
@@ -23,7 +25,15 @@ from trivy.compat.ivy import (
 )
 
 from .conftest import free_udp_port
-from .test_compat import PEER_NAME, TIMEOUT, PythonPeer, Recorder, connected, subscribed
+from .test_compat import (
+    PEER_NAME,
+    TIMEOUT,
+    PythonPeer,
+    Recorder,
+    connected,
+    make_server,
+    subscribed,
+)
 
 HELLO = r"^hello (\w+) (\w+)"
 
@@ -124,4 +134,69 @@ def test_a_regexp_that_does_not_compile_is_refused_at_once_not_kept(port: int) -
             server.bind_msg(print, "((")
         assert server.get_subscriptions() == [(good, "^good (.*)")]
     finally:
+        server.stop()
+
+
+def test_sys_exit_in_a_callback_stops_no_later_callback(port: int) -> None:
+    """ivy-python runs a callback on the thread of the agent that caused it:
+    ``sys.exit()`` there ends that thread only. It ended compat's one
+    callback thread: no callback ran again, silently."""
+    got: queue.Queue[str] = queue.Queue()
+    server = IvyServer("EXITS", usesDaemons=True)
+    server.bind_msg(lambda agent: sys.exit(), "^exit$")
+    server.bind_msg(lambda agent, text: got.put(text), "^hello (.*)")
+    server.start(f"127:{port}")
+    peer = PythonPeer(port, "SENDER")
+    try:
+        peer.expect("regexp", sender="EXITS", regexp="^hello (.*)")
+        peer.command("send", text="exit")
+        peer.command("send", text="hello after")
+        assert got.get(timeout=TIMEOUT) == "after"
+    finally:
+        peer.close()
+        server.stop()
+
+
+def test_a_text_with_a_newline_sends_its_first_line_as_ivy_python_does(port: int) -> None:
+    """ivy-python sends it whole, and its groups stop at the newline: its
+    peers get the first line. trivy refuses a newline: ValueError, which an
+    unmodified program did not expect."""
+    server = IvyServer("LINES", "ready\nsecond", usesDaemons=True)
+    server.start(f"127:{port}")
+    peer = PythonPeer(port, "GETS", "--bind", "^(.*)$")
+    try:
+        assert peer.expect("msg", sender="LINES")["groups"] == ["ready"]
+        assert server.send_msg("line1\nline2") == 1
+        assert peer.expect("msg", sender="LINES")["groups"] == ["line1"]
+    finally:
+        peer.close()
+        server.stop()
+
+
+def test_a_peers_messages_direct_messages_and_regexp_changes_keep_their_order(port: int) -> None:
+    """Messages came from the peer's task, the rest through the event stream,
+    which lagged: messages overtook the direct messages and regexp changes
+    sent before them (3 runs in 3)."""
+    rec = Recorder()
+    server = make_server(rec)
+    server.bind_msg(lambda agent, n: rec.add("msg", agent, int(n)), "^m (\\d+)")
+    server.start(f"127:{port}")
+    peer = PythonPeer(port, "ORDERED")
+    try:
+        connected(rec, "ORDERED")
+        peer.expect("regexp", sender="COMPAT", regexp="^m (\\d+)")
+        for n in range(0, 60, 3):
+            peer.command("direct", to="COMPAT", num_id=n, text=str(n))
+            peer.command("send", text=f"m {n + 1}")
+            peer.command("bind", regexp=f"^r{n + 2}$")
+        rec.wait_for(lambda i: i[0] == "regexp" and i[4] == "^r59$")
+        seen = [
+            i[4] if i[0] == "regexp" else i[2]
+            for i in rec.seen
+            if i[0] in ("direct", "msg") or (i[0] == "regexp" and i[4].startswith("^r"))
+        ]
+        numbers = [int(str(x).strip("^r$")) for x in seen]
+        assert numbers == list(range(60)), seen
+    finally:
+        peer.close()
         server.stop()

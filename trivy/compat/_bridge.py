@@ -10,13 +10,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, suppress
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import attrs
 import trio
 
-from .. import BusEvent, EventStream, IvyBus, IvyIllegalStateError
+from .. import BusEvent, IvyBus, IvyIllegalStateError
 from ._constants import error
+from ._event_order import EventOrder
 
 T = TypeVar("T")
 
@@ -48,6 +49,7 @@ class BusThread:
     _token: trio.lowlevel.TrioToken | None = attrs.field(default=None, init=False)
     _bus: IvyBus | None = attrs.field(default=None, init=False)
     _nursery: trio.Nursery | None = attrs.field(default=None, init=False)
+    _order: EventOrder | None = attrs.field(default=None, init=False)
 
     # -------------------------------------------------------------- calls
     def in_bus_thread(self) -> bool:
@@ -160,6 +162,7 @@ class BusThread:
             self._bus = None
             self._token = None
             self._nursery = None
+            self._order = None
             self._ident = None
             try:
                 self.on_close()
@@ -178,11 +181,14 @@ class BusThread:
                 self._bus = bus
                 self._token = trio.lowlevel.current_trio_token()
                 self.on_open(bus)
-                nursery.start_soon(self._dispatch, events)
+                self._order = EventOrder(events, self.on_event)
+                nursery.start_soon(self._order.run)
                 ready.set()
                 await trio.sleep_forever()
 
-    async def _dispatch(self, events: EventStream[BusEvent]) -> None:
-        async with events:
-            async for event in events:
-                await self.on_event(event)
+    async def in_order(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """``await fn(*args)`` once every bus event emitted before is handled
+        (in the bus thread: what a peer's task does, after what it sent before)."""
+        if self._order is None:
+            return await fn(*args)
+        return await self._order.after_events(fn, *args)

@@ -21,7 +21,7 @@ from typing import Any
 
 import trio
 
-from ._constants import error
+from ._constants import error, warn
 
 __all__ = ["ARG_COST", "MAX_PENDING_CALLBACKS", "MAX_PENDING_CHARS", "CallbackThread"]
 
@@ -185,6 +185,9 @@ class CallbackThread:
                     result.append(value)
             except Exception:  # the handle_* defaults log theirs; an override's too
                 error("callback %r raised", fn, exc_info=True)
+            except SystemExit:  # (sys.exit() in a callback ends a thread of ivy-python's
+                # handler, not the program: here it must not end every later callback)
+                warn("callback %r called sys.exit(): the program goes on", fn)
             finally:
                 run.chars.release(cost)
                 if done is not None:

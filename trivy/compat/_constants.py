@@ -60,3 +60,15 @@ def trace(*args: Any, **kw: Any) -> None:
 def void_function(*arg: Any, **kw: Any) -> Any:
     """Accept any arguments and do nothing (the default callback)."""
     return None
+
+
+def first_line(text: str, what: str) -> str:
+    """``text`` up to its first newline, which trivy refuses in a text.
+
+    ivy-python sends such a text whole; its regexps' groups stop at the
+    newline (``.`` does not match it), so its peers get the first line.
+    """
+    if "\n" not in text:
+        return text
+    warn("%s %r has a newline: only its first line is sent", what, text[:80])
+    return text.split("\n", 1)[0]

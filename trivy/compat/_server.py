@@ -35,6 +35,7 @@ from ._constants import (
     PING_TIMEOUT,
     IvyRegexpAdded,
     IvyRegexpRemoved,
+    first_line,
     void_function,
     warn,
 )
@@ -109,8 +110,6 @@ class IvyServer(ServerHandlers, ServerInspection):
         self._unheard_regexps: dict[IvyClient, dict[int, str]] = {}
         self._next_id = itertools.count()
         self._clients: dict[Peer, IvyClient] = {}  # touched in the bus thread only
-        self._announced: set[Peer] = set()  # peers whose connection was handed on
-        self._announcing = trio.Event()  # (bus thread) set when one more is
         # read from any thread, under _lock: the clients by address, and
         # each one's subscriptions (a copy of what the bus knows)
         self._clients_by_address: dict[tuple[str, int], IvyClient] = {}
@@ -142,7 +141,7 @@ class IvyServer(ServerHandlers, ServerInspection):
         options = BusOptions(
             agent_name=self.agent_name,
             bus=ivybus or None,  # (ivy-python: empty means the default)
-            ready_message=self.ready_message or None,
+            ready_message=first_line(self.ready_message or "", "the ready message") or None,
             match_mode=self.match_mode,
         )
         if self.host is not None:
@@ -177,8 +176,6 @@ class IvyServer(ServerHandlers, ServerInspection):
         for host, port in left:
             self._callbacks.submit_from_thread(self.remove_client, host, port)
         self._clients.clear()
-        self._announced.clear()
-        self._announcing = trio.Event()
         # once it has run what is queued (those removals first)
         self._callbacks.stop(after=self._forget_clients)
         self.ivybus = None
@@ -212,13 +209,9 @@ class IvyServer(ServerHandlers, ServerInspection):
         submit = self._callbacks.submit
         if isinstance(event, PeerConnected):
             await submit(self.handle_new_client, self._client(event.peer))
-            self._announced.add(event.peer)
-            self._announcing.set()  # its messages may be delivered now
-            self._announcing = trio.Event()
         elif isinstance(event, PeerDisconnected):
             # Its last event: the client is forgotten, a reconnection gets a new one.
             self._clients.pop(event.peer, None)
-            self._announced.discard(event.peer)
             await submit(self.remove_client, event.peer.host, event.peer.port)
         elif isinstance(event, (SubscriptionAdded, SubscriptionChanged, SubscriptionRemoved)):
             # ivy-python has no "changed" event: a replaced regexp is reported as added.
@@ -235,7 +228,8 @@ class IvyServer(ServerHandlers, ServerInspection):
             await submit(self.handle_direct_msg, client, event.num_id, event.text)
 
     async def _on_die(self, peer: Peer, num_id: int) -> bool | None:
-        dies = await self._callbacks.call(self.handle_die_message, num_id, self._client(peer))
+        call, client = self._callbacks.call, self._client(peer)  # (after what it sent before)
+        dies = await self._bridge.in_order(call, self.handle_die_message, num_id, client)
         return None if dies else False
 
     def _start_ping(self, client: IvyClient) -> None:
@@ -260,13 +254,15 @@ class IvyServer(ServerHandlers, ServerInspection):
         sub_id = binding.sub_id
 
         async def deliver(peer: Peer, *groups: str) -> None:
-            # Messages come straight from the peer's task, its connection
-            # through the event stream: let the connection go first.
-            while peer not in self._announced:
-                await self._announcing.wait()
-            await self._callbacks.submit(self.handle_msg, self._client(peer), sub_id, *groups)
+            # Messages come straight from the peer's task, the rest through
+            # the event stream: what the stream has (its connection, what it
+            # sent before) goes first.
+            await self._bridge.in_order(self._submit_msg, peer, sub_id, groups)
 
         binding.bus_id = bus.bind(deliver, binding.regexp)
+
+    async def _submit_msg(self, peer: Peer, sub_id: int, groups: tuple[str, ...]) -> None:
+        await self._callbacks.submit(self.handle_msg, self._client(peer), sub_id, *groups)
 
     def bind_msg(self, on_msg_fct: Callable[..., Any], regexp: str) -> int:
         """Call ``on_msg_fct(agent, *groups)`` for each message matching ``regexp``.
@@ -346,7 +342,7 @@ class IvyServer(ServerHandlers, ServerInspection):
         Returns:
           the number of MSGs sent (0 when not running).
         """
-        peer = None if to is None else to.peer
+        peer, message = None if to is None else to.peer, first_line(message, "the text")
 
         def send(bus: IvyBus) -> int:
             if peer is None:

@@ -62,14 +62,14 @@ __all__ = [
     "void_function",
 ]
 
-_server: IvyServer | None = None
+_IvyServer: IvyServer | None = None
 _timers: dict[int, IvyTimer] = {}
 
 
 def _agent() -> IvyServer:
-    if _server is None:
+    if _IvyServer is None:
         raise IvyIllegalStateError("IvyInit() has not been called")
-    return _server
+    return _IvyServer
 
 
 def IvyInit(
@@ -87,10 +87,10 @@ def IvyInit(
     Raises:
       IvyIllegalStateError: called twice.
     """
-    global _server
-    if _server is not None:
+    global _IvyServer
+    if _IvyServer is not None:
         raise IvyIllegalStateError("IvyInit() was already called")
-    _server = IvyServer(agent_name, ready_msg, on_cnx_fct, on_die_fct)
+    _IvyServer = IvyServer(agent_name, ready_msg, on_cnx_fct, on_die_fct)
 
 
 def IvyStart(ivybus: str | None = None) -> None:
