@@ -69,7 +69,7 @@ def test_a_flood_of_big_messages_waits_once_the_queue_holds_16_mi_characters(
     line = b"2 %d\x02" % sub_id + b"x" * SIZE + b"\x03\n"
     sender = threading.Thread(target=lambda: [sock.sendall(line) for _ in range(FLOOD)])
     sender.start()
-    callbacks = server._callbacks
+    callbacks = server._trivy_callbacks
     try:
         deadline = time.monotonic() + TIMEOUT
         while not waiting.wait(0.01):  # (a wait for either outcome, not a delay)

@@ -113,7 +113,7 @@ def test_a_server_that_cannot_start_leaves_no_callback_thread(bus: str) -> None:
     with pytest.raises(OSError):
         server.start(bus)
     assert not server.isAlive()
-    callbacks = server._callbacks._run.thread
+    callbacks = server._trivy_callbacks._run.thread
     assert callbacks is not None  # it was started, and must now end
     callbacks.join(TIMEOUT)
     assert not callbacks.is_alive()

@@ -200,3 +200,32 @@ def test_a_peers_messages_direct_messages_and_regexp_changes_keep_their_order(po
     finally:
         peer.close()
         server.stop()
+
+
+class _Display(IvyServer):
+    """A subclass with attributes of its own, named as agents name them."""
+
+    def __init__(self) -> None:
+        super().__init__("DISPLAY", usesDaemons=True)
+        self._callbacks: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._clients: list[str] = []
+        self.host = "display-01"  # (a name for its own use, not one to bind to)
+
+    def bind_locked(self, regexp: str) -> int:
+        with self._lock:  # (held while binding: compat's own lock had that name)
+            return self.bind_msg(lambda agent, *groups: None, regexp)
+
+
+def test_a_subclass_keeps_attributes_of_its_own(port: int) -> None:
+    """Compat's private attributes had the names a subclass picks:
+    ``_callbacks`` broke start(), ``_lock`` held while binding deadlocked,
+    ``host`` was bound to."""
+    server = _Display()
+    assert server.bind_locked("^early") == 0
+    server.start(f"127:{port}")
+    try:
+        assert server.bind_locked("^late") == 1
+        assert server._callbacks == {} and server._clients == []
+    finally:
+        server.stop()

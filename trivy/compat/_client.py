@@ -18,7 +18,7 @@ class ClientServer(Protocol):
     """What an :class:`IvyClient` needs of its server (an ``IvyServer``)."""
 
     @property
-    def _bridge(self) -> BusThread: ...
+    def _trivy_bridge(self) -> BusThread: ...
 
     def _start_ping(self, client: IvyClient) -> None: ...
 
@@ -84,7 +84,9 @@ class IvyClient:
     # ------------------------------------------------------------- sending
     def _send_raw(self, msg_type: MsgType, num_id: int, params: str | Sequence[str] = "") -> None:
         # ivy-python lets an agent write any protocol message to a client.
-        self._server._bridge.call(lambda bus: bus.send_raw(self.peer, msg_type, num_id, params))
+        self._server._trivy_bridge.call(
+            lambda bus: bus.send_raw(self.peer, msg_type, num_id, params)
+        )
 
     def send_message(self, num_id: int, captures: Sequence[str]) -> None:
         """Send a MSG for the agent's subscription ``num_id`` with these groups."""
@@ -92,7 +94,7 @@ class IvyClient:
 
     def send_direct_message(self, num_id: int, msg: str) -> None:
         """Send a direct message."""
-        self._server._bridge.call(lambda bus: bus.send_direct(self.peer, num_id, msg))
+        self._server._trivy_bridge.call(lambda bus: bus.send_direct(self.peer, num_id, msg))
 
     def send_die_message(self, num_id: int = 0, msg: str = "") -> None:
         """Ask the agent to die."""
@@ -100,7 +102,7 @@ class IvyClient:
 
     def send_error(self, num_id: int, msg: str) -> None:
         """Send an error message."""
-        self._server._bridge.call(lambda bus: bus.send_error(self.peer, num_id, msg))
+        self._server._trivy_bridge.call(lambda bus: bus.send_error(self.peer, num_id, msg))
 
     def send_ping(self) -> None:
         """PING the agent; its PONG calls the server's pong callback with the delay."""

@@ -63,13 +63,13 @@ class ServerHandlers:
     regexp_change_callback: Callable[..., Any]
     pong_callback: Callable[..., Any]
     server_termination: threading.Event
-    _lock: threading.Lock
-    _bindings: Mapping[int, Bound]  # our bind_msg bindings, by id (under _lock)
-    _clients_by_address: dict[tuple[str, int], IvyClient]
-    _client_bindings: dict[IvyClient, dict[int, str]]
+    _trivy_lock: threading.Lock
+    _trivy_bindings: Mapping[int, Bound]  # our bind_msg bindings, by id (under _lock)
+    _trivy_clients_by_address: dict[tuple[str, int], IvyClient]
+    _trivy_client_bindings: dict[IvyClient, dict[int, str]]
     # subscriptions reported while no regexp change callback was bound
     # (callback thread only)
-    _unheard_regexps: dict[IvyClient, dict[int, str]]
+    _trivy_unheard_regexps: dict[IvyClient, dict[int, str]]
 
     @staticmethod
     def run_callback(
@@ -107,8 +107,8 @@ class ServerHandlers:
         In ivy-python this makes the client of a new socket; trivy's core
         makes and owns every connection, so this opens nothing.
         """
-        with self._lock:
-            return self._clients_by_address.get((ip, port))
+        with self._trivy_lock:
+            return self._trivy_clients_by_address.get((ip, port))
 
     def remove_client(
         self, ip: str, port: int, trigger_application_callback: bool = True
@@ -118,12 +118,12 @@ class ServerHandlers:
         Called when an agent disconnects; with ``trigger_application_callback``
         the application callback learns it.
         """
-        with self._lock:
-            client = self._clients_by_address.pop((ip, port), None)
+        with self._trivy_lock:
+            client = self._trivy_clients_by_address.pop((ip, port), None)
             if client is not None:
-                self._client_bindings.pop(client, None)
+                self._trivy_client_bindings.pop(client, None)
         if client is not None:
-            self._unheard_regexps.pop(client, None)
+            self._trivy_unheard_regexps.pop(client, None)
         if client is not None and trigger_application_callback:
             self.run_callback(
                 self.app_callback,
@@ -136,18 +136,18 @@ class ServerHandlers:
     # ---------------------------------------------------- subscriptions
     def add_client_binding(self, client: IvyClient, binding_id: int, regexp: str) -> None:
         """Record that ``client`` subscribed with ``regexp`` under ``binding_id``."""
-        with self._lock:
-            self._client_bindings.setdefault(client, {})[binding_id] = regexp
+        with self._trivy_lock:
+            self._trivy_client_bindings.setdefault(client, {})[binding_id] = regexp
 
     def remove_client_binding(self, client: IvyClient, binding_id: int) -> str | None:
         """Forget one subscription of ``client``; its regexp, or None."""
-        with self._lock:
-            return self._client_bindings.get(client, {}).pop(binding_id, None)
+        with self._trivy_lock:
+            return self._trivy_client_bindings.get(client, {}).pop(binding_id, None)
 
     def get_client_bindings(self, client: IvyClient) -> list[tuple[int, str]]:
         """The subscriptions of ``client``: ``(id, regexp)`` pairs (a copy, any thread)."""
-        with self._lock:
-            return list(self._client_bindings.get(client, {}).items())
+        with self._trivy_lock:
+            return list(self._trivy_client_bindings.get(client, {}).items())
 
     def handle_regexp_change(self, client: IvyClient, event: int, num_id: int, regexp: str) -> None:
         """An agent added (or replaced) or removed a subscription."""
@@ -155,7 +155,7 @@ class ServerHandlers:
         if self.regexp_change_callback is void_function:
             # Nobody listens yet: kept (as the state it leaves, so bounded)
             # for a callback bound later (see replay_regexp_changes).
-            unheard = self._unheard_regexps.setdefault(client, {})
+            unheard = self._trivy_unheard_regexps.setdefault(client, {})
             if added:
                 unheard[num_id] = regexp
             else:
@@ -176,7 +176,7 @@ class ServerHandlers:
         Runs on the callback thread, after the changes handled before the
         binding (those after it reached the callback itself).
         """
-        unheard, self._unheard_regexps = self._unheard_regexps, {}
+        unheard, self._trivy_unheard_regexps = self._trivy_unheard_regexps, {}
         for client, regexps in unheard.items():
             for num_id, regexp in regexps.items():
                 self.handle_regexp_change(client, IvyRegexpAdded, num_id, regexp)
@@ -184,8 +184,8 @@ class ServerHandlers:
     # ------------------------------------------------------------ messages
     def handle_msg(self, client: IvyClient, idx: int, *params: Any) -> None:
         """A message matched our binding ``idx``: call its function with the groups."""
-        with self._lock:
-            binding = self._bindings.get(idx)
+        with self._trivy_lock:
+            binding = self._trivy_bindings.get(idx)
         if binding is not None:
             self.run_callback(binding.callback, f"callback of binding {idx}", client, *params)
 

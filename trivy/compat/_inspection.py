@@ -14,14 +14,14 @@ __all__ = ["ServerInspection"]
 class ServerInspection:
     """The ``get_client*`` methods of :class:`~trivy.compat.ivy.IvyServer`."""
 
-    _bridge: BusThread  # (set by IvyServer.__init__)
+    _trivy_bridge: BusThread  # (set by IvyServer.__init__)
 
     def _client(self, peer: Peer) -> IvyClient:
         raise NotImplementedError  # (IvyServer's)
 
     def _clients_where(self, keep: Callable[[Peer], bool]) -> list[IvyClient]:
         try:
-            return self._bridge.call(
+            return self._trivy_bridge.call(
                 lambda bus: [self._client(peer) for peer in bus.peers if keep(peer)]
             )
         except IvyIllegalStateError:
@@ -30,7 +30,7 @@ class ServerInspection:
     def get_clients(self) -> list[str]:
         """The names of the connected agents."""
         try:
-            return self._bridge.call(lambda bus: [peer.name for peer in bus.peers])
+            return self._trivy_bridge.call(lambda bus: [peer.name for peer in bus.peers])
         except IvyIllegalStateError:
             return []
 

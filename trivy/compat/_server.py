@@ -98,32 +98,34 @@ class IvyServer(ServerHandlers, ServerInspection):
         self.pong_callback: Callable[..., Any] = void_function
         self.usesDaemons = usesDaemons
         self.match_mode: MatchMode = match_mode
-        self.host = host
+        self._trivy_host = host
         self.ivybus: tuple[str, int] | None = None
         self.port = 0
         self.agent_id = ""
-        self._bridge = BusThread(self._bus_opened, self._on_event, self._bus_closed)
-        self._callbacks = CallbackThread(f"trivy-compat-callbacks-{agent_name}", daemon=usesDaemons)
-        self.server_termination: threading.Event = self._bridge.stopped
-        self._lock = threading.Lock()  # guards _bindings and _next_id
-        self._bindings: dict[int, _Binding] = {}
-        self._unheard_regexps: dict[IvyClient, dict[int, str]] = {}
-        self._next_id = itertools.count()
-        self._clients: dict[Peer, IvyClient] = {}  # touched in the bus thread only
+        self._trivy_bridge = BusThread(self._bus_opened, self._on_event, self._bus_closed)
+        self._trivy_callbacks = CallbackThread(
+            f"trivy-compat-callbacks-{agent_name}", daemon=usesDaemons
+        )
+        self.server_termination: threading.Event = self._trivy_bridge.stopped
+        self._trivy_lock = threading.Lock()  # guards _bindings and _next_id
+        self._trivy_bindings: dict[int, _Binding] = {}
+        self._trivy_unheard_regexps: dict[IvyClient, dict[int, str]] = {}
+        self._trivy_next_id = itertools.count()
+        self._trivy_clients: dict[Peer, IvyClient] = {}  # touched in the bus thread only
         # read from any thread, under _lock: the clients by address, and
         # each one's subscriptions (a copy of what the bus knows)
-        self._clients_by_address: dict[tuple[str, int], IvyClient] = {}
-        self._client_bindings: dict[IvyClient, dict[int, str]] = {}
+        self._trivy_clients_by_address: dict[tuple[str, int], IvyClient] = {}
+        self._trivy_client_bindings: dict[IvyClient, dict[int, str]] = {}
 
     def __repr__(self) -> str:
         return f"<IvyServer {self.agent_name!r} port {self.port}>"
 
     def _client(self, peer: Peer) -> IvyClient:
-        client = self._clients.get(peer)
+        client = self._trivy_clients.get(peer)
         if client is None:
-            client = self._clients[peer] = IvyClient(self, peer)
-            with self._lock:
-                self._clients_by_address[(peer.host, peer.port)] = client
+            client = self._trivy_clients[peer] = IvyClient(self, peer)
+            with self._trivy_lock:
+                self._trivy_clients_by_address[(peer.host, peer.port)] = client
         return client
 
     # ------------------------------------------------------------ lifecycle
@@ -144,47 +146,47 @@ class IvyServer(ServerHandlers, ServerInspection):
             ready_message=first_line(self.ready_message or "", "the ready message") or None,
             match_mode=self.match_mode,
         )
-        if self.host is not None:
-            options = attrs.evolve(options, host=self.host)
+        if self._trivy_host is not None:
+            options = attrs.evolve(options, host=self._trivy_host)
         address = (",".join(options.bus.networks), options.bus.port)
         open_bus = functools.partial(run_bus, options, on_die=self._on_die)
         name = f"trivy-compat-{self.agent_name}"
-        self._callbacks.start()
+        self._trivy_callbacks.start()
         started = False
         try:
-            self._bridge.start(open_bus, name=name, daemon=self.usesDaemons)
+            self._trivy_bridge.start(open_bus, name=name, daemon=self.usesDaemons)
             started = True
         finally:
             if not started:  # the bus never came up: nothing will stop the callbacks
-                self._callbacks.stop()
+                self._trivy_callbacks.stop()
         self.ivybus = address
 
     def _bus_opened(self, bus: IvyBus) -> None:
         self.port = bus.port
         self.agent_id = bus.agent_id
-        with self._lock:
-            for binding in self._bindings.values():
+        with self._trivy_lock:
+            for binding in self._trivy_bindings.values():
                 self._bind_on_bus(bus, binding)
 
     def _bus_closed(self) -> None:
-        with self._lock:
-            for binding in self._bindings.values():
+        with self._trivy_lock:
+            for binding in self._trivy_bindings.values():
                 binding.bus_id = None
-            left = list(self._clients_by_address)
+            left = list(self._trivy_clients_by_address)
         # The agents still connected are left too (stop(), an obeyed DIE):
         # the application callback hears of each, as in ivy-python.
         for host, port in left:
-            self._callbacks.submit_from_thread(self.remove_client, host, port)
-        self._clients.clear()
+            self._trivy_callbacks.submit_from_thread(self.remove_client, host, port)
+        self._trivy_clients.clear()
         # once it has run what is queued (those removals first)
-        self._callbacks.stop(after=self._forget_clients)
+        self._trivy_callbacks.stop(after=self._forget_clients)
         self.ivybus = None
 
     def _forget_clients(self) -> None:
-        with self._lock:
-            self._clients_by_address.clear()
-            self._client_bindings.clear()
-        self._unheard_regexps.clear()
+        with self._trivy_lock:
+            self._trivy_clients_by_address.clear()
+            self._trivy_client_bindings.clear()
+        self._trivy_unheard_regexps.clear()
 
     def stop(self) -> None:
         """Leave the bus (BYE to every agent) and set :attr:`server_termination`.
@@ -195,23 +197,23 @@ class IvyServer(ServerHandlers, ServerInspection):
         Raises:
           IvyIllegalStateError: the server is not running.
         """
-        self._bridge.stop()
-        self._callbacks.join()  # (not from a callback: it would wait for itself)
+        self._trivy_bridge.stop()
+        self._trivy_callbacks.join()  # (not from a callback: it would wait for itself)
 
     def isAlive(self) -> bool:
         """Whether the server is running."""
-        return self._bridge.is_alive()
+        return self._trivy_bridge.is_alive()
 
     # -------------------------------------------------------------- events
     async def _on_event(self, event: BusEvent) -> None:
         # Every event goes through the overridable handle_* methods, which
         # run on the callback thread, in order.
-        submit = self._callbacks.submit
+        submit = self._trivy_callbacks.submit
         if isinstance(event, PeerConnected):
             await submit(self.handle_new_client, self._client(event.peer))
         elif isinstance(event, PeerDisconnected):
             # Its last event: the client is forgotten, a reconnection gets a new one.
-            self._clients.pop(event.peer, None)
+            self._trivy_clients.pop(event.peer, None)
             await submit(self.remove_client, event.peer.host, event.peer.port)
         elif isinstance(event, (SubscriptionAdded, SubscriptionChanged, SubscriptionRemoved)):
             # ivy-python has no "changed" event: a replaced regexp is reported as added.
@@ -228,17 +230,17 @@ class IvyServer(ServerHandlers, ServerInspection):
             await submit(self.handle_direct_msg, client, event.num_id, event.text)
 
     async def _on_die(self, peer: Peer, num_id: int) -> bool | None:
-        call, client = self._callbacks.call, self._client(peer)  # (after what it sent before)
-        dies = await self._bridge.in_order(call, self.handle_die_message, num_id, client)
+        call, client = self._trivy_callbacks.call, self._client(peer)  # (after what it sent before)
+        dies = await self._trivy_bridge.in_order(call, self.handle_die_message, num_id, client)
         return None if dies else False
 
     def _start_ping(self, client: IvyClient) -> None:
         def start(bus: IvyBus) -> None:
             if client.peer not in bus.peers:  # raise in the caller, not in the ping task
                 raise IvyIllegalStateError(f"{client.peer} is not connected")
-            self._bridge.start_soon(functools.partial(self._ping, client))
+            self._trivy_bridge.start_soon(functools.partial(self._ping, client))
 
-        self._bridge.call(start)
+        self._trivy_bridge.call(start)
 
     async def _ping(self, client: IvyClient, bus: IvyBus) -> None:
         try:
@@ -247,7 +249,7 @@ class IvyServer(ServerHandlers, ServerInspection):
         except (trio.TooSlowError, IvyIllegalStateError) as exc:
             warn("no PONG from %s: %s", client, exc)
             return
-        await self._callbacks.submit(self.handle_pong, client, delta)
+        await self._trivy_callbacks.submit(self.handle_pong, client, delta)
 
     # ------------------------------------------------------ subscriptions
     def _bind_on_bus(self, bus: IvyBus, binding: _Binding) -> None:
@@ -257,12 +259,12 @@ class IvyServer(ServerHandlers, ServerInspection):
             # Messages come straight from the peer's task, the rest through
             # the event stream: what the stream has (its connection, what it
             # sent before) goes first.
-            await self._bridge.in_order(self._submit_msg, peer, sub_id, groups)
+            await self._trivy_bridge.in_order(self._submit_msg, peer, sub_id, groups)
 
         binding.bus_id = bus.bind(deliver, binding.regexp)
 
     async def _submit_msg(self, peer: Peer, sub_id: int, groups: tuple[str, ...]) -> None:
-        await self._callbacks.submit(self.handle_msg, self._client(peer), sub_id, *groups)
+        await self._trivy_callbacks.submit(self.handle_msg, self._client(peer), sub_id, *groups)
 
     def bind_msg(self, on_msg_fct: Callable[..., Any], regexp: str) -> int:
         """Call ``on_msg_fct(agent, *groups)`` for each message matching ``regexp``.
@@ -277,18 +279,18 @@ class IvyServer(ServerHandlers, ServerInspection):
             before or after start: it is not kept (it failed the next start).
         """
         wire_regexp(regexp)  # (the check the bus makes as it binds)
-        with self._lock:
-            sub_id = next(self._next_id)
-            binding = self._bindings[sub_id] = _Binding(on_msg_fct, regexp, sub_id)
+        with self._trivy_lock:
+            sub_id = next(self._trivy_next_id)
+            binding = self._trivy_bindings[sub_id] = _Binding(on_msg_fct, regexp, sub_id)
 
         def bind(bus: IvyBus) -> None:
             # The bus may have bound it already, as it opened.
-            if self._bindings.get(sub_id) is binding and binding.bus_id is None:
+            if self._trivy_bindings.get(sub_id) is binding and binding.bus_id is None:
                 self._bind_on_bus(bus, binding)
 
         # Not running: the bus binds it when it opens (at the next start).
         with suppress(IvyIllegalStateError):
-            self._bridge.call(bind)
+            self._trivy_bridge.call(bind)
         return sub_id
 
     def unbind_msg(self, num_id: int) -> str:
@@ -297,18 +299,18 @@ class IvyServer(ServerHandlers, ServerInspection):
         Raises:
           KeyError: no binding has that id.
         """
-        with self._lock:
-            binding = self._bindings.pop(num_id)
+        with self._trivy_lock:
+            binding = self._trivy_bindings.pop(num_id)
             bus_id = binding.bus_id
         if bus_id is not None:
             with suppress(IvyIllegalStateError, KeyError):  # the bus stopped meanwhile
-                self._bridge.call(lambda bus: bus.unbind(bus_id))
+                self._trivy_bridge.call(lambda bus: bus.unbind(bus_id))
         return binding.regexp
 
     def get_subscriptions(self) -> list[tuple[int, str]]:
         """Our bindings: ``(id, regexp)`` pairs."""
-        with self._lock:
-            return [(sub_id, b.regexp) for sub_id, b in self._bindings.items()]
+        with self._trivy_lock:
+            return [(sub_id, b.regexp) for sub_id, b in self._trivy_bindings.items()]
 
     def bind_direct_msg(self, on_direct_msg_fct: Callable[..., Any]) -> None:
         """Call ``on_direct_msg_fct(agent, num_id, msg)`` for each direct message."""
@@ -326,7 +328,7 @@ class IvyServer(ServerHandlers, ServerInspection):
         self.regexp_change_callback = on_regexp_change_callback
         if first and self.isAlive():
             with suppress(IvyIllegalStateError):
-                self._callbacks.submit_from_thread(self.replay_regexp_changes)
+                self._trivy_callbacks.submit_from_thread(self.replay_regexp_changes)
 
     def bind_pong(self, on_pong_callback: Callable[..., Any]) -> None:
         """Call ``on_pong_callback(agent, delta_seconds)`` for each PONG."""
@@ -352,7 +354,7 @@ class IvyServer(ServerHandlers, ServerInspection):
             return bus.send_nowait(message, to=peer)
 
         try:
-            return self._bridge.call(send)
+            return self._trivy_bridge.call(send)
         except IvyIllegalStateError:
             return 0
 
@@ -375,7 +377,7 @@ class IvyServer(ServerHandlers, ServerInspection):
             return sent
 
         try:
-            return self._bridge.call(send)
+            return self._trivy_bridge.call(send)
         except IvyIllegalStateError:
             return False
 

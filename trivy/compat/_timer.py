@@ -71,7 +71,7 @@ class IvyTimer:
         timer = self._timer
         if value and timer is not None:
             with suppress(IvyIllegalStateError):  # the server stopped: so did the timer
-                self.server._bridge.call(lambda bus: timer.cancel())
+                self.server._trivy_bridge.call(lambda bus: timer.cancel())
 
     def start(self) -> None:
         """Start ticking. A timer on a server that is not running ends at once.
@@ -83,7 +83,7 @@ class IvyTimer:
             raise RuntimeError("timers can only be started once")
         self._started = True
         try:
-            self.server._bridge.start_soon(self._run)
+            self.server._trivy_bridge.start_soon(self._run)
         except IvyIllegalStateError:
             warn("IvyTimer %s: its server is not running", self.id)
             self._finished.set()
@@ -131,7 +131,11 @@ class IvyTimer:
           RuntimeError: called from a callback, where it would wait for ever.
         """
         own = self._thread is not None and self._thread.in_thread()
-        if own or self.server._callbacks.in_thread() or self.server._bridge.in_bus_thread():
+        if (
+            own
+            or self.server._trivy_callbacks.in_thread()
+            or self.server._trivy_bridge.in_bus_thread()
+        ):
             raise RuntimeError("IvyTimer.run() would wait for itself here: use start()")
         if not self._started:
             self.start()
