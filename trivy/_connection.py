@@ -282,6 +282,7 @@ class Connection(SendBuffer):
         # (a CR anywhere in what these lines are made of: a CRLF peer, maybe)
         carriage_returns = b"\r" in data or self._lines.holds(b"\r")
         lines, too_long = self._lines.feed(data)
+        ascii_lines = self._lines.ascii  # (then no MSG's size needs its own look)
         events: list[Event] = []
         append = events.append
         ready = self.state is _READY
@@ -305,7 +306,9 @@ class Connection(SendBuffer):
                         parts.pop()
                     if len(parts) <= MAX_MSG_GROUPS:  # (more: the general path refuses it)
                         cost = len(params) + GROUP_COST * len(parts)
-                        append((sub_id, tuple(parts), cost if params.isascii() else 4 * cost))
+                        if not (ascii_lines or params.isascii()):
+                            cost *= 4
+                        append((sub_id, tuple(parts), cost))
                         continue
             event = self._line_event(line)
             if event is not None:

@@ -39,6 +39,9 @@ class LineBuffer:
         # bytes of memory per byte dribbled one at a time), and grows
         # geometrically (no quadratic copying for a long line in pieces).
         self._partial = bytearray()
+        #: Whether the lines the last :meth:`feed` returned are all ASCII
+        #: (told at once by their text: a size can then count characters).
+        self.ascii = True
 
     def feed(self, data: bytes) -> tuple[list[str], bool]:
         """Add bytes; returns the lines they complete, and whether one was too long.
@@ -54,7 +57,9 @@ class LineBuffer:
         if end == len(data) - 1 and not self._partial and end <= self.max_line_length:
             # The usual read: whole lines, and no longer than the limit, so
             # none of them is: nothing kept, nothing to measure, no copy.
-            lines = _decode_utf8(data, "surrogateescape", True)[0].split("\n")
+            text = _decode_utf8(data, "surrogateescape", True)[0]
+            self.ascii = text.isascii()
+            lines = text.split("\n")
             lines.pop()  # (what follows the last newline: nothing)
             return lines, False
         whole: bytes | bytearray = data
@@ -73,6 +78,7 @@ class LineBuffer:
         # One decode for every complete line: "\n" never falls inside a
         # UTF-8 sequence, so decoding up to it is exact.
         text = _decode_utf8(memoryview(whole)[:end], "surrogateescape", True)[0]
+        self.ascii = text.isascii()
         return text.split("\n"), long_line >= 0 or self._overflowed()
 
     def _overflowed(self) -> bool:
