@@ -518,6 +518,13 @@ async def test_unread_big_direct_messages_are_bounded_and_dropped(bus: str) -> N
             await raw.send(big * 10)
             await _pong(raw, 1)
             assert len(directs) == 3 and directs.dropped == 7  # 900 kB kept of 3 MB
+            for _ in range(3):
+                directs.receive_nowait()
+            # past ASCII, a character may take 4 bytes: counted so (3 were kept)
+            await raw.send(b"7 1\x02" + "\U0001f600".encode() * 250_000 + b"\n")
+            await raw.send(b"7 1\x02" + b"d" * 300_000 + b"\n")
+            await _pong(raw, 2)
+            assert len(directs) == 1 and directs.dropped == 8
             await raw.aclose()
 
 
