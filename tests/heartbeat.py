@@ -27,7 +27,7 @@ class Heartbeat:
 class LongestStep(trio.abc.Instrument):
     """The longest step of any task, in CPU time (what the loop was held).
 
-    The step running when it is added is not counted.
+    The steps running when it is added and when it is removed are not counted.
     """
 
     def __init__(self) -> None:

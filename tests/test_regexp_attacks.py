@@ -15,7 +15,7 @@ import trio.testing
 import trivy
 from trivy.testing import RawPeer, wait_for_event, wait_for_subscription
 
-from .heartbeat import Heartbeat
+from .heartbeat import Heartbeat, LongestStep
 
 TIMEOUT = 20
 STALL = 0.25
@@ -231,3 +231,46 @@ async def test_a_peers_many_cheap_regexps_on_a_long_text_are_timed(bus: str) -> 
     assert 2000 * len(text) > TIMED_PEER_STEPS  # (the model's few steps a character each)
     # its budget, and the timing of searches it skips (about 1 us each)
     assert max(took) < PEER_SEND_BUDGET + 0.03, took
+
+
+async def _send_loop_longest_step(bus: str, regexps: list[bytes], text: str, sends: int) -> float:
+    """A raw peer subscribes ``regexps``; the agent sends ``text`` back to back:
+    the longest step of the loop meanwhile."""
+    with trio.fail_after(TIMEOUT * 2):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            raw = await RawPeer.connect(a)
+            adds = b"".join(b"1 %d\x02%s\n" % (i, regexp) for i, regexp in enumerate(regexps))
+            await raw.send(b"6 1234\x02RAW\n" + adds + b"5 0\x02\n")
+            peer = await a.wait_for_peer("RAW")
+            while len(peer.subscriptions) < len(regexps):
+                await trio.testing.wait_all_tasks_blocked()
+            steps = LongestStep()
+            trio.lowlevel.add_instrument(steps)
+            await trio.lowlevel.checkpoint()  # (the step running when it is added is not counted)
+            try:
+                for _ in range(sends):
+                    await a.send(text)
+                await trio.lowlevel.checkpoint()  # (the step ends: counted)
+            finally:
+                trio.lowlevel.remove_instrument(steps)
+            await raw.aclose()
+    return steps.longest
+
+
+async def test_a_send_loop_yields_once_its_sends_took_the_loops_slice(bus: str) -> None:
+    """Sends of 1 ms each (a peer's cheap regexps, within every bound) yielded
+    every 1,024 calls: 300 of them held the loop 235 ms in one step."""
+    regexps = [b"x{20}z%d" % i for i in range(380)]
+    longest = await _send_loop_longest_step(bus, regexps, "x" * 100, 200)
+    assert longest < 0.05, longest
+
+
+async def test_a_dropped_peers_regexps_are_not_searched_while_they_wait_to_be_swept(
+    bus: str,
+) -> None:
+    """A peer dropped at its third costly send left 4,000 regexps for the
+    sweep, searched untimed meanwhile (its budgets were gone): 75 ms a send,
+    and 30 sends in one step of 2.2 s."""
+    regexps = [b"x{20}z%d" % i for i in range(4000)]
+    longest = await _send_loop_longest_step(bus, regexps, "x" * 1000, 30)
+    assert longest < 0.1, longest

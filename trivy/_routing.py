@@ -26,7 +26,7 @@ from trio.lowlevel import checkpoint_if_cancelled
 from . import protocol
 from ._connection import MAX_LINE_LENGTH, REFUSED, msg_payload
 from ._events import BusEvent, Congestion, SubscriptionRemoved
-from ._fairness import shared_slice
+from ._fairness import SERVE_SLICE, shared_slice
 from ._fan_out import FAN_OUT_CHECK, FanOutClock, route_rest
 from ._logs import LogLimiter, shorten
 from ._matching import NoMoreGuarded, RegexpEntry, RegexpTable
@@ -119,23 +119,26 @@ class Router:
         #: Peers that went over their limit during a waiting send.
         self.congested: list[PeerSession] = []
         #: Calls of ``send`` before the next that awaits :meth:`cancel_point`
-        #: (0: the next does).
+        #: (0: the next does, as after a send that may have taken long).
         self.sends_until_check = 0
         self._checks_until_yield = 0
+        self._yielded_at = 0.0  # (perf_counter) when send last yielded
 
     async def cancel_point(self) -> None:
         """``send``'s cancel point, once per CANCEL_CHECK_EVERY calls.
 
-        It checks for cancellation, and once per SENDS_PER_CHECKPOINT calls
-        yields to the scheduler. A call that raises ``Cancelled`` leaves the
-        next call to check again.
+        It checks for cancellation, and yields to the scheduler once per
+        SENDS_PER_CHECKPOINT calls, or once the sends since it last did have
+        taken the loop's slice (SERVE_SLICE), whatever they cost. A call that
+        raises ``Cancelled`` leaves the next call to check again.
         """
-        if self._checks_until_yield:
+        if self._checks_until_yield and perf_counter() - self._yielded_at <= SERVE_SLICE:
             await checkpoint_if_cancelled()
             self._checks_until_yield -= 1
         else:
             await trio.lowlevel.checkpoint()  # let the other tasks run
             self._checks_until_yield = _CHECKS_PER_YIELD - 1
+            self._yielded_at = perf_counter()
         self.sends_until_check = CANCEL_CHECK_EVERY - 1
 
     # -------------------------------------------------- peers' subscriptions
@@ -200,8 +203,8 @@ class Router:
         else:
             for sub_id, regexp in subscriptions:
                 self.table.remove(session, sub_id, regexp)
+            self.budgets.forget(session)  # (else once swept: its regexps are still timed)
         self._guarded.pop(session, None)
-        self.budgets.forget(session)
         self._guard_strikes.pop(session, None)
 
     async def sweep(self) -> None:
@@ -221,6 +224,7 @@ class Router:
                 if share.over():
                     await share.yield_turn()
             del self._to_forget[session]
+            self.budgets.forget(session)
 
     # --------------------------------------------------------------- sending
     def route(self, text: str, only: PeerSession | None, wait: bool) -> int:
@@ -254,18 +258,21 @@ class Router:
         )
         too_slow = None
         budgets = self.budgets
-        timed_above = budgets.timed_above
-        if timed_above < 0:  # (the peers' cost bounds changed)
-            timed_above = budgets.update_timed_above()
-        # a text past it: every search of this send is timed (see _send_budgets)
-        untimed_length = length if length <= timed_above else _TIMED
+        light_above = budgets.light_above
+        if light_above < 0:  # (the peers' cost bounds changed)
+            light_above = budgets.update_timed_above()
+        untimed_length = length
+        if length > light_above:  # a send that may take long: the next looks at the clock
+            self.sends_until_check = 0
+            if length > budgets.timed_above:  # every search of this send is timed
+                untimed_length = _TIMED
         check_at, clock = FAN_OUT_CHECK, self._fan_out
         for entry in candidates:
             find = entry.find  # (an attribute called as a method is not specialized)
             try:  # (free unless raised: the guard of a regexp that may backtrack)
                 if untimed_length <= entry.costly_above:  # cheap regexps, usual texts: no clock
                     found = find(text)
-                elif budgets.spent and budgets.skips(entry, length):
+                elif budgets.skips(entry, length):  # (over a budget, or its peers gone)
                     continue
                 else:
                     found = self.timed_find(entry, find, text)
@@ -304,8 +311,10 @@ class Router:
                         self.congested.append(session)
                 count += 1
                 # (rare: thousands of MSGs a text; checked within a regexp's too)
-                if count >= check_at and (check_at := clock.check(count, self.pace.ended)) < 0:
-                    break
+                if count >= check_at:  # (a costly send: the next looks at the clock)
+                    self.sends_until_check = 0
+                    if (check_at := clock.check(count, self.pace.ended)) < 0:
+                        break
             else:
                 continue
             # over the budget: one MSG more a peer, at most
@@ -316,6 +325,7 @@ class Router:
         self.pace.ended = perf_counter()  # (the peers' outputs tell a burst by it)
         if budgets.spent:
             budgets.end_of_send()
+            self.sends_until_check = 0  # (timed searches: the next looks at the clock)
         if too_slow is not None:
             self._disable_too_slow()
         if self._to_abort:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ALWAYS_SEARCHED",
     "LIGHT_PEER_STEPS",
+    "LIGHT_SEND_STEPS",
     "MAX_BUDGET_STRIKES",
     "MAX_PEER_FIXED_STEPS",
     "MAX_PEER_STEPS_PER_CHAR",
@@ -85,6 +86,11 @@ TIMED_PEER_STEPS = 1_000_000
 #: ...and of all the peers' regexps together (10 to 40 ms): 1,000 peers,
 #: each just under TIMED_PEER_STEPS, would hold a send seconds untimed.
 TIMED_ALL_STEPS = 10 * TIMED_PEER_STEPS
+#: Steps of the bound of all the peers' regexps on a text past which a send
+#: may take a millisecond or more: the next ``send`` looks at the clock, and
+#: yields if the loop's slice is spent (not only every 1,024 calls: 200
+#: sends of 1.2 ms held the loop 245 ms, and 30 of 75 ms 2.2 s).
+LIGHT_SEND_STEPS = 250_000
 
 
 class SendBudgets:
@@ -102,6 +108,9 @@ class SendBudgets:
         self._fixed: dict[Subscriber, float] = {}
         #: Texts longer than this have every search timed (-1: to be recomputed).
         self.timed_above = -1
+        #: ...and texts longer than this may cost a send LIGHT_SEND_STEPS or
+        #: more (at most timed_above; -1 with it).
+        self.light_above = -1
         self._log = LogLimiter(logger)
 
     # ------------------------------------------------------------ the peers
@@ -126,35 +135,38 @@ class SendBudgets:
                 f"this peer's regexps would cost over {MAX_PEER_FIXED_STEPS} steps every text"
             )
         self._steps[session], self._fixed[session] = steps, fixed
-        self.timed_above = -1  # (recomputed at the next send)
+        self.timed_above = self.light_above = -1  # (recomputed at the next send)
 
     def release(self, session: Subscriber, entry: Costly) -> None:
         """A peer unsubscribes from ``entry`` (admitted before)."""
         if not entry.guarded:
             self._steps[session] = self._steps.get(session, 0.0) - entry.steps_per_char
             self._fixed[session] = self._fixed.get(session, 0.0) - entry.fixed_steps
-            self.timed_above = -1
+            self.timed_above = self.light_above = -1
 
     def steps(self, session: Subscriber) -> float:
         """What all of a peer's regexps cost a character of text."""
         return self._steps.get(session, 0.0)
 
     def forget(self, session: Subscriber) -> None:
-        """The peer left."""
+        """The peer left, and its regexps left the table."""
         self._steps.pop(session, None)
         self._fixed.pop(session, None)
         self._strikes.pop(session, None)
-        self.timed_above = -1
+        self.timed_above = self.light_above = -1
 
     # ------------------------------------------------------------ one send
     def update_timed_above(self) -> int:
-        """Recompute :attr:`timed_above` (see the module docstring)."""
+        """Recompute :attr:`timed_above` and :attr:`light_above` (see the
+        module docstring); returns the latter."""
         fixed = self._fixed
-        longest = _within(TIMED_ALL_STEPS, sum(fixed.values()), sum(self._steps.values()))
+        all_fixed, all_steps = sum(fixed.values()), sum(self._steps.values())
+        longest = _within(TIMED_ALL_STEPS, all_fixed, all_steps)
         for session, steps in self._steps.items():
             longest = min(longest, _within(TIMED_PEER_STEPS, fixed.get(session, 0.0), steps))
         self.timed_above = longest
-        return longest
+        self.light_above = min(longest, _within(LIGHT_SEND_STEPS, all_fixed, all_steps))
+        return self.light_above
 
     def charge(self, entry: Costly, seconds: float) -> None:
         """A timed search: its time is charged to each subscriber of the regexp."""
@@ -181,8 +193,8 @@ class SendBudgets:
             and (entry.guarded or not self._light_subscriber(entry, length))
         ):
             return True
-        over = self._over
-        return bool(over) and all(s in over or s.closing for s in entry.peers)
+        over = self._over  # (a closing peer's regexps may wait for the sweep: none searched)
+        return all(s in over or s.closing for s in entry.peers)
 
     def _light_subscriber(self, entry: Costly, length: int) -> bool:
         """Whether a peer of ``entry`` is light: all its regexps within LIGHT_PEER_STEPS."""
