@@ -194,3 +194,32 @@ async def test_one_host_holding_every_connection_makes_room_for_another(bus: str
                 assert len([n for n in names if n.startswith("HOG")]) == most - 1
             for hog in hogs:
                 await hog.aclose()
+
+
+async def test_many_addresses_cannot_push_a_hosts_agents_out(bus: str) -> None:
+    """Each new address took the place of the busiest host's newest: 10
+    addresses of one connection evicted 9 of a host's 10 agents. A host
+    holding a sixteenth of the connections or fewer is never evicted."""
+    from trivy.testing import RawPeer
+
+    most = 32
+    with trio.fail_after(20):
+        async with trivy.open_ivy_bus("A", bus, max_peers=most) as a:
+            agents = []
+            for i in range(2):  # (32 // 16: within its share)
+                agent = await RawPeer.connect(a)
+                await agent.send(b"6 %d\x02AGENT%d\n5 0\x02\n" % (31_000 + i, i))
+                agents.append(agent)
+            others = []
+            for i in range(most - 2 + 5):  # one address each, 5 past the bound
+                stream = await trio.open_tcp_stream(
+                    "127.0.0.1", a.port, local_address=f"127.1.0.{i + 1}"
+                )
+                other = RawPeer(stream)
+                await other.send(b"6 %d\x02OTHER%d\n5 0\x02\n" % (32_000 + i, i))
+                others.append(other)
+                await trio.testing.wait_all_tasks_blocked()
+            names = {p.name for p in a.peers}
+            assert {"AGENT0", "AGENT1"} <= names and len(a.peers) == most
+            for peer in (*agents, *others):
+                await peer.aclose()

@@ -221,8 +221,8 @@ class BusOptions:
       max_name_length: the longest agent name a peer may give (1 Ki
         characters; longer: ERROR, and its connection closes).
       max_peers: connections at once (1,000); one more is closed at once,
-        unless the host holding the most holds two more than its host (then
-        that host's newest is closed for it).
+        unless the host holding the most holds over a sixteenth of them and
+        two more than its host (then that host's newest is closed for it).
       max_buffered_bytes: bytes held for all the peers at once, queued for
         them and their unfinished lines (256 Mi). Each peer's limits are
         its share of it when smaller than its own (half the bound over the

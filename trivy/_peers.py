@@ -127,14 +127,16 @@ class PeerSet:
     def _make_room(self, host: str) -> bool:
         """At ``max_peers``, a newcomer from ``host`` takes the place of the
         newest connection of the host that holds the most, if that one holds
-        two more than ``host``: one host cannot keep the others out (1,000
-        silent connections of one kept every newcomer out). Whether it did."""
+        over a sixteenth of them and two more than ``host``: one host cannot
+        keep the others out (1,000 silent connections of one kept every
+        newcomer out), and many addresses cannot push out a host's agents
+        below its share (they evicted 9 of a host's 10). Whether it did."""
         by_host: dict[str, list[PeerSession]] = {}
         for other in self._sessions:
             if not other.closing:
                 by_host.setdefault(other.peer.host, []).append(other)
         most = max(by_host.values(), key=len, default=[])
-        if len(most) < len(by_host.get(host, ())) + 2:
+        if len(most) < max(len(by_host.get(host, ())) + 2, self._max_peers // 16 + 1):
             return False
         newest = most[-1]
         self._log.warning(
