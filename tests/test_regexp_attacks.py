@@ -274,3 +274,26 @@ async def test_a_dropped_peers_regexps_are_not_searched_while_they_wait_to_be_sw
     regexps = [b"x{20}z%d" % i for i in range(4000)]
     longest = await _send_loop_longest_step(bus, regexps, "x" * 1000, 30)
     assert longest < 0.1, longest
+
+
+async def test_a_peer_whose_regexps_keep_being_refused_is_dropped(bus: str) -> None:
+    """Refused regexps were counted in no limit: one connection could make
+    us check regexps for ever (600 of 4 Ki that need the guard: 10.75 s of
+    CPU). Past 1 Mi characters refused, the peer is dropped."""
+    from trivy._dispatch import MAX_REFUSED_CHARACTERS
+
+    regexp = b"(" + b"a" * 4095  # (does not compile)
+    count = MAX_REFUSED_CHARACTERS // len(regexp) + 10
+    with trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            raw = await RawPeer.connect(a)
+            await raw.handshake("REFUSED")
+            await _pong(raw, 1)
+            adds = b"".join(b"1 %d\x02%s\n" % (i, regexp) for i in range(count))
+            await raw.send(adds + b"9 2\x02\n")
+            errors = 0
+            while (line := await raw.line()) and not line.startswith(b"10 "):
+                errors += line.startswith(b"3 ")
+            assert line == b""  # closed before the PONG
+            assert MAX_REFUSED_CHARACTERS // len(regexp) <= errors < count
+            assert a.peer("REFUSED") is None

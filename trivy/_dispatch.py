@@ -68,6 +68,10 @@ logger = logging.getLogger("trivy")
 #: Events served between two looks at the clock: a few, so that slow sync
 #: callbacks cannot hold the loop much past the slice.
 _EVENTS_PER_LOOK = 16
+#: Characters of a connection's regexps the matcher may refuse (each cost a
+#: check, up to tens of ms, and counted in no limit: 600 of 4 Ki took 10.75 s
+#: of CPU) before the peer is dropped: the characters one peer may hold.
+MAX_REFUSED_CHARACTERS = 1024 * 1024
 
 
 async def _put_batch(target: Subscription, batch: list[Match]) -> None:
@@ -116,6 +120,7 @@ class Dispatcher:
         self._stop = stop
         #: Requests of ours waiting for their answer (see ``_requests``).
         self.answers = PendingAnswers()
+        self._refused: dict[PeerSession, int] = {}  # characters of regexps refused
         self._handlers: dict[type[Event], _Handler] = {
             RegexpAdded: self._regexp_added,
             RegexpRemoved: self._regexp_removed,
@@ -208,6 +213,7 @@ class Dispatcher:
 
     def session_ended(self, session: PeerSession) -> None:
         """Forget the session (its subscriptions went when it closed); report its peer gone."""
+        self._refused.pop(session, None)
         if self._peers.remove(session):
             session.log.info("%s disconnected", session.peer)  # (rate-limited: churn)
             self.answers.peer_left(session.peer)
@@ -234,6 +240,11 @@ class Dispatcher:
             rejected: RegexpRejected | None = session.reject_regexp(
                 event.sub_id, event.regexp, reason, offset
             )
+            refused = self._refused[session] = self._refused.get(session, 0) + len(event.regexp)
+            if refused > MAX_REFUSED_CHARACTERS:
+                session.log.warning("%s: regexps of over 1 Mi characters refused", session.peer)
+                session.abort(f"over {MAX_REFUSED_CHARACTERS} characters of regexps refused")
+                return False
         else:
             rejected = None
         share = shared_slice()
