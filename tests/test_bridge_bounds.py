@@ -318,3 +318,42 @@ async def test_the_proxies_of_remote_agents_do_not_connect_among_themselves(brok
             # connection with ALICE (in this process too)
             assert _descriptors() - before <= 5 * count
             nursery.cancel_scope.cancel()
+
+
+async def test_a_local_agent_named_as_a_joining_proxy_is_still_forwarded(broker: int) -> None:  # noqa: F811
+    """While a proxy named TWIN waited for the local agents (2 s at most),
+    every local agent named TWIN was taken for a proxy: the texts it sent
+    to another site's agents were not forwarded."""
+    bridges = sites(broker, "one")
+    bus = bridges[0].bus
+    with trio.fail_after(TIMEOUT * 2):
+        async with (
+            _attacked(bridges[0], broker) as (_alice, hostile, site, nursery),
+            trivy.open_ivy_bus("TWIN", bus) as twin,
+        ):
+            hostile.subscribe("trivy/to/evil/#")
+            frozen = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "trivy", "probe", "-b", bus, "-n", "FROZEN", "-q"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+            )
+            try:
+                await site._observer.wait_for_peer("FROZEN")
+                hostile.publish("trivy/site/evil", b"online 1", retain=True)
+                _agent(hostile, "evil", "10.0.0.1:1", ["^hi (.*)"], name="SUB")
+                await wait_for_subscription(twin, "SUB", "^hi (.*)")
+                frozen.send_signal(signal.SIGSTOP)  # (the next proxy waits for it)
+                _agent(hostile, "evil", "10.0.0.1:2", ["^never$"], name="TWIN")
+                await twin.wait_for_peer("TWIN")  # (the proxy, waiting for FROZEN)
+                assert "TWIN" in site.remote._starting
+                assert await twin.send("hi while it joins") == 1
+                async for message in hostile:
+                    if message.topic.startswith("trivy/to/evil/"):
+                        item = json.loads(message.payload)
+                        assert item["groups"] == ["while it joins"]
+                        break
+            finally:
+                frozen.send_signal(signal.SIGCONT)
+                frozen.kill()
+                await frozen.wait()
+            nursery.cancel_scope.cancel()

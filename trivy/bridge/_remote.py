@@ -107,7 +107,9 @@ class RemoteAgents:
 
     def is_proxy(self, peer: trivy.Peer) -> bool:
         """Whether ``peer`` is (or may be: one joining by that name) one of our
-        proxies, never published back."""
+        proxies, never published back. (What reaches a proxy is forwarded
+        unless its sender is one of ours by address: a local agent named as
+        a joining proxy was taken for it, its texts dropped, up to 2 s.)"""
         return self._own(peer.host, peer.port) or peer.name in self._starting
 
     def shown(self) -> set[tuple[str, str]]:
@@ -286,7 +288,7 @@ class RemoteAgents:
     def _forwarder(self, proxy: _Proxy, remote_id: int) -> Callable[..., Awaitable[None]]:
         # (awaited in the task reading the sender: a slow broker slows it)
         async def forward(peer: trivy.Peer, *groups: str) -> None:
-            if not self.is_proxy(peer):  # (another site's agent is where it belongs)
+            if not self._own(peer.host, peer.port):  # (another site's agent is where it belongs)
                 item = {"kind": "msg", "sub": remote_id, "groups": list(groups)}
                 await self._outbox.send_waiting(proxy.site, _addressed(item, proxy, peer), peer)
 
@@ -297,7 +299,7 @@ class RemoteAgents:
         async with bus.events(overflow="wait") as events:
             async for event in events:
                 if isinstance(event, trivy.DirectMessage | trivy.ErrorReceived):
-                    if self.is_proxy(event.peer):
+                    if self._own(event.peer.host, event.peer.port):
                         continue  # (another site's agent)
                     kind = "direct" if isinstance(event, trivy.DirectMessage) else "error"
                     item = {"kind": kind, "num_id": event.num_id, "text": event.text}
@@ -306,7 +308,7 @@ class RemoteAgents:
 
     def _on_die(self, proxy: _Proxy) -> Callable[[trivy.Peer, int], bool]:
         def on_die(peer: trivy.Peer, num_id: int) -> bool:
-            if self._options.allow_die and not self.is_proxy(peer):
+            if self._options.allow_die and not self._own(peer.host, peer.port):
                 item = {"kind": "die", "num_id": num_id, "text": ""}
                 self._outbox.send(proxy.site, _addressed(item, proxy, peer), peer)
             else:
