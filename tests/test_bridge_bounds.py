@@ -258,6 +258,24 @@ async def test_a_sites_status_and_our_retained_keys_are_kept_short(broker: int) 
     assert site._stale == before
 
 
+@asynccontextmanager
+async def _probe_to_freeze(bus: str, site: Any) -> AsyncIterator[trio.Process]:
+    """A probe named FROZEN on ``bus``, known to the bridge's observer; the
+    test freezes it (SIGSTOP); it is thawed and killed on the way out."""
+    probe = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "trivy", "probe", "-b", bus, "-n", "FROZEN", "-q"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        await site._observer.wait_for_peer("FROZEN")
+        yield probe
+    finally:
+        probe.send_signal(signal.SIGCONT)
+        probe.kill()
+        await probe.wait()
+
+
 async def test_a_frozen_local_agent_delays_the_remote_agents_once(broker: int) -> None:  # noqa: F811
     """Each new proxy waits (2 s at most) for the local agents to connect to
     it, and the bridge reads nothing meanwhile: with one local agent frozen
@@ -267,13 +285,7 @@ async def test_a_frozen_local_agent_delays_the_remote_agents_once(broker: int) -
     bus = bridges[0].bus
     with trio.fail_after(TIMEOUT * 2):
         async with _attacked(bridges[0], broker) as (alice, hostile, site, nursery):
-            frozen = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "trivy", "probe", "-b", bus, "-n", "FROZEN", "-q"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-            )
-            try:
-                await site._observer.wait_for_peer("FROZEN")
+            async with _probe_to_freeze(bus, site) as frozen:
                 frozen.send_signal(signal.SIGSTOP)
                 hostile.publish("trivy/site/evil", b"online 1", retain=True)
                 started = trio.current_time()
@@ -282,10 +294,6 @@ async def test_a_frozen_local_agent_delays_the_remote_agents_once(broker: int) -
                 for i in range(5):
                     await wait_for_subscription(alice, f"EVIL{i}", f"^v{i}$")
                 took = trio.current_time() - started
-            finally:
-                frozen.send_signal(signal.SIGCONT)
-                frozen.kill()
-                await frozen.wait()
             assert took < 5.0, took  # (2 s for the first, not 2 s each: 10 s before)
             nursery.cancel_scope.cancel()
 
@@ -332,13 +340,7 @@ async def test_a_local_agent_named_as_a_joining_proxy_is_still_forwarded(broker:
             trivy.open_ivy_bus("TWIN", bus) as twin,
         ):
             hostile.subscribe("trivy/to/evil/#")
-            frozen = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "trivy", "probe", "-b", bus, "-n", "FROZEN", "-q"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-            )
-            try:
-                await site._observer.wait_for_peer("FROZEN")
+            async with _probe_to_freeze(bus, site) as frozen:
                 hostile.publish("trivy/site/evil", b"online 1", retain=True)
                 _agent(hostile, "evil", "10.0.0.1:1", ["^hi (.*)"], name="SUB")
                 await wait_for_subscription(twin, "SUB", "^hi (.*)")
@@ -352,8 +354,4 @@ async def test_a_local_agent_named_as_a_joining_proxy_is_still_forwarded(broker:
                         item = json.loads(message.payload)
                         assert item["groups"] == ["while it joins"]
                         break
-            finally:
-                frozen.send_signal(signal.SIGCONT)
-                frozen.kill()
-                await frozen.wait()
             nursery.cancel_scope.cancel()

@@ -7,12 +7,14 @@ docstring), so a slow machine does not make it flaky.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import socket
 import struct
 import sys
 import time
+from collections.abc import Iterator
 
 import pytest
 import regex  # type: ignore[import-untyped]
@@ -263,10 +265,9 @@ async def test_what_a_peer_makes_us_log_is_bounded_across_reconnects(bus: str) -
     assert handler.records < cycles * 20 / 4
 
 
-async def test_what_refused_dies_and_reconnects_make_us_log_at_info_is_bounded(
-    bus: str,
-) -> None:
-    """100,000 DIE lines, refused: 100,000 INFO records (4.4 MB) before."""
+@contextlib.contextmanager
+def _info_records() -> Iterator[_CountingHandler]:
+    """Count the records the "trivy" logger emits at INFO and above meanwhile."""
     handler = _CountingHandler()
     handler.setLevel(logging.INFO)
     trivy_logger = logging.getLogger("trivy")
@@ -274,22 +275,29 @@ async def test_what_refused_dies_and_reconnects_make_us_log_at_info_is_bounded(
     trivy_logger.addHandler(handler)
     trivy_logger.setLevel(logging.INFO)
     try:
-        with trio.fail_after(TIMEOUT):
-            async with trivy.open_ivy_bus("A", bus, on_die=lambda peer, num_id: False) as a:
-                for _ in range(20):  # connected, disconnected: 40 records before
-                    raw = await RawPeer.connect(a)
-                    await raw.handshake("CHURN")
-                    await _pong(raw, 1)
-                    await raw.aclose()
-                raw = await RawPeer.connect(a)
-                await raw.handshake("DIES")
-                await raw.send(b"8 0\x02\n" * 2000)
-                await _pong(raw, 2)
-                assert a.peer("DIES") is not None  # refused every one
-                await raw.aclose()
+        yield handler
     finally:
         trivy_logger.removeHandler(handler)
         trivy_logger.setLevel(level)
+
+
+async def test_what_refused_dies_and_reconnects_make_us_log_at_info_is_bounded(
+    bus: str,
+) -> None:
+    """100,000 DIE lines, refused: 100,000 INFO records (4.4 MB) before."""
+    with _info_records() as handler, trio.fail_after(TIMEOUT):
+        async with trivy.open_ivy_bus("A", bus, on_die=lambda peer, num_id: False) as a:
+            for _ in range(20):  # connected, disconnected: 40 records before
+                raw = await RawPeer.connect(a)
+                await raw.handshake("CHURN")
+                await _pong(raw, 1)
+                await raw.aclose()
+            raw = await RawPeer.connect(a)
+            await raw.handshake("DIES")
+            await raw.send(b"8 0\x02\n" * 2000)
+            await _pong(raw, 2)
+            assert a.peer("DIES") is not None  # refused every one
+            await raw.aclose()
     assert handler.records < 150, handler.records
 
 
@@ -298,28 +306,18 @@ async def test_connections_reset_after_their_hello_make_us_log_boundedly(bus: st
     was logged at INFO outside the host's budget (43 MB a minute)."""
     from trivy._logs import SOURCE_BURST, SOURCE_INTERVAL
 
-    handler = _CountingHandler()
-    handler.setLevel(logging.INFO)
-    trivy_logger = logging.getLogger("trivy")
-    level = trivy_logger.level
-    trivy_logger.addHandler(handler)
-    trivy_logger.setLevel(logging.INFO)
     cycles = 400
-    try:
-        with trio.fail_after(TIMEOUT * 3):
-            async with trivy.open_ivy_bus("A", bus) as a:
-                started = time.perf_counter()
-                for i in range(cycles):
-                    sock = trio.socket.socket()
-                    await sock.connect(("127.0.0.1", a.port))
-                    await sock.send(b"6 %d\x02RESETS\n5 0\x02\n" % (40_000 + i))
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    sock.close()
-                await trio.testing.wait_all_tasks_blocked(0.05)  # (every loss handled)
-                elapsed = time.perf_counter() - started
-    finally:
-        trivy_logger.removeHandler(handler)
-        trivy_logger.setLevel(level)
+    with _info_records() as handler, trio.fail_after(TIMEOUT * 3):
+        async with trivy.open_ivy_bus("A", bus) as a:
+            started = time.perf_counter()
+            for i in range(cycles):
+                sock = trio.socket.socket()
+                await sock.connect(("127.0.0.1", a.port))
+                await sock.send(b"6 %d\x02RESETS\n5 0\x02\n" % (40_000 + i))
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+            await trio.testing.wait_all_tasks_blocked(0.05)  # (every loss handled)
+            elapsed = time.perf_counter() - started
     assert handler.records <= SOURCE_BURST + elapsed / SOURCE_INTERVAL + 20, (
         handler.records,
         elapsed,
