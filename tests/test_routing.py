@@ -63,6 +63,7 @@ def test_a_closing_peer_is_neither_charged_nor_struck() -> None:
         subscribers={(closing, 1): None, (live, 2): None},
         peers={closing: {1: None}, live: {2: None}},
         steps_per_char=1,
+        fixed_steps=0.0,
     )
     budgets = SendBudgets()
     for _ in range(MAX_BUDGET_STRIKES):
@@ -71,3 +72,31 @@ def test_a_closing_peer_is_neither_charged_nor_struck() -> None:
         budgets.end_of_send()
     assert list(budgets.spent) == [] and len(aborted) == 1  # the live one only
     assert closing not in budgets._strikes
+
+
+def test_past_the_sends_budget_what_a_regexp_costs_whatever_the_text_counts() -> None:
+    """A regexp whose bound on a text is under 100 steps is searched even past
+    the budget of all the peers, and so is one of a light peer: both were
+    told by the rate a character alone, so regexps costly on any text (and
+    their peers) passed for cheap on a short one."""
+    from types import SimpleNamespace
+
+    from trivy._send_budgets import SEND_BUDGET, SendBudgets
+
+    class Session:  # (hashable, as a PeerSession is)
+        closing = False
+
+    costly, light = Session(), Session()
+    fixed = SimpleNamespace(  # (^(?:){300}: 1,800 steps on any text, 2 a character)
+        peers={costly: {1: None}}, steps_per_char=2.0, fixed_steps=1_800.0, guarded=False
+    )
+    cheap = SimpleNamespace(
+        peers={light: {1: None}}, steps_per_char=2.0, fixed_steps=15.0, guarded=False
+    )
+    budgets = SendBudgets()
+    for _ in range(6):  # (10,800 steps on any text: not a light peer)
+        budgets.admit(costly, fixed)  # type: ignore[arg-type]
+    budgets.admit(light, cheap)  # type: ignore[arg-type]
+    budgets._spent_in_all = SEND_BUDGET * 2  # (the send's budget spent)
+    assert budgets.skips(fixed, 1)  # type: ignore[arg-type]
+    assert not budgets.skips(cheap, 1)  # type: ignore[arg-type]

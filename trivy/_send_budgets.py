@@ -189,7 +189,7 @@ class SendBudgets:
         """Whether the costly ``entry`` is skipped for the rest of this send (of ``length``)."""
         if (
             self._spent_in_all > SEND_BUDGET
-            and entry.steps_per_char * length >= ALWAYS_SEARCHED
+            and entry.fixed_steps + entry.steps_per_char * length >= ALWAYS_SEARCHED
             and (entry.guarded or not self._light_subscriber(entry, length))
         ):
             return True
@@ -198,9 +198,12 @@ class SendBudgets:
 
     def _light_subscriber(self, entry: Costly, length: int) -> bool:
         """Whether a peer of ``entry`` is light: all its regexps within LIGHT_PEER_STEPS."""
-        limit, steps, over = LIGHT_PEER_STEPS / length, self._steps, self._over
+        steps, fixed, over = self._steps, self._fixed, self._over
         return any(
-            not s.closing and s not in over and steps.get(s, 0.0) <= limit for s in entry.peers
+            not s.closing
+            and s not in over
+            and fixed.get(s, 0.0) + steps.get(s, 0.0) * length <= LIGHT_PEER_STEPS
+            for s in entry.peers
         )
 
     def end_of_send(self) -> None:
