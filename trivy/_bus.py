@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Sequence
 
 import trio
 
@@ -25,12 +24,13 @@ from ._logs import SourceLogs
 from ._matching import MatchMode
 from ._options import BusOptions
 from ._peer import PeerSession
+from ._peer_sends import PeerSends
 from ._peers import PeerSet, open_session
 from ._requests import Requests
 from ._routing import Router
 from ._self_delivery import SelfDelivery
 from ._timers import Timer, TimerCallback
-from .protocol import BusAddress, MsgType
+from .protocol import BusAddress
 
 __all__ = ["DEFAULT_MAX_BUFFER", "IvyBus"]
 
@@ -40,7 +40,7 @@ logger = logging.getLogger("trivy")
 DEFAULT_MAX_BUFFER = 1000
 
 
-class IvyBus:
+class IvyBus(PeerSends):
     """An agent on an Ivy bus. Made by :func:`open_ivy_bus`; see it for options.
 
     Attributes:
@@ -287,54 +287,6 @@ class IvyBus:
         if self._to_self is not None and to is None:
             count += self._to_self.queue_nowait(text)
         return count
-
-    def send_direct(self, peer: Peer, num_id: int, text: str) -> None:
-        """Send a DIRECT_MSG to one peer.
-
-        Raises:
-          ValueError: the text contains a newline (and ``java_newlines`` is off).
-          IvyIllegalStateError: the peer is not connected.
-        """
-        self._session(peer).send_direct(num_id, text)
-
-    def send_raw(
-        self, peer: Peer, msg_type: MsgType | int, num_id: int, params: str | Sequence[str] = ""
-    ) -> None:
-        """Send one protocol message to one peer, as it is.
-
-        The escape hatch for what the other methods do not cover (a MSG for
-        a given subscription id, a DIE with a text...), as ivy-python's
-        ``IvyClient`` allows. ``params`` as in :func:`trivy.protocol.encode`.
-
-        Raises:
-          ValueError: a parameter contains a newline.
-          IvyIllegalStateError: the peer is not connected.
-        """
-        self._session(peer).send_raw(msg_type, num_id, params)
-
-    def send_error(self, peer: Peer, num_id: int, text: str) -> None:
-        """Send an ERROR to one peer.
-
-        Raises:
-          ValueError: the text contains a newline.
-          IvyIllegalStateError: the peer is not connected.
-        """
-        self._session(peer).send_error(num_id, text)
-
-    def send_die(self, peer: Peer, num_id: int = 0) -> None:
-        """Ask one peer to terminate (DIE); IvyIllegalStateError if it is not connected."""
-        self._session(peer).send_die(num_id)
-
-    async def ping(self, peer: Peer) -> float:
-        """PING a peer, wait for its PONG (bound it with ``trio.fail_after``); the round trip in s.
-
-        Raises:
-          IvyIllegalStateError: the peer is not (or no longer) connected.
-        """
-        try:
-            return await self._session(peer).pings.ping()
-        except ConnectionError as exc:
-            raise IvyIllegalStateError(str(exc)) from None
 
     def start_timer(self, fn: TimerCallback, interval: float, *, count: int = 0) -> Timer:
         """Call ``fn()`` every ``interval`` s, ``count`` times (0: forever).

@@ -178,23 +178,23 @@ class Connection(SendBuffer):
         """One MSG for the peer's subscription ``sub_id``."""
         self._queue(MsgType.MSG, sub_id, [self._text(g) for g in groups])
 
-    def send_direct(self, num_id: int, text: str) -> None:
-        """DIRECT_MSG.
+    def send_direct(self, num_id: int, text: str) -> bool:
+        """DIRECT_MSG, if the peer has room (see :meth:`has_room`); whether it was queued.
 
         Raises:
           TypeError: the id is not an int, or the text not a str.
         """
         if not isinstance(text, str):
             raise TypeError(f"the text must be a str, not {type(text).__name__}")
-        self._queue(MsgType.DIRECT_MSG, num_id, self._text(text))
+        return self._queue(MsgType.DIRECT_MSG, num_id, self._text(text), bounded=True)
 
-    def send_error(self, num_id: int, text: str) -> None:
-        """ERROR."""
-        self._queue(MsgType.ERROR, num_id, text)
+    def send_error(self, num_id: int, text: str) -> bool:
+        """ERROR, if the peer has room; whether it was queued."""
+        return self._queue(MsgType.ERROR, num_id, text, bounded=True)
 
-    def send_die(self, num_id: int = 0, text: str = "") -> None:
-        """DIE: ask the peer to terminate."""
-        self._queue(MsgType.DIE, num_id, text)
+    def send_die(self, num_id: int = 0, text: str = "") -> bool:
+        """DIE: ask the peer to terminate, if it has room; whether it was queued."""
+        return self._queue(MsgType.DIE, num_id, text, bounded=True)
 
     def send_ping(self) -> int:
         """PING; returns its id, which the peer's PONG will carry."""
@@ -208,9 +208,9 @@ class Connection(SendBuffer):
         """Stop expecting the PONG of ``ping_id`` (its waiter gave up)."""
         self._pings_sent.discard(ping_id)
 
-    def send_raw(self, msg_type: int, num_id: int, params: str | Sequence[str] = "") -> None:
-        """Any protocol message, as it is (see :func:`trivy.protocol.encode`)."""
-        self._queue(msg_type, num_id, params)
+    def send_raw(self, msg_type: int, num_id: int, params: str | Sequence[str] = "") -> bool:
+        """Any protocol message, as it is (:func:`trivy.protocol.encode`), if the peer has room."""
+        return self._queue(msg_type, num_id, params, bounded=True)
 
     def send_bye(self) -> None:
         """BYE: our last message; nothing can be sent after it."""

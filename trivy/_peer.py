@@ -207,25 +207,25 @@ class PeerSession:
             self._conn.send_unsubscription(sub_id)
             self.output.flush_soon()
 
-    def send_direct(self, num_id: int, text: str) -> None:
-        """DIRECT_MSG."""
-        self._conn.send_direct(num_id, text)
-        self.output.flush_soon()
+    def send_direct(self, num_id: int, text: str) -> bool:
+        """DIRECT_MSG, if the peer has room (the connection's ``has_room``); whether queued."""
+        return self._flushed(self._conn.send_direct(num_id, text))
 
-    def send_error(self, num_id: int, text: str) -> None:
-        """ERROR."""
-        self._conn.send_error(num_id, text)
-        self.output.flush_soon()
+    def send_error(self, num_id: int, text: str) -> bool:
+        """ERROR, if the peer has room; whether it was queued."""
+        return self._flushed(self._conn.send_error(num_id, text))
 
-    def send_die(self, num_id: int = 0) -> None:
-        """DIE."""
-        self._conn.send_die(num_id)
-        self.output.flush_soon()
+    def send_die(self, num_id: int = 0) -> bool:
+        """DIE, if the peer has room; whether it was queued."""
+        return self._flushed(self._conn.send_die(num_id))
 
-    def send_raw(self, msg_type: int, num_id: int, params: str | Sequence[str] = "") -> None:
-        """Any protocol message, as it is (see :func:`trivy.protocol.encode`)."""
-        self._conn.send_raw(msg_type, num_id, params)
-        self.output.flush_soon()
+    def send_raw(self, msg_type: int, num_id: int, params: str | Sequence[str] = "") -> bool:
+        """Any protocol message, as it is (:func:`trivy.protocol.encode`), if the peer has room."""
+        return self._flushed(self._conn.send_raw(msg_type, num_id, params))
+
+    def _flushed(self, queued: bool) -> bool:
+        self.output.flush_soon()  # (it looks: nothing to do if nothing was queued)
+        return queued
 
     def reject_regexp(
         self, sub_id: int, regexp: str, reason: str, offset: int = 0

@@ -97,8 +97,8 @@ class _Bus(Protocol):
     """What requests need of the bus."""
 
     def peers_named(self, name: str) -> list[Peer]: ...
-    def send_direct(self, peer: Peer, num_id: int, text: str) -> None: ...
-    def send_error(self, peer: Peer, num_id: int, text: str) -> None: ...
+    def send_direct(self, peer: Peer, num_id: int, text: str) -> bool: ...
+    def send_error(self, peer: Peer, num_id: int, text: str) -> bool: ...
     def direct_messages(self) -> EventStream[DirectMessage]: ...
 
 
@@ -135,7 +135,8 @@ class Requests:
 
         Raises:
           RequestFailed: the peer answered with an ERROR (its text is the
-            reason), or left before answering.
+            reason), or left before answering, or its output is so far over
+            its limit that the request was dropped (see ``send_direct``).
           IvyIllegalStateError: the peer is not connected (no agent has that
             name), or the bus is not running.
           ValueError: several agents have that name (give a Peer), or the
@@ -145,7 +146,8 @@ class Requests:
         target = self._one_peer(peer)
         num_id, slot = self._pending.open(target)
         try:
-            self._bus.send_direct(target, num_id, text)
+            if not self._bus.send_direct(target, num_id, text):
+                raise RequestFailed(target, "not sent: its output is over its limit")
             await slot.answered.wait()
         finally:
             self._pending.close(target, num_id)
@@ -179,10 +181,11 @@ class Requests:
                 self._answer(self._bus.send_direct, request.peer, request.num_id, answer)
 
     def _answer(
-        self, send: Callable[[Peer, int, str], None], peer: Peer, num_id: int, text: str
+        self, send: Callable[[Peer, int, str], bool], peer: Peer, num_id: int, text: str
     ) -> None:
         try:
-            send(peer, num_id, text)
+            if not send(peer, num_id, text):
+                self._log.warning("answer to %s dropped: its output is over its limit", peer)
         except IvyIllegalStateError:
             self._log.info("%s left before its answer went out", peer)
         except ValueError as exc:  # an answer with a newline, say

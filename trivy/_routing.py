@@ -72,10 +72,8 @@ SHORT_TEXT = 1024
 #: Regexps one peer may hold that need the guard (some texts matched by the
 #: timed engine): each may cost a send up to MATCH_TIMEOUT, once.
 MAX_GUARDED_PER_PEER = 8
-#: A peer whose regexps ran out of time this many times is disconnected.
-MAX_GUARD_STRIKES = 3
-#: ``route``'s length of a text all of whose searches are timed.
-_TIMED = 1 << 62
+MAX_GUARD_STRIKES = 3  # a peer whose regexps ran out of time this often is disconnected
+_TIMED = 1 << 62  # route's length of a text all of whose searches are timed
 #: Subscriptions of a peer that leaves removed at once; more are left to
 #: :meth:`Router.sweep`, a slice at a time (10,000 took 11 ms, and 48 peers
 #: leaving together held the loop 466 ms).
@@ -112,7 +110,7 @@ class Router:
         #: The regexps that ran out of time during a send (disabled after it).
         self.too_slow: list[RegexpEntry[PeerSession]] = []
         self._to_abort: list[PeerSession] = []
-        # Peers gone whose subscriptions are still in the table (see sweep).
+        # (peers gone whose subscriptions are still in the table: see sweep)
         self._to_forget: dict[PeerSession, list[tuple[int, str]]] = {}
         self._swept = trio.lowlevel.ParkingLot()
         self._fan_out = FanOutClock()
@@ -329,10 +327,20 @@ class Router:
         if too_slow is not None:
             self._disable_too_slow()
         if self._to_abort:
-            sessions, self._to_abort = self._to_abort, []
-            for session in sessions:
-                session.abort("output buffer full (overflow policy: disconnect)")
+            self.abort_overflowed()
         return count
+
+    def abort_overflowed(self) -> None:
+        """Disconnect the peers that went over their limit (overflow policy "disconnect")."""
+        sessions, self._to_abort = self._to_abort, []
+        for session in sessions:
+            session.abort("output buffer full (overflow policy: disconnect)")
+
+    def refused(self, session: PeerSession, size: int) -> bool:
+        """A message of ``size`` bytes no sender waits for was refused: the overflow policy."""
+        self._overflow(session, size)
+        self.abort_overflowed()
+        return False
 
     def queued(self, session: PeerSession, status: int, size: int) -> bool:
         """A MSG of ``size`` bytes was queued with ``status``; whether it was taken."""

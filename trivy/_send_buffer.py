@@ -101,8 +101,26 @@ class SendBuffer:
             state = "BYE was sent" if self._said_bye else "our handshake comes first"
             raise IvyIllegalStateError(f"cannot send on this connection: {state}")
 
-    def _queue(self, msg_type: int, num_id: int, params: str | Sequence[str] = "") -> None:
+    def has_room(self) -> bool:
+        """Whether a line no sender waits for may still be queued.
+
+        What the application sends one peer (a direct message, an ERROR, a
+        DIE, a raw line) cannot wait: it is queued while the peer is within
+        ``send_limit`` plus ``max_excess`` (within ``send_limit`` once it is
+        ``excused``), as for a sender that waits, and refused past it.
+        Without this, a peer that reads a trickle made us hold whatever was
+        sent to it (1 MB direct messages took 3.9 GB in 25 s).
+        """
+        queued, limit = self.bytes_queued + self.bytes_unsent, self.send_limit
+        return queued <= limit or (not self.excused and queued <= limit + self.max_excess)
+
+    def _queue(
+        self, msg_type: int, num_id: int, params: str | Sequence[str] = "", bounded: bool = False
+    ) -> bool:
+        """Queue one line; with ``bounded``, only if :meth:`has_room` (whether it was)."""
         self._check_open()
+        if bounded and not self.has_room():
+            return False
         if type(num_id) is not int:  # (a str or a float would make a malformed line)
             raise TypeError(f"the id must be an int, not {type(num_id).__name__}: {num_id!r}")
         if not isinstance(params, str) and not all(isinstance(p, str) for p in params):
@@ -113,6 +131,7 @@ class SendBuffer:
             raise ValueError(f"a line of {size} bytes: peers refuse over {MAX_LINE_LENGTH}")
         self._outgoing += line
         self.bytes_queued += len(line)
+        return True
 
     def _queue_lines(self, lines: bytes) -> None:
         """Lines encoded already (each checked as :meth:`_queue` would)."""

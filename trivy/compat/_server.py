@@ -370,9 +370,8 @@ class IvyServer(ServerHandlers, ServerInspection):
         def send(bus: IvyBus) -> bool:
             sent = False
             for peer in bus.peers_named(agent_name):
-                bus.send_direct(peer, num_id, msg)
-                sent = True
-                if stop_on_first:
+                sent = bus.send_direct(peer, num_id, msg) or sent  # (False: over its limit)
+                if sent and stop_on_first:
                     break
             return sent
 
