@@ -5,8 +5,10 @@ task waits on the client's socket with trio (readable; writable while paho
 has bytes to write) and calls ``loop_read``, ``loop_write`` and, every
 second, ``loop_misc`` (keepalive). paho's callbacks run inside those calls,
 in the driver task; they only collect what arrived, and the driver hands
-it to a memory channel, waiting while it is full: a bridge that cannot
-keep up stops reading the broker (backpressure), it drops nothing.
+it to a memory channel as it has room: a bridge that cannot keep up stops
+reading the broker (backpressure), it drops nothing, and the driver still
+writes and keeps the connection alive meanwhile (it waited for room, and
+the broker dropped a bridge that was behind for its missed keepalives).
 The other way, :meth:`MqttClient.wait_room` waits while too many of our
 messages await the broker's acknowledgement.
 """
@@ -15,8 +17,10 @@ from __future__ import annotations
 
 import socket
 import ssl
+from collections import deque
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+from time import perf_counter
 from typing import Any
 
 import attrs
@@ -28,12 +32,18 @@ __all__ = ["RECEIVED_BYTES", "MqttClient", "MqttError", "MqttMessage", "open_mqt
 
 #: Seconds between two calls of paho's ``loop_misc`` (keepalive, timeouts).
 MISC_EVERY = 1.0
-#: Received messages held for the bridge before reading the broker pauses.
+#: Received messages handed to the bridge at once (its channel's size);
+#: more wait with the driver.
 RECEIVED_BUFFER = 1000
-#: ...and bytes of them: 1,000 messages of 4 MiB held 4 GiB. Reading stops
-#: once they are held (what one read brings, the socket's buffer, comes on
-#: top) until the bridge takes some.
+#: Bytes of received messages held for the bridge, each counted with
+#: MESSAGE_OVERHEAD (1,000 messages of 4 MiB held 4 GiB). Reading stops once
+#: they are held (what one read brings, the socket's buffer, comes on top)
+#: until the bridge takes some; the driver still writes and keeps the
+#: connection alive meanwhile (it used to wait for room, and the broker
+#: dropped a bridge behind for its missed keepalives).
 RECEIVED_BYTES = 64 * 1024 * 1024
+#: What a received message costs beyond its payload (its objects, its topic).
+MESSAGE_OVERHEAD = 512
 #: Messages paho may hold for the broker (unacknowledged and unsent):
 #: past it, publish fails and the message is dropped, rather than memory
 #: growing with a broker that is slow or gone.
@@ -43,6 +53,10 @@ READ_PACKETS = 100
 #: Our messages awaiting the broker's acknowledgement past which
 #: :meth:`MqttClient.wait_room` waits (a slow broker slows the senders).
 UNACKED_HIGH = 1000
+#: Seconds the bridge takes received messages (and handles them) before its
+#: ``async for`` yields: a receive on each one made it handle one message a
+#: pass of the scheduler, a few a second when the passes were long.
+TAKE_SLICE = 0.002
 
 
 @attrs.frozen
@@ -64,10 +78,11 @@ class MqttClient:
     def __init__(self, client: paho.Client) -> None:
         self._client = client
         self._send, self._received = trio.open_memory_channel[MqttMessage](RECEIVED_BUFFER)
-        self._arrived: list[MqttMessage] = []  # (filled by paho's callback)
-        #: Bytes of the received messages the bridge has not taken yet.
+        self._arrived: deque[MqttMessage] = deque()  # (filled by paho's callback)
+        self._turn = perf_counter()  # (when the bridge's turn of taking messages began)
+        #: Bytes of the received messages the bridge has not taken yet
+        #: (MESSAGE_OVERHEAD each on top of their payload).
         self.held = 0
-        self._taken = trio.Event()
         self._failure = ""
         self._woken = False
         self._waiting: trio.CancelScope | None = None
@@ -82,7 +97,7 @@ class MqttClient:
     # paho's callbacks, called from loop_read/loop_write/loop_misc
     def _on_message(self, _client: Any, _userdata: Any, message: Any) -> None:
         payload = bytes(message.payload)
-        self.held += len(payload)
+        self.held += len(payload) + MESSAGE_OVERHEAD
         self._arrived.append(MqttMessage(message.topic, payload, message.retain))
 
     def _on_connect(self, _c: Any, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
@@ -130,12 +145,21 @@ class MqttClient:
         return self
 
     async def __anext__(self) -> MqttMessage:
-        try:  # (cancelled, it takes nothing: the iteration goes on)
-            message = await self._received.receive()
+        if perf_counter() - self._turn > TAKE_SLICE:
+            await trio.lowlevel.checkpoint()  # (before taking: cancelled, it takes nothing)
+            self._turn = perf_counter()
+        try:
+            try:
+                message = self._received.receive_nowait()
+            except trio.WouldBlock:
+                message = await self._received.receive()  # (cancelled, it takes nothing)
+                self._turn = perf_counter()
         except trio.EndOfChannel:
             raise StopAsyncIteration from None
-        self.held -= len(message.payload)
-        self._taken.set()
+        held = self.held
+        self.held -= len(message.payload) + MESSAGE_OVERHEAD
+        if self._waiting is not None and (self._arrived or held >= RECEIVED_BYTES > self.held):
+            self._waiting.cancel()  # (the driver has more to hand over, or may read again)
         return message
 
     def _check(self, result: int) -> None:
@@ -162,11 +186,11 @@ class MqttClient:
                         await trio.lowlevel.wait_writable(sock)
             # (TLS may hold decrypted bytes the socket no longer signals)
             readable = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
-            if self.held >= RECEIVED_BYTES:  # (the bridge is behind: no more read)
+            if self._hand_over() >= RECEIVED_BYTES:  # (no more read; writes go on)
                 readable = False
-                self._taken = trio.Event()
-                with trio.move_on_at(next_misc):
-                    await self._taken.wait()
+                with trio.move_on_at(next_misc) as self._waiting:  # (a take or publish ends it)
+                    await trio.sleep_forever()
+                self._waiting = None
             elif not readable and not self._woken and not client.want_write():
                 with trio.move_on_at(next_misc) as self._waiting:  # (publish cancels it)
                     await trio.lowlevel.wait_readable(sock)
@@ -177,10 +201,17 @@ class MqttClient:
             if trio.current_time() >= next_misc:
                 self._check(client.loop_misc())
                 next_misc = trio.current_time() + MISC_EVERY
-            arrived, self._arrived = self._arrived, []
-            for message in arrived:
-                await self._send.send(message)  # (waits while the bridge is behind)
+            self._hand_over()
             await trio.lowlevel.checkpoint()
+
+    def _hand_over(self) -> int:
+        """Hand what arrived to the bridge while its channel has room; the bytes held."""
+        arrived = self._arrived
+        with suppress(trio.WouldBlock):
+            while arrived:
+                self._send.send_nowait(arrived[0])
+                arrived.popleft()
+        return self.held
 
     def _wake(self) -> None:
         """paho has bytes to write: the driver stops waiting to read."""

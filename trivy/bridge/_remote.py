@@ -10,7 +10,6 @@ receiver sees the sender's name.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any, Protocol
@@ -21,32 +20,25 @@ import trio
 import trivy
 from trivy.protocol import MsgType
 
+from ._agent_state import MAX_AGENT_REGEXP_CHARS, MAX_AGENT_REGEXPS, agent_key, within_caps
 from ._limits import LimitedLog, cut
 from ._options import BridgeOptions
 from ._own import OwnAgents
+from ._turns import TakingTurns
 
 __all__ = ["MAX_AGENT_REGEXPS", "MAX_AGENT_REGEXP_CHARS", "Outbox", "RemoteAgents", "agent_key"]
 
 #: The longest a new proxy waits for the local agents to connect to it.
 MEETING_LONGEST = 2.0
+#: Bytes of messages from other sites that may wait for their sender's proxy
+#: to be up (each counted with 1 KiB more, for its objects); past it they
+#: are dropped (logged).
+MAX_WAITING_BYTES = 16 * 1024 * 1024
 #: Seconds a local agent that did not meet a proxy in time is not waited
 #: for by the next ones (unless it meets one): a frozen agent made each new
 #: proxy wait the 2 s, and the bridge read nothing meanwhile (20 remote
 #: agents: 38 s).
 LATE_EXCUSED = 60.0
-#: Regexps of one remote agent proxied at most, and their characters in all:
-#: the core's bounds on one peer's subscriptions, which every local trivy
-#: agent applies to the proxy anyway; those past them are refused (counted).
-MAX_AGENT_REGEXPS = 10_000
-MAX_AGENT_REGEXP_CHARS = 1024 * 1024
-#: Seconds of proxying regexps (binding them compiles them) before the
-#: proxy yields to the other tasks: fair by time, whatever each one costs.
-RESUBSCRIBE_SLICE = 0.002
-
-
-def agent_key(peer: trivy.Peer) -> str:
-    """How the sites name an agent: its host and port (names need not be unique)."""
-    return f"{peer.host}:{peer.port}"
 
 
 class Outbox(Protocol):
@@ -57,6 +49,10 @@ class Outbox(Protocol):
 
     async def send_waiting(self, site: str, item: dict[str, Any], sender: trivy.Peer) -> None:
         """Send, waiting while the broker is behind (dropped while it is gone)."""
+
+    def proxy_joined(self, name: str) -> None:
+        """A proxy named ``name`` is up: local agents of that name are no longer
+        taken for it (see :meth:`RemoteAgents.is_proxy`)."""
 
 
 @attrs.define(eq=False)
@@ -74,6 +70,7 @@ class _Proxy:
     local_ids: dict[int, int] = attrs.field(factory=dict)  # remote id -> our binding
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     up: trio.Event = attrs.field(factory=trio.Event)  # joined and met (or failed to)
+    waiting: list[tuple[dict[str, Any], int]] = attrs.field(factory=list)  # for once up
 
 
 class RemoteAgents:
@@ -104,6 +101,8 @@ class RemoteAgents:
         self._own = own  # (the proxies' ports among them)
         # names of proxies joining: the observer may meet one before its port is known
         self._starting: dict[str, int] = {}
+        self._binding = trio.Lock()  # (held by the proxy binding: one slice a pass in all)
+        self._waiting_bytes = 0  # (of the messages waiting for their proxies to be up)
 
     def is_proxy(self, peer: trivy.Peer) -> bool:
         """Whether ``peer`` is (or may be: one joining by that name) one of our
@@ -129,18 +128,7 @@ class RemoteAgents:
         Raises:
           ValueError: an id is not a number.
         """
-        taken: dict[int, str] = {}
-        chars = refused = 0
-        for index, (sub_id, regexp) in enumerate(regexps.items()):
-            if len(taken) >= MAX_AGENT_REGEXPS:
-                refused += len(regexps) - index  # (the rest, not even looked at)
-                break
-            text = str(regexp)
-            if chars + len(text) > MAX_AGENT_REGEXP_CHARS:
-                refused += 1
-                continue
-            taken[int(sub_id)] = text
-            chars += len(text)
+        taken, refused = within_caps(regexps)
         if refused:
             self.refused_regexps += refused
             self._log.warning(
@@ -150,9 +138,16 @@ class RemoteAgents:
             )  # fmt: skip
         return taken
 
-    async def show(self, site: str, key: str, name: str, subscriptions: dict[int, str]) -> None:
+    def show(self, site: str, key: str, name: str, subscriptions: dict[int, str]) -> None:
         """Show a remote agent here, or follow its new regexps (by its proxy's
-        task: a newer message supersedes one still being applied)."""
+        task: a newer message supersedes one still being applied).
+
+        A new proxy joins in a task of its own: its regexps bound (so the local
+        agents find them in its handshake), then the local agents met (bounded:
+        :data:`MEETING_LONGEST`). What its agent sends meanwhile waits for it
+        (:data:`MAX_WAITING_BYTES`). The bridge went on reading only once it
+        was up: an agent of 10,000 regexps held it 1.3 s, 30 of them 40 s.
+        """
         proxy = self._proxies.get((site, key))
         if proxy is not None:
             proxy.wanted = subscriptions
@@ -169,15 +164,25 @@ class RemoteAgents:
         proxy = _Proxy(site, key, name, subscriptions)
         self._proxies[(site, key)] = proxy
         self._starting[name] = self._starting.get(name, 0) + 1
-        try:
-            # (started in the bridge's nursery, not under the caller: a broker
-            # connection lost meanwhile must not take a joining proxy with it)
-            self._nursery.start_soon(self._run, proxy)
-            await proxy.up.wait()
-        finally:
-            self._starting[name] -= 1
-            if not self._starting[name]:
-                del self._starting[name]
+        # (in the bridge's nursery, not the caller's: a broker connection lost
+        # meanwhile must not take a joining proxy with it)
+        self._nursery.start_soon(self._run, proxy)
+
+    def _joined(self, proxy: _Proxy, *, met: bool) -> None:
+        """The proxy is up (``met``), or failed or was hidden before: what
+        waited for it is delivered (dropped if not ``met``)."""
+        if proxy.up.is_set():
+            return
+        proxy.up.set()
+        self._starting[proxy.name] -= 1
+        if not self._starting[proxy.name]:
+            del self._starting[proxy.name]
+        waiting, proxy.waiting = proxy.waiting, []
+        self._waiting_bytes -= sum(size for _, size in waiting)
+        if met:
+            self._outbox.proxy_joined(proxy.name)
+            for item, _ in waiting:
+                self._deliver_logged(proxy, item)
 
     def hide(self, site: str, key: str | None = None) -> None:
         """A remote agent gone (``key``), or all of a site's (``None``)."""
@@ -202,7 +207,7 @@ class RemoteAgents:
                     try:
                         await self._resubscribe(proxy, bus)
                         await self._meet_local_agents(bus)
-                        proxy.up.set()
+                        self._joined(proxy, met=True)
                         async with trio.open_nursery() as nursery:
                             nursery.start_soon(self._follow_regexps, proxy, bus)
                             await self._forward_direct(proxy, bus)
@@ -216,7 +221,7 @@ class RemoteAgents:
                 cut(proxy.key), cut(proxy.site), cut(exc),
             )  # fmt: skip
         finally:
-            proxy.up.set()  # (hidden before it was up: nothing to wait for)
+            self._joined(proxy, met=False)  # (hidden before it was up: nothing waits)
             if self._proxies.get((proxy.site, proxy.key)) is proxy:
                 del self._proxies[(proxy.site, proxy.key)]  # (gone: shown again if seen)
 
@@ -246,16 +251,22 @@ class RemoteAgents:
             await self._resubscribe(proxy, bus)
 
     async def _resubscribe(self, proxy: _Proxy, bus: trivy.IvyBus) -> None:
-        """Bind what ``proxy.wanted`` says, unbind the rest; yielding every
-        :data:`RESUBSCRIBE_SLICE`, and starting over from a newer ``wanted``."""
-        slices = _Slices()
-        while proxy.applied is not proxy.wanted:
-            target = proxy.wanted
-            if await self._apply(proxy, bus, target, slices):
-                proxy.applied = target
+        """Bind what ``proxy.wanted`` says, unbind the rest, in turns with the
+        other proxies (see ``_turns``), starting over from a newer ``wanted``."""
+        if proxy.applied is proxy.wanted:
+            return
+        slices = TakingTurns(self._binding)
+        await slices.start()
+        try:
+            while proxy.applied is not proxy.wanted:
+                target = proxy.wanted
+                if await self._apply(proxy, bus, target, slices):
+                    proxy.applied = target
+        finally:
+            slices.end()
 
     async def _apply(
-        self, proxy: _Proxy, bus: trivy.IvyBus, target: dict[int, str], slices: _Slices
+        self, proxy: _Proxy, bus: trivy.IvyBus, target: dict[int, str], slices: TakingTurns
     ) -> bool:
         """Apply ``target``; False if a newer one came meanwhile."""
         for remote_id, regexp in list(proxy.subscriptions.items()):
@@ -321,9 +332,30 @@ class RemoteAgents:
 
         return on_die
 
-    def deliver(self, item: dict[str, Any]) -> None:
-        """Hand a message from another site to the local agent it is for."""
+    def deliver(self, item: dict[str, Any], size: int) -> None:
+        """Hand a message from another site (``size`` bytes) to the local agent it
+        is for; it waits for its sender's proxy if that is not up yet.
+
+        Raises:
+          ValueError, KeyError, TypeError: a malformed message.
+        """
         sender = self._proxies.get((str(item["from_site"]), str(item["from"])))
+        if sender is not None and not sender.up.is_set():
+            if self._waiting_bytes + size + 1024 > MAX_WAITING_BYTES:  # (1 KiB: its objects)
+                self._log.warning("waiting", "messages for joining proxies over the bound: dropped")
+            else:
+                sender.waiting.append((item, size + 1024))
+                self._waiting_bytes += size + 1024
+            return
+        self._deliver(sender, item)
+
+    def _deliver_logged(self, sender: _Proxy, item: dict[str, Any]) -> None:
+        try:
+            self._deliver(sender, item)
+        except (ValueError, KeyError, TypeError) as exc:
+            self._log.warning("bad message", "bad bridge message: %s", cut(exc))
+
+    def _deliver(self, sender: _Proxy | None, item: dict[str, Any]) -> None:
         if sender is None or sender.bus is None:
             self._log.info(
                 "unknown sender",
@@ -360,18 +392,3 @@ def _number(value: Any) -> int:
 def _addressed(item: dict[str, Any], proxy: _Proxy, sender: trivy.Peer) -> dict[str, Any]:
     item.update({"to": proxy.key, "from": agent_key(sender)})
     return item
-
-
-class _Slices:
-    """Time slices of work: :meth:`next` yields once one is used up."""
-
-    def __init__(self) -> None:
-        self._until = time.perf_counter() + RESUBSCRIBE_SLICE
-
-    async def next(self) -> bool:
-        """Yield to the scheduler if the slice is used up; whether it did."""
-        if time.perf_counter() < self._until:
-            return False
-        await trio.lowlevel.checkpoint()
-        self._until = time.perf_counter() + RESUBSCRIBE_SLICE
-        return True

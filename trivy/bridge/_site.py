@@ -228,7 +228,7 @@ class Site:
         pending, self._pending = self._pending, {}
         for (site, key), (name, subscriptions) in pending.items():
             if site in self._sites:
-                await self._show(site, key, name, subscriptions)
+                self.remote.show(site, key, name, subscriptions)
         # remote agents not (yet) seen again: gone, or their bridge is still
         # reconnecting after a broker restart; they get the keepalive's bound
         nursery.start_soon(self._hide_unseen, 1.5 * self.options.keepalive)
@@ -300,7 +300,7 @@ class Site:
             if not isinstance(item, dict):
                 raise TypeError("not an object")
             item["from_site"] = parts[2]  # (the topic says it: brokers' ACLs can enforce it)
-            self.remote.deliver(item)
+            self.remote.deliver(item, len(message.payload))
 
     def _own_site_said(self, status: str, *, live: bool) -> None:
         state, _, instance = status.partition(" ")
@@ -342,10 +342,9 @@ class Site:
             else:
                 self.remote.hide(site)
 
-    async def _show(self, site: str, key: str, name: str, subscriptions: dict[int, str]) -> None:
-        await self.remote.show(site, key, name, subscriptions)
-        # a local agent of that name that joined while the proxy did was
-        # taken for it: it is published now
+    def proxy_joined(self, name: str) -> None:
+        """A proxy is up: a local agent of its name that joined meanwhile was
+        taken for it; it is published now."""
         if self._observer is not None:
             for peer in self._observer.peers:
                 if peer.name == name and not self.remote.is_proxy(peer):
@@ -361,7 +360,7 @@ class Site:
         trivy.BusOptions(agent_name=name, bus=self.options.bus)  # (ValueError: no agent's name)
         subscriptions = self.remote.capped(site, key, state["subscriptions"])
         if self._live:
-            await self._show(site, key, name, subscriptions)
+            self.remote.show(site, key, name, subscriptions)
             if self.remote.is_shown(site, key):  # (bounded as the proxies are)
                 self._seen.add((site, key))
         elif (site, key) in self._pending or len(self._pending) < self.options.max_remote_agents:

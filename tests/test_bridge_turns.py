@@ -1,0 +1,152 @@
+"""A bridge behind on its work still serves: its proxies bind regexps in
+turns, its reading never waits for a proxy to join, and its broker
+connection stays alive while it is behind (a real mosquitto)."""
+
+from __future__ import annotations
+
+import gc
+import json
+
+import pytest
+import trio
+
+from trivy.bridge._agent_state import within_caps
+from trivy.bridge._json import loads
+from trivy.bridge._mqtt import MESSAGE_OVERHEAD, open_mqtt
+from trivy.testing import wait_for_subscription
+
+from .heartbeat import Heartbeat
+from .test_bridge import TIMEOUT, broker, mosquitto, sites  # noqa: F401 (fixtures)
+from .test_bridge_bounds import _agent, _attacked
+
+
+async def test_a_bridge_behind_its_broker_stays_connected_and_loses_nothing(
+    broker: int,  # noqa: F811
+) -> None:
+    """A bridge that took nothing for 4 s, with 3,000 messages for it (its
+    channel holds 1,000): the driver waited for room, reading nothing and
+    sending no keepalive (the broker dropped a bridge behind for 34 s). It
+    goes on reading within its bound in bytes, and keeps the connection."""
+    with trio.fail_after(TIMEOUT * 2):
+        async with (
+            open_mqtt("127.0.0.1", broker, client_id="behind", keepalive=1) as behind,
+            open_mqtt("127.0.0.1", broker, client_id="sender") as sender,
+        ):
+            behind.subscribe("t/#")
+            received = behind.__aiter__()
+            while True:  # (until the subscription is in place)
+                sender.publish("t/first", b"")
+                with trio.move_on_after(0.2):
+                    assert (await received.__anext__()).topic == "t/first"
+                    break
+            for i in range(3000):
+                sender.publish(f"t/{i}", b"x")
+            await trio.sleep(4.0)  # (the bridge, stuck: 4 keepalives)
+            assert behind.held >= 3000 * MESSAGE_OVERHEAD  # (all read: 1,001 bytes before)
+            assert not behind.lost
+            topics = []
+            async for message in received:
+                if message.topic != "t/first":
+                    topics.append(message.topic)
+                if len(topics) == 3000:
+                    break
+            assert topics == [f"t/{i}" for i in range(3000)]
+            assert not behind.lost
+
+
+async def test_proxies_binding_at_once_take_turns(broker: int) -> None:  # noqa: F811
+    """40 remote agents, each republished with 1,000 regexps at once: each
+    proxy bound for 2 ms a pass of the scheduler, so passes took 44-48 ms
+    here (256 agents of 10,000: 0.3 to 3.1 s, and the broker dropped the
+    bridge). They take turns: one binds, for 2 ms, a pass."""
+    count, regexps = 40, 1000
+    bridges = sites(broker, "one")
+    heartbeat = Heartbeat()
+    with trio.fail_after(TIMEOUT * 3):
+        async with _attacked(bridges[0], broker) as (alice, hostile, _site, nursery):
+            hostile.publish("trivy/site/evil", b"online 1", retain=True)
+            for i in range(count):
+                _agent(hostile, "evil", f"10.0.0.1:{i + 1}", [f"^r{i}_0 "], name=f"R{i}")
+            for i in range(count):
+                await wait_for_subscription(alice, f"R{i}", f"^r{i}_0 ")
+            nursery.start_soon(heartbeat.run)
+            # (a full collection of this process's objects, tens of thousands
+            # of regexps on both ends, takes 30-60 ms whatever the scheduling:
+            # not what is measured here)
+            gc.disable()
+            try:
+                for i in range(count):
+                    many = [f"^r{i}_{j} " for j in range(regexps)]
+                    _agent(hostile, "evil", f"10.0.0.1:{i + 1}", many, name=f"R{i}")
+                for i in range(count):
+                    await wait_for_subscription(alice, f"R{i}", f"^r{i}_{regexps - 1} ")
+            finally:
+                gc.enable()
+            # (ALICE, in this process too, compiles the regexps the proxies
+            # send it: its own slice, and the proxies' one, a pass)
+            assert heartbeat.longest < 0.03, heartbeat.longest  # (44-48 ms before)
+            nursery.cancel_scope.cancel()
+
+
+async def test_the_bridge_reads_on_while_new_proxies_join(broker: int) -> None:  # noqa: F811
+    """10 new remote agents of 2,000 regexps, then a direct message from one
+    shown before: the bridge waited for each new proxy to bind its regexps
+    and meet the local agents before reading the next message (30 agents of
+    10,000: 40 s). Now the message arrives before they are all bound."""
+    bridges = sites(broker, "one")
+    with trio.fail_after(TIMEOUT * 3):
+        async with (
+            _attacked(bridges[0], broker) as (alice, hostile, site, nursery),
+            alice.direct_messages() as directs,
+        ):
+            hostile.publish("trivy/site/evil", b"online 1", retain=True)
+            _agent(hostile, "evil", "10.0.0.1:1", ["^first$"], name="FIRST")
+            await wait_for_subscription(alice, "FIRST", "^first$")
+            for i in range(10):
+                many = [f"^n{i}_{j} " for j in range(2000)]
+                _agent(hostile, "evil", f"10.0.0.2:{i + 1}", many, name=f"NEW{i}")
+            item = {"kind": "direct", "num_id": 7, "text": "on time"}
+            item.update({"to": f"127.0.0.1:{alice.port}", "from": "10.0.0.1:1"})
+            hostile.publish("trivy/to/one/evil", json.dumps(item))
+            message = await directs.receive()
+            assert (message.peer.name, message.num_id, message.text) == ("FIRST", 7, "on time")
+            assert site.remote.bound < 1 + 10 * 2000
+            nursery.cancel_scope.cancel()
+
+
+async def test_what_a_joining_agent_says_waits_for_its_proxy(broker: int) -> None:  # noqa: F811
+    """An agent shown, then at once its direct message to a local agent: the
+    message waits for the proxy to have joined, and is delivered."""
+    bridges = sites(broker, "one")
+    with trio.fail_after(TIMEOUT * 2):
+        async with (
+            _attacked(bridges[0], broker) as (alice, hostile, _site, nursery),
+            alice.direct_messages() as directs,
+        ):
+            hostile.publish("trivy/site/evil", b"online 1", retain=True)
+            many = [f"^j_{j} " for j in range(3000)]  # (a proxy slow to join)
+            for number in range(3):
+                _agent(hostile, "evil", "10.0.0.1:1", many, name="JOINING")
+                item = {"kind": "direct", "num_id": number, "text": f"hello {number}"}
+                item.update({"to": f"127.0.0.1:{alice.port}", "from": "10.0.0.1:1"})
+                hostile.publish("trivy/to/one/evil", json.dumps(item))
+            for number in range(3):
+                message = await directs.receive()
+                assert (message.peer.name, message.text) == ("JOINING", f"hello {number}")
+            nursery.cancel_scope.cancel()
+
+
+def test_ids_too_long_to_be_ids_are_refused_before_int() -> None:
+    """Ids are JSON keys, which JSON's bound on integers never sees: 950 ids
+    of 4,200 digits took 63 ms of ``int()`` in one step."""
+    assert within_caps({"12": "^a$"}) == ({12: "^a$"}, 0)
+    with pytest.raises(ValueError, match="an id of 4200 characters"):
+        within_caps({"1" * 4200: "^a$"})
+
+
+def test_numbers_with_a_fraction_are_refused_at_the_first() -> None:
+    """No bridge message holds a float, the costliest token to parse (40,000
+    took 22 to 28 ms)."""
+    with pytest.raises(ValueError, match="fraction"):
+        loads(json.dumps([1.5] * 40_000).encode())
+    assert loads(b'{"num_id": 3}') == {"num_id": 3}
