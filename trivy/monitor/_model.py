@@ -319,6 +319,15 @@ class BusModel:
         found = self.kinds.get(kind) or self.senders.get(kind.removeprefix("rate:"))
         return [] if found is None else [[t, *values] for t, values in found.window]
 
+    def window_version(self, kind: str) -> object:
+        """What tells :meth:`window` changed: the same as long as it did not
+        (samples are added at its end, and leave from its start)."""
+        found = self.kinds.get(kind) or self.senders.get(kind.removeprefix("rate:"))
+        if found is None or not found.window:
+            return (id(found), 0)
+        window = found.window
+        return (id(found), getattr(found, "count", 0), len(window), window[0][0], window[-1][0])
+
     def changes(self, now: float) -> dict[str, Any] | None:
         """What changed since the last call (``None``: nothing), bounded."""
         for name, kind in self.kinds.items():

@@ -6,20 +6,30 @@ by itself. What the page does goes as POSTs. Every request is checked:
 
 - *Host* is one of ours (a page of another site cannot reach us through
   a DNS name it rebinds to our address);
-- *Origin*, when the browser sends one, is ours (another site's page in
-  the same browser cannot drive the bus);
+- *Origin*, when the browser sends one, is ours, and *Sec-Fetch-Site*,
+  when it sends that, says the request comes from our own page or the
+  user (another site's page in the same browser cannot drive the bus, nor
+  open feeds with an ``<img>``, which sends no Origin);
 - the token, when there is one (required off loopback), is given: in the
-  address once (``?token=``), then in a cookie only this origin reads.
+  address once (``?token=``), then in a cookie (HttpOnly, SameSite=Strict:
+  browsers send it to every port of the host name, see the how-to).
+
+An action's body is read within :data:`MAX_BODY` bytes and
+:data:`BODY_TIMEOUT` seconds, however it is framed; the plots' windows are
+encoded once per change of their kind, by :data:`WINDOW_ENCODERS` requests
+at a time.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from typing import Any
 
+import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -34,8 +44,21 @@ __all__ = ["MAX_BODY", "MAX_VIEWERS", "build_app"]
 COOKIE = "trivy_monitor_token"
 #: Pages open at once (each holds up to FEED_BUFFER updates); more are refused.
 MAX_VIEWERS = 32
-#: Bytes of an action's JSON body (with its Content-Length); more are refused.
+#: Bytes of an action's JSON body; more are refused (413), however framed:
+#: a chunked body with a small Content-Length held 1.5 GB and the loop 2.9 s.
 MAX_BODY = 64 * 1024
+#: Seconds an action's body may take to arrive (408 past it): a POST that
+#: never sent its body held its connection for ever (20,000 of them took
+#: every descriptor: no page loaded, no agent could join).
+BODY_TIMEOUT = 5.0
+#: Plot windows encoded at once (30 ms of work each at their bound); the
+#: last encoding of WINDOWS_KEPT kinds is kept, as bytes every response
+#: shares, until the kind changes (clients that asked for windows and never
+#: read held a copy each: 240 KB a connection).
+WINDOW_ENCODERS = 2
+WINDOWS_KEPT = 64
+#: What Sec-Fetch-Site may say: our page, or the user (an address typed).
+_OUR_FETCHES = ("same-origin", "none")
 STATIC = {
     "app.js": "text/javascript",
     "app.css": "text/css",
@@ -68,6 +91,8 @@ def build_app(
         origin = request.headers.get("origin")
         if origin is not None and origin != f"{request.url.scheme}://{host}":
             return Response("cross-origin requests are refused", status_code=403)
+        if request.headers.get("sec-fetch-site", "none") not in _OUR_FETCHES:
+            return Response("requests of other pages are refused", status_code=403)
         if token is not None:
             given = (
                 request.query_params.get("token")
@@ -109,11 +134,22 @@ def build_app(
         viewer, first = opened
         return _FeedResponse(feed, viewer, feed.stream(viewer, first))
 
+    windows: OrderedDict[str, tuple[object, bytes]] = OrderedDict()  # kind -> (version, JSON)
+    encoders = trio.CapacityLimiter(WINDOW_ENCODERS)
+
     async def window(request: Request) -> Response:
         if (refusal := refused(request)) is not None:
             return refusal
-        window = await dumps_in_slices(feed.model.window(request.query_params.get("kind", "")))
-        return Response(window.text(), media_type="application/json")
+        kind = request.query_params.get("kind", "")
+        async with encoders:  # (in turn: a second request for it finds it encoded)
+            version = feed.model.window_version(kind)
+            kept = windows.get(kind)
+            if kept is None or kept[0] != version:
+                window = await dumps_in_slices(feed.model.window(kind))
+                kept = windows[kind] = (version, window.text().encode())
+                while len(windows) > WINDOWS_KEPT:
+                    windows.popitem(last=False)
+        return Response(kept[1], media_type="application/json")
 
     async def act(request: Request) -> Response:
         if (refusal := refused(request)) is not None:
@@ -122,15 +158,18 @@ def build_app(
         if action is None:
             return JSONResponse({"error": "no such action"}, status_code=404)
         size = request.headers.get("content-length", "")
-        if not size.isdigit() or int(size) > MAX_BODY:
+        if "transfer-encoding" in request.headers or not size.isdigit() or int(size) > MAX_BODY:
             return JSONResponse({"error": f"a body of {MAX_BODY} bytes at most"}, status_code=413)
+        raw = await _body(request)
+        if isinstance(raw, Response):
+            return raw
         try:
-            body = json.loads(await request.body())
+            body = json.loads(raw)
             if not isinstance(body, dict):
                 raise ValueError("a JSON object is expected")
             return JSONResponse(await action(body))
-        except (ValueError, KeyError, TypeError) as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            return JSONResponse({"error": str(exc) or type(exc).__name__}, status_code=400)
 
     return Starlette(
         routes=[
@@ -158,6 +197,19 @@ class _FeedResponse(StreamingResponse):
                 await super().__call__(scope, receive, send)
         finally:
             self.feed.close_page(self.viewer)
+
+
+async def _body(request: Request) -> bytes | Response:
+    """The request's body, or the answer if it is too big or too slow."""
+    chunks, size = [], 0
+    with trio.move_on_after(BODY_TIMEOUT):
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY:
+                return JSONResponse({"error": f"a body of {MAX_BODY} bytes at most"}, 413)
+            chunks.append(chunk)
+        return b"".join(chunks)
+    return JSONResponse({"error": f"the body took over {BODY_TIMEOUT:g} s"}, status_code=408)
 
 
 def _asset(name: str) -> bytes:
