@@ -10,7 +10,7 @@ import json
 import pytest
 import trio
 
-from trivy.bridge._agent_state import within_caps
+from trivy.bridge._agent_state import crowding, within_caps
 from trivy.bridge._json import loads
 from trivy.bridge._mqtt import MESSAGE_OVERHEAD, open_mqtt
 from trivy.testing import wait_for_subscription
@@ -150,3 +150,36 @@ def test_numbers_with_a_fraction_are_refused_at_the_first() -> None:
     with pytest.raises(ValueError, match="fraction"):
         loads(json.dumps([1.5] * 40_000).encode())
     assert loads(b'{"num_id": 3}') == {"num_id": 3}
+
+
+def test_a_site_showing_the_most_gives_its_newest_place_to_another() -> None:
+    shown = [("evil", f"e{i}") for i in range(5)] + [("good", "g0")]
+    assert crowding(shown, "good") == ("evil", "e4")  # (5 against 1)
+    assert crowding(shown, "evil") is None  # (its own newcomer: not shown)
+    level = [("evil", "e0"), ("evil", "e1"), ("good", "g0")]
+    assert crowding(level, "good") is None  # (one apart: not pushed below)
+    assert crowding([], "good") is None
+
+
+async def test_one_site_cannot_keep_another_sites_agents_out(broker: int) -> None:  # noqa: F811
+    """With ``max_remote_agents`` shown by one broker user's site, another
+    site's new agents were never shown (a global count, first come)."""
+    bridges = sites(broker, "one", max_remote_agents=6)
+    with trio.fail_after(TIMEOUT * 2):
+        async with _attacked(bridges[0], broker) as (alice, hostile, site, nursery):
+            for other in ("evil", "good"):
+                hostile.publish(f"trivy/site/{other}", b"online 1", retain=True)
+            for i in range(6):
+                _agent(hostile, "evil", f"10.0.0.1:{i + 1}", [f"^e{i}$"], name=f"E{i}")
+            await wait_for_subscription(alice, "E5", "^e5$")
+            _agent(hostile, "evil", "10.0.0.1:99", ["^e99$"], name="E99")  # (not shown)
+            for i in range(3):
+                _agent(hostile, "good", f"10.0.0.2:{i + 1}", [f"^g{i}$"], name=f"G{i}")
+            for i in range(3):
+                await wait_for_subscription(alice, f"G{i}", f"^g{i}$")
+            shown = sorted(key for _, key in site.remote.shown())
+            assert len(shown) == 6
+            assert sum(key.startswith("10.0.0.2:") for key in shown) == 3
+            assert "10.0.0.1:99" not in shown
+            assert site.remote.not_shown >= 4  # (E99, and the 3 E that gave way)
+            nursery.cancel_scope.cancel()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 
 import trivy
 
 from ._json import MAX_INT_DIGITS
 
-__all__ = ["MAX_AGENT_REGEXPS", "MAX_AGENT_REGEXP_CHARS", "agent_key", "within_caps"]
+__all__ = ["MAX_AGENT_REGEXPS", "MAX_AGENT_REGEXP_CHARS", "agent_key", "crowding", "within_caps"]
 
 #: Regexps of one remote agent proxied at most, and their characters in all:
 #: the core's bounds on one peer's subscriptions, which every local trivy
@@ -48,3 +49,22 @@ def within_caps(regexps: Mapping[str, object]) -> tuple[dict[int, str], int]:
         taken[int(sub_id)] = text
         chars += len(text)
     return taken, refused
+
+
+def crowding(shown: Iterable[tuple[str, str]], site: str) -> tuple[str, str] | None:
+    """With ``max_remote_agents`` shown, the (site, key) a new agent of ``site``
+    takes the place of: the newest of the site showing the most, if that
+    shows two more than ``site``; None otherwise (the new one is not shown).
+
+    So one broker user (an ACL holds each to its site) cannot keep every
+    other site's new agents out by showing 256 of its own first; it can take
+    places from the largest site down to level with its own, not lock it out.
+    """
+    by_site: dict[str, list[str]] = {}
+    for agent_site, key in shown:  # (in the order they were shown)
+        by_site.setdefault(agent_site, []).append(key)
+    counts = Counter({name: len(keys) for name, keys in by_site.items()})
+    top, most = counts.most_common(1)[0] if counts else (site, 0)
+    if most < counts[site] + 2:
+        return None
+    return top, by_site[top][-1]

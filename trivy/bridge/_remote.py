@@ -20,13 +20,13 @@ import trio
 import trivy
 from trivy.protocol import MsgType
 
-from ._agent_state import MAX_AGENT_REGEXP_CHARS, MAX_AGENT_REGEXPS, agent_key, within_caps
+from ._agent_state import MAX_AGENT_REGEXPS, agent_key, crowding, within_caps
 from ._limits import LimitedLog, cut
 from ._options import BridgeOptions
 from ._own import OwnAgents
 from ._turns import TakingTurns
 
-__all__ = ["MAX_AGENT_REGEXPS", "MAX_AGENT_REGEXP_CHARS", "Outbox", "RemoteAgents", "agent_key"]
+__all__ = ["MAX_AGENT_REGEXPS", "Outbox", "RemoteAgents", "agent_key"]
 
 #: The longest a new proxy waits for the local agents to connect to it.
 MEETING_LONGEST = 2.0
@@ -133,8 +133,8 @@ class RemoteAgents:
             self.refused_regexps += refused
             self._log.warning(
                 "regexps",
-                "%d regexps of %s of %s refused: over %d regexps or %d characters",
-                refused, cut(key), cut(site), MAX_AGENT_REGEXPS, MAX_AGENT_REGEXP_CHARS,
+                "%d regexps of %s of %s refused: over an agent's %d, or 1 Mi characters",
+                refused, cut(key), cut(site), MAX_AGENT_REGEXPS,
             )  # fmt: skip
         return taken
 
@@ -154,13 +154,16 @@ class RemoteAgents:
             proxy.changed.set()
             return
         if len(self._proxies) >= self._options.max_remote_agents:
+            crowded = crowding(self._proxies, site)  # (no site crowds the others out)
             self.not_shown += 1
             self._log.warning(
                 "not shown",
                 "%s of %s not shown: %d remote agents",
-                cut(key), cut(site), len(self._proxies),
+                *map(cut, (crowded or (site, key))[::-1]), len(self._proxies),
             )  # fmt: skip
-            return
+            if crowded is None:
+                return
+            self.hide(*crowded)
         proxy = _Proxy(site, key, name, subscriptions)
         self._proxies[(site, key)] = proxy
         self._starting[name] = self._starting.get(name, 0) + 1
