@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import json
+import signal
 
 import pytest
 import trio
@@ -15,9 +16,9 @@ from trivy.bridge._json import loads
 from trivy.bridge._mqtt import MESSAGE_OVERHEAD, open_mqtt
 from trivy.testing import wait_for_subscription
 
-from .heartbeat import Heartbeat
+from .heartbeat import Heartbeat, LongestStep
 from .test_bridge import TIMEOUT, broker, mosquitto, sites  # noqa: F401 (fixtures)
-from .test_bridge_bounds import _agent, _attacked
+from .test_bridge_bounds import _agent, _attacked, _probe_to_freeze
 
 
 async def test_a_bridge_behind_its_broker_stays_connected_and_loses_nothing(
@@ -115,25 +116,52 @@ async def test_the_bridge_reads_on_while_new_proxies_join(broker: int) -> None: 
 
 
 async def test_what_a_joining_agent_says_waits_for_its_proxy(broker: int) -> None:  # noqa: F811
-    """An agent shown, then at once its direct message to a local agent: the
-    message waits for the proxy to have joined, and is delivered."""
+    """An agent shown, then at once 8,000 direct messages of it to a local
+    agent, while a frozen local agent holds its proxy's joining (2 s): they
+    wait for the proxy, and are delivered in order, a slice at a time (in
+    one step, they held the loop for all of them)."""
     bridges = sites(broker, "one")
+    count = 8000
+    longest = _LongestStepBut("MqttClient.drive")  # (the test's own publisher writes 8,000)
     with trio.fail_after(TIMEOUT * 2):
         async with (
-            _attacked(bridges[0], broker) as (alice, hostile, _site, nursery),
-            alice.direct_messages() as directs,
+            _attacked(bridges[0], broker) as (alice, hostile, site, nursery),
+            alice.direct_messages(max_buffer=2 * count) as directs,
+            _probe_to_freeze(bridges[0].bus, site) as frozen,
         ):
+            frozen.send_signal(signal.SIGSTOP)
             hostile.publish("trivy/site/evil", b"online 1", retain=True)
-            many = [f"^j_{j} " for j in range(3000)]  # (a proxy slow to join)
-            for number in range(3):
-                _agent(hostile, "evil", "10.0.0.1:1", many, name="JOINING")
+            _agent(hostile, "evil", "10.0.0.1:1", ["^joining$"], name="JOINING")
+            for number in range(count):
                 item = {"kind": "direct", "num_id": number, "text": f"hello {number}"}
                 item.update({"to": f"127.0.0.1:{alice.port}", "from": "10.0.0.1:1"})
                 hostile.publish("trivy/to/one/evil", json.dumps(item))
-            for number in range(3):
-                message = await directs.receive()
-                assert (message.peer.name, message.text) == ("JOINING", f"hello {number}")
+            gc.disable()  # (see test_proxies_binding_at_once_take_turns)
+            trio.lowlevel.add_instrument(longest)
+            try:
+                await trio.lowlevel.checkpoint()
+                for number in range(count):
+                    message = await directs.receive()
+                    assert (message.peer.name, message.text) == ("JOINING", f"hello {number}")
+                await trio.lowlevel.checkpoint()
+            finally:
+                trio.lowlevel.remove_instrument(longest)
+                gc.enable()
+            assert site.remote._waiting_bytes == 0
+            assert longest.longest < 0.015, longest.longest  # (27 ms in one step before)
             nursery.cancel_scope.cancel()
+
+
+class _LongestStepBut(LongestStep):
+    """The longest step of any task but those whose name ends with ``excluded``."""
+
+    def __init__(self, excluded: str) -> None:
+        super().__init__()
+        self._excluded = excluded
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        if not task.name.endswith(self._excluded):
+            super().after_task_step(task)
 
 
 def test_ids_too_long_to_be_ids_are_refused_before_int() -> None:

@@ -10,21 +10,23 @@ receiver sees the sender's name.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from collections.abc import Set as AbstractSet
+from time import perf_counter
 from typing import Any, Protocol
 
 import attrs
 import trio
 
 import trivy
-from trivy.protocol import MsgType
 
 from ._agent_state import MAX_AGENT_REGEXPS, agent_key, crowding, within_caps
+from ._delivery import hand_over
 from ._limits import LimitedLog, cut
 from ._options import BridgeOptions
 from ._own import OwnAgents
-from ._turns import TakingTurns
+from ._turns import WORK_SLICE, TakingTurns
 
 __all__ = ["MAX_AGENT_REGEXPS", "Outbox", "RemoteAgents", "agent_key"]
 
@@ -70,7 +72,7 @@ class _Proxy:
     local_ids: dict[int, int] = attrs.field(factory=dict)  # remote id -> our binding
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     up: trio.Event = attrs.field(factory=trio.Event)  # joined and met (or failed to)
-    waiting: list[tuple[dict[str, Any], int]] = attrs.field(factory=list)  # for once up
+    waiting: deque[tuple[dict[str, Any], int]] = attrs.field(factory=deque)  # for once up
 
 
 class RemoteAgents:
@@ -172,20 +174,19 @@ class RemoteAgents:
         self._nursery.start_soon(self._run, proxy)
 
     def _joined(self, proxy: _Proxy, *, met: bool) -> None:
-        """The proxy is up (``met``), or failed or was hidden before: what
-        waited for it is delivered (dropped if not ``met``)."""
+        """The proxy is up (``met``: what waited for it is delivered next), or
+        failed or was hidden (what waited for it is dropped)."""
+        if not met:
+            self._waiting_bytes -= sum(size for _, size in proxy.waiting)
+            proxy.waiting.clear()
         if proxy.up.is_set():
             return
         proxy.up.set()
         self._starting[proxy.name] -= 1
         if not self._starting[proxy.name]:
             del self._starting[proxy.name]
-        waiting, proxy.waiting = proxy.waiting, []
-        self._waiting_bytes -= sum(size for _, size in waiting)
         if met:
             self._outbox.proxy_joined(proxy.name)
-            for item, _ in waiting:
-                self._deliver_logged(proxy, item)
 
     def hide(self, site: str, key: str | None = None) -> None:
         """A remote agent gone (``key``), or all of a site's (``None``)."""
@@ -211,6 +212,7 @@ class RemoteAgents:
                         await self._resubscribe(proxy, bus)
                         await self._meet_local_agents(bus)
                         self._joined(proxy, met=True)
+                        await self._deliver_waiting(proxy)
                         async with trio.open_nursery() as nursery:
                             nursery.start_soon(self._follow_regexps, proxy, bus)
                             await self._forward_direct(proxy, bus)
@@ -343,53 +345,37 @@ class RemoteAgents:
           ValueError, KeyError, TypeError: a malformed message.
         """
         sender = self._proxies.get((str(item["from_site"]), str(item["from"])))
-        if sender is not None and not sender.up.is_set():
+        if sender is not None and (not sender.up.is_set() or sender.waiting):
             if self._waiting_bytes + size + 1024 > MAX_WAITING_BYTES:  # (1 KiB: its objects)
                 self._log.warning("waiting", "messages for joining proxies over the bound: dropped")
             else:
                 sender.waiting.append((item, size + 1024))
                 self._waiting_bytes += size + 1024
             return
-        self._deliver(sender, item)
+        self._hand_over(sender, item)
 
-    def _deliver_logged(self, sender: _Proxy, item: dict[str, Any]) -> None:
-        try:
-            self._deliver(sender, item)
-        except (ValueError, KeyError, TypeError) as exc:
-            self._log.warning("bad message", "bad bridge message: %s", cut(exc))
+    def _hand_over(self, sender: _Proxy | None, item: dict[str, Any]) -> None:
+        bus = None if sender is None else sender.bus
+        hand_over(bus, item, allow_die=self._options.allow_die, log=self._log)
 
-    def _deliver(self, sender: _Proxy | None, item: dict[str, Any]) -> None:
-        if sender is None or sender.bus is None:
-            self._log.info(
-                "unknown sender",
-                "a message from %s of %s, unknown here: dropped",
-                cut(item["from"]), cut(item["from_site"]),
-            )  # fmt: skip
-            return
-        target = next((p for p in sender.bus.peers if agent_key(p) == item["to"]), None)
-        if target is None:
-            self._log.info("gone receiver", "a message for %s, gone: dropped", cut(item["to"]))
-            return
-        if item["kind"] == "msg":
-            groups = [str(g) for g in item["groups"]]
-            sender.bus.send_raw(target, MsgType.MSG, _number(item["sub"]), groups)
-        elif item["kind"] == "direct":
-            sender.bus.send_direct(target, _number(item["num_id"]), str(item["text"]))
-        elif item["kind"] == "error":
-            sender.bus.send_error(target, _number(item["num_id"]), str(item["text"]))
-        elif item["kind"] == "die" and self._options.allow_die:
-            sender.bus.send_die(target, _number(item["num_id"]))
+    async def _deliver_waiting(self, proxy: _Proxy) -> None:
+        """What waited for the proxy, in order (more may come meanwhile), in
+        slices: 16 MiB of small messages made thousands of sends."""
+        turn = perf_counter()
+        while proxy.waiting:
+            item, size = proxy.waiting.popleft()
+            self._waiting_bytes -= size
+            try:
+                self._hand_over(proxy, item)
+            except (ValueError, KeyError, TypeError) as exc:
+                self._log.warning("bad message", "bad bridge message: %s", cut(exc))
+            if perf_counter() - turn > WORK_SLICE:
+                await trio.lowlevel.checkpoint()
+                turn = perf_counter()
 
 
 def _keys(bus: trivy.IvyBus) -> set[str]:
     return {agent_key(peer) for peer in bus.peers}
-
-
-def _number(value: Any) -> int:
-    """An id from another site: an int, or ValueError (a float's is not one)."""
-    if type(value) is not int:
-        raise ValueError(f"an id is an integer, not {cut(repr(value))}")
-    return value
 
 
 def _addressed(item: dict[str, Any], proxy: _Proxy, sender: trivy.Peer) -> dict[str, Any]:
