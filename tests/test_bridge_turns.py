@@ -5,15 +5,18 @@ connection stays alive while it is behind (a real mosquitto)."""
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import signal
+import sys
 
 import pytest
 import trio
 
+import trivy
 from trivy.bridge._agent_state import crowding, within_caps
 from trivy.bridge._json import loads
-from trivy.bridge._mqtt import MESSAGE_OVERHEAD, open_mqtt
+from trivy.bridge._mqtt import MESSAGE_OVERHEAD, _cost, open_mqtt
 from trivy.testing import wait_for_subscription
 
 from .heartbeat import Heartbeat, LongestStep
@@ -211,3 +214,72 @@ async def test_one_site_cannot_keep_another_sites_agents_out(broker: int) -> Non
             assert "10.0.0.1:99" not in shown
             assert site.remote.not_shown >= 4  # (E99, and the 3 E that gave way)
             nursery.cancel_scope.cancel()
+
+
+async def test_answers_to_what_waited_for_a_proxy_reach_their_site(broker: int) -> None:  # noqa: F811
+    """ALICE answers each of 8,000 direct messages that waited for a proxy (held by a
+    frozen local agent): every answer reaches the remote site. Delivered
+    before the proxy's stream of direct messages was open, about 6,000 of
+    them were lost, without a word."""
+    bridges = sites(broker, "one")
+    count = 8000
+    with trio.fail_after(TIMEOUT * 3):
+        async with (
+            _attacked(bridges[0], broker) as (alice, hostile, site, nursery),
+            _probe_to_freeze(bridges[0].bus, site) as frozen,
+        ):
+
+            async def answer(directs: trivy.EventStream[trivy.DirectMessage]) -> None:
+                async for request in directs:  # (a stream that drops none of them)
+                    alice.send_direct(request.peer, request.num_id, f"re {request.text}")
+
+            nursery.start_soon(answer, alice.direct_messages(max_buffer=2 * count))
+            hostile.subscribe("trivy/to/evil/#")
+            frozen.send_signal(signal.SIGSTOP)
+            hostile.publish("trivy/site/evil", b"online 1", retain=True)
+            _agent(hostile, "evil", "10.0.0.1:1", ["^asking$"], name="ASKING")
+            for number in range(count):
+                item = {"kind": "direct", "num_id": number, "text": f"q{number}"}
+                item.update({"to": f"127.0.0.1:{alice.port}", "from": "10.0.0.1:1"})
+                hostile.publish("trivy/to/one/evil", json.dumps(item))
+            answers = []
+            async for message in hostile:
+                if message.topic.startswith("trivy/to/evil/"):
+                    answers.append(json.loads(message.payload)["text"])
+                    if len(answers) == count:
+                        break
+            assert answers == [f"re q{number}" for number in range(count)]
+            nursery.cancel_scope.cancel()
+
+
+async def test_an_agent_republished_without_pause_still_joins(broker: int) -> None:  # noqa: F811
+    """A remote agent republished every 50 ms with another 2,000 regexps: its
+    proxy started over from each newer state, and never joined (and a local
+    agent of its name was taken for a proxy meanwhile, its changes never
+    published). It joins with the state it was shown with, then follows."""
+    bridges = sites(broker, "one")
+    states = [[f"^{side}{j} " for j in range(2000)] for side in "ab"]
+
+    async def republish() -> None:
+        for turn in itertools.count():
+            _agent(hostile, "evil", "10.0.0.1:1", states[turn % 2], name="BUSY")
+            await trio.sleep(0.05)  # (the attack: a state every 50 ms)
+
+    with trio.fail_after(TIMEOUT * 3):
+        async with _attacked(bridges[0], broker) as (alice, hostile, site, nursery):
+            hostile.publish("trivy/site/evil", b"online 1", retain=True)
+            async with trio.open_nursery() as attack:
+                attack.start_soon(republish)
+                await alice.wait_for_peer("BUSY")  # (its bus is open: not joined yet)
+                await site.remote._proxies[("evil", "10.0.0.1:1")].up.wait()  # (never, before)
+                assert "BUSY" not in site.remote._starting
+                attack.cancel_scope.cancel()
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("topic", ["t/" + "x" * 60_000, "t/" + "\U0001f600" * 15_000])
+def test_a_received_messages_topic_counts_in_what_is_held(topic: str) -> None:
+    """Its payload alone was counted: 20,000 messages with empty payloads and
+    60 KB topics held 1.8 GB, counted 9.8 MB of the 64 MiB bound."""
+    for payload in (b"", b"x" * 1000):
+        assert _cost(topic, payload) >= sys.getsizeof(topic) + sys.getsizeof(payload)

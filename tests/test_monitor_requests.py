@@ -164,6 +164,8 @@ async def test_a_window_is_encoded_once_and_shared(
             answers = [(await client.get(url)).json() for _ in range(20)]
             assert all(answer == first for answer in answers)
             assert len(encoded) == 1  # (no change: not encoded again)
+            junk = await client.get(running.url + "api/window?kind=" + "j" * 1000)
+            assert junk.json() == [] and len(encoded) == 1  # (no such kind: nothing kept)
             await agent.send("temp 99")
             await _until_counted(client, running.url, "temp", 6)
             assert [point[1] for point in (await client.get(url)).json()][-1] == 99

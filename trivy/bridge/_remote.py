@@ -185,8 +185,7 @@ class RemoteAgents:
         self._starting[proxy.name] -= 1
         if not self._starting[proxy.name]:
             del self._starting[proxy.name]
-        if met:
-            self._outbox.proxy_joined(proxy.name)
+        self._outbox.proxy_joined(proxy.name)  # (met or not: no longer taken for a proxy)
 
     def hide(self, site: str, key: str | None = None) -> None:
         """A remote agent gone (``key``), or all of a site's (``None``)."""
@@ -194,6 +193,7 @@ class RemoteAgents:
             if proxy.site == site and key in (None, proxy.key):
                 del self._proxies[(proxy.site, proxy.key)]
                 proxy.scope.cancel()
+                self._joined(proxy, met=False)  # (at once, not once its bus has left)
 
     def hide_all(self) -> None:
         """Every remote agent gone (the broker lost for too long)."""
@@ -209,13 +209,18 @@ class RemoteAgents:
                     proxy.bus = bus
                     self._own.ports.add(bus.port)
                     try:
-                        await self._resubscribe(proxy, bus)
+                        # (the regexps of the state it was shown with, whatever
+                        # comes meanwhile: a newer one every 0.25 s kept it joining)
+                        await self._resubscribe(proxy, bus, settle=False)
                         await self._meet_local_agents(bus)
                         self._joined(proxy, met=True)
-                        await self._deliver_waiting(proxy)
                         async with trio.open_nursery() as nursery:
                             nursery.start_soon(self._follow_regexps, proxy, bus)
-                            await self._forward_direct(proxy, bus)
+                            # (the answers to what waited are forwarded: the stream
+                            # is open before the first is delivered)
+                            async with bus.events(overflow="wait") as events:
+                                nursery.start_soon(self._deliver_waiting, proxy)
+                                await self._forward_direct(proxy, events)
                             nursery.cancel_scope.cancel()  # (the bus ended: so does following)
                     finally:
                         self._own.ports.discard(bus.port)
@@ -255,9 +260,10 @@ class RemoteAgents:
             proxy.changed = trio.Event()
             await self._resubscribe(proxy, bus)
 
-    async def _resubscribe(self, proxy: _Proxy, bus: trivy.IvyBus) -> None:
+    async def _resubscribe(self, proxy: _Proxy, bus: trivy.IvyBus, settle: bool = True) -> None:
         """Bind what ``proxy.wanted`` says, unbind the rest, in turns with the
-        other proxies (see ``_turns``), starting over from a newer ``wanted``."""
+        other proxies (see ``_turns``), starting over from a newer ``wanted``
+        (unless not ``settle``: then the one in place when it started, whole)."""
         if proxy.applied is proxy.wanted:
             return
         slices = TakingTurns(self._binding)
@@ -265,17 +271,24 @@ class RemoteAgents:
         try:
             while proxy.applied is not proxy.wanted:
                 target = proxy.wanted
-                if await self._apply(proxy, bus, target, slices):
+                if await self._apply(proxy, bus, target, slices, settle):
                     proxy.applied = target
+                if not settle:
+                    break
         finally:
             slices.end()
 
     async def _apply(
-        self, proxy: _Proxy, bus: trivy.IvyBus, target: dict[int, str], slices: TakingTurns
+        self,
+        proxy: _Proxy,
+        bus: trivy.IvyBus,
+        target: dict[int, str],
+        slices: TakingTurns,
+        supersede: bool = True,
     ) -> bool:
-        """Apply ``target``; False if a newer one came meanwhile."""
+        """Apply ``target``; False if a newer one came meanwhile (and ``supersede``)."""
         for remote_id, regexp in list(proxy.subscriptions.items()):
-            if await slices.next() and proxy.wanted is not target:
+            if await slices.next() and supersede and proxy.wanted is not target:
                 return False
             if target.get(remote_id) != regexp:
                 local_id = proxy.local_ids.pop(remote_id, None)
@@ -283,7 +296,7 @@ class RemoteAgents:
                     bus.unbind(local_id)
                 del proxy.subscriptions[remote_id]
         for remote_id, regexp in target.items():  # (``target`` is never mutated)
-            if await slices.next() and proxy.wanted is not target:
+            if await slices.next() and supersede and proxy.wanted is not target:
                 return False
             if remote_id in proxy.subscriptions:
                 continue
@@ -310,17 +323,18 @@ class RemoteAgents:
 
         return forward
 
-    async def _forward_direct(self, proxy: _Proxy, bus: trivy.IvyBus) -> None:
-        """Direct messages and ERRORs to the proxy, onwards."""
-        async with bus.events(overflow="wait") as events:
-            async for event in events:
-                if isinstance(event, trivy.DirectMessage | trivy.ErrorReceived):
-                    if self._own(event.peer.host, event.peer.port):
-                        continue  # (another site's agent)
-                    kind = "direct" if isinstance(event, trivy.DirectMessage) else "error"
-                    item = {"kind": kind, "num_id": event.num_id, "text": event.text}
-                    addressed = _addressed(item, proxy, event.peer)
-                    await self._outbox.send_waiting(proxy.site, addressed, event.peer)
+    async def _forward_direct(
+        self, proxy: _Proxy, events: trivy.EventStream[trivy.BusEvent]
+    ) -> None:
+        """Direct messages and ERRORs to the proxy (its bus's ``events``), onwards."""
+        async for event in events:
+            if isinstance(event, trivy.DirectMessage | trivy.ErrorReceived):
+                if self._own(event.peer.host, event.peer.port):
+                    continue  # (another site's agent)
+                kind = "direct" if isinstance(event, trivy.DirectMessage) else "error"
+                item = {"kind": kind, "num_id": event.num_id, "text": event.text}
+                addressed = _addressed(item, proxy, event.peer)
+                await self._outbox.send_waiting(proxy.site, addressed, event.peer)
 
     def _on_die(self, proxy: _Proxy) -> Callable[[trivy.Peer, int], bool]:
         def on_die(peer: trivy.Peer, num_id: int) -> bool:

@@ -321,9 +321,12 @@ class BusModel:
 
     def window_version(self, kind: str) -> object:
         """What tells :meth:`window` changed: the same as long as it did not
-        (samples are added at its end, and leave from its start)."""
+        (samples are added at its end, and leave from its start); None for a
+        kind the model does not have."""
         found = self.kinds.get(kind) or self.senders.get(kind.removeprefix("rate:"))
-        if found is None or not found.window:
+        if found is None:
+            return None
+        if not found.window:
             return (id(found), 0)
         window = found.window
         return (id(found), getattr(found, "count", 0), len(window), window[0][0], window[-1][0])

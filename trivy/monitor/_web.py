@@ -144,11 +144,14 @@ def build_app(
         async with encoders:  # (in turn: a second request for it finds it encoded)
             version = feed.model.window_version(kind)
             kept = windows.get(kind)
+            if version is None:  # (no such kind: nothing to keep)
+                return Response(b"[]", media_type="application/json")
             if kept is None or kept[0] != version:
                 window = await dumps_in_slices(feed.model.window(kind))
                 kept = windows[kind] = (version, window.text().encode())
                 while len(windows) > WINDOWS_KEPT:
-                    windows.popitem(last=False)
+                    windows.popitem(last=False)  # (the least lately asked for)
+            windows.move_to_end(kind)
         return Response(kept[1], media_type="application/json")
 
     async def act(request: Request) -> Response:
