@@ -35,8 +35,8 @@ MISC_EVERY = 1.0
 #: Received messages handed to the bridge at once (its channel's size);
 #: more wait with the driver.
 RECEIVED_BUFFER = 1000
-#: Bytes of received messages held for the bridge, each counted with
-#: MESSAGE_OVERHEAD (1,000 messages of 4 MiB held 4 GiB). Reading stops once
+#: Bytes of received messages held for the bridge, each counted with its
+#: topic and MESSAGE_OVERHEAD (1,000 messages of 4 MiB held 4 GiB). Reading stops once
 #: they are held (what one read brings, the socket's buffer, comes on top)
 #: until the bridge takes some; the driver still writes and keeps the
 #: connection alive meanwhile (it used to wait for room, and the broker
@@ -80,8 +80,8 @@ class MqttClient:
         self._send, self._received = trio.open_memory_channel[MqttMessage](RECEIVED_BUFFER)
         self._arrived: deque[MqttMessage] = deque()  # (filled by paho's callback)
         self._turn = perf_counter()  # (when the bridge's turn of taking messages began)
-        #: Bytes of the received messages the bridge has not taken yet
-        #: (MESSAGE_OVERHEAD each on top of their payload).
+        #: Bytes of the received messages the bridge has not taken yet, as
+        #: counted (their topics too, and MESSAGE_OVERHEAD each).
         self.held = 0
         self._failure = ""
         self._woken = False
