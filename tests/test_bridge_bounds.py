@@ -49,6 +49,37 @@ def _agent(
     hostile.publish(f"trivy/agents/{site}/{key}", json.dumps(state), retain=True)
 
 
+async def _subscribed(behind: MqttClient, sender: MqttClient) -> MqttClient:
+    """``behind`` subscribed to ``t/#``, once ``sender``'s messages reach it;
+    its iterator (``t/first`` messages may still come)."""
+    behind.subscribe("t/#")
+    received = behind.__aiter__()
+    while True:  # (until the subscription is in place)
+        sender.publish("t/first", b"")
+        with trio.move_on_after(0.2):
+            assert (await received.__anext__()).topic == "t/first"
+            return received
+
+
+async def _topics(received: MqttClient, count: int) -> list[str]:
+    """The topics of the next ``count`` messages but ``t/first``."""
+    topics = []
+    async for message in received:
+        if message.topic != "t/first":
+            topics.append(message.topic)
+        if len(topics) == count:
+            break
+    return topics
+
+
+def _directs(hostile: MqttClient, to: trivy.IvyBus, count: int, text: str) -> None:
+    """``count`` direct messages from the agent 10.0.0.1:1 of site evil to ``to``."""
+    for number in range(count):
+        item = {"kind": "direct", "num_id": number, "text": f"{text}{number}"}
+        item.update({"to": f"127.0.0.1:{to.port}", "from": "10.0.0.1:1"})
+        hostile.publish("trivy/to/one/evil", json.dumps(item))
+
+
 def _most_logged(started: float) -> int:
     """Records of one kind the limiter lets through since ``started``."""
     return LOG_BURST + int(trio.current_time() - started) + 1
@@ -215,26 +246,14 @@ async def test_what_the_bridge_has_not_taken_is_bounded_in_bytes(broker: int) ->
             open_mqtt("127.0.0.1", broker, client_id="behind") as behind,
             open_mqtt("127.0.0.1", broker, client_id="sender") as sender,
         ):
-            behind.subscribe("t/#")
-            received = behind.__aiter__()
-            while True:  # (until the subscription is in place)
-                sender.publish("t/first", b"")
-                with trio.move_on_after(0.2):
-                    assert (await received.__anext__()).topic == "t/first"
-                    break
+            received = await _subscribed(behind, sender)
             for i in range(40):  # (160 MiB)
                 sender.publish(f"t/{i}", payload)
             while behind.held < RECEIVED_BYTES:  # noqa: ASYNC110 (a count, no event)
                 await trio.sleep(0.05)
             await trio.sleep(1.0)  # (time to read more, were it not stopped)
             assert behind.held < RECEIVED_BYTES + 16 * 1024 * 1024, behind.held
-            topics = []
-            async for message in received:
-                if message.topic != "t/first":
-                    topics.append(message.topic)
-                if len(topics) == 40:
-                    break
-            assert topics == [f"t/{i}" for i in range(40)]
+            assert await _topics(received, 40) == [f"t/{i}" for i in range(40)]
 
 
 async def test_a_sites_status_and_our_retained_keys_are_kept_short(broker: int) -> None:  # noqa: F811

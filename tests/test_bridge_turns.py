@@ -21,7 +21,7 @@ from trivy.testing import wait_for_subscription
 
 from .heartbeat import Heartbeat, LongestStep
 from .test_bridge import TIMEOUT, broker, mosquitto, sites  # noqa: F401 (fixtures)
-from .test_bridge_bounds import _agent, _attacked, _probe_to_freeze
+from .test_bridge_bounds import _agent, _attacked, _directs, _probe_to_freeze, _subscribed, _topics
 
 
 async def test_a_bridge_behind_its_broker_stays_connected_and_loses_nothing(
@@ -36,25 +36,13 @@ async def test_a_bridge_behind_its_broker_stays_connected_and_loses_nothing(
             open_mqtt("127.0.0.1", broker, client_id="behind", keepalive=1) as behind,
             open_mqtt("127.0.0.1", broker, client_id="sender") as sender,
         ):
-            behind.subscribe("t/#")
-            received = behind.__aiter__()
-            while True:  # (until the subscription is in place)
-                sender.publish("t/first", b"")
-                with trio.move_on_after(0.2):
-                    assert (await received.__anext__()).topic == "t/first"
-                    break
+            received = await _subscribed(behind, sender)
             for i in range(3000):
                 sender.publish(f"t/{i}", b"x")
             await trio.sleep(4.0)  # (the bridge, stuck: 4 keepalives)
             assert behind.held >= 3000 * MESSAGE_OVERHEAD  # (all read: 1,001 bytes before)
             assert not behind.lost
-            topics = []
-            async for message in received:
-                if message.topic != "t/first":
-                    topics.append(message.topic)
-                if len(topics) == 3000:
-                    break
-            assert topics == [f"t/{i}" for i in range(3000)]
+            assert await _topics(received, 3000) == [f"t/{i}" for i in range(3000)]
             assert not behind.lost
 
 
@@ -135,10 +123,7 @@ async def test_what_a_joining_agent_says_waits_for_its_proxy(broker: int) -> Non
             frozen.send_signal(signal.SIGSTOP)
             hostile.publish("trivy/site/evil", b"online 1", retain=True)
             _agent(hostile, "evil", "10.0.0.1:1", ["^joining$"], name="JOINING")
-            for number in range(count):
-                item = {"kind": "direct", "num_id": number, "text": f"hello {number}"}
-                item.update({"to": f"127.0.0.1:{alice.port}", "from": "10.0.0.1:1"})
-                hostile.publish("trivy/to/one/evil", json.dumps(item))
+            _directs(hostile, alice, count, "hello ")
             gc.disable()  # (see test_proxies_binding_at_once_take_turns)
             trio.lowlevel.add_instrument(longest)
             try:
@@ -238,10 +223,7 @@ async def test_answers_to_what_waited_for_a_proxy_reach_their_site(broker: int) 
             frozen.send_signal(signal.SIGSTOP)
             hostile.publish("trivy/site/evil", b"online 1", retain=True)
             _agent(hostile, "evil", "10.0.0.1:1", ["^asking$"], name="ASKING")
-            for number in range(count):
-                item = {"kind": "direct", "num_id": number, "text": f"q{number}"}
-                item.update({"to": f"127.0.0.1:{alice.port}", "from": "10.0.0.1:1"})
-                hostile.publish("trivy/to/one/evil", json.dumps(item))
+            _directs(hostile, alice, count, "q")
             answers = []
             async for message in hostile:
                 if message.topic.startswith("trivy/to/evil/"):
