@@ -170,3 +170,42 @@ async def test_a_window_is_encoded_once_and_shared(
             await _until_counted(client, running.url, "temp", 6)
             assert [point[1] for point in (await client.get(url)).json()][-1] == 99
             assert len(encoded) == 2
+
+
+async def test_the_windows_kept_are_those_last_asked_for(
+    bus: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """64 windows are kept: the one asked for again stays, the least lately
+    asked for goes (they went in the order they were first encoded)."""
+    encoded: list[object] = []
+    real = _web.dumps_in_slices
+
+    async def counting(message: Any) -> Any:
+        encoded.append(message)
+        return await real(message)
+
+    monkeypatch.setattr(_web, "dumps_in_slices", counting)
+    kinds = [f"k{i}" for i in range(_web.WINDOWS_KEPT + 1)]
+    with trio.fail_after(TIMEOUT):
+        async with (
+            trivy.open_ivy_bus("PLOTTED", bus) as agent,
+            monitor(bus) as running,
+            httpx.AsyncClient() as client,
+        ):
+            await wait_for_subscription(agent, "TRIVYMONITOR", "^(.*)$")
+            for kind in kinds:
+                await agent.send(f"{kind} 1")
+            await _until_counted(client, running.url, kinds[-1], 1)
+
+            async def window(kind: str) -> None:
+                assert (await client.get(running.url + "api/window?kind=" + kind)).json()
+
+            for kind in kinds[:-1]:  # (64 kept)
+                await window(kind)
+            await window(kinds[0])  # (asked for again: the latest)
+            await window(kinds[-1])  # (one more: the least lately asked for goes)
+            before = len(encoded)
+            await window(kinds[0])
+            assert len(encoded) == before  # (still kept)
+            await window(kinds[1])
+            assert len(encoded) == before + 1  # (gone: encoded again)
