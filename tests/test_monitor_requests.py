@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -13,7 +15,7 @@ import pytest
 import trio
 
 import trivy
-from trivy.monitor import _web
+from trivy.monitor import Monitor, _web
 from trivy.testing import wait_for_subscription
 
 from .heartbeat import LongestStep
@@ -134,27 +136,38 @@ async def _until_counted(client: httpx.AsyncClient, url: str, kind: str, count: 
     raise AssertionError("the feed ended")
 
 
-async def test_a_window_is_encoded_once_and_shared(
-    bus: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Each request encoded the window anew (30 ms at its bound) and kept a
-    copy for its connection: 1,140 clients that never read held 270 MB.
-    It is encoded once per change of its kind, as bytes all responses share."""
-    encoded: list[object] = []
+@asynccontextmanager
+async def _plotted(bus: str) -> AsyncIterator[tuple[trivy.IvyBus, Monitor, httpx.AsyncClient]]:
+    """An agent whose texts the monitor hears, the monitor, and a page's client."""
+    async with (
+        trivy.open_ivy_bus("PLOTTED", bus) as agent,
+        monitor(bus) as running,
+        httpx.AsyncClient() as client,
+    ):
+        await wait_for_subscription(agent, "TRIVYMONITOR", "^(.*)$")
+        yield agent, running, client
+
+
+@pytest.fixture
+def encoded(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """What the monitor encodes in slices (each window it encodes), as it does."""
+    made: list[object] = []
     real = _web.dumps_in_slices
 
     async def counting(message: Any) -> Any:
-        encoded.append(message)
+        made.append(message)
         return await real(message)
 
     monkeypatch.setattr(_web, "dumps_in_slices", counting)
+    return made
+
+
+async def test_a_window_is_encoded_once_and_shared(bus: str, encoded: list[object]) -> None:
+    """Each request encoded the window anew (30 ms at its bound) and kept a
+    copy for its connection: 1,140 clients that never read held 270 MB.
+    It is encoded once per change of its kind, as bytes all responses share."""
     with trio.fail_after(TIMEOUT):
-        async with (
-            trivy.open_ivy_bus("PLOTTED", bus) as agent,
-            monitor(bus) as running,
-            httpx.AsyncClient() as client,
-        ):
-            await wait_for_subscription(agent, "TRIVYMONITOR", "^(.*)$")
+        async with _plotted(bus) as (agent, running, client):
             for value in range(5):
                 await agent.send(f"temp {value}")
             await _until_counted(client, running.url, "temp", 5)
@@ -172,27 +185,12 @@ async def test_a_window_is_encoded_once_and_shared(
             assert len(encoded) == 2
 
 
-async def test_the_windows_kept_are_those_last_asked_for(
-    bus: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_the_windows_kept_are_those_last_asked_for(bus: str, encoded: list[object]) -> None:
     """64 windows are kept: the one asked for again stays, the least lately
     asked for goes (they went in the order they were first encoded)."""
-    encoded: list[object] = []
-    real = _web.dumps_in_slices
-
-    async def counting(message: Any) -> Any:
-        encoded.append(message)
-        return await real(message)
-
-    monkeypatch.setattr(_web, "dumps_in_slices", counting)
     kinds = [f"k{i}" for i in range(_web.WINDOWS_KEPT + 1)]
     with trio.fail_after(TIMEOUT):
-        async with (
-            trivy.open_ivy_bus("PLOTTED", bus) as agent,
-            monitor(bus) as running,
-            httpx.AsyncClient() as client,
-        ):
-            await wait_for_subscription(agent, "TRIVYMONITOR", "^(.*)$")
+        async with _plotted(bus) as (agent, running, client):
             for kind in kinds:
                 await agent.send(f"{kind} 1")
             await _until_counted(client, running.url, kinds[-1], 1)
