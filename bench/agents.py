@@ -4,7 +4,8 @@ Usage::
 
     python -m bench.agents IMPL ROLE BUS NAME [options]
 
-``IMPL`` is ``trivy`` or ``ivy`` (ivy-python 4.0). Every agent reports on
+``IMPL`` is ``trivy``, ``ivy`` (ivy-python 4.0) or ``compat`` (the ivy-python
+agent's code, unmodified, on ``trivy.compat``). Every agent reports on
 stdout, one JSON object per line, and the orchestrator synchronises on those
 lines only. Roles:
 
@@ -250,7 +251,7 @@ async def _trivy_join(bus: Any, peers: int) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the agent's command line (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m bench.agents")
-    parser.add_argument("impl", choices=["trivy", "ivy"])
+    parser.add_argument("impl", choices=["trivy", "ivy", "compat"])
     parser.add_argument("role", choices=["recv", "send", "echo", "ping", "join", "mem"])
     parser.add_argument("bus", help="NETWORKS:PORT")
     parser.add_argument("name", help="agent name")

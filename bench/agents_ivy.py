@@ -1,7 +1,9 @@
 """The ivy-python 4.0 side of the benchmark agents (see :mod:`bench.agents`).
 
 Imported only by an ivy-python agent's process: ivy-python is thread-based
-and never shares a process with trio.
+and never shares a process with trio. The same code runs unmodified on
+``trivy.compat`` (the implementation ``compat``): an ivy-python program
+ported with its one import.
 """
 
 from __future__ import annotations
@@ -18,9 +20,13 @@ from typing import Any
 from bench.agents import ECHO_NAME, POLL, RECV_PREFIX, TIMEOUT, emit, latency_report, rss_kib
 
 
-def _ivy_server(name: str, app_callback: Callable[..., None] | None = None) -> Any:
-    """An ivy-python IvyServer with daemon threads and a fast stop."""
-    from ivy.ivy import IvyServer  # type: ignore[import-untyped]
+def _ivy_server(impl: str, name: str, app_callback: Callable[..., None] | None = None) -> Any:
+    """An IvyServer (ivy-python's, or trivy.compat's for ``compat``) with
+    daemon threads and a fast stop."""
+    if impl == "compat":
+        from trivy.compat.ivy import IvyServer
+    else:
+        from ivy.ivy import IvyServer  # type: ignore[import-untyped,no-redef]
 
     class Server(IvyServer):  # type: ignore[misc]
         daemon_threads = True
@@ -91,9 +97,9 @@ def ivy_main(args: argparse.Namespace) -> None:
             if seen >= args.peers:
                 done.set()
 
-        server = _ivy_server(args.name, on_app)
+        server = _ivy_server(args.impl, args.name, on_app)
     else:
-        server = _ivy_server(args.name)
+        server = _ivy_server(args.impl, args.name)
     emit(port=server.port)  # (bound when made; bench.sides connects to it)
     try:
         if role == "recv":

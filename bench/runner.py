@@ -138,6 +138,25 @@ def run_suite(
             {"median_us": ("round trip median", "µs"), "p99_us": ("round trip p99", "µs")},
             {impl: res for impl, res in trips.items() if res is not None},
         )
+    if want("compat"):
+        # the same ivy-python program (bench.agents_ivy), under trivy.compat
+        # ("trivy") and under ivy-python: sends from its main thread, a
+        # callback that answers
+        row = Row("ivy-python program on trivy.compat: throughput 1→1", "msg/s", True)
+        for impl, agent in (("trivy", "compat"), ("ivy", "ivy")):
+            measure(row, impl, partial(throughput, agent, sizes.messages))
+        rows.append(row)
+        trips = {
+            impl: attempt(f"round trip [{agent}]", partial(round_trip, agent, sizes.exchanges))
+            for impl, agent in (("trivy", "compat"), ("ivy", "ivy"))
+        }
+        split(
+            {
+                "median_us": ("ivy-python program on trivy.compat: round trip median", "µs"),
+                "p99_us": ("ivy-python program on trivy.compat: round trip p99", "µs"),
+            },
+            {impl: res for impl, res in trips.items() if res is not None},
+        )
     if want("fanout"):
         row = Row(f"fan-out 1→{sizes.fanout} (deliveries)", "msg/s", True)
         for impl in IMPLS:
@@ -250,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
             "guard",
             "join",
             "memory",
+            "compat",
         ],
         help="run this scenario only (repeatable)",
     )

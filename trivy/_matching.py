@@ -13,6 +13,7 @@ import re
 import sys
 import warnings
 from collections.abc import Callable, Collection
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Generic, Literal, TypeVar
 
 from ._posix_classes import translate_posix_classes
@@ -215,6 +216,10 @@ class RegexpTable(Generic[SubscriberT]):
         #: inlines that look-up rather than call :meth:`candidates`.
         self.single_length = 0
         self.single_bucket: dict[str, dict[RegexpEntry[SubscriberT], None]] = {}
+        #: Held by every change of the table. A real lock once other threads
+        #: read the table (:func:`trivy._thread_counts.share_with_threads`);
+        #: the bus thread, which alone changes it, reads it without.
+        self.lock: AbstractContextManager[object] = nullcontext()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -243,19 +248,21 @@ class RegexpTable(Generic[SubscriberT]):
             with warnings.catch_warnings():  # a peer's regexp is no warning of ours
                 warnings.simplefilter("ignore")
                 entry = RegexpEntry[SubscriberT](regexp, self.mode, may_guard=may_guard)
-            self._entries[regexp] = entry
-            self.characters += len(regexp)
-            if entry.prefix:
-                by_prefix = self._by_prefix.setdefault(len(entry.prefix), {})
-                by_prefix.setdefault(entry.prefix, {})[entry] = None
-            else:
-                self._unindexed[entry] = None
+            with self.lock:  # (compiled first: the lock is held for a few look-ups)
+                self._entries[regexp] = entry
+                self.characters += len(regexp)
+                if entry.prefix:
+                    by_prefix = self._by_prefix.setdefault(len(entry.prefix), {})
+                    by_prefix.setdefault(entry.prefix, {})[entry] = None
+                else:
+                    self._unindexed[entry] = None
         subscribers = entry.subscribers
-        if (subscriber, sub_id) not in subscribers:
-            subscribers[(subscriber, sub_id)] = None
-            entry.peers.setdefault(subscriber, {})[sub_id] = None
-            self.subscriptions += 1
-        self._update_single_length()
+        with self.lock:
+            if (subscriber, sub_id) not in subscribers:
+                subscribers[(subscriber, sub_id)] = None
+                entry.peers.setdefault(subscriber, {})[sub_id] = None
+                self.subscriptions += 1
+            self._update_single_length()
         return entry
 
     def entry(self, regexp: str) -> RegexpEntry[SubscriberT] | None:
@@ -267,6 +274,12 @@ class RegexpTable(Generic[SubscriberT]):
         entry = self._entries.get(regexp)
         if entry is None:
             return
+        with self.lock:
+            self._remove(regexp, entry, subscriber, sub_id)
+
+    def _remove(
+        self, regexp: str, entry: RegexpEntry[SubscriberT], subscriber: SubscriberT, sub_id: int
+    ) -> None:
         if entry.subscribers.pop((subscriber, sub_id), False) is False:
             return  # (the value stored is None)
         ids = entry.peers[subscriber]

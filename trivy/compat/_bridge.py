@@ -16,8 +16,10 @@ import attrs
 import trio
 
 from .. import BusEvent, IvyBus, IvyIllegalStateError
+from .._thread_counts import count_matches, share_with_threads
 from ._constants import error
 from ._event_order import EventOrder
+from ._posted import POSTED_OVERHEAD, PostedCalls
 
 T = TypeVar("T")
 
@@ -42,6 +44,7 @@ class BusThread:
     on_event: Callable[[BusEvent], Awaitable[None]]
     on_close: Callable[[], None]
     stopped: threading.Event = attrs.field(factory=threading.Event)
+    _posted: PostedCalls = attrs.field(factory=PostedCalls, init=False)
     _thread: threading.Thread | None = attrs.field(default=None, init=False)
     _ident: int | None = attrs.field(default=None, init=False)
     # Set in the bus thread while the bus is up. Other threads only read them,
@@ -70,10 +73,34 @@ class BusThread:
         token = self._token
         if token is None:
             raise IvyIllegalStateError("not running")
+
+        if self._posted.waiting:  # (what this thread posted before goes first)
+            return self._posted.call(lambda bus: fn(self._running_bus()))
         try:
             return trio.from_thread.run_sync(lambda: fn(self._running_bus()), trio_token=token)
         except trio.RunFinishedError:
             raise IvyIllegalStateError("not running") from None
+
+    def post(self, fn: Callable[[IvyBus], object], size: int) -> bool:
+        """Have the bus thread run ``fn(bus)`` after what was posted or called
+        before, without waiting for it; whether it was taken (not when the bus
+        is not running). ``size``: the bytes it holds until it runs (see
+        :mod:`trivy.compat._posted` for the bound)."""
+        return self._posted.post(fn, size)
+
+    def send_posted(self, text: str) -> int | None:
+        """Send ``text`` from a thread of the program without waiting for the
+        bus thread: its count is taken here (:mod:`trivy._thread_counts`) and
+        the text posted. None when only the bus thread can count it (then
+        nothing was posted), or when the bus is not running."""
+        bus = self._bus
+        if bus is None:
+            return None
+        count = count_matches(bus, text)
+        # (nobody wants it: nothing to post; not posted: the bus stopped)
+        if count and not self._posted.post(text, 4 * len(text) + POSTED_OVERHEAD):
+            return None
+        return count
 
     def _running_bus(self) -> IvyBus:
         bus = self._bus
@@ -159,6 +186,7 @@ class BusThread:
                 raise  # ends the thread, as in any thread (threading.excepthook)
             failure.append(exc)  # start() is waiting: it raises it in its thread
         finally:
+            self._posted.close()
             self._bus = None
             self._token = None
             self._nursery = None
@@ -180,11 +208,19 @@ class BusThread:
                 self._nursery = nursery
                 self._bus = bus
                 self._token = trio.lowlevel.current_trio_token()
+                share_with_threads(bus)  # (before any peer: send_posted counts)
+                self._posted.open(bus)
                 self.on_open(bus)
                 self._order = EventOrder(events, self.on_event)
                 nursery.start_soon(self._order.run)
                 ready.set()
                 await trio.sleep_forever()
+
+    def in_order_now(self) -> bool:
+        """Whether what a peer's task hands on now is in order without
+        :meth:`in_order` (no event emitted before waits to be handled)."""
+        order = self._order
+        return order is None or order.clear()
 
     async def in_order(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """``await fn(*args)`` once every bus event emitted before is handled

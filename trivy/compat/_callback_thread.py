@@ -13,8 +13,7 @@ Stopping never blocks: the thread runs what is queued, then ends.
 
 from __future__ import annotations
 
-import contextlib
-import queue
+import collections
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -42,50 +41,54 @@ _POLL = 0.2
 _Job = tuple[Callable[..., Any], tuple[Any, ...], "list[Any] | None", "threading.Event | None", int]
 
 
-class _Chars:
-    """The characters the queued jobs hold, which a put waits for room in."""
-
-    def __init__(self) -> None:
-        self.held = 0
-        self._changed = threading.Condition()
-
-    def _fits(self, cost: int) -> bool:
-        # (one job always fits, or a bigger one would wait forever)
-        return not cost or not self.held or self.held + cost <= MAX_PENDING_CHARS
-
-    def take_nowait(self, cost: int) -> bool:
-        """Hold ``cost`` more characters if they fit now."""
-        with self._changed:
-            if not self._fits(cost):
-                return False
-            self.held += cost
-            return True
-
-    def take(self, cost: int, timeout: float) -> bool:
-        """Hold ``cost`` more characters once they fit, waiting ``timeout`` at most."""
-        with self._changed:
-            if not self._changed.wait_for(lambda: self._fits(cost), timeout):
-                return False
-            self.held += cost
-            return True
-
-    def release(self, cost: int) -> None:
-        """Give back a job's characters (it has run, or was never queued)."""
-        if cost:
-            with self._changed:
-                self.held -= cost
-                self._changed.notify_all()
-
-
 class _Run:
-    """One life of the thread: its queue and whether it was told to stop."""
+    """One life of the thread: its jobs, what they hold, whether it was told to stop.
+
+    Each side wakes the other only when it waits: under load, the thread
+    takes every queued job at once, and the bus never wakes it while it
+    runs (a wake-up a callback cost 20 µs). The lock guards the queue and
+    what is added to it; what has run is counted by the thread alone,
+    without it (one writer each: no count is lost, and a stale one only
+    makes the room look smaller).
+    """
 
     def __init__(self) -> None:
-        self.queue: queue.Queue[_Job] = queue.Queue(MAX_PENDING_CALLBACKS)
-        self.chars = _Chars()
+        self.jobs: collections.deque[_Job] = collections.deque()
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
+        #: Jobs queued in all, and their characters (under the lock)...
+        self.added = self.added_cost = 0
+        #: ...and those that have run (by the thread alone).
+        self.finished = self.finished_cost = 0
+        self.idle = False  # (the thread waits for a job)
+        self.blocked = 0  # (puts waiting for room)
         self.stopping = False
         self.after: Callable[[], object] | None = None
         self.thread: threading.Thread | None = None
+
+    def fits(self, cost: int) -> bool:
+        """Whether a job of ``cost`` fits now (one always fits, or a bigger
+        one would wait for ever). Called with the lock held."""
+        if self.added - self.finished >= MAX_PENDING_CALLBACKS:
+            return False
+        held = self.added_cost - self.finished_cost
+        return not cost or not held or held + cost <= MAX_PENDING_CHARS
+
+    def append(self, job: _Job) -> None:
+        """Queue ``job`` (it fits; the lock is held)."""
+        self.jobs.append(job)
+        self.added += 1
+        self.added_cost += job[4]
+        if self.idle:
+            self.changed.notify_all()
+
+    def done(self, cost: int) -> None:
+        """A job has run (or was never run): give back its room (in the thread)."""
+        self.finished += 1
+        self.finished_cost += cost
+        if self.blocked:
+            with self.lock:
+                self.changed.notify_all()
 
 
 class CallbackThread:
@@ -110,9 +113,9 @@ class CallbackThread:
         return thread is not None and thread.ident == threading.get_ident()
 
     def pending(self) -> tuple[int, int]:
-        """The queued callbacks and the characters they hold (the one running too)."""
+        """The queued callbacks and the characters they hold (those running too)."""
         run = self._run
-        return run.queue.qsize(), run.chars.held
+        return run.added - run.finished, run.added_cost - run.finished_cost
 
     async def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         """Queue ``fn(*args)``; waits (without blocking trio) while the queue is full."""
@@ -121,6 +124,12 @@ class CallbackThread:
             return
         if not _put_nowait(run, job):
             await trio.to_thread.run_sync(_put, run, job, abandon_on_cancel=True)
+
+    def submit_nowait(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """Queue ``fn(*args)`` if there is room now; whether it was taken (or
+        dropped: the thread was told to stop)."""
+        run = self._run
+        return run.stopping or _put_nowait(run, _job(fn, args))
 
     def submit_from_thread(self, fn: Callable[..., Any], *args: Any) -> None:
         """Queue ``fn(*args)`` from any thread but this one (waiting for room).
@@ -152,13 +161,11 @@ class CallbackThread:
         Never blocks: it only tells the thread.
         """
         run = self._run
-        run.after, run.stopping = after, True
-        if run.thread is None:
-            if after is not None:
-                after()
-            return
-        with contextlib.suppress(queue.Full):  # (if full, the thread sees the flag later)
-            run.queue.put_nowait(_WAKE)
+        with run.lock:
+            run.after, run.stopping = after, True
+            run.changed.notify_all()
+        if run.thread is None and after is not None:
+            after()
 
     def join(self) -> None:
         """Wait until the thread has ended (not from the thread itself)."""
@@ -168,76 +175,66 @@ class CallbackThread:
 
     @staticmethod
     def _main(run: _Run) -> None:
+        lock, jobs = run.lock, run.jobs
         while True:
-            try:
-                fn, args, result, done, cost = run.queue.get(timeout=_POLL)
-            except queue.Empty:
-                if run.stopping:
+            with lock:
+                while not jobs:
+                    if run.stopping:
+                        break
+                    run.idle = True
+                    run.changed.wait(_POLL)
+                    run.idle = False
+                if not jobs:
                     break
-                continue
-            if fn is _wake:
-                if run.queue.empty():
-                    break
-                continue  # (jobs put after it still run)
-            try:
-                value = fn(*args)
-                if result is not None:
-                    result.append(value)
-            except Exception:  # the handle_* defaults log theirs; an override's too
-                error("callback %r raised", fn, exc_info=True)
-            except SystemExit:  # (sys.exit() in a callback ends a thread of ivy-python's
-                # handler, not the program: here it must not end every later callback)
-                warn("callback %r called sys.exit(): the program goes on", fn)
-            finally:
-                run.chars.release(cost)
-                if done is not None:
-                    done.set()
+                batch = list(jobs)
+                jobs.clear()
+            for fn, args, result, done, cost in batch:
+                try:
+                    value = fn(*args)
+                    if result is not None:
+                        result.append(value)
+                except Exception:  # the handle_* defaults log theirs; an override's too
+                    error("callback %r raised", fn, exc_info=True)
+                except SystemExit:  # (sys.exit() in a callback ends a thread of ivy-python's
+                    # handler, not the program: here it must not end every later callback)
+                    warn("callback %r called sys.exit(): the program goes on", fn)
+                finally:
+                    run.done(cost)
+                    if done is not None:
+                        done.set()
         if run.after is not None:
             run.after()
-
-
-def _wake() -> None:
-    """A job that does nothing: it wakes the thread to see it is told to stop."""
-
-
-_WAKE: _Job = (_wake, (), None, None, 0)
 
 
 def _job(fn: Callable[..., Any], args: tuple[Any, ...]) -> _Job:
     """A job for ``fn(*args)``, costing its text arguments (4 bytes a
     character in a text past ASCII, as a str of them may take)."""
-    cost = sum(
-        (len(arg) if arg.isascii() else 4 * len(arg)) + ARG_COST
-        for arg in args
-        if isinstance(arg, str)
-    )
+    cost = 0
+    for arg in args:  # (a loop, not a generator: this runs per message)
+        if isinstance(arg, str):
+            cost += (len(arg) if arg.isascii() else 4 * len(arg)) + ARG_COST
     return (fn, args, None, None, cost)
 
 
 def _put_nowait(run: _Run, job: _Job) -> bool:
     """Put ``job`` if there is room now, in jobs and in characters."""
-    cost = job[4]
-    if not run.chars.take_nowait(cost):
-        return False
-    try:
-        run.queue.put_nowait(job)
-    except queue.Full:
-        run.chars.release(cost)
-        return False
-    return True
+    with run.lock:
+        if not run.fits(job[4]):
+            return False
+        run.append(job)
+        return True
 
 
 def _put(run: _Run, job: _Job) -> bool:
     """Put ``job`` once there is room; False if the thread was told to stop first."""
-    cost = job[4]
-    while not run.chars.take(cost, _POLL):
+    with run.lock:
+        while not run.stopping and not run.fits(job[4]):
+            run.blocked += 1
+            try:
+                run.changed.wait(_POLL)
+            finally:
+                run.blocked -= 1
         if run.stopping:
             return False
-    while not run.stopping:
-        try:
-            run.queue.put(job, timeout=_POLL)
-            return True
-        except queue.Full:
-            continue
-    run.chars.release(cost)
-    return False
+        run.append(job)
+        return True

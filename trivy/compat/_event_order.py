@@ -48,11 +48,26 @@ class EventOrder:
                 async with self._lock:
                     await self._catch_up()
 
+    def clear(self) -> bool:
+        """Whether no event waits nor is being handled: what comes now may be
+        handed on at once, in the same step (without :meth:`after_events`)."""
+        return not self._taken and not len(self._events) and not self._lock.locked()
+
     async def after_events(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Handle every event emitted so far, then ``await fn(*args)``."""
-        async with self._lock:
-            await self._catch_up()
+        lock = self._lock
+        try:  # (no checkpoint when free: a scheduler pass per message cost 20 µs)
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            async with lock:
+                await self._catch_up()
+                return await fn(*args)
+        try:
+            if self._taken or len(self._events):
+                await self._catch_up()
             return await fn(*args)
+        finally:
+            lock.release()
 
     async def _catch_up(self) -> None:
         while True:

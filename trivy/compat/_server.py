@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any
 
@@ -255,11 +255,18 @@ class IvyServer(ServerHandlers, ServerInspection):
     def _bind_on_bus(self, bus: IvyBus, binding: _Binding) -> None:
         sub_id = binding.sub_id
 
-        async def deliver(peer: Peer, *groups: str) -> None:
+        bridge, callbacks = self._trivy_bridge, self._trivy_callbacks
+
+        def deliver(peer: Peer, *groups: str) -> Awaitable[None] | None:
             # Messages come straight from the peer's task, the rest through
             # the event stream: what the stream has (its connection, what it
-            # sent before) goes first.
-            await self._trivy_bridge.in_order(self._submit_msg, peer, sub_id, groups)
+            # sent before) goes first. Usually it has nothing, and there is
+            # room: handed on at once, with no coroutine.
+            if bridge.in_order_now() and callbacks.submit_nowait(
+                self.handle_msg, self._client(peer), sub_id, *groups
+            ):
+                return None
+            return bridge.in_order(self._submit_msg, peer, sub_id, groups)
 
         binding.bus_id = bus.bind(deliver, binding.regexp)
 
@@ -345,6 +352,13 @@ class IvyServer(ServerHandlers, ServerInspection):
           the number of MSGs sent (0 when not running).
         """
         peer, message = None if to is None else to.peer, first_line(message, "the text")
+        bridge = self._trivy_bridge
+        if peer is None and not bridge.in_bus_thread():
+            # Counted here and posted to the bus thread, not waited for: a
+            # round trip between the threads would cost each send ~100 µs.
+            count = bridge.send_posted(message)
+            if count is not None:
+                return count
 
         def send(bus: IvyBus) -> int:
             if peer is None:
