@@ -17,6 +17,12 @@ def free_udp_port() -> int:
 
 
 @pytest.fixture
+def port() -> int:
+    """A free UDP port for a test's own bus (the compat tests' bus strings)."""
+    return free_udp_port()
+
+
+@pytest.fixture
 def bus(ivy_bus_address: str) -> str:
     """A private loopback bus string, ``127.255.255.255:<free port>``."""
     return ivy_bus_address

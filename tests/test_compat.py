@@ -36,8 +36,6 @@ from trivy.compat.ivy import (
     IvyTimer,
 )
 
-from .conftest import free_udp_port
-
 PEER_MODULE = "trivy.testing._ivy_python_process"
 PEER_NAME = "PYPEER"
 #: Upper bound of every single wait.
@@ -87,16 +85,33 @@ class PythonPeer:
                 return self._pending.pop(index)
         deadline = time.monotonic() + TIMEOUT
         while True:
+            line = self._next_line(deadline, f"{event} {fields}")
+            if matches(line):
+                return line
+            self._pending.append(line)
+
+    def events(self, count: int, kinds: tuple[str, ...]) -> list[Event]:
+        """The next ``count`` events of these kinds, in the order reported
+        (the others are dropped)."""
+        found = [event for event in self._pending if event["event"] in kinds]
+        self._pending.clear()
+        deadline = time.monotonic() + TIMEOUT
+        while len(found) < count:
+            line = self._next_line(deadline, f"{count - len(found)} more of {kinds}")
+            if line["event"] in kinds:
+                found.append(line)
+        return found[:count]
+
+    def _next_line(self, deadline: float, waited: str) -> Event:
+        while True:
             left = deadline - time.monotonic()
-            assert left > 0, f"no {event} {fields} from ivy-python; pending {self._pending}"
+            assert left > 0, f"no {waited} from ivy-python; pending {self._pending}"
             try:
                 line = self._lines.get(timeout=left)
             except queue.Empty:
                 continue
-            assert line is not None, f"ivy-python exited; waited for {event} {fields}"
-            if matches(line):
-                return line
-            self._pending.append(line)
+            assert line is not None, f"ivy-python exited; waited for {waited}"
+            return line
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -159,11 +174,6 @@ def make_server(rec: Recorder, name: str = "COMPAT", **kw: Any) -> IvyServer:
     server.bind_direct_msg(rec.direct)
     server.bind_pong(rec.pong)
     return server
-
-
-@pytest.fixture
-def port() -> int:
-    return free_udp_port()
 
 
 @pytest.fixture

@@ -24,7 +24,6 @@ from trivy.compat.ivy import (
     IvyServer,
 )
 
-from .conftest import free_udp_port
 from .test_compat import (
     PEER_NAME,
     TIMEOUT,
@@ -36,11 +35,6 @@ from .test_compat import (
 )
 
 HELLO = r"^hello (\w+) (\w+)"
-
-
-@pytest.fixture
-def port() -> int:
-    return free_udp_port()
 
 
 def _added(rec: Recorder, regexp: str) -> int:

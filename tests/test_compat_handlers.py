@@ -106,11 +106,6 @@ SEED_CONSTANTS = (
 
 
 @pytest.fixture
-def port() -> int:
-    return free_udp_port()
-
-
-@pytest.fixture
 def rec() -> Recorder:
     return Recorder()
 

@@ -11,7 +11,6 @@ its own process, over loopback.
 from __future__ import annotations
 
 import gc
-import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +22,6 @@ import trio
 from trivy.compat import _posted
 from trivy.compat.ivy import IvyApplicationDisconnected, IvyIllegalStateError, IvyServer
 
-from .conftest import free_udp_port
 from .test_compat import (
     PEER_NAME,
     TIMEOUT,
@@ -35,11 +33,6 @@ from .test_compat import (
 )
 
 NUMBERED = r"^n (\d+)"
-
-
-@pytest.fixture
-def port() -> int:
-    return free_udp_port()
 
 
 @pytest.fixture
@@ -60,24 +53,6 @@ def pair(port: int) -> Iterator[tuple[IvyServer, PythonPeer, Recorder]]:
             server.stop()
 
 
-def _events(peer: PythonPeer, count: int, kinds: tuple[str, ...]) -> list[dict[str, Any]]:
-    """The peer's next ``count`` events of these kinds, in the order it reported them."""
-    found = [event for event in peer._pending if event["event"] in kinds]
-    peer._pending.clear()
-    deadline = time.monotonic() + TIMEOUT
-    while len(found) < count:
-        left = deadline - time.monotonic()
-        assert left > 0, f"{len(found)} of {count} events from ivy-python"
-        try:
-            line = peer._lines.get(timeout=left)
-        except queue.Empty:
-            continue
-        assert line is not None, "ivy-python exited"
-        if line["event"] in kinds:
-            found.append(line)
-    return found
-
-
 def _numbers(events: list[dict[str, Any]]) -> list[int]:
     return [int(event["groups"][0]) for event in events if event["event"] == "msg"]
 
@@ -91,7 +66,7 @@ def test_sends_from_the_program_thread_arrive_in_order_before_a_later_call(
     assert counts == [1] * 3000
     assert server.send_msg("nobody wants this") == 0
     client.send_direct_message(7, "after them")  # (waits for the bus thread)
-    events = _events(peer, 3001, ("msg", "direct"))
+    events = peer.events(3001, ("msg", "direct"))
     assert _numbers(events) == list(range(3000))
     assert events[-1]["event"] == "direct" and events[-1]["text"] == "after them"
 
@@ -149,7 +124,7 @@ def test_a_program_thread_waits_while_the_posted_sends_hold_their_bound(
     producer.join(TIMEOUT)
     holder.join(TIMEOUT)
     assert not producer.is_alive() and sent == [1] * 2000
-    assert _numbers(_events(peer, 2001, ("msg",)))[1:] == list(range(2000))
+    assert _numbers(peer.events(2001, ("msg",)))[1:] == list(range(2000))
 
 
 def test_sends_posted_before_stop_go_out_before_the_bye(port: int) -> None:
@@ -161,7 +136,7 @@ def test_sends_posted_before_stop_go_out_before_the_bye(port: int) -> None:
         subscribed(rec, NUMBERED)
         assert sum(server.send_msg(f"n {i}") for i in range(1000)) == 1000
         server.stop()
-        events = _events(peer, 1001, ("msg", "disconnected"))
+        events = peer.events(1001, ("msg", "disconnected"))
         assert _numbers(events) == list(range(1000))
         assert events[-1] == {"event": "disconnected", "name": server.agent_name}
         assert server.send_msg("n 1") == 0  # stopped: nothing counted, nothing posted

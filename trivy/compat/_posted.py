@@ -25,7 +25,6 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import TypeVar
 
-import outcome
 import trio
 
 from .. import IvyBus, IvyIllegalStateError
@@ -128,11 +127,17 @@ class PostedCalls:
         Raises:
           IvyIllegalStateError: the bus stopped before it ran.
         """
-        done, result = threading.Event(), []
+        done = threading.Event()
+        results: list[T] = []
+        failures: list[BaseException] = []
 
         def run(bus: IvyBus) -> None:
-            result.append(outcome.capture(fn, bus))
-            done.set()
+            try:
+                results.append(fn(bus))
+            except BaseException as exc:  # (raised in the caller's thread, not here)
+                failures.append(exc)
+            finally:
+                done.set()
 
         token = self._token
         if not self.post(run, POSTED_OVERHEAD):
@@ -140,7 +145,9 @@ class PostedCalls:
         while not done.wait(_POLL):
             if self._token is not token:  # (stopped: what was posted is dropped)
                 raise IvyIllegalStateError("not running")
-        return result[0].unwrap()
+        if failures:
+            raise failures[0]
+        return results[0]
 
     def _run_slice(self) -> None:
         """Run posted calls for :data:`RUN_SLICE`; schedule the rest."""
