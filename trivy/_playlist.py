@@ -30,7 +30,7 @@ def open_recording(path: str | Path, mode: str) -> IO[str]:
     return open(path, mode, encoding="utf-8", errors="surrogateescape")
 
 
-def read_records(path: str | Path) -> Iterator[dict[str, object] | Record]:
+def read_records(path: str | Path) -> Iterator[dict[str, object] | Record | None]:
     """The header, then each record, of a recording file, read as a stream.
 
     Raises:
@@ -84,7 +84,7 @@ class ListPlaylist:
         self._records = [r for r in records if r.event == "msg"]
         self.count = len(self._records)
         self.senders = frozenset(r.agent for r in self._records)
-        self.last_t = self._records[-1].t if self._records else 0.0
+        self.last_t = max((r.t for r in self._records), default=0.0)
 
     def __iter__(self) -> Iterator[Record]:
         return iter(self._records)
@@ -116,7 +116,7 @@ class FilePlaylist:
         senders: set[str] = set()
         for record in self._records():
             self.count += 1
-            self.last_t = record.t
+            self.last_t = max(self.last_t, record.t)  # (times may go backwards)
             if len(senders) <= most_senders:
                 senders.add(record.agent)
         self.senders = frozenset(senders)

@@ -7,6 +7,7 @@ import math
 import os
 import re
 import sys
+from collections.abc import Callable
 from functools import partial
 
 import trio
@@ -19,6 +20,7 @@ from ._cli_common import (
     UsageError,
     check_regexp,
     err,
+    error_in,
     os_error_in,
     run_until_interrupted,
 )
@@ -27,6 +29,7 @@ from ._playlist import selector
 from .recording import (
     MAX_AGENTS,
     FilePlaylist,
+    Record,
     RecordingError,
     RecordingStats,
     ReplayStats,
@@ -148,6 +151,23 @@ async def run_record(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if interrupted else EXIT_OK
 
 
+def _without_unplayable(
+    path: str, played: FilePlaylist, selected: Callable[[Record], bool], most: int
+) -> FilePlaylist:
+    """``played`` without the texts of senders no agent can play (an empty
+    name, say), each said on stderr."""
+    unplayable = set()
+    for name in sorted(played.senders):
+        try:
+            BusOptions(agent_name=name)
+        except ValueError as exc:
+            unplayable.add(name)
+            err(f"the texts of {name!r} are skipped: {exc} (--as NAME plays them)")
+    if not unplayable:
+        return played
+    return FilePlaylist(path, lambda r: selected(r) and r.agent not in unplayable, most)
+
+
 async def run_replay(args: argparse.Namespace) -> int:
     """``trivy replay FILE``: play it onto the bus, then leave (or loop).
 
@@ -182,11 +202,13 @@ async def run_replay(args: argparse.Namespace) -> int:
     senders = {args.as_agent} if args.as_agent else played.senders
     if len(senders) > args.max_agents:
         raise UsageError(f"{args.file}: {too_many_senders(args.max_agents)}")
-    for name in senders:
+    if args.as_agent is not None:
         try:
-            BusOptions(agent_name=name)
+            BusOptions(agent_name=args.as_agent)
         except ValueError as exc:
-            raise UsageError(f"a recorded agent cannot be played: {exc}") from None
+            raise UsageError(f"--as {args.as_agent!r}: {exc}") from None
+    else:  # (a peer may give a name no agent of ours can take: skip its texts)
+        played = _without_unplayable(args.file, played, selected, args.max_agents)
     terminal = sys.stderr.isatty()
     result: list[ReplayStats] = []
 
@@ -212,9 +234,10 @@ async def run_replay(args: argparse.Namespace) -> int:
 
     try:
         interrupted = await run_until_interrupted(partial(play))
-    except RecordingError as exc:  # (the file changed under a later pass)
-        raise CommandFailed(f"{args.file}: {exc}") from None
     except Exception as exc:
+        changed = error_in(exc, RecordingError)  # (the file changed under a later pass)
+        if changed is not None:
+            raise CommandFailed(f"{args.file}: {changed}") from None
         failure = os_error_in(exc)
         if failure is None:
             raise
@@ -224,5 +247,6 @@ async def run_replay(args: argparse.Namespace) -> int:
     if result:
         stats = result[0]
         unheard = f" ({stats.unheard} reached no one)" if stats.unheard else ""
-        err(f"replayed {stats.sent} messages from {args.file}{unheard}")
+        skipped = f", {stats.skipped} skipped (see the guide)" if stats.skipped else ""
+        err(f"replayed {stats.sent} messages from {args.file}{unheard}{skipped}")
     return EXIT_INTERRUPTED if interrupted else EXIT_OK

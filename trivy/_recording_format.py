@@ -67,8 +67,11 @@ MAX_ID = 2**63 - 1
 MAX_NAME = 1024
 MAX_HOST = 256
 MAX_REGEXP = 16 * 1024
-#: Longest text, in UTF-8 bytes: what one MSG line carries (a 1 MiB line).
-MAX_TEXT = 1024 * 1024 - 24
+#: Longest text, in UTF-8 bytes: what one MSG line we receive carries (a
+#: 1 MiB line: ``2 0\x02`` and ``\x03\n`` around it). A replay sends up
+#: to 24 bytes less (its own MSG's id may be longer); past that it skips
+#: the text.
+MAX_TEXT = 1024 * 1024 - 5
 
 #: A string as JSON (quoted, escaped: the same as ``json.dumps`` writes it).
 json_string: Callable[[str], str] = encode_basestring_ascii
@@ -124,8 +127,9 @@ def bounded_lines(file: Any) -> Iterator[str]:
         yield line
 
 
-def decode_records(lines: Iterable[str]) -> Iterator[dict[str, Any] | Record]:
-    """The header (a dict), then each record, from a recording's lines.
+def decode_records(lines: Iterable[str]) -> Iterator[dict[str, Any] | Record | None]:
+    """The header (a dict), then each record (None for a blank line), from a
+    recording's lines.
 
     Raises:
       RecordingError: not a recording, an unknown version, or a line that
@@ -136,10 +140,10 @@ def decode_records(lines: Iterable[str]) -> Iterator[dict[str, Any] | Record]:
     for number, line in enumerate(lines, 1):
         if number == 1:
             yield _header(line)
-            continue
-        if not line.strip():
-            continue
-        yield _record(number, line)
+        elif line.strip():
+            yield _record(number, line)
+        else:
+            yield None  # (a blank line: a reader on an event loop may yield meanwhile)
     if number == 0:
         raise RecordingError("line 1: an empty file, not a trivy recording")
 
@@ -154,7 +158,7 @@ def _header(line: str) -> dict[str, Any]:
     version = header["trivy_recording"]
     if version != FORMAT_VERSION:
         raise RecordingError(
-            f"line 1: recording format version {version!r}; this trivy reads {FORMAT_VERSION}"
+            f"line 1: recording format version {_shown(version)}; this trivy reads {FORMAT_VERSION}"
         )
     return header
 
@@ -170,15 +174,15 @@ def _record(number: int, line: str) -> Record:
     if not isinstance(fields, dict):
         raise RecordingError(f"line {number}: not a record")
     event = fields.get("event")
-    if event not in EVENTS:
-        raise RecordingError(f"line {number}: unknown event {event!r}")
+    if not isinstance(event, str) or event not in EVENTS:
+        raise RecordingError(f"line {number}: unknown event {_shown(event)}")
     for name in ("t", "agent", "host", *EVENTS[event]):
         if name not in fields:
             raise RecordingError(f"line {number}: a {event} record without {name!r}")
         value = fields[name]
         kinds, said = _FIELDS[name]
         if type(value) not in kinds:  # (type(): a bool is no number here)
-            what = f"{type(value).__name__} {repr(value)[:40]}"
+            what = f"{type(value).__name__} {_shown(value)}"
             raise RecordingError(f"line {number}: {name!r} must be {said}, not {what}")
     t, agent, host = fields["t"], fields["agent"], fields["host"]
     if not 0 <= t <= MAX_TIME:  # (NaN fails both)
@@ -203,10 +207,31 @@ _FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
 }
 
 
+def _shown(value: object) -> str:
+    """A value of a bad field, as an error shows it: its start only."""
+    shown = repr(value)
+    return shown if len(shown) <= 40 else f"{shown[:40]}... ({len(shown)} characters)"
+
+
+def _encodable(*strings: str) -> bool:
+    """Whether these strings are bytes a line could carry (not a lone
+    surrogate JSON's ``\ud800`` gives, which no UTF-8 line holds)."""
+    try:
+        for string in strings:
+            if not string.isascii():
+                string.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _beyond_the_protocol(agent: str, host: str, extra: dict[str, Any]) -> str:
-    """What in a record's fields the protocol cannot carry ("" if nothing)."""
+    """What in a record's fields the protocol cannot carry ("" if nothing).
+
+    An empty agent name is a name a peer may give (a recording of it stays
+    readable; a replay skips what no agent of ours can play)."""
     text, regexp, sub_id = extra.get("text", ""), extra.get("regexp", ""), extra.get("id", 0)
-    if not agent or len(agent) > MAX_NAME or "\n" in agent or len(host) > MAX_HOST:
+    if len(agent) > MAX_NAME or "\n" in agent or len(host) > MAX_HOST:
         return "an agent name or host no agent could have"
     if not 0 <= sub_id <= MAX_ID:
         return f"a subscription id out of range: {str(sub_id)[:20]}"
@@ -216,4 +241,6 @@ def _beyond_the_protocol(agent: str, host: str, extra: dict[str, Any]) -> str:
         len(text) > MAX_TEXT // 4 and len(text.encode("utf-8", "surrogateescape")) > MAX_TEXT
     ):
         return "a text or regexp longer than a MSG line carries"
+    if not _encodable(agent, host, text, regexp):
+        return "a lone surrogate, which no Ivy line carries"
     return ""

@@ -20,11 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import math
 import re
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -47,6 +44,7 @@ from ._options import BusOptionsArgs
 from ._playlist import FilePlaylist, ListPlaylist, open_recording, read_records, select
 from ._recording_format import Record, RecordingError, encode_header, encode_record
 from ._recording_format import json_string as _json_string
+from ._replaying import MAX_AGENTS, ReplayStats, replay, too_many_senders
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -69,21 +67,11 @@ __all__ = [
 
 #: What the recorder subscribes to by default: every text.
 EVERYTHING = "^(.*)$"
-#: Senders a replay plays, each by an agent of its own (a socket, tasks and
-#: a connection to every peer each): more need ``as_agent``.
-MAX_AGENTS = 64
 #: Seconds between two flushes of a recording: what a ``kill -9`` can lose.
 FLUSH_EVERY = 1.0
-#: Seconds a replay reads records it skips before it lets the loop run.
-SKIP_SLICE = 0.002
-
-
-def too_many_senders(most: int) -> str:
-    """Why a replay of more than ``most`` senders is refused."""
-    return (
-        f"more than {most} senders, each an agent of its own: play them all as one"
-        " (--as NAME), or allow more (--max-agents)"
-    )
+#: Agent names a recorder's stats keep (peers that come and go with new
+#: names would grow them for ever).
+AGENTS_KEPT = 10_000
 
 
 def load_recording(path: str | Path) -> tuple[dict[str, Any], list[Record]]:
@@ -108,6 +96,7 @@ class RecordingStats:
 
     messages: int = 0
     events: int = 0
+    #: The names of the agents seen (the first :data:`AGENTS_KEPT`).
     agents: set[str] = attrs.field(factory=set)
     started: float = 0.0
     changed: trio.Event = attrs.field(factory=trio.Event)
@@ -257,11 +246,18 @@ class _Lines:
         if self._on_record is not None:
             self._on_record(stats)
 
+    def _seen(self, name: str) -> None:
+        agents = self._stats.agents
+        if len(agents) < AGENTS_KEPT:
+            agents.add(name)
+
     def texts(self, matches: Sequence[Match]) -> None:
         head = f'{{"t": {round(self._now(), 6)}, "event": "msg", '
         prefixes, keep, lines = self._prefixes, self._keep, []
         for match in matches:
-            text = match.groups[0] if match.groups else ""
+            # (a text with \x03 arrives as several groups: put back whole)
+            groups = match.groups
+            text = groups[0] if len(groups) == 1 else "\x03".join(groups)
             if keep and not any(find(text) for find in keep):
                 continue
             peer = match.peer
@@ -271,7 +267,7 @@ class _Lines:
                     prefixes.clear()  # (peers come and go)
                 agent, host = _json_string(peer.name), _json_string(peer.host)
                 prefix = prefixes[peer] = f'"agent": {agent}, "host": {host}, "text": '
-                self._stats.agents.add(peer.name)
+                self._seen(peer.name)
             lines.append(f"{head}{prefix}{_json_string(text)}}}\n")
         if lines:
             self._write("".join(lines), len(lines), 0)
@@ -287,7 +283,7 @@ class _Lines:
                 kind = "unsubscribed" if isinstance(event, SubscriptionRemoved) else "subscribed"
                 sub_id, regexp = event.subscription_id, event.regexp
                 records.append(Record(now, kind, peer.name, peer.host, id=sub_id, regexp=regexp))
-            self._stats.agents.add(peer.name)
+            self._seen(peer.name)
         if records:
             self._write("".join(map(encode_record, records)), 0, len(records))
 
@@ -304,93 +300,3 @@ async def _record_texts(sub: Subscription, lines: _Lines) -> None:
 async def _record_events(events: Any, lines: _Lines) -> None:
     async for event in events:
         lines.events([event])
-
-
-@attrs.define
-class ReplayStats:
-    """What a replay did: texts sent, how many reached no one, and how late
-    each text of the first pass was (seconds)."""
-
-    sent: int = 0
-    unheard: int = 0
-    passes: int = 0
-    lateness: list[float] = attrs.field(factory=list)
-
-
-async def replay(
-    records: Iterable[Record] | FilePlaylist | ListPlaylist,
-    bus: str | None = None,
-    *,
-    speed: float = 1.0,
-    origin: float = 0.0,
-    loop: bool = False,
-    as_agent: str | None = None,
-    wait_for: Iterable[str] = (),
-    on_sent: Callable[[ReplayStats], None] | None = None,
-    max_agents: int = MAX_AGENTS,
-    **options: Unpack[BusOptionsArgs],
-) -> ReplayStats:
-    """Play the ``msg`` records onto ``bus`` with their timing (``speed``: how
-    much faster; ``math.inf``: as fast as possible).
-
-    ``records``: a list, or a :class:`FilePlaylist` (a file checked once and
-    streamed, never held in memory: what ``trivy replay`` plays).
-
-    A record at ``t`` is sent ``(t - origin) / speed`` seconds after the
-    start (``origin``: the recording's second the replay starts at, 0 by
-    default, so a silence before the first text is kept). Each recorded
-    sender is played by an agent of its name, on the bus before the first
-    text (``as_agent``: one agent plays them all). Those agents first wait
-    for the agents named in ``wait_for``: without it, agents already on the
-    bus may not have connected to them yet, and the first texts reach no
-    one (counted in :attr:`ReplayStats.unheard`). Times are kept against
-    the start, so errors do not add up; with ``loop``, it plays again
-    (each pass starting when the previous one's last text was due) until
-    cancelled. Each sender is an agent of its own: more than ``max_agents``
-    of them is a ``ValueError`` (play them all ``as_agent``).
-    """
-    if not speed > 0:
-        raise ValueError(f"speed must be positive: {speed!r}")
-    played = records if isinstance(records, FilePlaylist | ListPlaylist) else ListPlaylist(records)
-    stats = ReplayStats()
-    if not played.count:
-        return stats
-    names = sorted({as_agent} if as_agent else played.senders)
-    if len(names) > max_agents:
-        raise ValueError(too_many_senders(max_agents))
-    async with AsyncExitStack() as stack:
-        agents = {
-            n: await stack.enter_async_context(open_ivy_bus(n, bus, **options)) for n in names
-        }
-        for peer_name in wait_for:
-            for agent in agents.values():
-                await agent.wait_for_peer(peer_name)
-        length = (played.last_t - origin) / speed  # one pass, in seconds
-        begin = trio.current_time()
-        while True:
-            # (records not played are read too: millions of them must not hold the loop)
-            turn = time.perf_counter()
-            with contextlib.closing(played.scan()) as scanned:
-                for r in scanned:
-                    if r is None:
-                        if time.perf_counter() - turn > SKIP_SLICE:
-                            await trio.lowlevel.checkpoint()
-                            turn = time.perf_counter()
-                        continue
-                    due = begin + (r.t - origin) / speed
-                    if due > trio.current_time():
-                        await trio.sleep_until(due)
-                    else:
-                        await trio.lowlevel.checkpoint()
-                    turn = time.perf_counter()
-                    if stats.passes == 0:
-                        stats.lateness.append(trio.current_time() - due)
-                    if not await agents[as_agent or r.agent].send(r.text):
-                        stats.unheard += 1
-                    stats.sent += 1
-                    if on_sent is not None:
-                        on_sent(stats)
-            stats.passes += 1
-            if not loop:
-                return stats
-            begin += length if math.isfinite(length) else 0.0
