@@ -7,6 +7,7 @@ none of them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -66,7 +67,19 @@ def printable(text: str) -> str:
     """
     if text.isprintable():
         return text
-    return "".join(char if char.isprintable() else _escaped(char) for char in text)
+    # (str.translate: a character at a time in C; one at a time in Python
+    # took 0.5 s for a peer's 1 MiB of control characters)
+    escaped = text.translate(_bmp_escapes())
+    if escaped.isprintable() or max(escaped) <= "\uffff":
+        return escaped
+    return "".join(char if char.isprintable() else _escaped(char) for char in escaped)
+
+
+@functools.cache
+def _bmp_escapes() -> dict[int, str]:
+    """The escape of every character of the Basic Multilingual Plane that
+    is not printable (made once: about 20 ms)."""
+    return {code: _escaped(chr(code)) for code in range(0x10000) if not chr(code).isprintable()}
 
 
 def _escaped(char: str) -> str:

@@ -28,6 +28,7 @@ __all__ = [
     "RegexpEntry",
     "RegexpTable",
     "literal_prefix",
+    "safe_search",
 ]
 
 MatchMode = Literal["search", "match", "fullmatch"]
@@ -323,3 +324,25 @@ class RegexpTable(Generic[SubscriberT]):
         if self._unindexed:
             found = [*found, *self._unindexed]
         return found
+
+
+def safe_search(regexp: str) -> Callable[[str], bool]:
+    """Whether a text has a match of ``regexp`` anywhere, within the guard's
+    time bound: our own filter, run on texts peers chose (a recorder's
+    regexps, a replay's ``--only``). A search that would run past it (see
+    :mod:`trivy._regexp_guard`) counts as no match.
+
+    Raises:
+      re.error, ValueError: as :meth:`RegexpTable.add` (checked now).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        find = RegexpEntry[None](regexp, "search").find
+
+    def search(text: str) -> bool:
+        try:
+            return find(text) is not None
+        except TimeoutError:
+            return False
+
+    return search

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import gzip
 import math
-import re
 import zlib
 from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from typing import IO, cast
 
+from ._matching import safe_search
 from ._recording_format import Record, RecordingError, bounded_lines, decode_records
 
 __all__ = ["FilePlaylist", "ListPlaylist", "open_recording", "select", "selector"]
@@ -53,14 +53,18 @@ def selector(
     agents: Iterable[str] | None = None,
 ) -> Callable[[Record], bool]:
     """Which records a replay plays: ``msg`` records within ``[start, end]``
-    seconds, whose text ``only`` finds (a regexp), from ``agents`` (names)."""
+    seconds, whose text ``only`` finds (a regexp; a search past the guard's
+    time bound finds nothing), from ``agents`` (names).
+
+    Raises:
+      re.error, ValueError: ``only`` cannot be matched safely."""
     wanted = None if agents is None else set(agents)
-    find = None if only is None else re.compile(only).search
+    found = None if only is None else safe_search(only)  # (on texts a file chose)
     return lambda r: (
         r.event == "msg"
         and start <= r.t <= end
         and (wanted is None or r.agent in wanted)
-        and (find is None or find(r.text) is not None)
+        and (found is None or found(r.text))
     )
 
 

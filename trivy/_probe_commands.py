@@ -193,7 +193,11 @@ class Probe:
     async def command(self, line: str) -> None:
         """Run one stdin line: a ``.command`` or a message to send."""
         if not line.startswith("."):  # (an empty line too, as ivy-c's probe: it reaches nobody)
-            count = await self.bus.send(line)
+            try:
+                count = await self.bus.send(line)
+            except ValueError as exc:  # (too long for a MSG line: the next lines still go)
+                self.out(f"-> not sent: {exc}")
+                return
             self.say(f"-> Sent to {peers_count(count)}")
             return
         name, _, rest = line.partition(" ")

@@ -24,6 +24,7 @@ from ._cli_common import (
     os_error_in,
     run_until_interrupted,
 )
+from ._matching import safe_search
 from ._options import BusOptions
 from ._playlist import selector
 from .recording import (
@@ -114,6 +115,7 @@ async def run_record(args: argparse.Namespace) -> int:
     """
     for regexp in args.regexps:
         check_regexp(regexp)
+        _check_filter(regexp, "a regexp")
     try:
         BusOptions(agent_name=args.name, bus=args.bus)
     except ValueError as exc:
@@ -151,6 +153,14 @@ async def run_record(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if interrupted else EXIT_OK
 
 
+def _check_filter(regexp: str, what: str) -> None:
+    """UsageError unless ``regexp`` can filter texts within the guard's bounds."""
+    try:
+        safe_search(regexp)
+    except (re.error, ValueError, OverflowError, RecursionError) as exc:
+        raise UsageError(f"{what} {regexp!r}: {exc}") from None
+
+
 def _without_unplayable(
     path: str, played: FilePlaylist, selected: Callable[[Record], bool], most: int
 ) -> FilePlaylist:
@@ -183,10 +193,7 @@ async def run_replay(args: argparse.Namespace) -> int:
     if not speed > 0:
         raise UsageError(f"--speed must be positive (0: at once): {args.speed}")
     if args.only is not None:
-        try:
-            re.compile(args.only)
-        except re.error as exc:
-            raise UsageError(f"--only {args.only!r}: {exc}") from None
+        _check_filter(args.only, "--only")
     if args.max_agents < 1:
         raise UsageError(f"--max-agents must be at least 1: {args.max_agents}")
     selected = selector(start=args.start, end=args.end, only=args.only, agents=args.agent)

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import re
+import math
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -39,6 +40,8 @@ from ._events import (
     SubscriptionChanged,
     SubscriptionRemoved,
 )
+from ._fairness import SERVE_SLICE
+from ._matching import safe_search
 from ._open import open_ivy_bus
 from ._options import BusOptionsArgs
 from ._playlist import FilePlaylist, ListPlaylist, open_recording, read_records, select
@@ -133,7 +136,7 @@ async def record(
     ``task_status.started`` gives the :class:`RecordingStats` once the agent
     is on the bus.
     """
-    keep = [re.compile(regexp).search for regexp in regexps]
+    keep = [safe_search(regexp) for regexp in regexps]  # (run on texts peers chose)
     # The bus first: a bus that cannot be joined leaves no file behind.
     async with (
         open_ivy_bus(name, bus, **options) as ivy,
@@ -251,14 +254,22 @@ class _Lines:
         if len(agents) < AGENTS_KEPT:
             agents.add(name)
 
-    def texts(self, matches: Sequence[Match]) -> None:
+    def texts(self, matches: Sequence[Match], start: int = 0) -> int:
+        """Write the texts of ``matches[start:]``; with filter regexps, for
+        :data:`SERVE_SLICE` at most: returns where it stopped."""
         head = f'{{"t": {round(self._now(), 6)}, "event": "msg", '
         prefixes, keep, lines = self._prefixes, self._keep, []
-        for match in matches:
+        until = time.perf_counter() + SERVE_SLICE if keep else math.inf
+        end = len(matches)
+        for index in range(start, end):
+            if keep and time.perf_counter() > until:  # (searches guarded, each up to 20 ms)
+                end = index
+                break
+            match = matches[index]
             # (a text with \x03 arrives as several groups: put back whole)
             groups = match.groups
             text = groups[0] if len(groups) == 1 else "\x03".join(groups)
-            if keep and not any(find(text) for find in keep):
+            if keep and not any(found(text) for found in keep):
                 continue
             peer = match.peer
             prefix = prefixes.get(peer)
@@ -271,6 +282,7 @@ class _Lines:
             lines.append(f"{head}{prefix}{_json_string(text)}}}\n")
         if lines:
             self._write("".join(lines), len(lines), 0)
+        return end
 
     def events(self, events: Iterable[Any]) -> None:
         now, records = self._now(), []
@@ -294,7 +306,10 @@ async def _record_texts(sub: Subscription, lines: _Lines) -> None:
             batch = await sub.receive_batch()
         except (trio.EndOfChannel, trio.ClosedResourceError):
             return
-        lines.texts(batch)
+        done = lines.texts(batch)
+        while done < len(batch):  # (filter regexps took their slice: let the loop run)
+            await trio.lowlevel.checkpoint()
+            done = lines.texts(batch, done)
 
 
 async def _record_events(events: Any, lines: _Lines) -> None:
