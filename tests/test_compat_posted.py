@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import trio
 
+from trivy.compat import _callback_thread as callback_thread
 from trivy.compat import _posted
 from trivy.compat.ivy import IvyApplicationDisconnected, IvyIllegalStateError, IvyServer
 
@@ -238,3 +239,78 @@ async def test_a_waited_call_on_a_bus_that_stops_raises() -> None:
     posted.post(lambda bus: posted.close(), 10)  # the bus stops before the call runs
     with pytest.raises(IvyIllegalStateError):
         await trio.to_thread.run_sync(posted.call, lambda bus: 1)
+
+
+async def test_a_costly_posted_call_ends_its_slice() -> None:
+    """The clock was looked at every 16 calls: 16 sends of 5 ms held the bus 80 ms."""
+    posted, bus, done = _posted.PostedCalls(), FakeBus(cost=0.005), trio.Event()
+    posted.open(bus)  # type: ignore[arg-type]
+    runs: list[int] = []
+    run_slice = posted._run_slice
+
+    def counted_slice() -> None:
+        before = len(bus.sent)
+        run_slice()
+        runs.append(len(bus.sent) - before)
+
+    posted._run_slice = counted_slice  # type: ignore[method-assign]
+
+    def produce() -> None:
+        for i in range(40):
+            posted.post(f"n {i}", 10)
+        posted.post(lambda bus: done.set(), 10)
+
+    await trio.to_thread.run_sync(produce)
+    with trio.fail_after(TIMEOUT):
+        await done.wait()
+    assert len(bus.sent) == 40 and max(runs) == 1, runs
+
+
+async def test_a_thread_waits_only_for_what_it_posted_itself() -> None:
+    posted, bus = _posted.PostedCalls(), FakeBus(cost=0.001)
+    posted.open(bus)  # type: ignore[arg-type]
+    seen: list[bool] = []
+
+    def produce() -> None:
+        for i in range(200):  # 200 ms of sends
+            posted.post(f"n {i}", 10)
+        seen.append(posted.waiting)
+
+    await trio.to_thread.run_sync(produce)
+    # (trio's worker threads are reused: a thread of its own; BusThread.call
+    # then goes straight to the bus thread, not behind the 200 ms of sends)
+    thread = threading.Thread(target=lambda: seen.append(posted.waiting))
+    thread.start()
+    await trio.to_thread.run_sync(thread.join)
+    assert seen == [True, False]
+
+
+def test_stop_from_a_callback_while_the_callbacks_queue_is_full(
+    port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bus's closing queued the removal of each agent, waiting for room
+    the blocked callbacks' thread (in stop()) would never make: a hang."""
+    monkeypatch.setattr(callback_thread, "MAX_PENDING_CALLBACKS", 5)
+    rec, gate, stopped = Recorder(), threading.Event(), threading.Event()
+    server = make_server(rec)
+    server.bind_msg(lambda agent, number: gate.wait(TIMEOUT), NUMBERED)
+    server.bind_msg(lambda agent: (server.stop(), stopped.set()), "^quit$")
+    server.start(f"127:{port}")
+    peer = PythonPeer(port, PEER_NAME)
+    try:
+        peer.expect("regexp", sender=server.agent_name, action="add", regexp="^quit$")
+        for i in range(8):
+            peer.command("send", text=f"n {i}")
+        peer.command("send", text="quit")
+        for i in range(50):
+            peer.command("send", text=f"n {i}")
+        deadline = time.monotonic() + TIMEOUT
+        while server._trivy_callbacks.pending()[0] < 5:  # (the queue fills)
+            assert time.monotonic() < deadline, "the callbacks' queue never filled"
+            stopped.wait(0.01)
+        gate.set()  # the numbers run; quit stops the server with the queue full again
+        assert stopped.wait(TIMEOUT), "stop() from the callback never returned"
+        assert server.server_termination.is_set()
+    finally:
+        gate.set()
+        peer.close()

@@ -60,6 +60,7 @@ def test_it_counts_subscriptions_as_the_router_sends_them() -> None:
     assert count_matches(bus, "n 2") == 2  # type: ignore[arg-type]
     assert count_matches(bus, "x 2") == 0  # type: ignore[arg-type]
     assert count_matches(bus, "") == 0  # type: ignore[arg-type]
+    assert count_matches(bus, "n 1\ud800") is None  # type: ignore[arg-type]
 
 
 def test_what_may_cost_is_left_to_the_bus_thread() -> None:

@@ -59,6 +59,11 @@ def count_matches(bus: IvyBus, text: str) -> int | None:
         return 0  # (nothing is sent for an empty text)
     if length > MAX_COUNTED_LENGTH or "\n" in text:
         return None
+    if not text.isascii():  # (a lone surrogate: the bus thread's send raises it)
+        try:
+            text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            return None
     router = bus._router
     budgets = router.budgets
     if length > budgets.light_above:  # (-1: being recomputed) a send that may be timed

@@ -144,6 +144,15 @@ class CallbackThread:
         if not run.stopping:
             _put(run, job)
 
+    def submit_last(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Queue ``fn(*args)`` whatever the queue holds (never waits): for
+        the few calls made as the bus closes. The thread may be what closes
+        it, in a callback, and cannot run the queue meanwhile."""
+        run = self._run
+        with run.lock:
+            if not run.stopping:
+                run.append(_job(fn, args))
+
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Queue ``fn(*args)`` and wait for its result (None if it raised or was dropped)."""
         run, done = self._run, threading.Event()

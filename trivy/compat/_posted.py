@@ -7,10 +7,12 @@ count is taken in the caller's thread: :mod:`trivy._thread_counts`), so it
 is posted instead:
 
 - in order: the bus thread runs posted calls in the order they were
-  posted; a call that waits for its result while some wait is posted too
-  (:meth:`PostedCalls.call`, from ``BusThread.call``);
-- in batches: one wake-up of the bus thread runs all that was posted
-  meanwhile, for :data:`RUN_SLICE` at most, then lets the bus's tasks run;
+  posted; a call that waits for its result while calls its thread posted
+  wait is posted too (:meth:`PostedCalls.call`, from ``BusThread.call``),
+  other threads' calls (``stop()``) do not wait for them;
+- in slices: one wake-up of the bus thread runs what was posted meanwhile,
+  for :data:`RUN_SLICE` (the clock looked at after each call), then lets
+  the bus's tasks run;
 - bounded: a thread that posts while :data:`MAX_POSTED_BYTES` wait blocks
   until the bus thread took them, as ivy-python's send blocks while a
   socket's buffer is full.
@@ -43,7 +45,8 @@ RUN_SLICE = 0.002
 
 #: A call ``fn(bus)``, or a text: ``bus.send_nowait(text)``, the usual one,
 #: posted without a closure.
-#: Calls taken at once; the clock is looked at after each batch.
+#: Calls taken from the queue at once (one lock for them); the clock is
+#: looked at after each call, and those not run go back first in line.
 _BATCH = 16
 #: How often a thread waiting for its posted call looks whether the bus stopped (s).
 _POLL = 0.2
@@ -60,7 +63,11 @@ class PostedCalls:
     """
 
     def __init__(self) -> None:
-        self._calls: collections.deque[tuple[PostedCall, int]] = collections.deque()
+        #: (call, size, the posting thread's ident)
+        self._calls: collections.deque[tuple[PostedCall, int, int]] = collections.deque()
+        #: Calls waiting, by posting thread (its later waited calls go after them).
+        self._by_thread: collections.Counter[int] = collections.Counter()
+        self._full = 0  # (posters waiting for room)
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
         self._bytes = 0
@@ -84,6 +91,7 @@ class PostedCalls:
         with self._lock:
             self._bus = self._token = None
             self._calls.clear()
+            self._by_thread.clear()
             self._bytes = 0
             self._scheduled = False
             self._room.notify_all()
@@ -95,21 +103,28 @@ class PostedCalls:
 
         Waits while :data:`MAX_POSTED_BYTES` are posted already.
         """
+        poster = threading.get_ident()
         with self._lock:
             token = self._token
             if token is None:
                 return False
             while self._bytes >= MAX_POSTED_BYTES:
-                self._room.wait()
+                self._full += 1
+                try:
+                    self._room.wait()
+                finally:
+                    self._full -= 1
                 if self._token is not token:
                     return False  # the bus stopped meanwhile
-            self._calls.append((call, size))
+            self._calls.append((call, size, poster))
+            self._by_thread[poster] += 1
             self._bytes += size
             if not self._scheduled:
                 try:
                     token.run_sync_soon(self._run_slice)
                 except trio.RunFinishedError:
                     self._calls.pop()
+                    self._by_thread[poster] -= 1
                     self._bytes -= size
                     return False
                 self._scheduled = True
@@ -117,8 +132,8 @@ class PostedCalls:
 
     @property
     def waiting(self) -> bool:
-        """Whether posted calls wait for the bus thread."""
-        return bool(self._calls)
+        """Whether calls this thread posted wait for the bus thread."""
+        return self._by_thread.get(threading.get_ident(), 0) > 0
 
     def call(self, fn: Callable[[IvyBus], T]) -> T:
         """Post ``fn(bus)`` and wait for its result (or exception): what this
@@ -149,6 +164,23 @@ class PostedCalls:
             raise failures[0]
         return results[0]
 
+    def _taken(self, batch: list[tuple[PostedCall, int, int]], ran: int) -> None:
+        """The first ``ran`` calls of ``batch`` have run: the rest go back first."""
+        with self._lock:
+            if self._bus is None:  # (closed meanwhile: nothing waits any more)
+                return
+            by_thread = self._by_thread
+            for _, size, poster in batch[:ran]:
+                self._bytes -= size
+                if by_thread[poster] > 1:
+                    by_thread[poster] -= 1
+                else:
+                    del by_thread[poster]
+            if ran < len(batch):
+                self._calls.extendleft(reversed(batch[ran:]))
+            if self._full:
+                self._room.notify_all()
+
     def _run_slice(self) -> None:
         """Run posted calls for :data:`RUN_SLICE`; schedule the rest."""
         until = perf_counter() + RUN_SLICE
@@ -159,21 +191,24 @@ class PostedCalls:
                     self._scheduled = False
                     return
                 batch = [calls.popleft() for _ in range(min(len(calls), _BATCH))]
-                self._bytes -= sum(size for _, size in batch)
-                self._room.notify_all()
-            send = bus.send_nowait
-            for call, _ in batch:
+            ran = 0
+            for call, _, _ in batch:
+                ran += 1
                 try:
                     if isinstance(call, str):
-                        send(call)
+                        bus.send_nowait(call)
                     else:
                         call(bus)
                 except IvyIllegalStateError:
                     pass  # the bus stopped, or the peer left, since it was posted
                 except Exception:  # (one bad call loses nothing else; a raise here ends trio.run)
                     error("a call posted to the Ivy bus failed", exc_info=True)
-            if perf_counter() >= until:
+                if perf_counter() >= until:  # (each call: one may cost a send's whole budget)
+                    break
+            self._taken(batch, ran)
+            if ran < len(batch) or perf_counter() >= until:
                 break
+
         token = self._token
         if token is not None:  # (still scheduled: the rest waits for the next run)
             with contextlib.suppress(trio.RunFinishedError):

@@ -175,8 +175,8 @@ class IvyServer(ServerHandlers, ServerInspection):
             left = list(self._trivy_clients_by_address)
         # The agents still connected are left too (stop(), an obeyed DIE):
         # the application callback hears of each, as in ivy-python.
-        for host, port in left:
-            self._trivy_callbacks.submit_from_thread(self.remove_client, host, port)
+        for host, port in left:  # (past the bound: a callback may be what stops it)
+            self._trivy_callbacks.submit_last(self.remove_client, host, port)
         self._trivy_clients.clear()
         # once it has run what is queued (those removals first)
         self._trivy_callbacks.stop(after=self._forget_clients)
