@@ -123,7 +123,10 @@ async def test_peers_that_never_read_and_never_end_a_line_share_the_bound(bus: s
     heartbeat = Heartbeat()
     with trio.fail_after(TIMEOUT):
         async with (
-            trivy.open_ivy_bus("A", bus, max_buffered_bytes=bound, overflow="drop") as a,
+            # (leaving, A waits for peers that never read: not 10 s here)
+            trivy.open_ivy_bus(
+                "A", bus, max_buffered_bytes=bound, overflow="drop", leave_timeout=0.5
+            ) as a,
             a.events() as events,
             trivy.open_ivy_bus("B", bus) as b,
             trio.open_nursery() as nursery,
