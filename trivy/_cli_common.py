@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -72,7 +73,15 @@ def printable(text: str) -> str:
     escaped = text.translate(_bmp_escapes())
     if escaped.isprintable() or max(escaped) <= "\uffff":
         return escaped
-    return "".join(char if char.isprintable() else _escaped(char) for char in escaped)
+    return _ASTRAL.sub(_escaped_if_not_printable, escaped)  # (a call per astral character)
+
+
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+
+
+def _escaped_if_not_printable(found: re.Match[str]) -> str:
+    char = found.group()
+    return char if char.isprintable() else _escaped(char)
 
 
 @functools.cache

@@ -91,7 +91,7 @@ async def replay(
     bus may not have connected to them yet, and the first texts reach no
     one (counted in :attr:`ReplayStats.unheard`). Times are kept against
     the start, so errors do not add up; with ``loop``, it plays again
-    (each pass starting when the previous one's last text was due) until
+    (each pass starting when the previous one's latest text was due) until
     cancelled. Each sender is an agent of its own: more than ``max_agents``
     of them is a ``ValueError`` (play them all ``as_agent``).
     """

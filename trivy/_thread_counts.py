@@ -11,8 +11,10 @@ Only the counts that cost little are taken here: a short text, a few
 candidate regexps, each of them cheap for that text (no guarded or timed
 search, no budget that could skip it). For anything else this answers
 None and the caller asks the bus thread, whose send counts exactly. The
-lock is therefore held for a bounded time, which is also how long the bus
-thread may wait for it when a peer's subscriptions change.
+lock is therefore held for what the guard's cost model calls cheap, which
+is also how long the bus thread may wait for it when a peer's
+subscriptions change (the model underestimates some nested counted
+repeats: see the known limits in the porting guide).
 """
 
 from __future__ import annotations

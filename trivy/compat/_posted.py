@@ -43,8 +43,6 @@ POSTED_OVERHEAD = 256
 #: Seconds the bus thread runs posted calls before it lets its tasks run.
 RUN_SLICE = 0.002
 
-#: A call ``fn(bus)``, or a text: ``bus.send_nowait(text)``, the usual one,
-#: posted without a closure.
 #: Calls taken from the queue at once (one lock for them); the clock is
 #: looked at after each call, and those not run go back first in line.
 _BATCH = 16
@@ -52,6 +50,8 @@ _BATCH = 16
 _POLL = 0.2
 T = TypeVar("T")
 
+#: A call ``fn(bus)``, or a text: ``bus.send_nowait(text)``, the usual one,
+#: posted without a closure.
 PostedCall = Callable[[IvyBus], object] | str
 
 
@@ -124,7 +124,7 @@ class PostedCalls:
                     token.run_sync_soon(self._run_slice)
                 except trio.RunFinishedError:
                     self._calls.pop()
-                    self._by_thread[poster] -= 1
+                    self._by_thread -= collections.Counter({poster: 1})
                     self._bytes -= size
                     return False
                 self._scheduled = True
